@@ -1,0 +1,306 @@
+"""Shared plumbing: ``generate`` and ``stream``, and the per-generation context strategies report through.
+
+Tensor shape legend used in comments throughout ``core/``:
+B batch (rows after expansion), K beams or candidates, S sequence, V vocabulary, L layers, H hidden size.
+
+Pipeline of ``generate``:
+1. checks that need the raw call (empty prompt, stop strings, assistant tokenizers);
+2. ``model.generate(custom_generate=<dispatch>)``: transformers prepares inputs, expands rows for
+   beams / return sequences, builds its own logits processors, stopping criteria and KV cache, then
+   hands them to ``dispatch``;
+3. ``dispatch`` validates the final config (``core.config``), looks the strategy up in the registry
+   and runs it with a ``RunContext``; the context records steps, streams tokens and honours cancel.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.stopping_criteria import StopStringCriteria
+
+from . import config as config_checks
+from .records import Candidate, CacheInfo, ProcessorEffect, Recorder, RowStep, StepRecord, Trace
+from .strategies import get_strategy
+
+
+class CancelCriteria(StoppingCriteria):
+    """Stops every row once ``event`` is set (from any thread); checked once per step."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class RunContext:
+    """What a strategy needs besides transformers' arguments: the recorder, the streamer, the
+    assistant, the tokenizer, and helpers that turn tensors into records only when recording."""
+
+    def __init__(self, model, *, recorder: Recorder | None, streamer, tokenizer, assistant_model,
+                 assistant_tokenizer, cancel: threading.Event):
+        self.model = model
+        self.recorder = recorder
+        self.recording = recorder is not None
+        self.top_n = getattr(recorder, "top_n", 10)
+        self.streamer = streamer
+        self.tokenizer = tokenizer
+        self.assistant_model = assistant_model
+        self.assistant_tokenizer = assistant_tokenizer
+        self.cancel = cancel
+        self.inputs_tensor: torch.Tensor | None = None
+        self.mode = ""
+        self.steps: list[StepRecord] = []
+        self.t0 = time.perf_counter()
+        self._texts: dict[int, str] = {}
+
+    # --- token text -----------------------------------------------------------------------------
+    def text(self, token_id: int) -> str:
+        """Decoded text of one token (cached per generation)."""
+        token_id = int(token_id)
+        if token_id not in self._texts:
+            tok = self.tokenizer
+            self._texts[token_id] = tok.decode([token_id]) if tok is not None else str(token_id)
+        return self._texts[token_id]
+
+    # --- logits processing ----------------------------------------------------------------------
+    def process(self, input_ids: torch.LongTensor, logits: torch.FloatTensor, processors: LogitsProcessorList):
+        """Apply ``processors`` as ``LogitsProcessorList`` does. When recording, also return each
+        processor's output, so that ``row_steps`` can say which candidates it removed or changed.
+        Returns ``(scores [B, V], stages)``; ``stages`` is a list of (name, scores [B, V]) or None."""
+        if not self.recording:
+            return processors(input_ids, logits), None
+        stages = []
+        scores = logits
+        for proc in processors:
+            scores = proc(input_ids, scores.clone())
+            stages.append((type(proc).__name__, scores))
+        return scores, stages
+
+    def candidate_ids(self, logits: torch.Tensor, scores: torch.Tensor, chosen) -> list[int]:
+        """Ids worth recording for one row: top_n by raw logit, top_n by processed score, the chosen ones."""
+        n = min(self.top_n, logits.shape[-1])
+        top = scores.topk(n)
+        ids = dict.fromkeys(i for i, v in zip(top.indices.tolist(), top.values.tolist()) if v != float("-inf"))
+        ids.update(dict.fromkeys(logits.topk(n).indices.tolist()))
+        ids.update(dict.fromkeys(int(c) for c in chosen))
+        return list(ids)
+
+    def candidates(self, logits: torch.Tensor, scores: torch.Tensor, ids: list[int]) -> list[Candidate]:
+        """``logits`` and ``scores`` are one row, [V]; candidates sorted by processed score."""
+        index = torch.tensor(ids, device=logits.device)
+        probs = logits.float().softmax(-1)[index].tolist()
+        probs_after = scores.float().softmax(-1)[index].tolist()
+        raw = logits[index].tolist()
+        processed = scores[index].tolist()
+        rows = [Candidate(i, self.text(i), raw[j], probs[j], processed[j], probs_after[j]) for j, i in enumerate(ids)]
+        return sorted(rows, key=lambda c: -c.score)
+
+    def row_steps(self, logits: torch.Tensor, scores: torch.Tensor, stages, chosen: list[list[int]]) -> list[RowStep]:
+        """One ``RowStep`` per row of ``logits`` / ``scores`` [B, V]; ``chosen`` is the token list per row."""
+        out = []
+        for row in range(logits.shape[0]):
+            ids = self.candidate_ids(logits[row], scores[row], chosen[row])
+            index = torch.tensor(ids, device=logits.device)
+            effects, before = [], logits[row]
+            for name, stage in stages or ():
+                after = stage[row]
+                changed_mask = before != after
+                removed_mask = changed_mask & torch.isinf(after) & (after < 0)
+                sub_changed, sub_removed = changed_mask[index].tolist(), removed_mask[index].tolist()
+                effects.append(ProcessorEffect(
+                    name,
+                    removed=[i for i, r in zip(ids, sub_removed) if r],
+                    changed=[i for i, c, r in zip(ids, sub_changed, sub_removed) if c and not r],
+                    removed_total=int(removed_mask.sum()),
+                ))
+                before = after
+            out.append(RowStep(row, self.candidates(logits[row], scores[row], ids), effects, [int(c) for c in chosen[row]]))
+        return out
+
+    # --- reporting ------------------------------------------------------------------------------
+    def emit(self, rows: list[RowStep], cache=None, **details) -> None:
+        """Send one step record to the recorder (call only when ``self.recording``)."""
+        record = StepRecord(step=len(self.steps), strategy=self.mode, rows=rows,
+                            elapsed_s=time.perf_counter() - self.t0,
+                            cache=cache_info(cache) if cache is not None else None, **details)
+        self.steps.append(record)
+        self.recorder.on_step(record)
+
+    def put(self, tokens: torch.Tensor) -> None:
+        """Hand new tokens to the streamer, as transformers does after every step."""
+        if self.streamer is not None:
+            self.streamer.put(tokens.cpu())
+
+    def end_stream(self) -> None:
+        if self.streamer is not None:
+            self.streamer.end()
+
+
+def cache_bytes(obj, seen: set[int] | None = None) -> int:
+    """Bytes of every tensor reachable from a cache's layers (quantized caches hold packed tensors)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, (list, tuple)):
+        return sum(cache_bytes(o, seen) for o in obj)
+    if isinstance(obj, dict):
+        return sum(cache_bytes(o, seen) for o in obj.values())
+    if hasattr(obj, "__dict__") and type(obj).__module__.startswith(("transformers", "optimum", "hqq")):
+        return sum(cache_bytes(o, seen) for o in vars(obj).values())
+    return 0
+
+
+def cache_info(cache) -> CacheInfo:
+    try:
+        seq = int(cache.get_seq_length())
+    except Exception:  # some cache kinds cannot say before their first update
+        seq = 0
+    return CacheInfo(kind=type(cache).__name__, bytes=cache_bytes(getattr(cache, "layers", cache)), seq_length=seq)
+
+
+def config_dict(cfg: GenerationConfig) -> dict[str, Any]:
+    """The fields of ``cfg`` that differ from the defaults, as plain JSON values (private fields dropped)."""
+    diff = {k: v for k, v in cfg.to_diff_dict().items() if not k.startswith("_")}
+    return json.loads(json.dumps(diff, default=lambda o: o.tolist() if isinstance(o, torch.Tensor) else str(o)))
+
+
+@dataclass
+class GenerationResult:
+    """``sequences`` is laid out exactly as ``model.generate(...)`` returns it; ``trace`` holds the records."""
+
+    sequences: torch.LongTensor
+    trace: Trace | None
+
+
+def generate(model, input_ids: torch.LongTensor | None = None, generation_config: GenerationConfig | None = None, *,
+             attention_mask: torch.LongTensor | None = None, recorder: Recorder | None = None, streamer=None,
+             assistant_model=None, tokenizer=None, cancel: threading.Event | None = None,
+             logits_processor: LogitsProcessorList | None = None,
+             stopping_criteria: StoppingCriteriaList | None = None, **kwargs) -> GenerationResult:
+    """Generate like ``model.generate`` with any strategy of the generation guide, recording each step
+    into ``recorder`` when one is given. ``kwargs`` override fields of ``generation_config``, which
+    defaults to the model's own. ``cancel`` is an event another thread may set to stop early."""
+    config_checks.check_prompt(input_ids, kwargs)
+    assistant_tokenizer = kwargs.pop("assistant_tokenizer", None)
+    config_checks.check_assistant(model, assistant_model, tokenizer, assistant_tokenizer)
+    stopping_criteria = StoppingCriteriaList(stopping_criteria or [])
+    base = generation_config if generation_config is not None else model.generation_config
+    stop_strings = kwargs.get("stop_strings", getattr(base, "stop_strings", None))
+    if stop_strings:
+        if tokenizer is None:
+            raise ValueError("`stop_strings` needs `tokenizer=` to match strings against tokens; got no tokenizer")
+        # transformers drops `tokenizer` on the custom_generate path, so build the criterion here
+        stopping_criteria.append(StopStringCriteria(tokenizer, stop_strings))
+        kwargs["stop_strings"] = None
+    ctx = RunContext(model, recorder=recorder, streamer=streamer, tokenizer=tokenizer, assistant_model=assistant_model,
+                     assistant_tokenizer=assistant_tokenizer, cancel=cancel or threading.Event())
+    prompt_len = input_ids.shape[1] if input_ids is not None else 0
+
+    def dispatch(model, input_ids, logits_processor, stopping_criteria, generation_config, inputs_tensor=None,
+                 **model_kwargs):
+        mode = generation_config.get_generation_mode(ctx.assistant_model)
+        ctx.mode = getattr(mode, "value", mode)
+        ctx.inputs_tensor = inputs_tensor
+        config_checks.validate(generation_config, ctx.mode, model, ctx)
+        strategy = get_strategy(ctx.mode)
+        stopping_criteria.append(CancelCriteria(ctx.cancel))
+        ctx.generation_config = generation_config
+        if ctx.streamer is not None:
+            ctx.streamer.put(input_ids.cpu())
+        return strategy(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx, **model_kwargs)
+
+    ctx.t0 = time.perf_counter()
+    sequences = model.generate(input_ids, generation_config=generation_config, attention_mask=attention_mask,
+                               logits_processor=logits_processor, stopping_criteria=stopping_criteria,
+                               custom_generate=dispatch, **kwargs)
+    trace = None
+    if recorder is not None:
+        new = sequences if model.config.is_encoder_decoder else sequences[:, prompt_len:]
+        trace = Trace(
+            strategy=ctx.mode,
+            config=config_dict(ctx.generation_config),
+            prompt_ids=input_ids.tolist() if input_ids is not None else [],
+            steps=ctx.steps,
+            sequences=sequences.tolist(),
+            texts=tokenizer.batch_decode(new, skip_special_tokens=True) if tokenizer is not None else [],
+            model_name=getattr(model, "name_or_path", "") or "",
+            elapsed_s=time.perf_counter() - ctx.t0,
+        )
+        recorder.on_end(trace)
+    return GenerationResult(sequences=sequences, trace=trace)
+
+
+@dataclass
+class StreamEvent:
+    """One step of a running generation, for UIs: the record and the text so far per returned row
+    (for the beam family, the current best hypotheses). The last event has ``done=True`` and ``result``."""
+
+    record: StepRecord | None
+    tokens: list[list[int]]
+    texts: list[str]
+    done: bool = False
+    result: GenerationResult | None = None
+
+
+class _QueueRecorder:
+    def __init__(self, q: queue.Queue, top_n: int):
+        self.q, self.top_n = q, top_n
+
+    def on_step(self, record: StepRecord) -> None:
+        self.q.put(("step", record))
+
+    def on_end(self, trace: Trace) -> None:
+        pass
+
+
+def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConfig | None = None, *,
+           tokenizer=None, top_n: int = 10, cancel: threading.Event | None = None, **kwargs) -> Iterator[StreamEvent]:
+    """Run ``generate`` in a worker thread and yield a ``StreamEvent`` per step. Closing the iterator
+    (or setting ``cancel``) stops the generation within one step. Errors are re-raised here."""
+    q: queue.Queue = queue.Queue()
+    cancel = cancel or threading.Event()
+
+    def work():
+        try:
+            result = generate(model, input_ids, generation_config, recorder=_QueueRecorder(q, top_n),
+                              tokenizer=tokenizer, cancel=cancel, **kwargs)
+            q.put(("done", result))
+        except BaseException as err:  # handed to the consumer, raised there
+            q.put(("error", err))
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    tokens: list[list[int]] = []
+    decode = (lambda ids: tokenizer.decode(ids, skip_special_tokens=True)) if tokenizer is not None else str
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "error":
+                raise item
+            if kind == "done":
+                result: GenerationResult = item
+                yield StreamEvent(None, tokens, [decode(t) for t in tokens], done=True, result=result)
+                return
+            record: StepRecord = item
+            if record.best is not None:
+                tokens = [list(t) for t in record.best]
+            else:
+                while len(tokens) < len(record.rows):
+                    tokens.append([])
+                for row in record.rows:
+                    tokens[row.row].extend(row.chosen)
+            yield StreamEvent(record, tokens, [decode(t) for t in tokens])
+    finally:
+        cancel.set()
+        worker.join()

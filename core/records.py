@@ -1,0 +1,184 @@
+"""Step records and the one observer interface through which every strategy reports what it did.
+
+Records are frozen dataclasses holding plain Python values, so a trace is JSON as it stands:
+``Trace.to_json()`` writes it and ``Trace.from_json()`` reads it back into the same objects.
+Each strategy fills the common fields of ``StepRecord`` and, where it has one, its own detail
+field (``beam``, ``contrastive``, ``dola``, ``assisted``); the others stay ``None``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol, get_args, get_origin, get_type_hints
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One token the model considered at a step: its logit and probability before and after the processors."""
+
+    token_id: int
+    text: str
+    logit: float  # raw model logit (float32)
+    prob: float  # softmax of the raw logits
+    score: float  # after the logits processors (-inf when a processor removed it)
+    prob_after: float  # softmax of the processed scores: the distribution actually sampled / arg-maxed
+
+
+@dataclass(frozen=True)
+class ProcessorEffect:
+    """What one logits processor did to the recorded candidates of one row."""
+
+    processor: str  # class name, e.g. "TopKLogitsWarper"
+    removed: list[int]  # recorded candidates it set to -inf
+    changed: list[int]  # recorded candidates whose score it changed without removing them
+    removed_total: int = 0  # tokens of the whole vocabulary it set to -inf
+
+
+@dataclass(frozen=True)
+class RowStep:
+    """One batch row (or beam) at one step: candidates, processor effects, and the token chosen."""
+
+    row: int
+    candidates: list[Candidate]
+    effects: list[ProcessorEffect]
+    chosen: list[int]  # token(s) appended to this row at this step
+
+
+@dataclass(frozen=True)
+class BeamNode:
+    """An expanded beam candidate. ``node_id`` is unique in the trace; ``parent`` is the node it extends
+    (``-1`` for the prompt). ``fate`` is one of ``"kept"``, ``"pruned"``, ``"finished"``."""
+
+    node_id: int
+    parent: int
+    batch: int
+    token_id: int
+    text: str
+    score: float  # cumulative log-probability of the sequence ending in this token
+    normalized_score: float  # score / length ** length_penalty, the score beams are ranked by when finished
+    fate: str
+    group: int = 0  # diverse beam search: the group that expanded it
+    diversity_penalty: float = 0.0  # diverse beam search: penalty subtracted from this token's score
+    final_score: float | None = None  # set when ``fate == "finished"``: the hypothesis' score in the final ranking
+
+
+@dataclass(frozen=True)
+class ContrastiveCandidate:
+    token_id: int
+    text: str
+    confidence: float  # model probability of the candidate
+    degeneration_penalty: float  # max cosine similarity of its hidden state to the context
+    score: float  # (1 - alpha) * confidence - alpha * penalty
+    chosen: bool
+
+
+@dataclass(frozen=True)
+class DolaStep:
+    candidate_layers: list[int]
+    js_divergences: list[float]  # one per candidate layer, against the final layer
+    chosen_layer: int
+    contrasted: list[Candidate]  # top candidates after the contrast (``score``) with the final layer (``logit``)
+
+
+@dataclass(frozen=True)
+class AssistedStep:
+    drafted: list[int]
+    accepted: list[int]
+    rejected: list[int]
+    corrected: list[int]  # token the main model put in place of the first rejected one (or the bonus token)
+    drafted_text: list[str]
+    next_draft_length: int
+    source: str  # "assistant", "prompt_lookup" or "universal"
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    kind: str  # class name, e.g. "DynamicCache", "QuantizedCache"
+    bytes: int  # bytes held by its key/value tensors after this step
+    seq_length: int
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one decoding step considered and chose."""
+
+    step: int
+    strategy: str
+    rows: list[RowStep]
+    elapsed_s: float = 0.0  # seconds since generation started
+    beam: list[BeamNode] | None = None
+    contrastive: list[list[ContrastiveCandidate]] | None = None  # per batch row
+    dola: list[DolaStep] | None = None  # per batch row
+    assisted: list[AssistedStep] | None = None  # per batch row
+    cache: CacheInfo | None = None
+    best: list[list[int]] | None = None  # current best continuation per returned row (beam family)
+
+
+@dataclass
+class Trace:
+    """All records of one generation plus the settings that produced it."""
+
+    strategy: str
+    config: dict[str, Any]
+    prompt_ids: list[list[int]]
+    steps: list[StepRecord] = field(default_factory=list)
+    sequences: list[list[int]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    model_name: str = ""
+    elapsed_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), allow_nan=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Trace":
+        return _build(cls, data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Trace":
+        return cls.from_dict(json.loads(text))
+
+
+def _build(tp: Any, value: Any) -> Any:
+    """Rebuild dataclasses (and lists / optionals of them) from ``asdict`` output."""
+    if value is None:
+        return None
+    origin = get_origin(tp)
+    if origin is list:
+        (inner,) = get_args(tp)
+        return [_build(inner, v) for v in value]
+    if origin is not None and type(None) in get_args(tp):  # Optional[X] / X | None
+        inner = next(a for a in get_args(tp) if a is not type(None))
+        return _build(inner, value)
+    if dataclasses.is_dataclass(tp):
+        hints = get_type_hints(tp)
+        return tp(**{f.name: _build(hints[f.name], value[f.name]) for f in dataclasses.fields(tp) if f.name in value})
+    return value
+
+
+class Recorder(Protocol):
+    """The observer interface: a strategy calls ``on_step`` once per decoding step and ``on_end`` once."""
+
+    def on_step(self, record: StepRecord) -> None: ...
+
+    def on_end(self, trace: Trace) -> None: ...
+
+
+class ListRecorder:
+    """Keeps every record; ``top_n`` is how many candidates per row the strategies record."""
+
+    def __init__(self, top_n: int = 10):
+        self.top_n = top_n
+        self.steps: list[StepRecord] = []
+        self.trace: Trace | None = None
+
+    def on_step(self, record: StepRecord) -> None:
+        self.steps.append(record)
+
+    def on_end(self, trace: Trace) -> None:
+        self.trace = trace

@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny random models built in the test, and the embedded model (loaded once)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+VOCAB = 64
+
+
+def tiny_llama(seed: int = 0, vocab: int = VOCAB, layers: int = 2) -> LlamaForCausalLM:
+    """A 2-layer Llama with a 64-token vocabulary and random weights (deterministic per seed)."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return tiny_llama(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_assistant():
+    return tiny_llama(1)
+
+
+@pytest.fixture
+def prompt():
+    return torch.tensor([[1, 5, 9, 13, 17, 21]])
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The embedded SmolLM2-135M-Instruct (dequantized once, then cached on disk)."""
+    import core
+
+    return core.load_model()
