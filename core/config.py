@@ -2,15 +2,30 @@
 that names the field, the allowed range and the value given, e.g.
 "`penalty_alpha` must be in [0, 1]; got 1.5".
 
-``validate`` runs on the final ``GenerationConfig`` (the model's defaults merged with the user's
-overrides, as transformers merges them), with the generation mode it selects.
+Order of the checks:
+1. ``check_prompt`` and ``check_assistant`` look at the raw call (the prompt, the assistant and its tokenizer);
+2. ``check_request`` merges the user's settings with the model's defaults as transformers will
+   (``merged_config``) and runs ``validate`` on the result *before* ``model.generate`` is called, because
+   transformers rejects some values earlier than our dispatch with messages that do not say the range
+   (``GenerationConfig.validate``, the logits processors' constructors, the cache constructors);
+3. ``validate`` runs again in the dispatch on the final config transformers hands over.
+
+``validate`` is two tables: ``RANGES`` (a field alone: its allowed values) and ``RULES`` (fields that
+depend on each other, on the mode or on the model), each rule a small function registered with ``@rule``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
+from transformers import GenerationConfig
+from transformers.generation.configuration_utils import ALL_CACHE_IMPLEMENTATIONS
+from transformers.utils import is_hqq_available, is_optimum_quanto_available
 
 BEAM_MODES = {"beam_search", "beam_sample", "group_beam_search", "constrained_beam_search"}
 SAMPLING_MODES = {"sample", "beam_sample"}
@@ -25,6 +40,7 @@ def _check(cond: bool, field: str, allowed: str, value) -> None:
         _fail(field, allowed, value)
 
 
+# --- 1. the raw call --------------------------------------------------------------------------------------------
 def check_prompt(input_ids, kwargs) -> None:
     """The prompt must hold at least one token (encoder-decoder models may start from ``inputs_embeds``)."""
     if input_ids is None and "inputs_embeds" not in kwargs:
@@ -53,67 +69,274 @@ def check_assistant(model, assistant_model, tokenizer, assistant_tokenizer) -> N
         )
 
 
+# --- 2. the merged settings, before transformers sees them ------------------------------------------------------
+def merged_config(model, generation_config: GenerationConfig | None, kwargs: dict[str, Any]) -> GenerationConfig:
+    """The config ``model.generate`` will run with, by the precedence of
+    ``GenerationMixin._prepare_generation_config`` (the user's values > the model's > global defaults), but built
+    without ``GenerationConfig.validate`` so that ``validate`` below sees, and names, the raw values."""
+    cfg = copy.deepcopy(generation_config) if generation_config is not None else GenerationConfig()
+    for defaults in (model.generation_config.to_dict(), cfg._get_default_generation_params()):
+        for key, value in defaults.items():
+            if getattr(cfg, key, None) is None:
+                setattr(cfg, key, value)
+    for key, value in kwargs.items():
+        if hasattr(cfg, key):
+            setattr(cfg, key, value)
+    if cfg.cache_implementation == "hybrid":  # transformers drops this legacy Hub default too
+        cfg.cache_implementation = None
+    return cfg
+
+
+def check_request(model, generation_config, kwargs, assistant_model=None) -> None:
+    """Validate the settings of one ``core.generate`` call before ``model.generate`` runs."""
+    cfg = merged_config(model, generation_config, kwargs)
+    validate(cfg, getattr(cfg.get_generation_mode(assistant_model), "value", ""), model)
+
+
+# --- 3. the tables --------------------------------------------------------------------------------------------
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Callable[[Any], bool]:
+    return lambda v: _is_real(v) and (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a field may take when it is set (``None`` is always allowed: unset)."""
+
+    allowed: str
+    test: Callable[[Any], bool]
+
+
+# One field alone. Processors' constructors want floats where marked "a float": transformers rejects ints there.
+RANGES: dict[str, Range] = {
+    "max_new_tokens": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "max_length": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "min_new_tokens": Range("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+    "min_length": Range("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+    "max_time": Range("a number of seconds > 0", lambda v: _is_real(v) and v > 0),
+    "num_beams": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "num_beam_groups": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "num_return_sequences": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "diversity_penalty": Range("in [0, inf)", lambda v: _is_real(v) and v >= 0),
+    "length_penalty": Range("a finite number", _is_real),
+    "penalty_alpha": Range("in [0, 1]", _between(0, 1)),
+    "top_k": Range("an integer >= 0 (0 disables it)", lambda v: _is_int(v) and v >= 0),
+    "top_p": Range("in (0, 1]", _between(0, 1, lo_open=True)),
+    "min_p": Range("in [0, 1]", _between(0, 1)),
+    "typical_p": Range("in (0, 1]", _between(0, 1, lo_open=True)),
+    "epsilon_cutoff": Range("in [0, 1)", _between(0, 1, hi_open=True)),
+    "eta_cutoff": Range("in [0, 1)", _between(0, 1, hi_open=True)),
+    "repetition_penalty": Range("a float > 0 (1.0 means no penalty)",
+                                lambda v: (isinstance(v, float) or v == 1) and _is_real(v) and v > 0),
+    "encoder_repetition_penalty": Range("a float > 0 (1.0 means no penalty)",
+                                        lambda v: (isinstance(v, float) or v == 1) and _is_real(v) and v > 0),
+    "no_repeat_ngram_size": Range("an integer >= 0 (0 disables it)", lambda v: _is_int(v) and v >= 0),
+    "prompt_lookup_num_tokens": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "max_matching_ngram_size": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "num_assistant_tokens": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "num_assistant_tokens_schedule": Range('"constant", "heuristic" or "heuristic_transient"',
+                                           lambda v: v in ("constant", "heuristic", "heuristic_transient")),
+    "assistant_confidence_threshold": Range("in [0, 1]", _between(0, 1)),
+    "cache_implementation": Range(
+        "one of " + ", ".join(f'"{c}"' for c in ("dynamic", "static", "quantized", "offloaded", "offloaded_static")),
+        lambda v: v in ALL_CACHE_IMPLEMENTATIONS),
+}
+
+
+@dataclass(frozen=True)
+class Env:
+    """What a rule may look at besides the config."""
+
+    cfg: GenerationConfig
+    mode: str
+    model: Any
+
+    @property
+    def text_config(self):
+        return self.model.config.get_text_config(decoder=True)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.config.get_text_config().vocab_size
+
+
+RULES: list[Callable[[Env], None]] = []
+
+
+def rule(fn: Callable[[Env], None]) -> Callable[[Env], None]:
+    """Register a check of fields that depend on each other, on the mode or on the model."""
+    RULES.append(fn)
+    return fn
+
+
 def validate(cfg, mode: str, model, ctx=None) -> None:
     """Raise a ``ValueError`` naming the first field of ``cfg`` that is out of range for ``mode``."""
-    sampling = mode in SAMPLING_MODES or (mode == "assisted_generation" and cfg.do_sample) or (
-        mode == "dola_generation" and cfg.do_sample)
-    if cfg.max_new_tokens is not None:
-        _check(cfg.max_new_tokens >= 1, "max_new_tokens", "an integer >= 1", cfg.max_new_tokens)
-    _check(cfg.num_beams >= 1, "num_beams", "an integer >= 1", cfg.num_beams)
-    _check(cfg.num_return_sequences >= 1, "num_return_sequences", "an integer >= 1", cfg.num_return_sequences)
-    if mode in BEAM_MODES:
+    for field, rng in RANGES.items():
+        value = getattr(cfg, field, None)
+        if value is not None and not rng.test(value):
+            _fail(field, rng.allowed, value)
+    env = Env(cfg, mode, model)
+    for check in RULES:
+        check(env)
+
+
+@rule
+def _temperature(env: Env) -> None:
+    cfg = env.cfg
+    if cfg.do_sample and cfg.temperature is not None:
+        _check((isinstance(cfg.temperature, float) or cfg.temperature == 1) and _is_real(cfg.temperature)
+               and cfg.temperature > 0, "temperature", "a float > 0 when sampling (do_sample=True)", cfg.temperature)
+
+
+@rule
+def _return_sequences(env: Env) -> None:
+    cfg = env.cfg
+    if env.mode in BEAM_MODES:
         _check(cfg.num_return_sequences <= cfg.num_beams, "num_return_sequences",
                f"<= num_beams ({cfg.num_beams}) for beam search", cfg.num_return_sequences)
+    elif env.mode == "assisted_generation":
+        _check(cfg.num_return_sequences == 1, "num_return_sequences", "1 for assisted decoding",
+               cfg.num_return_sequences)
+    elif not cfg.do_sample:
+        _check(cfg.num_return_sequences == 1, "num_return_sequences",
+               "1 without sampling or beams (greedy decoding gives one sequence per prompt)", cfg.num_return_sequences)
+
+
+@rule
+def _beam_groups(env: Env) -> None:
+    cfg = env.cfg
     groups = cfg.num_beam_groups or 1
-    _check(groups >= 1, "num_beam_groups", "an integer >= 1", groups)
     if groups > 1:
         _check(groups <= cfg.num_beams, "num_beam_groups", f"<= num_beams ({cfg.num_beams})", groups)
         _check(cfg.num_beams % groups == 0, "num_beam_groups",
                f"a divisor of num_beams ({cfg.num_beams}) so every group has the same number of beams", groups)
         _check(not cfg.do_sample, "do_sample", "False for diverse (group) beam search", cfg.do_sample)
-    if cfg.diversity_penalty is not None:
-        _check(cfg.diversity_penalty >= 0, "diversity_penalty", "in [0, inf)", cfg.diversity_penalty)
-    if cfg.penalty_alpha is not None:
-        _check(0 <= cfg.penalty_alpha <= 1, "penalty_alpha", "in [0, 1]", cfg.penalty_alpha)
-    if cfg.top_k is not None:
-        _check(cfg.top_k >= 0, "top_k", "an integer >= 0 (0 disables it)", cfg.top_k)
-    if mode == "contrastive_search":
-        _check(cfg.top_k is not None and cfg.top_k > 1, "top_k", "an integer > 1 for contrastive search", cfg.top_k)
-    if sampling:
-        _check(cfg.temperature is not None and cfg.temperature > 0 and math.isfinite(cfg.temperature),
-               "temperature", "> 0 when sampling (do_sample=True)", cfg.temperature)
-    if cfg.top_p is not None:
-        _check(0 < cfg.top_p <= 1, "top_p", "in (0, 1]", cfg.top_p)
-    if cfg.min_p is not None:
-        _check(0 <= cfg.min_p <= 1, "min_p", "in [0, 1]", cfg.min_p)
-    if cfg.typical_p is not None:
-        _check(0 < cfg.typical_p <= 1, "typical_p", "in (0, 1]", cfg.typical_p)
-    if cfg.epsilon_cutoff is not None:
-        _check(0 <= cfg.epsilon_cutoff < 1, "epsilon_cutoff", "in [0, 1)", cfg.epsilon_cutoff)
-    if cfg.eta_cutoff is not None:
-        _check(0 <= cfg.eta_cutoff < 1, "eta_cutoff", "in [0, 1)", cfg.eta_cutoff)
-    if cfg.repetition_penalty is not None:
-        _check(cfg.repetition_penalty > 0, "repetition_penalty", "> 0 (1.0 means no penalty)", cfg.repetition_penalty)
-    if cfg.no_repeat_ngram_size is not None:
-        _check(cfg.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "an integer >= 0", cfg.no_repeat_ngram_size)
-    if cfg.dola_layers is not None:
-        _check(not model.config.is_encoder_decoder, "dola_layers",
-               "unset for encoder-decoder models (DoLa contrasts decoder-only layers)", cfg.dola_layers)
-        n_layers = model.config.get_text_config().num_hidden_layers
-        if isinstance(cfg.dola_layers, str):
-            _check(cfg.dola_layers in ("low", "high"), "dola_layers", '"low", "high" or a list of layer indices',
-                   cfg.dola_layers)
-        else:
-            _check(isinstance(cfg.dola_layers, (list, tuple)) and len(cfg.dola_layers) > 0
-                   and all(isinstance(i, int) and 0 <= i < n_layers for i in cfg.dola_layers),
-                   "dola_layers", f'"low", "high" or a non-empty list of layer indices in [0, {n_layers - 1}]',
-                   cfg.dola_layers)
-    if cfg.prompt_lookup_num_tokens is not None:
-        _check(cfg.prompt_lookup_num_tokens >= 1, "prompt_lookup_num_tokens", "an integer >= 1",
-               cfg.prompt_lookup_num_tokens)
-    if mode == "assisted_generation":
-        _check(cfg.num_return_sequences == 1, "num_return_sequences", "1 for assisted decoding",
-               cfg.num_return_sequences)
-    if cfg.cache_implementation == "offloaded" and not torch.cuda.is_available():
-        _fail("cache_implementation", '"dynamic", "static" or "quantized" on this machine: "offloaded" moves '
-              "layers between GPU and CPU memory and needs CUDA, which is not available here", "offloaded")
+
+
+@rule
+def _contrastive(env: Env) -> None:
+    if env.mode == "contrastive_search":
+        _check(env.cfg.top_k > 1, "top_k", "an integer > 1 for contrastive search", env.cfg.top_k)
+
+
+@rule
+def _dola(env: Env) -> None:
+    layers = env.cfg.dola_layers
+    if layers is None:
+        return
+    _check(not env.model.config.is_encoder_decoder, "dola_layers",
+           "unset for encoder-decoder models (DoLa contrasts the layers of a decoder-only model)", layers)
+    n_layers = env.text_config.num_hidden_layers
+    if isinstance(layers, str):
+        _check(layers in ("low", "high"), "dola_layers", '"low", "high" or a list of layer indices', layers)
+    else:
+        _check(isinstance(layers, (list, tuple)) and len(layers) > 0
+               and all(_is_int(i) and 0 <= i < n_layers for i in layers),
+               "dola_layers", f'"low", "high" or a non-empty list of layer indices in [0, {n_layers - 1}]', layers)
+
+
+def _token_ids(value) -> list:
+    """Flat list of the ids in an int, a list of ints or a list of lists of ints."""
+    if _is_int(value):
+        return [value]
+    if isinstance(value, torch.Tensor):
+        return value.flatten().tolist()
+    if isinstance(value, (list, tuple)):
+        return [i for v in value for i in _token_ids(v)]
+    return [value]
+
+
+@rule
+def _token_fields(env: Env) -> None:
+    vocab = env.vocab_size
+    allowed = f"token ids in [0, {vocab - 1}] (the model's vocabulary)"
+    for field in ("eos_token_id", "forced_bos_token_id", "forced_eos_token_id", "suppress_tokens",
+                  "begin_suppress_tokens"):
+        value = getattr(env.cfg, field, None)
+        if value is not None:
+            _check(all(_is_int(i) and 0 <= i < vocab for i in _token_ids(value)), field, allowed, value)
+    bad = env.cfg.bad_words_ids
+    if bad is not None:
+        _check(isinstance(bad, list) and len(bad) > 0
+               and all(isinstance(w, list) and len(w) > 0 for w in bad)
+               and all(_is_int(i) and 0 <= i < vocab for i in _token_ids(bad)),
+               "bad_words_ids", f"a non-empty list of non-empty lists of {allowed}", bad)
+
+
+@rule
+def _offloaded_cache(env: Env) -> None:
+    impl = env.cfg.cache_implementation
+    if impl is not None and "offloaded" in impl and not torch.cuda.is_available():
+        _fail("cache_implementation", '"dynamic", "static" or "quantized" on this machine: an offloaded cache moves '
+              "layers between GPU and CPU memory and needs CUDA, which is not available here", impl)
+
+
+# Quantized KV cache backends (transformers ``QuantizedCache``): what each needs installed and which ``nbits`` it takes.
+@dataclass(frozen=True)
+class QuantBackend:
+    available: Callable[[], bool]
+    package: str
+    nbits: tuple[int, ...] | None  # None: per-tensor (fp8), which takes none of the group-wise options
+    axes: tuple[int, ...] = (0,)
+
+
+QUANT_BACKENDS: dict[str, QuantBackend] = {
+    "quanto": QuantBackend(lambda: is_optimum_quanto_available(), "optimum-quanto", (2, 4), (0, -1)),
+    "hqq": QuantBackend(lambda: is_hqq_available(), "hqq", (1, 2, 3, 4, 8), (0, 1)),
+    "fp8": QuantBackend(lambda: True, "torch", None),
+}
+GROUP_WISE_OPTIONS = ("nbits", "axis_key", "axis_value", "q_group_size", "residual_length")
+
+
+@rule
+def _quantized_cache(env: Env) -> None:
+    if env.cfg.cache_implementation != "quantized":
+        return
+    _check(not env.model.config.is_encoder_decoder, "cache_implementation",
+           '"dynamic" or "static" for encoder-decoder models (transformers has no quantized cross-attention cache)',
+           "quantized")
+    options = dict(env.cfg.cache_config or {})
+    backend = options.get("backend", "quanto")  # transformers' default
+    if backend not in QUANT_BACKENDS:
+        hint = f" (lower case: {backend.lower()!r})" if isinstance(backend, str) and backend.lower() in QUANT_BACKENDS else ""
+        _fail('cache_config["backend"]', 'one of "quanto", "hqq", "fp8"' + hint, backend)
+    spec = QUANT_BACKENDS[backend]
+    others = [name for name, b in QUANT_BACKENDS.items() if name != backend and b.available()]
+    _check(spec.available(), 'cache_config["backend"]',
+           f"a backend whose package is installed ({backend!r} needs `pip install {spec.package}`; "
+           f"installed here: {', '.join(repr(o) for o in others)})", backend)
+    unknown = set(options) - {"backend", *GROUP_WISE_OPTIONS}
+    _check(not unknown, "cache_config", f"a dict with keys among backend, {', '.join(GROUP_WISE_OPTIONS)}",
+           sorted(unknown))
+    if spec.nbits is None:
+        given = [k for k in GROUP_WISE_OPTIONS if options.get(k) is not None]
+        _check(not given, "cache_config", f"free of {', '.join(GROUP_WISE_OPTIONS)} for the {backend!r} backend "
+               "(it quantizes per tensor; use \"quanto\" or \"hqq\" to quantize group-wise)", given)
+        return
+    nbits = options.get("nbits", 4)
+    _check(nbits in spec.nbits, 'cache_config["nbits"]', f"one of {list(spec.nbits)} for the {backend!r} backend", nbits)
+    for axis_field in ("axis_key", "axis_value"):
+        axis = options.get(axis_field, 0)
+        _check(axis in spec.axes, f'cache_config["{axis_field}"]', f"one of {list(spec.axes)} for the {backend!r} backend",
+               axis)
+    residual = options.get("residual_length", 128)
+    _check(_is_int(residual) and residual >= 0, 'cache_config["residual_length"]', "an integer >= 0", residual)
+    group = options.get("q_group_size", 64)
+    text = env.text_config
+    kv_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    width = kv_heads * head_dim
+    # With axis 0 the backends group the values of one row's [heads, seq, head_dim] block: a divisor of
+    # heads * head_dim divides that block for every sequence length.
+    if options.get("axis_key", 0) == 0 and options.get("axis_value", 0) == 0:
+        _check(_is_int(group) and group >= 1 and width % group == 0, 'cache_config["q_group_size"]',
+               f"a divisor of num_key_value_heads * head_dim ({kv_heads} * {head_dim} = {width}) for this model", group)
+    else:
+        _check(_is_int(group) and group >= 1, 'cache_config["q_group_size"]', "an integer >= 1", group)

@@ -151,6 +151,10 @@ def cache_bytes(obj, seen: set[int] | None = None) -> int:
         return 0
     seen.add(id(obj))
     if isinstance(obj, torch.Tensor):
+        if type(obj) is not torch.Tensor and hasattr(obj, "__tensor_flatten__"):
+            # a wrapper subclass (optimum-quanto's packed QTensor): its inner tensors hold the bytes,
+            # numel() * element_size() would count the dequantized float size
+            return sum(cache_bytes(getattr(obj, name), seen) for name in obj.__tensor_flatten__()[0])
         return obj.numel() * obj.element_size()
     if isinstance(obj, (list, tuple)):
         return sum(cache_bytes(o, seen) for o in obj)
@@ -194,6 +198,7 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
     config_checks.check_prompt(input_ids, kwargs)
     assistant_tokenizer = kwargs.pop("assistant_tokenizer", None)
     config_checks.check_assistant(model, assistant_model, tokenizer, assistant_tokenizer)
+    config_checks.check_request(model, generation_config, kwargs, assistant_model)
     stopping_criteria = StoppingCriteriaList(stopping_criteria or [])
     base = generation_config if generation_config is not None else model.generation_config
     stop_strings = kwargs.get("stop_strings", getattr(base, "stop_strings", None))
