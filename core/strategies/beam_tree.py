@@ -1,0 +1,120 @@
+"""Beam bookkeeping shared by the beam family (beam search, beam sampling, diverse and constrained beam search).
+
+Small pure helpers reshape the [B, K, ...] beam tensors (transformers' own static helpers, re-exported) and
+normalise scores by length; ``BeamTree`` turns the candidates each step's top-k expands into ``BeamNode``
+records. A tree exists only while recording: strategies build it when ``ctx.recording`` and guard every call
+with that flag, so a run without a recorder does no extra work.
+
+One step of a ``BeamTree``, in order:
+1. ``expand`` gives each candidate the top-k considered a node id; its parent is the node of the running
+   beam it extends (``ROOT`` for the prompt);
+2. ``mark`` sets a candidate's fate where the algorithm decides it ("kept", "finished" with its final score;
+   a candidate never marked stays "pruned"); ``set_running`` makes a node the running beam of a slot for
+   the next step (the parent of that slot's next expansions);
+3. ``flush`` returns the step's ``BeamNode`` list and makes the new running slots current.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from transformers.generation.utils import GenerationMixin
+
+from ..records import BeamNode
+
+ROOT = -1  # parent id of the first expansions: the prompt
+
+# [B, K, ...] <-> [B*K, ...] and gathering beams along dim 1: transformers' helpers, not re-written here
+flatten_beams = GenerationMixin._flatten_beam_dim
+unflatten_beams = GenerationMixin._unflatten_beam_dim
+gather_beams = GenerationMixin._gather_beams
+
+
+def normalized_score(score, generated_len: int, length_penalty: float):
+    """``score / generated_len ** length_penalty``: how transformers ranks a finished hypothesis (tensor or float).
+    ``generated_len`` counts the new tokens including the last one (an EOS counts)."""
+    return score / (generated_len**length_penalty)
+
+
+def split_flat_indices(indices: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices into a flattened [K * V] score row -> (beam index, token id), each shaped like ``indices``."""
+    return indices // vocab_size, indices % vocab_size
+
+
+@dataclass
+class _Open:
+    """A node of the current step whose fate may still change (``BeamNode`` is frozen)."""
+
+    node_id: int
+    parent: int
+    batch: int
+    token_id: int
+    score: float
+    normalized_score: float
+    group: int
+    diversity_penalty: float
+    fate: str = "pruned"
+    final_score: float | None = None
+
+
+class BeamTree:
+    """Node ids for expanded candidates, the node of every running beam, and each node's parent and token
+    (so ``path`` can spell any hypothesis). ``text`` decodes one token id (``RunContext.text``)."""
+
+    def __init__(self, batch_size: int, num_beams: int, text: Callable[[int], str]):
+        self.text = text
+        self.running = [[ROOT] * num_beams for _ in range(batch_size)]  # [B][K] node of each running beam
+        self._next_running = [row[:] for row in self.running]
+        self._open: dict[int, _Open] = {}
+        self._parent: dict[int, int] = {}
+        self._token: dict[int, int] = {}
+
+    def expand(self, batch: int, beam: int, token_id: int, score: float, normalized: float, *,
+               group: int = 0, diversity_penalty: float = 0.0) -> int:
+        """A new candidate: running beam ``beam`` of ``batch`` extended by ``token_id``. Returns its node id."""
+        node_id = len(self._parent)
+        parent = self.running[batch][beam]
+        self._parent[node_id] = parent
+        self._token[node_id] = int(token_id)
+        self._open[node_id] = _Open(node_id, parent, batch, int(token_id), float(score), float(normalized),
+                                    group, float(diversity_penalty))
+        return node_id
+
+    def mark(self, node_id: int, fate: str, final_score: float | None = None) -> None:
+        """Set the fate of a node expanded this step ("kept", "finished" or "pruned")."""
+        node = self._open[node_id]
+        node.fate = fate
+        node.final_score = float(final_score) if final_score is not None else None
+
+    def set_running(self, batch: int, slot: int, node_id: int) -> None:
+        """From the next step on, running beam ``slot`` of ``batch`` continues ``node_id``."""
+        self._next_running[batch][slot] = node_id
+
+    def flush(self) -> list[BeamNode]:
+        """This step's nodes as records, in expansion order; the new running beams become current."""
+        nodes = [BeamNode(n.node_id, n.parent, n.batch, n.token_id, self.text(n.token_id), n.score,
+                          n.normalized_score, n.fate, n.group, n.diversity_penalty, n.final_score)
+                 for n in self._open.values()]
+        self._open = {}
+        self.running = [row[:] for row in self._next_running]
+        return nodes
+
+    def path(self, node_id: int) -> list[int]:
+        """Tokens from the prompt to ``node_id`` (inclusive); ``[]`` for ``ROOT``."""
+        tokens = []
+        while node_id != ROOT:
+            tokens.append(self._token[node_id])
+            node_id = self._parent[node_id]
+        return tokens[::-1]
+
+    def best(self, pools: list[list[tuple[float, int]]], per_batch: int) -> list[list[int]]:
+        """The ``per_batch`` highest-scoring hypotheses of each batch's pool of (score, node id), as token
+        paths laid out like ``generate``'s returned rows (batch-major). A pool short of hypotheses
+        gives empty rows."""
+        rows = []
+        for pool in pools:
+            ranked = sorted(pool, key=lambda item: -item[0])[:per_batch]
+            rows += [self.path(node) for _, node in ranked] + [[] for _ in range(per_batch - len(ranked))]
+        return rows
