@@ -103,13 +103,17 @@ class RunContext:
         rows = [Candidate(i, self.text(i), raw[j], probs[j], processed[j], probs_after[j]) for j, i in enumerate(ids)]
         return sorted(rows, key=lambda c: -c.score)
 
-    def row_steps(self, logits: torch.Tensor, scores: torch.Tensor, stages, chosen: list[list[int]]) -> list[RowStep]:
-        """One ``RowStep`` per row of ``logits`` / ``scores`` [B, V]; ``chosen`` is the token list per row."""
+    def row_steps(self, logits: torch.Tensor, scores: torch.Tensor, stages, chosen: list[list[int]],
+                  inputs: torch.Tensor | None = None) -> list[RowStep]:
+        """One ``RowStep`` per row of ``logits`` / ``scores`` [B, V]; ``chosen`` is the token list per row.
+        ``inputs`` [B, V] is what the first processor received when that is not ``logits`` (beam search
+        processes log-softmax), so that processor effects compare like with like."""
         out = []
+        inputs = logits if inputs is None else inputs
         for row in range(logits.shape[0]):
             ids = self.candidate_ids(logits[row], scores[row], chosen[row])
             index = torch.tensor(ids, device=logits.device)
-            effects, before = [], logits[row]
+            effects, before = [], inputs[row]
             for name, stage in stages or ():
                 after = stage[row]
                 changed_mask = before != after
@@ -221,8 +225,8 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
         strategy = get_strategy(ctx.mode)
         stopping_criteria.append(CancelCriteria(ctx.cancel))
         ctx.generation_config = generation_config
-        if ctx.streamer is not None:
-            ctx.streamer.put(input_ids.cpu())
+        if ctx.streamer is not None:  # the beam family streams its final best row only (row 0)
+            ctx.streamer.put((input_ids[:1] if ctx.mode in config_checks.BEAM_MODES else input_ids).cpu())
         return strategy(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx, **model_kwargs)
 
     ctx.t0 = time.perf_counter()
