@@ -62,6 +62,8 @@ class BeamNode:
     group: int = 0  # diverse beam search: the group that expanded it
     diversity_penalty: float = 0.0  # diverse beam search: penalty subtracted from this token's score
     final_score: float | None = None  # set when ``fate == "finished"``: the hypothesis' score in the final ranking
+    forced: bool = False  # constrained beam search: proposed by a constraint, not by the top-k
+    bank: int | None = None  # constrained beam search: the constraint progress it was ranked by (higher first)
 
 
 @dataclass(frozen=True)
