@@ -180,7 +180,16 @@ def cache_info(cache) -> CacheInfo:
 def config_dict(cfg: GenerationConfig) -> dict[str, Any]:
     """The fields of ``cfg`` that differ from the defaults, as plain JSON values (private fields dropped)."""
     diff = {k: v for k, v in cfg.to_diff_dict().items() if not k.startswith("_")}
-    return json.loads(json.dumps(diff, default=lambda o: o.tolist() if isinstance(o, torch.Tensor) else str(o)))
+    return json.loads(json.dumps(_str_keys(diff), default=lambda o: o.tolist() if isinstance(o, torch.Tensor) else str(o)))
+
+
+def _str_keys(obj):
+    """JSON keys must be strings: ``sequence_bias`` has tuple keys, as transformers' own ``to_json_string`` knows."""
+    if isinstance(obj, dict):
+        return {k if isinstance(k, str) else str(k): _str_keys(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_str_keys(v) for v in obj]
+    return obj
 
 
 @dataclass
