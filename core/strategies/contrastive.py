@@ -1,0 +1,151 @@
+"""Contrastive search (Su et al. 2022, "A Contrastive Framework for Neural Text Generation"):
+each step takes the ``top_k`` most probable tokens, runs all of them through the model in one batch,
+and keeps the one with the best ``(1 - penalty_alpha) * probability - penalty_alpha * degeneration
+penalty``, where the penalty is the candidate's largest cosine similarity to the hidden states of
+the context. A port of transformers 4.55.4 ``_contrastive_search`` (its ``low_memory=False`` path) and
+``_ranking_fast`` onto 5.x's ``Cache`` API; tokens are identical to 4.55.4.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import BaseQuantizedLayer, DynamicLayer
+from transformers.generation.utils import GenerationMode
+
+from ..records import ContrastiveCandidate
+from . import register
+
+
+def _ranking_fast(context_hidden: torch.Tensor, next_hidden: torch.Tensor, top_k_probs: torch.Tensor,
+                  cosine_mask: torch.Tensor, alpha: float, top_k: int):
+    """Re-rank the ``top_k`` candidates of each row (4.55.4 ``_ranking_fast``, same operations in the same
+    order). Returns ``(selected [B], degeneration_penalty [B, K], contrastive_score [B, K])``."""
+    norm_context = context_hidden / context_hidden.norm(dim=2, keepdim=True)  # [B*K, S, H]
+    norm_next = next_hidden / next_hidden.norm(dim=2, keepdim=True)  # [B*K, 1, H]
+    cosine = torch.matmul(norm_context, norm_next.transpose(1, 2)).squeeze(-1)  # [B*K, S]
+    # padding positions of the context must never be the most similar one
+    mask = cosine_mask.to(dtype=cosine.dtype)
+    cosine = cosine + (1 - mask) * torch.finfo(cosine.dtype).min
+    degeneration_penalty, _ = torch.max(cosine, dim=-1)  # [B*K]
+    contrastive_score = (1.0 - alpha) * top_k_probs.view(-1) - alpha * degeneration_penalty  # [B*K]
+    contrastive_score = torch.stack(torch.split(contrastive_score, top_k))  # [B, K]
+    _, selected = contrastive_score.max(dim=-1)  # [B]
+    return selected, degeneration_penalty.view(-1, top_k), contrastive_score
+
+
+def _last_hidden(model, outputs) -> torch.Tensor:
+    """Final-layer hidden states [B, S, H] (the decoder's for encoder-decoder models)."""
+    states = outputs.decoder_hidden_states if model.config.is_encoder_decoder else outputs.hidden_states
+    return states[-1]
+
+
+def _check_cache(cache) -> None:
+    """Contrastive search repeats the cache ``top_k`` times per row and then keeps one copy: it needs a cache
+    whose layers can do both in place (dynamic ones; quantized and static layers cannot)."""
+    caches = [cache.self_attention_cache, cache.cross_attention_cache] if hasattr(cache, "self_attention_cache") else [cache]
+    layers = [layer for c in caches for layer in getattr(c, "layers", [None])]
+    bad = sorted({type(layer).__name__ for layer in layers
+                  if not isinstance(layer, DynamicLayer) or isinstance(layer, BaseQuantizedLayer)})
+    if bad:
+        raise ValueError("`cache_implementation` must be 'dynamic' (or unset) for contrastive search, which repeats "
+                         f"and selects cache rows per candidate; got a {type(cache).__name__} with {', '.join(bad)}")
+
+
+@register(GenerationMode.CONTRASTIVE_SEARCH)
+def contrastive_search(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx, **model_kwargs):
+    # 1. setup
+    top_k = generation_config.top_k
+    alpha = generation_config.penalty_alpha
+    enc_dec = model.config.is_encoder_decoder
+    pad_token_id = generation_config._pad_token_tensor
+    has_eos_stopping_criteria = any(hasattr(c, "eos_token_id") for c in stopping_criteria)
+    if not model_kwargs.get("use_cache", True):
+        raise ValueError("`use_cache` must be True for contrastive search (it rolls the KV cache back to the chosen "
+                         "candidate); got False")
+    if getattr(model, "_is_stateful", False):
+        raise ValueError(f"contrastive search needs a model whose cache can be rolled back; got the stateful "
+                         f"{type(model).__name__}")
+    if generation_config.prefill_chunk_size is not None:
+        raise ValueError("`prefill_chunk_size` must be None for contrastive search, which needs the hidden state of "
+                         f"every prompt token from one prefill; got {generation_config.prefill_chunk_size}")
+    batch_size = input_ids.shape[0]
+    unfinished = torch.ones(batch_size, dtype=torch.long, device=input_ids.device)  # [B]
+    if pad_token_id is not None:
+        pad_token_id = pad_token_id.to(input_ids.device)
+    # which context positions count for the degeneration penalty (left padding does not)
+    mask_key = "decoder_attention_mask" if enc_dec else "attention_mask"
+    cosine_mask = model_kwargs.get(mask_key)
+    if cosine_mask is None:
+        cosine_mask = torch.ones_like(input_ids)
+    cosine_mask = cosine_mask.repeat_interleave(top_k, dim=0)  # [B*K, S]
+
+    # 2. prefill: the prompt once, keeping its final hidden states as the context to compare against
+    outputs = model._prefill(input_ids, generation_config, {**model_kwargs, "output_hidden_states": True})
+    context_hidden = _last_hidden(model, outputs)  # [B, S, H]
+    next_logits = outputs.logits[:, -1, :].to(copy=True, dtype=torch.float32, device=input_ids.device)  # [B, V]
+    model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder=enc_dec)
+    del outputs
+    # every later forward runs the K candidates of each row as one batch: attention mask, positions and
+    # encoder outputs are repeated once here; the cache is repeated before each candidate forward
+    _, model_kwargs = model._expand_inputs_for_generation(input_ids=input_ids, expand_size=top_k,
+                                                          is_encoder_decoder=enc_dec, **model_kwargs)
+    model_kwargs["output_hidden_states"] = True
+    _check_cache(model_kwargs.get("cache"))
+
+    with model._optimize_model_for_decode():
+        while True:
+            # a. recall: the top_k most probable tokens after the processors
+            scores, stages = ctx.process(input_ids, next_logits, logits_processor)  # [B, V]
+            probs = torch.nn.functional.softmax(scores, dim=-1)
+            top_k_probs, top_k_ids = torch.topk(probs, dim=-1, k=top_k)  # [B, K]
+
+            # b. one forward for all candidates: their hidden states and the logits that follow them
+            model_kwargs["cache"].batch_repeat_interleave(top_k)  # rows [B] -> [B*K]
+            model_inputs = model.prepare_inputs_for_generation(top_k_ids.view(-1, 1), **model_kwargs)
+            outputs = model(**model_inputs, return_dict=True)
+            del model_inputs
+            candidate_hidden = _last_hidden(model, outputs)  # [B*K, 1, H]
+            candidate_logits = outputs.logits[:, -1, :].float()  # [B*K, V]
+
+            # c. re-rank by confidence minus degeneration penalty
+            selected, penalty, contrastive_score = _ranking_fast(
+                context_hidden.repeat_interleave(top_k, dim=0), candidate_hidden, top_k_probs, cosine_mask, alpha,
+                top_k)  # [B], [B, K], [B, K]
+            cosine_mask = torch.cat([cosine_mask, cosine_mask.new_ones((cosine_mask.shape[0], 1))], dim=-1)
+            selected = selected.to("cpu")
+            flat_selected = torch.tensor([x + i * top_k for i, x in enumerate(selected.tolist())])  # [B] into [B*K]
+
+            # d. keep only the chosen candidate: its token, hidden state, logits and cache row
+            next_tokens = top_k_ids[range(batch_size), selected]  # [B]
+            chosen_hidden = torch.stack(torch.split(candidate_hidden.squeeze(dim=1), top_k))[range(batch_size), selected, :]
+            context_hidden = torch.cat([context_hidden, chosen_hidden.unsqueeze(1)], dim=1)  # [B, S+1, H]
+            outputs.cache.batch_select_indices(flat_selected)  # rows [B*K] -> [B]
+            raw_next_logits = next_logits
+            next_logits = torch.stack(torch.split(candidate_logits, top_k))[range(batch_size), selected, :]  # [B, V]
+            next_logits = next_logits.to(input_ids.device)
+            model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder=enc_dec)
+            del outputs
+
+            # e. append, record, stream, check stopping
+            if has_eos_stopping_criteria:  # finished rows get padding
+                next_tokens = next_tokens * unfinished + pad_token_id * (1 - unfinished)
+            input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)  # [B, S+1]
+            if ctx.recording:
+                ctx.emit(ctx.row_steps(raw_next_logits, scores, stages, [[t] for t in next_tokens.tolist()]),
+                         cache=model_kwargs.get("cache"),
+                         contrastive=_candidates(ctx, top_k_ids, top_k_probs, penalty, contrastive_score, selected))
+            ctx.put(next_tokens)
+            unfinished = unfinished & ~stopping_criteria(input_ids, None)
+            if unfinished.max() == 0:
+                break
+
+    ctx.end_stream()
+    return input_ids
+
+
+def _candidates(ctx, top_k_ids, top_k_probs, penalty, contrastive_score, selected) -> list[list[ContrastiveCandidate]]:
+    """The K candidates of each row as ranked: the tensors ``_ranking_fast`` computed, moved to Python."""
+    ids, probs = top_k_ids.tolist(), top_k_probs.tolist()
+    pens, scores, chosen = penalty.tolist(), contrastive_score.tolist(), selected.tolist()
+    return [[ContrastiveCandidate(ids[b][i], ctx.text(ids[b][i]), probs[b][i], pens[b][i], scores[b][i], i == chosen[b])
+             for i in range(len(ids[b]))] for b in range(len(ids))]

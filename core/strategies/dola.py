@@ -1,0 +1,179 @@
+"""DoLa, Decoding by Contrasting Layers (Chuang et al. 2024): the next-token scores are the final
+layer's log-probabilities minus those of an earlier ("premature") layer read through the LM head,
+keeping only tokens the final layer finds plausible. Of several candidate layers, the one whose
+distribution is furthest from the final layer's (Jensen-Shannon divergence, averaged over the batch)
+is contrasted. Then greedy or sampling as usual. A port of transformers 4.55.4 ``_dola_decoding``,
+``_dola_select_contrast`` and ``_relative_top_filter`` onto 5.x's prefill / cache loop; tokens are
+identical to 4.55.4.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers.generation.utils import GenerationMode
+
+from ..records import DolaStep
+from . import register
+
+
+def candidate_layers(model, dola_layers) -> list[int]:
+    """The premature layers ``dola_layers`` names, as 4.55.4 picks them. Index 0 is the embedding output;
+    with tied embeddings the lowest layers are skipped, since the LM head read there is nearly the identity."""
+    final_layer = model.config.get_text_config().num_hidden_layers
+    tied = getattr(model.config.get_text_config(), "tie_word_embeddings", False)
+    if not tied:
+        start_layer = 0
+    elif final_layer > 2:
+        start_layer = 2
+    elif final_layer == 2:
+        start_layer = 1
+    else:
+        start_layer = 0
+    # N <= 40 layers: 'low' = range(start, N // 2, 2), 'high' = range(N // 2, N, 2); deeper models use 20 layers
+    if dola_layers == "low":
+        if start_layer == final_layer // 2:
+            return [start_layer]
+        return list(range(start_layer, final_layer // 2, 2)) if final_layer <= 40 else list(range(start_layer, 20, 2))
+    if dola_layers == "high":
+        return list(range(final_layer // 2, final_layer, 2)) if final_layer <= 40 else list(range(final_layer - 20, final_layer, 2))
+    if isinstance(dola_layers, (list, tuple)):
+        return [i for i in dola_layers if i < final_layer]
+    raise ValueError(f'`dola_layers` must be "low", "high" or a list of layer indices; got {dola_layers!r}')
+
+
+def _relative_top_filter(scores: torch.Tensor, baseline_scores: torch.Tensor, relative_top: float = 0.1,
+                         filter_value: float = -float("Inf"), base_filter_value=-1e-3, min_tokens_to_keep: int = 1):
+    """Log-softmax both [B, V]; tokens below ``relative_top`` times the final layer's top probability get
+    ``filter_value`` (final) and ``base_filter_value`` (premature), so their difference stays -inf."""
+    scores_normalized = scores.log_softmax(dim=-1)  # [B, V]
+    baseline_scores_normalized = baseline_scores.log_softmax(dim=-1)  # [B, V]
+    sorted_logits, _ = torch.sort(scores_normalized, descending=True)
+    min_thresh = sorted_logits[..., min_tokens_to_keep - 1]
+    probs_max = torch.max(scores_normalized, dim=-1).values
+    probs_thresh = probs_max + np.log(relative_top)
+    probs_thresh = torch.min(min_thresh, probs_thresh).unsqueeze(-1)  # [B, 1]
+    baseline_scores_normalized[scores_normalized < probs_thresh] = base_filter_value
+    scores_normalized[scores_normalized < probs_thresh] = filter_value
+    return scores_normalized, baseline_scores_normalized
+
+
+def js_divergences(final_logits: torch.Tensor, premature_logits: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence of each premature layer's distribution from the final layer's, as 4.55.4
+    computes it (KL terms averaged over the vocabulary). ``final_logits`` [B, V], ``premature_logits``
+    [L, B, V] -> [L, B]."""
+    softmax_mature = F.softmax(final_logits, dim=-1)  # [B, V]
+    softmax_premature = F.softmax(premature_logits, dim=-1)  # [L, B, V]
+    avg_dist = 0.5 * (softmax_mature[None, :, :] + softmax_premature)  # [L, B, V]
+    log_softmax_mature = F.log_softmax(final_logits, dim=-1)  # [B, V]
+    log_softmax_premature = F.log_softmax(premature_logits, dim=-1)  # [L, B, V]
+    kl1 = F.kl_div(log_softmax_mature[None, :, :], avg_dist, reduction="none").mean(-1)  # [L, B]
+    kl2 = F.kl_div(log_softmax_premature, avg_dist, reduction="none").mean(-1)  # [L, B]
+    return 0.5 * (kl1 + kl2)  # [L, B]
+
+
+def select_contrast(layers: list[int], premature: dict[int, torch.Tensor], final_logits: torch.Tensor,
+                    want_divergences: bool = False):
+    """4.55.4 ``_dola_select_contrast``: pick the premature layer (one for the whole batch: the largest
+    batch-mean JS divergence) and contrast it with the final layer. Returns ``(contrasted [B, V], layer,
+    js [L, B] or None)``; with a single candidate layer no divergence is needed, so it is computed only
+    when ``want_divergences`` (recording)."""
+    js = None
+    if len(layers) == 1:
+        layer = layers[0]
+        if want_divergences:
+            js = js_divergences(final_logits, premature[layer][None])
+    else:
+        stacked = torch.stack([premature[i] for i in layers], dim=0)  # [L, B, V]
+        js = js_divergences(final_logits, stacked)  # [L, B]
+        layer = layers[int(js.mean(-1).argmax().item())]
+    final_normalized, base_normalized = _relative_top_filter(final_logits, premature[layer])
+    return final_normalized - base_normalized, layer, js
+
+
+@register(GenerationMode.DOLA_GENERATION)
+def dola(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx, **model_kwargs):
+    # 1. setup
+    if model.config.is_encoder_decoder:
+        raise ValueError("`dola_layers` must be unset for encoder-decoder models: DoLa contrasts the layers of a "
+                         f"decoder-only model; got {generation_config.dola_layers!r}")
+    if getattr(model, "_is_stateful", False):
+        raise ValueError(f"DoLa decoding is not supported with stateful models; got {type(model).__name__}")
+    lm_head = model.get_output_embeddings()
+    if lm_head is None:
+        raise ValueError(f"DoLa needs a model with an output embedding (LM head); {type(model).__name__} has none")
+    layers = candidate_layers(model, generation_config.dola_layers)
+    if not layers:
+        raise ValueError(f"`dola_layers` must name at least one layer below the final one "
+                         f"({model.config.get_text_config().num_hidden_layers}); got {generation_config.dola_layers!r}")
+    pad_token_id = generation_config._pad_token_tensor
+    has_eos_stopping_criteria = any(hasattr(c, "eos_token_id") for c in stopping_criteria)
+    do_sample = generation_config.do_sample
+    batch_size = input_ids.shape[0]
+    unfinished = torch.ones(batch_size, dtype=torch.long, device=input_ids.device)  # [B]
+    if pad_token_id is not None:
+        pad_token_id = pad_token_id.to(input_ids.device)
+    # every forward returns the hidden states, which the candidate layers are read from
+    model_kwargs["output_hidden_states"] = True
+
+    # 2. prefill: the whole prompt in one forward
+    outputs = model._prefill(input_ids, generation_config, model_kwargs)
+    prefill_consumed = False
+
+    with model._optimize_model_for_decode():
+        while True:
+            # a. one forward for the last token (the prefill already gave the first step's outputs)
+            if prefill_consumed:
+                model_inputs = model.prepare_inputs_for_generation(
+                    input_ids, next_sequence_length=1 if model_kwargs["use_cache"] else None, **model_kwargs)
+                outputs = model(**model_inputs, return_dict=True)
+            prefill_consumed = True
+
+            # b. final-layer logits and the LM head read at each candidate layer (as 4.55.4: no final norm)
+            final_logits = outputs.logits[:, -1, :].float()  # [B, V]
+            premature = {layer: lm_head(outputs.hidden_states[layer][:, -1, :]).to(final_logits.device)
+                         for layer in layers}  # layer -> [B, V]
+            model_kwargs = model._update_model_kwargs_for_generation(
+                outputs, model_kwargs, is_encoder_decoder=model.config.is_encoder_decoder)
+
+            # c. contrast, then the processors on the contrasted scores
+            contrasted, chosen_layer, js = select_contrast(layers, premature, final_logits, ctx.recording)  # [B, V]
+            contrasted = contrasted.to(input_ids.device)
+            scores, stages = ctx.process(input_ids, contrasted, logits_processor)  # [B, V]
+
+            # d. token selection
+            if do_sample:
+                probs = F.softmax(scores, dim=-1)
+                next_tokens = torch.multinomial(probs, num_samples=1).squeeze(1)  # [B]
+            else:
+                next_tokens = torch.argmax(scores, dim=-1)  # [B]
+            if has_eos_stopping_criteria:  # finished rows get padding
+                next_tokens = next_tokens * unfinished + pad_token_id * (1 - unfinished)
+
+            # e. append, record, stream, check stopping
+            input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)  # [B, S+1]
+            if ctx.recording:
+                chosen = [[t] for t in next_tokens.tolist()]
+                ctx.emit(ctx.row_steps(contrasted, scores, stages, chosen), cache=model_kwargs.get("cache"),
+                         dola=_steps(ctx, layers, js, chosen_layer, final_logits, contrasted, chosen))
+            ctx.put(next_tokens)
+            unfinished = unfinished & ~stopping_criteria(input_ids, None)
+            del outputs
+            if unfinished.max() == 0:
+                break
+
+    ctx.end_stream()
+    return input_ids
+
+
+def _steps(ctx, layers, js, chosen_layer, final_logits, contrasted, chosen) -> list[DolaStep]:
+    """One ``DolaStep`` per row: the divergences ``select_contrast`` computed and the top tokens of the contrast
+    (``logit``/``prob``: final layer; ``score``/``prob_after``: contrasted)."""
+    per_row = js.T.tolist()  # [B, L]
+    out = []
+    for row in range(final_logits.shape[0]):
+        ids = ctx.candidate_ids(final_logits[row], contrasted[row], chosen[row])
+        out.append(DolaStep(list(layers), per_row[row], chosen_layer,
+                            ctx.candidates(final_logits[row], contrasted[row], ids)))
+    return out
