@@ -16,8 +16,8 @@ One step of a ``BeamTree``, in order:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 from transformers.generation.utils import GenerationMixin
@@ -53,8 +53,7 @@ class _Open:
     token_id: int
     score: float
     normalized_score: float
-    group: int
-    diversity_penalty: float
+    details: dict[str, Any] = field(default_factory=dict)  # strategy fields of ``BeamNode`` (group, forced, ...)
     fate: str = "pruned"
     final_score: float | None = None
 
@@ -71,15 +70,14 @@ class BeamTree:
         self._parent: dict[int, int] = {}
         self._token: dict[int, int] = {}
 
-    def expand(self, batch: int, beam: int, token_id: int, score: float, normalized: float, *,
-               group: int = 0, diversity_penalty: float = 0.0) -> int:
-        """A new candidate: running beam ``beam`` of ``batch`` extended by ``token_id``. Returns its node id."""
+    def expand(self, batch: int, beam: int, token_id: int, score: float, normalized: float, **details) -> int:
+        """A new candidate: running beam ``beam`` of ``batch`` extended by ``token_id``. Returns its node id.
+        ``details`` are the strategy fields of ``BeamNode`` (``group``, ``diversity_penalty``, ``forced``, ``bank``)."""
         node_id = len(self._parent)
         parent = self.running[batch][beam]
         self._parent[node_id] = parent
         self._token[node_id] = int(token_id)
-        self._open[node_id] = _Open(node_id, parent, batch, int(token_id), float(score), float(normalized),
-                                    group, float(diversity_penalty))
+        self._open[node_id] = _Open(node_id, parent, batch, int(token_id), float(score), float(normalized), details)
         return node_id
 
     def mark(self, node_id: int, fate: str, final_score: float | None = None) -> None:
@@ -94,8 +92,9 @@ class BeamTree:
 
     def flush(self) -> list[BeamNode]:
         """This step's nodes as records, in expansion order; the new running beams become current."""
-        nodes = [BeamNode(n.node_id, n.parent, n.batch, n.token_id, self.text(n.token_id), n.score,
-                          n.normalized_score, n.fate, n.group, n.diversity_penalty, n.final_score)
+        nodes = [BeamNode(node_id=n.node_id, parent=n.parent, batch=n.batch, token_id=n.token_id,
+                          text=self.text(n.token_id), score=n.score, normalized_score=n.normalized_score, fate=n.fate,
+                          final_score=n.final_score, **n.details)
                  for n in self._open.values()]
         self._open = {}
         self.running = [row[:] for row in self._next_running]
