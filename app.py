@@ -1,0 +1,109 @@
+"""Decoding Playground: one Gradio tab per decoding strategy, the text streamed beside live figures
+of what the core recorded at each step.
+
+``python app.py`` serves on ``GRADIO_SERVER_NAME:GRADIO_SERVER_PORT`` (default 127.0.0.1:7860) with the
+model named by ``PLAYGROUND_MODEL`` (default: the embedded SmolLM2-135M-Instruct;
+any name ``core.load_model`` takes: a named model, a ``.gguf`` file, a local folder, a Hub id).
+``PLAYGROUND_SLOTS`` generations run at once (default 2); ``PLAYGROUND_QUEUE`` more may wait (default 16).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import gradio as gr
+
+import core
+from core.models import DEFAULT_NAME, available_models
+from playground.state import MODELS, ModelCache
+from playground.tabs import TabHandle, all_tabs
+from playground.tabs.base import AppContext
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+MODEL_ENV = "PLAYGROUND_MODEL"
+
+
+def describe(loaded: core.LoadedModel) -> str:
+    model = loaded.model
+    params = sum(p.numel() for p in model.parameters())
+    chat = "yes" if getattr(loaded.tokenizer, "chat_template", None) else "no"
+    return (f"Model: **{loaded.name}** · {params / 1e6:.0f}M parameters · "
+            f"{model.config.get_text_config().num_hidden_layers} layers · chat template: {chat}")
+
+
+def load_handler(models: ModelCache):
+    """The model picker's handler: load (or reuse) a model in the shared cache, remember its name in the
+    session. It runs in its own queue lane, so a slow load never holds a generation slot."""
+
+    def load(choice: str | None, path: str | None, progress=gr.Progress()):
+        name = (path or "").strip() or choice or DEFAULT_NAME
+        progress(0.1, desc=f"Loading {name} (first load of a GGUF dequantizes it: ~15 s)")
+        try:
+            loaded = models.get(name)
+        except (ValueError, OSError) as err:
+            gr.Warning(str(err))
+            return gr.skip(), f"**Model not loaded:** {err}"
+        progress(1.0, desc="Loaded")
+        return name, describe(loaded)
+
+    return load
+
+
+def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: int = 2) -> gr.Blocks:
+    """The whole app. ``startup`` names the model every new session starts on (loaded here, pinned)."""
+    startup = startup or DEFAULT_NAME
+    loaded = models.get(startup)
+    models.pin(startup)
+    choices = available_models()
+    with gr.Blocks(title="Decoding Playground") as demo:
+        gr.Markdown("# Decoding Playground\nHow a language model picks its next token, strategy by strategy: "
+                    "the text streams in while the figures show what each step considered.", label="Title")
+        model_state = gr.State(startup)
+        with gr.Row(equal_height=True):
+            pick = gr.Dropdown(list(dict.fromkeys([*choices, startup])), value=startup, label="Model",
+                               scale=2)
+            path = gr.Textbox(label="Or a Hub id, local folder or .gguf file", placeholder="HuggingFaceTB/SmolLM2-360M",
+                              scale=3)
+            load = gr.Button("Load model", scale=1)
+        model_status = gr.Markdown(describe(loaded), label="Model status")
+        app = AppContext(models=models, model_state=model_state, startup=loaded, model_choices=choices, slots=slots)
+        tabs = all_tabs()
+        active_tab = gr.State(tabs[0].key)
+        with gr.Tabs():
+            handles: list[TabHandle] = [tab.build(app) for tab in tabs]
+        for handle in handles:
+            handle.tab.select(lambda key=handle.key: key, None, active_tab, api_name=False)
+        loader = load_handler(models)
+        for trigger in (pick.input, path.submit, load.click):
+            trigger(loader, [pick, path], [model_state, model_status], concurrency_id="load", concurrency_limit=1,
+                    api_name=False)
+        if importlib.util.find_spec("playground.config_panel") is not None:  # the save / load / share panel
+            from playground import config_panel
+
+            config_panel.build(handles, active_tab)
+    demo.handles = handles  # for tests and for panels built later
+    demo.startup_model = loaded.name
+    return demo
+
+
+def launch(demo: gr.Blocks, slots: int = 2, queue_size: int = 16, **kwargs):
+    """Queue (``slots`` generations at once, ``queue_size`` waiting) and serve with the playground's CSS."""
+    demo.queue(default_concurrency_limit=slots, max_size=queue_size)
+    return demo.launch(css_paths=[ASSETS / "style.css"], **kwargs)
+
+
+def main() -> None:
+    startup = os.environ.get(MODEL_ENV) or None
+    slots = int(os.environ.get("PLAYGROUND_SLOTS", "2"))
+    demo = build_demo(startup, slots=slots)
+    print(f"Decoding Playground: serving model {demo.startup_model!r} "
+          f"(set {MODEL_ENV} to choose another)", flush=True)
+    launch(demo, slots=slots, queue_size=int(os.environ.get("PLAYGROUND_QUEUE", "16")),
+           server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+           server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+
+
+if __name__ == "__main__":
+    main()

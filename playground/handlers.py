@@ -1,0 +1,305 @@
+"""Thin adapters between widgets and the core: values -> ``generate`` kwargs, prompt -> ids,
+``StreamEvent`` -> a ``Run`` the figures draw from, traces <-> JSON files.
+
+Nothing here builds widgets; ``playground/tabs`` does, and calls these.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+import core
+from core.records import StepRecord, Trace
+
+# Fields whose widget gives a float but transformers expects an int.
+INT_FIELDS = {"max_new_tokens", "top_k", "num_beams", "num_return_sequences", "no_repeat_ngram_size",
+              "num_beam_groups", "prompt_lookup_num_tokens", "num_assistant_tokens", "max_length"}
+# Fields where 0 on a slider means "off"; transformers' own "off" is None for these.
+ZERO_IS_OFF = {"min_p", "epsilon_cutoff", "eta_cutoff", "no_repeat_ngram_size"}
+
+
+# --- field codecs: config value <-> widget value ------------------------------------------------
+def parse_stop_strings(value) -> list[str] | None:
+    """Comma-separated text (``\\n`` escapes allowed) or a list -> list of stop strings, None when empty."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return list(value) or None
+    parts = [codecs.decode(p.strip(), "unicode_escape") for p in str(value).split(",")]
+    return [p for p in parts if p] or None
+
+
+def format_stop_strings(value) -> str:
+    if not value:
+        return ""
+    values = [value] if isinstance(value, str) else value
+    return ", ".join(v.encode("unicode_escape").decode() for v in values)
+
+
+def parse_dola_layers(value) -> str | list[int] | None:
+    """"low", "high", a JSON-ish list "[8, 10, 12]" / "8, 10, 12", or a list -> ``dola_layers``."""
+    if value is None or value == "" or isinstance(value, list):
+        return value or None
+    text = str(value).strip()
+    if text in ("low", "high"):
+        return text
+    try:
+        layers = [int(p) for p in text.strip("[]").split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f'`dola_layers` must be "low", "high" or a list of layer indices such as [8, 10, 12]; '
+                         f"got {text!r}") from None
+    return layers or None
+
+
+def format_dola_layers(value) -> str:
+    return value if isinstance(value, str) or value is None else json.dumps(list(value))
+
+
+def parse_cache_config(value) -> dict | None:
+    """JSON text or a dict -> ``cache_config``."""
+    if value is None or value == "" or isinstance(value, dict):
+        return value or None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"`cache_config` must be a JSON object such as {{\"backend\": \"quanto\", \"nbits\": 4}}; "
+                         f"got {value!r} ({err.msg})") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"`cache_config` must be a JSON object; got {value!r}")
+    return parsed
+
+
+def format_cache_config(value) -> str:
+    return "" if not value else json.dumps(value)
+
+
+PARSERS = {"stop_strings": parse_stop_strings, "dola_layers": parse_dola_layers, "cache_config": parse_cache_config}
+FORMATTERS = {"stop_strings": format_stop_strings, "dola_layers": format_dola_layers,
+              "cache_config": format_cache_config}
+
+
+def config_value(name: str, widget_value: Any) -> Any:
+    """The ``GenerationConfig`` value of field ``name`` from its widget's value."""
+    if name in PARSERS:
+        return PARSERS[name](widget_value)
+    if widget_value is None:
+        return None
+    if name in INT_FIELDS and isinstance(widget_value, float) and widget_value.is_integer():
+        widget_value = int(widget_value)
+    if name in ZERO_IS_OFF and widget_value == 0:
+        return None
+    if name == "early_stopping" and widget_value in ("True", "False"):  # a radio of True / False / "never"
+        return widget_value == "True"
+    return widget_value
+
+
+def widget_value(name: str, config_value_: Any) -> Any:
+    """The widget value showing ``config_value_`` of field ``name`` (inverse of ``config_value``)."""
+    if name in FORMATTERS:
+        return FORMATTERS[name](config_value_)
+    if name in ZERO_IS_OFF and config_value_ is None:
+        return 0
+    if name == "early_stopping" and isinstance(config_value_, bool):
+        return str(config_value_)
+    return config_value_
+
+
+def generate_kwargs(controls: dict[str, Any], extra: dict | None = None, fixed: dict | None = None) -> dict:
+    """``generate`` overrides from a tab: loaded fields it has no widget for, then its widgets, then
+    what defines the tab (``do_sample=False`` for greedy), which nothing may override."""
+    kwargs = dict(extra or {})
+    for name, value in controls.items():
+        parsed = config_value(name, value)
+        if parsed is None:
+            kwargs.pop(name, None)
+        else:
+            kwargs[name] = parsed
+    kwargs.update(fixed or {})
+    return kwargs
+
+
+# --- prompt ---------------------------------------------------------------------------------------
+def encode_prompt(tokenizer, prompt: str, chat: bool) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """``(input_ids [1, S], attention_mask [1, S], note)``; the chat template wraps ``prompt`` as one user
+    turn when asked for and the tokenizer has one (the note says when it had none)."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        enc = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)
+        return enc["input_ids"], enc["attention_mask"], ""
+    enc = tokenizer(prompt, return_tensors="pt")
+    note = "this tokenizer has no chat template; the prompt was used as plain text" if chat else ""
+    return enc["input_ids"], enc["attention_mask"], note
+
+
+# --- runs ------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One generation shown in a tab, filled as its stream events arrive (or rebuilt from a trace)."""
+
+    name: str
+    label: str
+    kwargs: dict = field(default_factory=dict)
+    prompt_ids: list[list[int]] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    tokens: list[list[int]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    trace: Trace | None = None
+    model_name: str = ""
+    started: float = field(default_factory=time.perf_counter)
+    first_token_s: float | None = None
+    elapsed_s: float = 0.0
+    done: bool = False
+
+    def feed(self, event: core.StreamEvent) -> None:
+        self.elapsed_s = time.perf_counter() - self.started
+        if event.record is not None:
+            self.steps.append(event.record)
+            if self.first_token_s is None:
+                self.first_token_s = self.elapsed_s
+        self.tokens, self.texts = event.tokens, event.texts
+        if event.done:
+            self.done = True
+            self.trace = event.result.trace if event.result is not None else None
+            if self.trace is not None:  # the returned sequences, ranked as generate returns them
+                self.tokens = returned_tokens(self.trace)
+                self.texts = list(self.trace.texts) or self.texts
+
+    @property
+    def new_tokens(self) -> int:
+        """Tokens generated for the first returned row (what tokens/s counts)."""
+        if self.tokens:
+            return len(self.tokens[0])
+        return sum(len(r.chosen) for s in self.steps for r in s.rows if r.row == 0)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_trace(self) -> Trace:
+        """The finished trace, or one built from the records so far (a stopped run)."""
+        if self.trace is not None:
+            return self.trace
+        return Trace(strategy=self.steps[0].strategy if self.steps else "", config=jsonable(self.kwargs),
+                     prompt_ids=self.prompt_ids, steps=list(self.steps), texts=list(self.texts),
+                     model_name=self.model_name, elapsed_s=self.elapsed_s)
+
+    @classmethod
+    def from_trace(cls, name: str, label: str, trace: Trace) -> "Run":
+        return cls(name, label, kwargs=dict(trace.config), prompt_ids=trace.prompt_ids, steps=list(trace.steps),
+                   tokens=returned_tokens(trace), texts=list(trace.texts), trace=trace, model_name=trace.model_name,
+                   elapsed_s=trace.elapsed_s, first_token_s=trace.steps[0].elapsed_s if trace.steps else None,
+                   done=True)
+
+
+def returned_tokens(trace: Trace) -> list[list[int]]:
+    """The NEW tokens of each returned sequence (decoder-only sequences start with the prompt)."""
+    prompt = trace.prompt_ids[0] if trace.prompt_ids else []
+    return [seq[len(prompt):] if seq[:len(prompt)] == prompt else list(seq) for seq in trace.sequences]
+
+
+def jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def stream_run(run: Run, loaded, input_ids, attention_mask, *, top_n: int = 10,
+               seed: int | None = None, **model_kwargs) -> Iterator[Run]:
+    """Iterate ``core.stream`` into ``run``, yielding it after each event. Closing this generator
+    closes the core's stream, which sets its cancel event: the worker stops within one step."""
+    if seed is not None:
+        torch.manual_seed(int(seed))  # the core samples from torch's default generator
+    run.prompt_ids, run.model_name, run.started = input_ids.tolist(), loaded.name, time.perf_counter()
+    events = core.stream(loaded.model, input_ids, tokenizer=loaded.tokenizer, top_n=top_n,
+                         attention_mask=attention_mask, **run.kwargs, **model_kwargs)
+    try:
+        for event in events:
+            run.feed(event)
+            yield run
+    finally:
+        events.close()
+
+
+class Throttle:
+    """Says when to redraw figures: after the first step, then at most every ``interval`` seconds,
+    stretched to three times the last redraw's cost so heavy figures never starve the text stream."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval = interval
+        self.last = 0.0
+        self.cost = 0.0
+
+    def due(self) -> bool:
+        return time.perf_counter() - self.last >= max(self.interval, 3 * self.cost)
+
+    def drawn(self, started: float) -> None:
+        self.last = time.perf_counter()
+        self.cost = self.last - started
+
+
+# --- trace files -------------------------------------------------------------------------------------
+TRACE_DIR = Path(tempfile.gettempdir()) / "decoding-playground-traces"
+
+
+def save_runs(tab: str, runs: dict[str, Run]) -> str:
+    """Write a tab's runs as JSON: a plain ``Trace`` for one run (what ``Trace.from_json`` reads),
+    ``{"tab": ..., "runs": {name: trace}}`` for several. Returns the file path."""
+    TRACE_DIR.mkdir(parents=True, exist_ok=True)
+    traces = {name: run.to_trace() for name, run in runs.items()}
+    if len(traces) == 1:
+        text = next(iter(traces.values())).to_json()
+    else:
+        text = json.dumps({"tab": tab, "runs": {n: t.to_dict() for n, t in traces.items()},
+                           "labels": {n: r.label for n, r in runs.items()}}, allow_nan=True)
+    main = next(iter(traces.values()))
+    path = TRACE_DIR / f"{tab}-{main.strategy or 'trace'}-{uuid.uuid4().hex[:8]}.json"
+    path.write_text(text)
+    return str(path)
+
+
+def load_runs(path: str, main_label: str = "") -> dict[str, Run]:
+    """Read what ``save_runs`` wrote (or any ``Trace`` JSON) back into runs."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"trace file must be JSON written by this playground; could not read it: {err}") from None
+    try:
+        if isinstance(data, dict) and "runs" in data:
+            labels = data.get("labels", {})
+            return {name: Run.from_trace(name, labels.get(name, name), Trace.from_dict(t))
+                    for name, t in data["runs"].items()}
+        trace = Trace.from_dict(data)
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"trace file must hold a trace (strategy, config, prompt_ids, steps); missing {err}") from None
+    return {"main": Run.from_trace("main", main_label or trace.strategy, trace)}
+
+
+# --- text ------------------------------------------------------------------------------------------
+def join_texts(texts: list[str]) -> str:
+    """One text as it is; several returned sequences numbered as ``generate`` ranks them."""
+    if len(texts) <= 1:
+        return texts[0] if texts else ""
+    return "\n\n".join(f"[{i}] {t}" for i, t in enumerate(texts))
+
+
+def status_line(runs: dict[str, Run], note: str = "") -> str:
+    parts = []
+    for run in runs.values():
+        state = "" if run.done else " (running)" if run.steps else " (waiting)"
+        first = f", first token {run.first_token_s:.2f} s" if run.first_token_s is not None else ""
+        parts.append(f"**{run.label}**: {run.new_tokens} tokens in {run.elapsed_s:.2f} s "
+                     f"({run.tokens_per_s:.1f} tokens/s{first}){state}")
+    if note:
+        parts.append(f"_{note}_")
+    return "  \n".join(parts)
+
+
+def error_line(err: Exception) -> str:
+    return f"**Not run:** {err}"

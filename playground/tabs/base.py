@@ -1,0 +1,320 @@
+"""What every strategy tab shares: the layout (prompt and settings left, streamed text and figures
+right), and the handlers Generate, Stop, pick-a-token and load-a-trace wire to.
+
+A tab module subclasses ``StrategyTab`` with its controls (widgets labelled with transformers'
+field names), the fields that define it (``fixed``) and its figures; tabs that run more than one
+generation (DoLa beside greedy, speculative vs greedy, a cache kind vs the default one, compare)
+override ``plans`` and ``texts``. Handlers only adapt: widgets -> kwargs -> ``core.stream`` ->
+``Run`` -> figures.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import gradio as gr
+
+from ..figures import candidates
+from ..figures.tokens import ALTERNATIVES_HEADERS, alternatives_table, tokens_html
+from ..handlers import (Run, Throttle, encode_prompt, error_line, generate_kwargs, join_texts, load_runs, save_runs,
+                        status_line, stream_run, widget_value)
+from ..state import ModelCache
+from . import TabHandle
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+
+
+@dataclass
+class AppContext:
+    """What the app hands every tab's ``build``: the shared model cache and the session's model."""
+
+    models: ModelCache
+    model_state: gr.State  # the session's model name
+    startup: Any  # LoadedModel the app started with (initial values of model-dependent widgets)
+    model_choices: list[str] = field(default_factory=list)  # named models, for pickers (speculative)
+    slots: int = 2  # generations running at once, across all tabs
+
+
+@dataclass
+class View:
+    """What a tab's figures draw from: its runs (main first) and the token the user picked."""
+
+    runs: dict[str, Run]
+    step: int = -1
+    row: int = 0
+
+    @property
+    def main(self) -> Run:
+        return next(iter(self.runs.values()))
+
+    @property
+    def steps(self):
+        return self.main.steps
+
+
+@dataclass
+class Figure:
+    """One plot beside the text: ``draw(view)`` returns a plotly figure (or None to leave it empty).
+    ``picked`` figures follow the picked token and redraw when the user picks another."""
+
+    label: str
+    draw: Callable[[View], Any]
+    caption: str = ""
+    picked: bool = False
+
+
+def candidates_panel(label: str = "Candidates at the picked step") -> Figure:
+    """The candidate bars of the picked step and row, shared by every tab."""
+    return Figure(label, lambda v: candidates.candidates_figure(v.steps, v.step, v.row), candidates.CAPTION,
+                  picked=True)
+
+
+@dataclass
+class Plan:
+    """One generation a tab runs: its kwargs for ``generate`` and model-side arguments (assistant)."""
+
+    name: str
+    label: str
+    kwargs: dict
+    model_kwargs: dict = field(default_factory=dict)
+
+
+def named(fn: Callable, names: list[str]) -> Callable:
+    """``fn(*args)`` with a signature naming each argument, so the API (``gradio_client``) takes
+    ``temperature=0.7`` rather than ``param_9=0.7``."""
+    if inspect.isgeneratorfunction(fn):
+        def call(*args):
+            yield from fn(*args)
+    else:
+        def call(*args):
+            return fn(*args)
+    call.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
+    call.__name__ = getattr(fn, "__name__", "call")
+    return call
+
+
+def load_examples(key: str) -> list[str]:
+    """Prompts from ``assets/examples.json`` for tab ``key`` (entries without ``tabs`` suit every tab)."""
+    entries = json.loads((ASSETS / "examples.json").read_text())
+    return [e["prompt"] for e in entries if key in e.get("tabs", [key])]
+
+
+def load_presets(key: str) -> dict[str, dict]:
+    """Named settings from ``assets/presets/<key>.json`` (``{name: {field: value}}``), if any."""
+    path = ASSETS / "presets" / f"{key}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+class StrategyTab:
+    key = ""
+    title = ""
+    intro = ""  # markdown shown at the top of the tab
+    fixed: dict = {}  # fields that define the tab; no loaded config overrides them
+    seeded = False  # random strategies get a seed box
+    text_labels: tuple[str, ...] = ("Generated text",)
+    figures: tuple[Figure, ...] = ()
+    max_new_tokens = 32
+    examples_label = "Example prompts"
+
+    # --- what subclasses fill in -----------------------------------------------------------------
+    def controls(self) -> dict[str, gr.components.Component]:
+        """The tab's own widgets, keyed by ``GenerationConfig`` field (built inside the settings column)."""
+        return {}
+
+    def side_inputs(self, app: AppContext) -> dict[str, gr.components.Component]:
+        """Widgets that are not generation-config fields (e.g. the assistant model picker), by API name."""
+        return {}
+
+    def presets(self) -> dict[str, dict]:
+        """Named settings offered in the tab's Preset menu."""
+        return load_presets(self.key)
+
+    def model_outputs(self) -> list[gr.components.Component]:
+        """Widgets that depend on the session's model; ``on_model`` gives their new values."""
+        return []
+
+    def on_model(self, loaded) -> list:
+        return []
+
+    def plans(self, kwargs: dict, side: dict, loaded, app: AppContext) -> list[Plan]:
+        """The generations one click runs, streamed in order; the first is the tab's main run."""
+        return [Plan("main", self.title, kwargs)]
+
+    def texts(self, view: View) -> list[str]:
+        """One string per ``text_labels`` entry."""
+        return [join_texts(view.main.texts)]
+
+    def note(self, view: View) -> str:
+        """Extra status text after a run (e.g. bytes per cache kind)."""
+        return ""
+
+    # --- layout ----------------------------------------------------------------------------------
+    def build(self, app: AppContext) -> TabHandle:
+        self.app = app
+        with gr.Tab(self.title, id=self.key) as tab:
+            if self.intro:
+                gr.Markdown(self.intro, label=f"About {self.title}")
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2, min_width=320):
+                    prompt = gr.Textbox(label="Prompt", lines=3, value=(load_examples(self.key) or [""])[0])
+                    gr.Examples([[p] for p in load_examples(self.key)], inputs=[prompt], label=self.examples_label)
+                    chat = gr.Checkbox(label="Apply chat template", value=True,
+                                       info="tokenizer.apply_chat_template, for instruct models")
+                    max_new = gr.Slider(1, 512, value=self.max_new_tokens, step=1, label="max_new_tokens")
+                    stop_strings = gr.Textbox("", label="stop_strings", placeholder="comma-separated; \\n for a newline")
+                    seed = gr.Number(label="seed", value=0, precision=0, visible=self.seeded)
+                    own = self.controls()
+                    side = self.side_inputs(app)
+                    presets = self.presets()
+                    preset = gr.Dropdown(list(presets), label="Preset", value=None, visible=bool(presets))
+                    with gr.Row():
+                        generate = gr.Button("Generate", variant="primary")
+                        stop = gr.Button("Stop", variant="stop")
+                    status = gr.Markdown(label="Status", elem_classes=["dp-status"])
+                with gr.Column(scale=3, min_width=420):
+                    texts = [gr.Textbox(label=lab, lines=4, max_lines=16, interactive=False)
+                             for lab in self.text_labels]
+                    plots = []
+                    for fig in self.figures:
+                        plots.append(gr.Plot(label=fig.label))
+                        if fig.caption:
+                            gr.Markdown(fig.caption, label=f"{fig.label} caption", elem_classes=["dp-caption"])
+                    tokens = gr.HTML(label="Tokens coloured by probability", show_label=True, container=True, padding=True)
+                    with gr.Row():
+                        step = gr.Slider(0, 1, value=0, step=1, label="step", info="pick a step to see its alternatives")
+                        row = gr.Number(label="row", value=0, precision=0, minimum=0,
+                                        info="returned sequence or beam")
+                    alternatives = gr.Dataframe(headers=ALTERNATIVES_HEADERS, label="Top alternatives at the picked step",
+                                                interactive=False, wrap=True)
+                    with gr.Row():
+                        download = gr.DownloadButton("Download trace (JSON)", value=None)
+                        upload = gr.UploadButton("Load trace (JSON)", file_types=[".json"])
+        controls = {"max_new_tokens": max_new, "stop_strings": stop_strings, **own}
+        extra = gr.State({})
+        runs_state = gr.State({})
+        self.control_names = list(controls)
+        self.n_texts = len(texts)
+
+        outputs = [*texts, status, *plots, tokens, step, alternatives, runs_state, download]
+        self.side_names = list(side)
+        inputs = [app.model_state, prompt, chat, seed, extra, *side.values(), *controls.values()]
+        names = ["model", "prompt", "chat", "seed", "extra", *side, *controls]
+        event = generate.click(named(self.generate, names), inputs, outputs, api_name=f"{self.key}_generate",
+                               concurrency_id="generate", concurrency_limit=app.slots)
+        stop.click(self.stopped, [runs_state], [status, download], cancels=[event], concurrency_limit=None,
+                   api_name=f"{self.key}_stop")
+        picked = [p for p, f in zip(plots, self.figures) if f.picked]
+        for widget in (step, row):
+            widget.input(self.pick, [runs_state, step, row], [alternatives, *picked], trigger_mode="always_last",
+                         api_name=False)
+        upload.upload(self.load_trace, [upload, runs_state], outputs, api_name=f"{self.key}_load_trace")
+        if presets:
+            preset.change(self.apply_preset, [preset, extra], [*controls.values(), extra], api_name=False)
+        if self.model_outputs():
+            app.model_state.change(self.on_model_name, [app.model_state], self.model_outputs(), api_name=False)
+        return TabHandle(self.key, self.title, controls, extra, fixed=dict(self.fixed), tab=tab, generate=generate)
+
+    # --- handlers --------------------------------------------------------------------------------
+    def generate(self, model_name, prompt, chat, seed, extra, *values) -> Iterator[tuple]:
+        n_side = len(self.side_names)
+        side, widget_values = dict(zip(self.side_names, values[:n_side])), values[n_side:]
+        try:
+            loaded = self.app.models.get(model_name)
+            kwargs = generate_kwargs(dict(zip(self.control_names, widget_values)), extra, self.fixed)
+            input_ids, mask, note = encode_prompt(loaded.tokenizer, prompt or "", chat)
+            plans = self.plans(kwargs, side, loaded, self.app)
+        except (ValueError, OSError) as err:
+            yield self._error(err)
+            return
+        view = View({p.name: Run(p.name, p.label, p.kwargs) for p in plans})
+        throttle = Throttle()
+        try:
+            for plan in plans:
+                for _ in stream_run(view.runs[plan.name], loaded, input_ids, mask,
+                                    seed=seed if self.seeded else None, **plan.model_kwargs):
+                    if throttle.due():
+                        started = time.perf_counter()
+                        out = self._outputs(view, note=note)
+                        throttle.drawn(started)
+                        yield out
+                    else:
+                        yield self._outputs(view, figures=False, note=note)
+        except Exception as err:  # noqa: BLE001 - shown in the tab; what is on screen stays
+            if not isinstance(err, ValueError):
+                traceback.print_exc()
+            yield self._error(err)
+            return
+        yield self._outputs(view, note=note, final=True)
+
+    def stopped(self, runs: dict[str, Run]):
+        if not runs or all(r.done for r in runs.values()):
+            return gr.skip(), gr.skip()
+        return "Stopped.  \n" + status_line(runs), save_runs(self.key, runs)
+
+    def pick(self, runs: dict[str, Run], step, row):
+        if not runs:
+            return (gr.skip(),) * (1 + sum(f.picked for f in self.figures))
+        view = View(runs, step=int(step or 0), row=int(row or 0))
+        return (self._alternatives(view), *(self._draw(f, view) for f in self.figures if f.picked))
+
+    def load_trace(self, path, previous):
+        try:
+            runs = load_runs(path, main_label=self.title)
+        except ValueError as err:
+            return self._error(err)
+        return self._outputs(View(runs), final=True, saved=path)
+
+    def apply_preset(self, name, extra):
+        values = self.presets().get(name, {})
+        widgets = [gr.skip() if f not in values else widget_value(f, values[f]) for f in self.control_names]
+        rest = {k: v for k, v in values.items() if k not in self.control_names}
+        return (*widgets, {**{k: v for k, v in (extra or {}).items() if k not in values}, **rest})
+
+    def on_model_name(self, name):
+        return self.on_model(self.app.models.get(name))
+
+    # --- output assembly -------------------------------------------------------------------------
+    def _error(self, err: Exception) -> tuple:
+        """Everything on screen stays (gr.skip); only the status says what was wrong."""
+        gr.Warning(str(err))
+        n_outputs = self.n_texts + 1 + len(self.figures) + 5
+        out = [gr.skip()] * n_outputs
+        out[self.n_texts] = error_line(err)
+        return tuple(out)
+
+    def _draw(self, fig: Figure, view: View):
+        try:
+            return fig.draw(view)
+        except Exception as err:  # noqa: BLE001 - a figure that cannot draw this trace says so, others still draw
+            traceback.print_exc()
+            gr.Warning(f"{fig.label}: cannot draw this trace ({type(err).__name__}: {err})")
+            return None
+
+    def _tokens(self, view: View) -> str:
+        return tokens_html(view.steps, row=view.row) if view.steps else ""
+
+    def _alternatives(self, view: View):
+        step = view.step if 0 <= view.step < len(view.steps) else len(view.steps) - 1
+        rows = alternatives_table(view.steps, step, row=view.row) if view.steps else []
+        return rows or [["", None, None, ""]]
+
+    def _outputs(self, view: View, *, figures: bool = True, final: bool = False, note: str = "",
+                 saved: str | None = None) -> tuple:
+        texts = self.texts(view)
+        extra_note = self.note(view) if final else ""
+        status = status_line(view.runs, "; ".join(n for n in (note, extra_note) if n))
+        if not figures:
+            skips = [gr.skip()] * (len(self.figures) + 5)
+            return (*texts, status, *skips)
+        plots = [self._draw(f, view) for f in self.figures]
+        n_steps = len(view.steps)
+        step = gr.Slider(maximum=max(n_steps - 1, 1), value=max(n_steps - 1, 0)) if final else gr.skip()
+        download = (saved or save_runs(self.key, view.runs)) if final else gr.skip()
+        return (*texts, status, *plots, self._tokens(view), step, self._alternatives(view), view.runs, download)

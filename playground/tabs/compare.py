@@ -1,0 +1,46 @@
+"""Several strategies on one prompt, side by side, with their speed."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..figures import speculative
+from ..handlers import join_texts
+from . import register
+from .base import AppContext, Figure, Plan, StrategyTab, View, candidates_panel, load_presets
+
+
+def speed(view: View):
+    return speculative.timing_figure({r.label: r.tokens_per_s for r in view.runs.values() if r.new_tokens})
+
+
+class Compare(StrategyTab):
+    key = "compare"
+    title = "Compare"
+    intro = ("**Compare** runs several strategies (settings from `assets/presets/compare.json`) on the same "
+             "prompt one after the other, and shows their texts side by side with tokens per second.")
+    seeded = True
+    text_labels = ("Texts side by side",)
+    figures = (Figure("Tokens per second", speed, "Tokens per second of each strategy on this machine, "
+                      "recording included (the same overhead for all)."),
+               candidates_panel("Candidates of the first strategy at the picked step"))
+
+    def presets(self):
+        return {}  # its presets are the strategies it compares
+
+    def side_inputs(self, app: AppContext):
+        strategies = load_presets("compare")
+        return {"strategies": gr.CheckboxGroup(list(strategies), value=list(strategies)[:4], label="Strategies")}
+
+    def plans(self, kwargs, side, loaded, app):
+        chosen = side["strategies"]
+        strategies = load_presets("compare")
+        if not chosen:
+            raise ValueError("`Strategies` must name at least one strategy to compare; got none")
+        return [Plan(name, name, {**strategies[name], **kwargs}) for name in chosen if name in strategies]
+
+    def texts(self, view: View):
+        return ["\n\n".join(f"[{r.label}] {join_texts(r.texts)}" for r in view.runs.values() if r.steps or r.done)]
+
+
+register(Compare())

@@ -1,0 +1,65 @@
+"""Greedy search: the most probable token at every step (``do_sample=False``, ``num_beams=1``).
+
+Also shows the model's own ``generation_config`` and the defaults transformers fills in for what it
+leaves unset, among them ``max_length=20``: without ``max_new_tokens``, ``generate`` stops after 20
+new tokens.
+"""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+from transformers import GenerationConfig
+
+from . import register
+from .base import AppContext, Plan, StrategyTab, candidates_panel
+
+
+def model_defaults(loaded) -> tuple[str, str]:
+    """(the model's generation_config as saved, the transformers defaults that apply to what it leaves unset)."""
+    own = loaded.model.generation_config.to_diff_dict()
+    own = {k: v for k, v in own.items() if not k.startswith("_") and k != "transformers_version"}
+    defaults = getattr(GenerationConfig, "_get_default_generation_params", dict)()
+    unset = {k: v for k, v in defaults.items() if own.get(k) is None and v is not None}
+    limits = ", ".join(f"`{k}={unset[k]!r}`" for k in ("max_length", "do_sample", "num_beams", "temperature",
+                                                        "top_k", "top_p") if k in unset)
+    note = (f"**{loaded.name}** leaves these unset, so transformers' defaults apply: {limits}. "
+            "`max_length=20` is the one that bites: with no `max_new_tokens`, `generate()` stops after "
+            "20 new tokens. Tick the box below to see it.")
+    return json.dumps(own, indent=2), note
+
+
+class Greedy(StrategyTab):
+    key = "greedy"
+    title = "Greedy"
+    intro = ("**Greedy search** appends the single most probable token at every step "
+             "(`do_sample=False`, `num_beams=1`): deterministic, fast, and prone to repetition.")
+    fixed = {"do_sample": False, "num_beams": 1}
+    figures = (candidates_panel(),)
+
+    def controls(self):
+        return {"repetition_penalty": gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="repetition_penalty",
+                                                info="1.0 = off; > 1 discourages tokens already in the text")}
+
+    def side_inputs(self, app: AppContext):
+        config, note = model_defaults(app.startup)
+        with gr.Accordion("The model's default generation config", open=False):
+            self.config_view = gr.Code(config, language="json", label="model.generation_config", interactive=False)
+            self.defaults_note = gr.Markdown(note, label="Defaults that apply")
+        return {"defaults_only": gr.Checkbox(label="Leave max_new_tokens unset (use the model's defaults)",
+                                             value=False)}
+
+    def model_outputs(self):
+        return [self.config_view, self.defaults_note]
+
+    def on_model(self, loaded):
+        return list(model_defaults(loaded))
+
+    def plans(self, kwargs, side, loaded, app):
+        if side["defaults_only"]:
+            kwargs = {k: v for k, v in kwargs.items() if k != "max_new_tokens"}
+        return [Plan("main", self.title, kwargs)]
+
+
+register(Greedy())

@@ -1,0 +1,45 @@
+"""Multinomial sampling (``do_sample=True``) and every warper transformers applies before it."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from . import register
+from .base import StrategyTab, candidates_panel
+
+
+def sampling_controls(num_return_sequences: bool = True) -> dict:
+    """Temperature and the truncation warpers, labelled and ranged as in ``GenerationConfig``
+    (ranges reach the invalid edge, e.g. ``top_p=0``, so the core's message can be seen)."""
+    controls = {
+        "temperature": gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="temperature", info="> 0; < 1 sharpens"),
+        "top_k": gr.Slider(0, 200, value=50, step=1, label="top_k", info="0 = off"),
+        "top_p": gr.Slider(0.0, 1.0, value=1.0, step=0.01, label="top_p", info="(0, 1]; 1 = off"),
+        "min_p": gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="min_p", info="[0, 1]; 0 = off"),
+        "typical_p": gr.Slider(0.0, 1.0, value=1.0, step=0.01, label="typical_p", info="(0, 1]; 1 = off"),
+        "epsilon_cutoff": gr.Slider(0.0, 0.01, value=0.0, step=0.0001, label="epsilon_cutoff",
+                                    info="[0, 1); 0 = off; try 3e-4"),
+        "eta_cutoff": gr.Slider(0.0, 0.01, value=0.0, step=0.0001, label="eta_cutoff",
+                                info="[0, 1); 0 = off; try 3e-4"),
+    }
+    if num_return_sequences:
+        controls["num_return_sequences"] = gr.Slider(1, 4, value=1, step=1, label="num_return_sequences")
+    return controls
+
+
+class Sampling(StrategyTab):
+    key = "sampling"
+    title = "Sampling"
+    intro = ("**Multinomial sampling** (`do_sample=True`) draws each token from the model's distribution after "
+             "the logits warpers reshaped it: `temperature` scales the logits, `top_k` / `top_p` / `min_p` / "
+             "`typical_p` / `epsilon_cutoff` / `eta_cutoff` remove unlikely tokens. The same seed gives the "
+             "same text.")
+    fixed = {"do_sample": True, "num_beams": 1}
+    seeded = True
+    figures = (candidates_panel(),)
+
+    def controls(self):
+        return sampling_controls()
+
+
+register(Sampling())
