@@ -1,0 +1,547 @@
+"""Constrained beam search: beam search whose returned sequences must contain given words
+(transformers 4.55.4 ``_constrained_beam_search`` with ``ConstrainedBeamSearchScorer``; 5.x moved it
+to a Hub repository, which this playground cannot download).
+
+``force_words_ids`` (``list[list[int]]``: every word; ``list[list[list[int]]]``: one of each group)
+and ``constraints`` (``core.constraints.PhrasalConstraint`` / ``DisjunctiveConstraint``) select it.
+
+One step, for each batch row with its K beams:
+1. the top 2K continuations over all K x V (beam, token) pairs by cumulative log-probability;
+2. an EOS continuation among the best K finishes a hypothesis, but only if its sequence fulfils every
+   constraint; the best K non-EOS continuations are the "top-k" candidates;
+3. every beam proposes the token(s) that advance its constraints ("forced" candidates);
+4. the candidates are put in banks by constraint progress (``ConstraintListState.get_bank``) and the
+   K beams are taken round-robin across banks, best score first within a bank, so that beams which
+   fulfil more of the constraints survive next to the likeliest ones.
+At the end the open beams that fulfil every constraint join the finished hypotheses (all open beams
+when too few do), and the best ``num_return_sequences`` by ``score / length ** length_penalty`` win.
+
+The scorer below is a faithful port (quirks included) so the tokens equal 4.55.4's; the loop around
+it uses transformers 5.x's prefill, cache and the logits processors 5.x ``generate`` built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.generation.utils import ALL_CACHE_NAMES, GenerationMode
+
+from ..constraints import Constraint, ConstraintListState, DisjunctiveConstraint, PhrasalConstraint
+from ..records import BeamNode
+from . import register
+from .beam_tree import BeamTree, normalized_score
+
+# --- validation and constraints from the config ---------------------------------------------------
+
+_WORDS = "a non-empty list[list[int]] (each word) or list[list[list[int]]] (one word of each group) of token ids"
+
+
+def _is_word(word, vocab_size: int) -> bool:
+    return (isinstance(word, list) and len(word) > 0
+            and all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab_size for t in word))
+
+
+def check_config(generation_config, vocab_size: int) -> None:
+    """Raise a ``ValueError`` naming the first setting constrained beam search cannot run with
+    (4.55.4 rejects ``do_sample`` and ``num_beam_groups``; its scorer needs ``num_beams > 1``)."""
+    cfg = generation_config
+    if cfg.do_sample:
+        raise ValueError("`do_sample` must be False for constrained beam search (`constraints` or "
+                         f"`force_words_ids` is set); got {cfg.do_sample!r}")
+    if cfg.num_beam_groups is not None and cfg.num_beam_groups != 1:
+        raise ValueError("`num_beam_groups` must be 1 (or unset) for constrained beam search (`constraints` or "
+                         f"`force_words_ids` is set); got {cfg.num_beam_groups!r}")
+    if not isinstance(cfg.num_beams, int) or cfg.num_beams <= 1:
+        raise ValueError(f"`num_beams` must be an integer > 1 for constrained beam search; got {cfg.num_beams!r}")
+    words = cfg.force_words_ids
+    if words is not None:
+        ok = isinstance(words, list) and len(words) > 0 and all(
+            _is_word(w, vocab_size) or (isinstance(w, list) and len(w) > 0 and all(_is_word(x, vocab_size) for x in w))
+            for w in words)
+        if not ok:
+            raise ValueError(f"`force_words_ids` must be {_WORDS} in [0, {vocab_size - 1}]; got {words!r}")
+    if cfg.constraints is not None:
+        if not isinstance(cfg.constraints, list) or not all(isinstance(c, Constraint) for c in cfg.constraints):
+            raise ValueError("`constraints` must be a list of core.constraints.Constraint objects (PhrasalConstraint, "
+                             f"DisjunctiveConstraint); got {cfg.constraints!r}")
+        for c in cfg.constraints:
+            ids = c.token_ids if isinstance(c, PhrasalConstraint) else (
+                [t for w in c.token_ids for t in w] if isinstance(c, DisjunctiveConstraint) else [])
+            if any(t >= vocab_size for t in ids):
+                raise ValueError(f"`constraints` token ids must be in [0, {vocab_size - 1}]; got {c!r}")
+        if not cfg.constraints and not words:
+            raise ValueError("`constraints` must hold at least one constraint (or set `force_words_ids`); got []")
+
+
+def build_constraints(generation_config) -> list[Constraint]:
+    """``constraints`` followed by one constraint per entry of ``force_words_ids``, as 4.55.4's
+    ``generate`` builds them: a list of ids is a ``PhrasalConstraint``, a list of lists a
+    ``DisjunctiveConstraint`` (unlike 4.55.4, the given ``constraints`` list is not mutated)."""
+    constraints = list(generation_config.constraints or [])
+    for word_ids in generation_config.force_words_ids or []:
+        if isinstance(word_ids[0], list):
+            constraints.append(DisjunctiveConstraint(word_ids))
+        else:
+            constraints.append(PhrasalConstraint(word_ids))
+    return constraints
+
+
+# --- the scorer (4.55.4 BeamHypotheses + ConstrainedBeamSearchScorer) ------------------------------
+
+class BeamHypotheses:
+    """The n-best list of finished hypotheses of one batch row, ranked by ``score / length ** length_penalty``."""
+
+    def __init__(self, num_beams: int, length_penalty: float, early_stopping, max_length: int | None = None):
+        self.length_penalty = length_penalty
+        self.early_stopping = early_stopping
+        self.max_length = max_length
+        self.num_beams = num_beams
+        self.beams: list[tuple[float, torch.Tensor, object]] = []
+        self.worst_score = 1e9
+        if not isinstance(self.early_stopping, bool) and self.max_length is None:
+            raise ValueError("`max_length` must be set when `early_stopping` is a string; got None")
+
+    def __len__(self) -> int:
+        return len(self.beams)
+
+    def copy(self) -> "BeamHypotheses":
+        """A copy whose list can grow without touching this one (hypothesis tensors are shared)."""
+        new = BeamHypotheses(self.num_beams, self.length_penalty, self.early_stopping, self.max_length)
+        new.beams, new.worst_score = list(self.beams), self.worst_score
+        return new
+
+    def add(self, hyp: torch.Tensor, sum_logprobs: float, beam_indices=None, generated_len: int | None = None):
+        """Add a hypothesis; returns its normalised score if it entered the list, else None."""
+        if generated_len is not None:
+            score = sum_logprobs / (generated_len ** self.length_penalty)
+        else:  # 4.55.4's retro-compatible branch
+            score = sum_logprobs / (hyp.shape[-1] ** self.length_penalty)
+        if len(self) < self.num_beams or score > self.worst_score:
+            self.beams.append((score, hyp, beam_indices))
+            if len(self) > self.num_beams:
+                sorted_next_scores = sorted([(s, idx) for idx, (s, _, _) in enumerate(self.beams)])
+                del self.beams[sorted_next_scores[0][1]]
+                self.worst_score = sorted_next_scores[1][0]
+            else:
+                self.worst_score = min(score, self.worst_score)
+            return score
+        return None
+
+    def is_done(self, best_sum_logprobs: float, cur_len: int, decoder_prompt_len: int = 0) -> bool:
+        """Whether no open beam can beat the worst finished hypothesis (per ``early_stopping``)."""
+        if len(self) < self.num_beams:
+            return False
+        if self.early_stopping is True:
+            return True
+        if self.early_stopping is False:
+            highest_attainable_score = best_sum_logprobs / (cur_len - decoder_prompt_len) ** self.length_penalty
+            return self.worst_score >= highest_attainable_score
+        # "never": with a positive length penalty the best attainable score uses max_length
+        if self.length_penalty > 0.0:
+            if self.max_length <= decoder_prompt_len:
+                raise ValueError("max_length is not larger than decoder prompt length")
+            highest_attainable_score = best_sum_logprobs / (self.max_length - decoder_prompt_len) ** self.length_penalty
+        else:
+            highest_attainable_score = best_sum_logprobs / (cur_len - decoder_prompt_len) ** self.length_penalty
+        return self.worst_score >= highest_attainable_score
+
+
+@dataclass
+class _Cand:
+    """An expanded candidate, kept only while recording; becomes a ``BeamNode``."""
+
+    batch: int
+    row: int  # flat beam row [B*K] it extends
+    token: int
+    score: float
+    fate: str = "pruned"
+    final_score: float | None = None
+    forced: bool = False
+    bank: int | None = None
+    position: int = -1  # when kept: which of the batch row's K new beams it became
+
+
+class ConstrainedBeamScorer:
+    """4.55.4's ``ConstrainedBeamSearchScorer`` (without beam groups). When ``notes`` is passed to
+    ``process`` it also appends a ``_Cand`` per expanded candidate, with its fate."""
+
+    def __init__(self, batch_size: int, num_beams: int, constraints: list[Constraint], device: torch.device,
+                 length_penalty: float = 1.0, do_early_stopping=False, num_beam_hyps_to_keep: int = 1,
+                 max_length: int | None = None):
+        self.num_beams = num_beams
+        self.group_size = num_beams
+        self.device = device
+        self.length_penalty = length_penalty
+        self.num_beam_hyps_to_keep = num_beam_hyps_to_keep
+        self.constraints = constraints
+        self._beam_hyps = [BeamHypotheses(num_beams, length_penalty, do_early_stopping, max_length)
+                           for _ in range(batch_size)]
+        self._done = torch.tensor([False for _ in range(batch_size)], dtype=torch.bool, device=device)
+
+    @property
+    def is_done(self) -> bool:
+        return self._done.all()
+
+    def make_constraint_states(self, n: int) -> list[ConstraintListState]:
+        return [ConstraintListState([constraint.copy() for constraint in self.constraints]) for _ in range(n)]
+
+    def check_completes_constraints(self, sequence: list[int]) -> bool:
+        new_state = self.make_constraint_states(1)[0]
+        new_state.reset(sequence)
+        return new_state.completed
+
+    def process(self, input_ids, next_scores, next_tokens, next_indices, scores_for_all_vocab, pad_token_id=None,
+                eos_token_id=None, decoder_prompt_len: int = 0, notes: list[_Cand] | None = None):
+        """One step: finish EOS hypotheses, then pick the K beams of each batch row across constraint banks.
+        ``next_*`` are [B, 2K] (top continuations), ``scores_for_all_vocab`` is [B*K, V].
+        Returns the K beams' scores, tokens and source rows, each [B*K]."""
+        cur_len = input_ids.shape[-1] + 1  # the length the candidates' scores are computed on
+        batch_size = len(self._beam_hyps)
+        if batch_size != (input_ids.shape[0] // self.group_size):
+            raise ValueError(f"A beam size of {input_ids.shape[0]} is used as the input, but a beam size of "
+                             f"{self.group_size} is expected by the beam scorer.")
+        device = input_ids.device
+        next_beam_scores = torch.zeros((batch_size, self.group_size), dtype=next_scores.dtype, device=device)  # [B, K]
+        next_beam_tokens = torch.zeros((batch_size, self.group_size), dtype=next_tokens.dtype, device=device)
+        next_beam_indices = torch.zeros((batch_size, self.group_size), dtype=next_indices.dtype, device=device)
+        if eos_token_id is not None and not isinstance(eos_token_id, torch.Tensor):
+            eos_token_id = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
+
+        for batch_idx, beam_hyp in enumerate(self._beam_hyps):
+            if self._done[batch_idx]:
+                if self.num_beams < len(beam_hyp):
+                    raise ValueError(f"Batch can only be done if at least {self.num_beams} beams have been generated")
+                if eos_token_id is None or pad_token_id is None:
+                    raise ValueError("Generated beams >= num_beams -> eos_token_id and pad_token have to be defined")
+                next_beam_scores[batch_idx, :] = 0
+                next_beam_tokens[batch_idx, :] = pad_token_id
+                next_beam_indices[batch_idx, :] = 0  # sic (4.55.4): a global row, only feeds a padded beam
+                continue
+
+            slots: list[_Cand] = []  # recording: the top-k candidates in beam order
+            beam_idx = visited = 0
+            for beam_token_rank, (next_token, next_score, next_index) in enumerate(
+                    zip(next_tokens[batch_idx], next_scores[batch_idx], next_indices[batch_idx])):
+                visited = beam_token_rank + 1
+                batch_beam_idx = batch_idx * self.group_size + next_index
+                cand = None
+                if notes is not None:
+                    cand = _Cand(batch_idx, int(batch_beam_idx), int(next_token), float(next_score))
+                    notes.append(cand)
+                if (eos_token_id is not None) and (next_token.item() in eos_token_id):
+                    if beam_token_rank >= self.group_size:  # only the best K may finish
+                        continue
+                    if self.check_completes_constraints(input_ids[batch_beam_idx].tolist()):
+                        final = beam_hyp.add(input_ids[batch_beam_idx].clone(), next_score.item(),
+                                             generated_len=cur_len - decoder_prompt_len)
+                        if cand is not None and final is not None:
+                            cand.fate, cand.final_score = "finished", final
+                else:
+                    next_beam_scores[batch_idx, beam_idx] = next_score
+                    next_beam_tokens[batch_idx, beam_idx] = next_token
+                    next_beam_indices[batch_idx, beam_idx] = batch_beam_idx
+                    beam_idx += 1
+                    if cand is not None:
+                        slots.append(cand)
+                if beam_idx == self.group_size:
+                    break
+            if notes is not None:  # continuations the top-k returned but the scorer never reached: pruned
+                for rank in range(visited, next_tokens.shape[1]):
+                    notes.append(_Cand(batch_idx, batch_idx * self.group_size + int(next_indices[batch_idx, rank]),
+                                       int(next_tokens[batch_idx, rank]), float(next_scores[batch_idx, rank])))
+
+            new_scores, new_tokens, new_indices = self.step_sentence_constraint(
+                batch_idx, input_ids, scores_for_all_vocab, next_beam_scores[batch_idx],
+                next_beam_tokens[batch_idx], next_beam_indices[batch_idx], notes=notes, slots=slots)
+            next_beam_scores[batch_idx] = new_scores
+            next_beam_tokens[batch_idx] = new_tokens
+            next_beam_indices[batch_idx] = new_indices
+
+            if beam_idx < self.group_size:
+                raise ValueError(f"At most {self.group_size} tokens in {next_tokens[batch_idx]} can be equal to "
+                                 f"`eos_token_id: {eos_token_id}`. Make sure {next_tokens[batch_idx]} are corrected.")
+            self._done[batch_idx] = self._done[batch_idx] or beam_hyp.is_done(
+                next_scores[batch_idx].max().item(), cur_len, decoder_prompt_len)
+
+        return next_beam_scores.view(-1), next_beam_tokens.view(-1), next_beam_indices.view(-1)  # [B*K] each
+
+    def step_sentence_constraint(self, batch_idx, input_ids, vocab_scores, sent_beam_scores, sent_beam_tokens,
+                                 sent_beam_indices, notes=None, slots=()):
+        """Add each beam's constraint-advancing tokens to the K top-k candidates of batch row
+        ``batch_idx``, then keep K of them round-robin across constraint banks (best score first)."""
+        orig_len = sent_beam_indices.size(0)  # K
+        device = sent_beam_indices.device
+        topk_contraint_states = self.make_constraint_states(orig_len)
+        advance_constraint_states = self.make_constraint_states(orig_len)
+
+        sidx, eidx = batch_idx * orig_len, (batch_idx + 1) * orig_len
+        this_batch_input_ids = input_ids[sidx:eidx]  # [K, S]
+        this_batch_token_scores = vocab_scores[sidx:eidx]  # [K, V]
+        full_hypotheses = torch.cat((input_ids[sent_beam_indices], sent_beam_tokens.unsqueeze(-1)), dim=-1)  # [K, S+1]
+
+        track_new = {"new_seqs": full_hypotheses.tolist(), "new_states": [], "new_indices": [], "new_tokens": [],
+                     "new_scores": []}
+        for seq_idx, pre_seq in enumerate(this_batch_input_ids):
+            topk_state = topk_contraint_states[seq_idx]
+            topk_state.reset(full_hypotheses[seq_idx].tolist())
+
+            advance_state = advance_constraint_states[seq_idx]
+            advance_state.reset(pre_seq.tolist())
+
+            if not advance_state.completed:
+                advance_tokens = torch.tensor(advance_state.advance(), dtype=torch.long, device=device)
+                for advance_token in advance_tokens:
+                    # each forced token makes its own hypothesis, with its own constraint state
+                    new_state = advance_state.copy(stateful=True)
+                    new_state.add(advance_token.tolist())
+                    advance_seq = torch.cat((pre_seq, advance_token.unsqueeze(0)), -1).tolist()
+                    if advance_seq not in track_new["new_seqs"]:  # a top-k candidate may be the same sequence
+                        track_new["new_seqs"].append(advance_seq)
+                        track_new["new_indices"].append(sidx + seq_idx)
+                        track_new["new_tokens"].append(advance_token)
+                        track_new["new_scores"].append(this_batch_token_scores[seq_idx].take(advance_token))
+                        track_new["new_states"].append(new_state)
+            # 4.55.4's `push_progress` branch is never enabled by generate, so it is not ported
+
+        forced: list[_Cand] = []
+        if notes is not None:
+            for cand, state in zip(slots, topk_contraint_states):
+                cand.bank = state.get_bank()
+            for row, token, score, state in zip(track_new["new_indices"], track_new["new_tokens"],
+                                                track_new["new_scores"], track_new["new_states"]):
+                forced.append(_Cand(batch_idx, row, int(token), float(score), forced=True, bank=state.get_bank()))
+            notes.extend(forced)
+
+        if len(track_new["new_indices"]) > 0:
+            new_indices = torch.tensor(track_new["new_indices"], device=device)
+            new_tokens = torch.stack(track_new["new_tokens"]).to(device)
+            new_scores = torch.stack(track_new["new_scores"]).to(device)
+
+            all_states = topk_contraint_states + track_new["new_states"]
+            all_tokens = torch.cat((sent_beam_tokens, new_tokens), -1)  # [K + F]
+            all_scores = torch.cat((sent_beam_scores, new_scores), -1)
+            all_banks = torch.tensor([one.get_bank() for one in all_states], device=device)
+
+            # sort by bank, then score; then interleave: rank 0 of every bank, rank 1 of every bank, ...
+            zipped = all_banks * 100 + all_scores
+            indices = zipped.sort(descending=True).indices
+            sorted_banks = all_banks[indices]
+            counter, cur_bank, increments = -1, sorted_banks[0], []
+            for bank in sorted_banks:
+                if bank == cur_bank:
+                    counter += 1
+                else:
+                    counter, cur_bank = 0, bank
+                increments.append(counter)
+            # a stable sort, as 4.55.4's np.argsort(kind="mergesort")
+            rearrangers = torch.tensor(increments).sort(stable=True).indices
+            indices = indices[rearrangers][:orig_len]  # [K]
+
+            sent_beam_scores = all_scores[indices]
+            sent_beam_tokens = all_tokens[indices]
+            sent_beam_indices = torch.cat((sent_beam_indices, new_indices))[indices]
+            chosen = indices.tolist()
+        else:
+            chosen = list(range(orig_len))
+
+        if notes is not None:
+            candidates = list(slots) + forced
+            for position, j in enumerate(chosen):
+                if j < len(candidates):
+                    candidates[j].fate, candidates[j].position = "kept", position
+        return sent_beam_scores, sent_beam_tokens, sent_beam_indices
+
+    def close(self, input_ids, final_beam_scores, decoder_prompt_len: int = 0, hyps=None) -> list[tuple[int, float]]:
+        """Add the open beams to the finished hypotheses (``hyps``, default the scorer's own): those
+        that fulfil every constraint, or all of them if too few do. Returns (row, normalised score)
+        for each beam that entered a list."""
+        hyps = self._beam_hyps if hyps is None else hyps
+        added = []
+        for batch_idx, beam_hyp in enumerate(hyps):
+            if self._done[batch_idx]:
+                continue
+            ids_collect = []
+            for beam_id in range(self.num_beams):
+                batch_beam_idx = batch_idx * self.num_beams + beam_id
+                final_score = final_beam_scores[batch_beam_idx].item()
+                final_tokens = input_ids[batch_beam_idx]
+                if self.check_completes_constraints(final_tokens.tolist()):
+                    generated_len = final_tokens.shape[-1] - decoder_prompt_len
+                    score = beam_hyp.add(final_tokens, final_score, generated_len=generated_len)
+                    if score is not None:
+                        added.append((batch_beam_idx, score))
+                    ids_collect.append(beam_id)
+            # constraints too hard for this search: return the best open beams anyway
+            if len(ids_collect) < self.num_beam_hyps_to_keep:
+                for beam_id in range(self.num_beams):
+                    if beam_id not in ids_collect:
+                        batch_beam_idx = batch_idx * self.num_beams + beam_id
+                        final_score = final_beam_scores[batch_beam_idx].item()
+                        final_tokens = input_ids[batch_beam_idx]
+                        generated_len = final_tokens.shape[-1] - decoder_prompt_len
+                        score = beam_hyp.add(final_tokens, final_score, generated_len=generated_len)
+                        if score is not None:
+                            added.append((batch_beam_idx, score))
+                    if len(ids_collect) >= self.num_beam_hyps_to_keep:
+                        break
+        return added
+
+    def ranked(self, hyps=None) -> list[torch.Tensor]:
+        """The ``num_beam_hyps_to_keep`` best hypotheses of each batch row, best first (flat list)."""
+        best = []
+        for beam_hyp in self._beam_hyps if hyps is None else hyps:
+            sorted_hyps = sorted(beam_hyp.beams, key=lambda x: x[0])
+            for _ in range(self.num_beam_hyps_to_keep):
+                best.append(sorted_hyps.pop()[1])
+        return best
+
+    def peek(self, input_ids, beam_scores, decoder_prompt_len: int) -> list[list[int]]:
+        """What ``finalize`` would return if the search stopped now: new tokens per returned row."""
+        hyps = [h.copy() for h in self._beam_hyps]
+        self.close(input_ids, beam_scores, decoder_prompt_len, hyps)
+        return [h[decoder_prompt_len:].tolist() for h in self.ranked(hyps)]
+
+    def finalize(self, input_ids, max_length: int, pad_token_id=None, eos_token_id=None) -> torch.LongTensor:
+        """The returned sequences [B * num_return_sequences, S'], padded, EOS appended where it fits
+        (4.55.4's ``finalize`` after ``close``, which the loop calls when it stops)."""
+        if eos_token_id is not None and not isinstance(eos_token_id, torch.Tensor):
+            eos_token_id = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
+        best = self.ranked()
+        sent_lengths = input_ids.new(len(best))
+        for i, hyp in enumerate(best):
+            sent_lengths[i] = len(hyp)
+        sent_lengths_max = sent_lengths.max().item() + 1
+        sent_max_len = min(sent_lengths_max, max_length) if max_length is not None else sent_lengths_max
+        decoded = input_ids.new(len(best), sent_max_len)
+        if sent_lengths.min().item() != sent_lengths.max().item():
+            if pad_token_id is None:
+                raise ValueError("`pad_token_id` has to be defined")
+            decoded.fill_(pad_token_id)
+        for i, hypo in enumerate(best):
+            decoded[i, : sent_lengths[i]] = hypo
+            if sent_lengths[i] < sent_max_len:
+                decoded[i, sent_lengths[i]] = eos_token_id[0]  # only the first EOS id
+        return decoded
+
+
+# --- the decoding loop -----------------------------------------------------------------------------
+
+@register(GenerationMode.CONSTRAINED_BEAM_SEARCH)
+def constrained_beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx,
+                            **model_kwargs):
+    # 1. validate, build the constraints and the scorer
+    vocab_size = model.config.get_text_config().vocab_size
+    check_config(generation_config, vocab_size)
+    constraints = build_constraints(generation_config)
+    pad_token_id = generation_config._pad_token_tensor
+    eos_token_id = generation_config._eos_token_tensor
+    num_beams = generation_config.num_beams
+    batch_beam_size, cur_len = input_ids.shape[:2]  # rows arrive expanded to B*K by 5.x generate
+    batch_size = batch_beam_size // num_beams
+    decoder_prompt_len = cur_len
+    scorer = ConstrainedBeamScorer(
+        batch_size, num_beams, constraints, input_ids.device, length_penalty=generation_config.length_penalty,
+        do_early_stopping=generation_config.early_stopping,
+        num_beam_hyps_to_keep=generation_config.num_return_sequences, max_length=generation_config.max_length)
+    tree = BeamTree(batch_size, num_beams, ctx.text) if ctx.recording else None
+
+    # 2. only beam 0 starts with score 0, so the first step does not expand K copies of the prompt
+    beam_scores = torch.zeros((batch_size, num_beams), dtype=torch.float, device=input_ids.device)
+    beam_scores[:, 1:] = -1e9
+    beam_scores = beam_scores.view((batch_size * num_beams,))  # [B*K]
+
+    # 3. prefill, then one token per beam per step
+    outputs = model._prefill(input_ids, generation_config, model_kwargs)
+    prefill_consumed = False
+    while True:
+        # a. forward the last token of every beam (the prefill gave the first step's logits)
+        if prefill_consumed:
+            model_inputs = model.prepare_inputs_for_generation(
+                input_ids, next_sequence_length=1 if model_kwargs["use_cache"] else None, **model_kwargs)
+            outputs = model(**model_inputs, return_dict=True)
+        prefill_consumed = True
+        model_kwargs = model._update_model_kwargs_for_generation(
+            outputs, model_kwargs, is_encoder_decoder=model.config.is_encoder_decoder)
+
+        # b. log-probs, processors, plus each beam's running score
+        logits = outputs.logits[:, -1, :].to(copy=True, dtype=torch.float32, device=input_ids.device)  # [B*K, V]
+        log_probs = nn.functional.log_softmax(logits, dim=-1)
+        processed, stages = ctx.process(input_ids, log_probs, logits_processor)  # [B*K, V]
+        next_token_scores = processed + beam_scores[:, None].expand_as(processed)
+        scores_for_all_vocab = next_token_scores.clone()  # [B*K, V]
+
+        # c. the top 2K (or (1 + n_eos) * K) continuations over all beams of each batch row
+        vocab = next_token_scores.shape[-1]
+        next_token_scores = next_token_scores.view(batch_size, num_beams * vocab)  # [B, K*V]
+        n_eos_tokens = eos_token_id.shape[0] if eos_token_id is not None else 0
+        next_token_scores, next_tokens = torch.topk(
+            next_token_scores, max(2, 1 + n_eos_tokens) * num_beams, dim=1, largest=True, sorted=True)  # [B, 2K]
+        next_indices = next_tokens // vocab  # beam within the batch row
+        next_tokens = next_tokens % vocab
+
+        # d. the scorer: finished hypotheses, forced tokens, banks, the K beams kept
+        notes: list[_Cand] | None = [] if tree is not None else None
+        beam_scores, beam_next_tokens, beam_idx = scorer.process(
+            input_ids, next_token_scores, next_tokens, next_indices, scores_for_all_vocab,
+            pad_token_id=pad_token_id, eos_token_id=eos_token_id, decoder_prompt_len=decoder_prompt_len, notes=notes)
+
+        # e. append, and reorder the cache to the beams' new parents
+        input_ids = torch.cat([input_ids[beam_idx, :], beam_next_tokens.unsqueeze(-1)], dim=-1)  # [B*K, S+1]
+        del outputs
+        cache_key = next((k for k in ALL_CACHE_NAMES if model_kwargs.get(k) is not None), None)
+        if cache_key is not None:
+            if hasattr(model, "_reorder_cache"):
+                model_kwargs[cache_key] = model._reorder_cache(model_kwargs[cache_key], beam_idx)
+            else:
+                model_kwargs[cache_key].reorder_cache(beam_idx)
+
+        # f. stop when every batch row is done or a stopping criterion holds for every beam
+        done = bool(scorer.is_done) or all(stopping_criteria(input_ids, None))
+        closed = scorer.close(input_ids, beam_scores, decoder_prompt_len) if done else []
+        if tree is not None:
+            chosen: list[list[int]] = [[] for _ in range(batch_beam_size)]  # tokens each row passed on
+            for cand in notes:
+                if cand.fate == "kept":
+                    chosen[cand.row].append(cand.token)
+            rows = ctx.row_steps(logits, processed, stages, chosen, inputs=log_probs)
+            nodes = _record_step(tree, notes, closed, num_beams, input_ids.shape[1] - decoder_prompt_len,
+                                 generation_config.length_penalty)
+            best = ([h[decoder_prompt_len:].tolist() for h in scorer.ranked()] if done
+                    else scorer.peek(input_ids, beam_scores, decoder_prompt_len))
+            ctx.emit(rows, cache=model_kwargs.get("cache"), beam=nodes, best=best)
+        if done:
+            break
+
+    # 4. the best hypotheses (``close`` added the open beams when the loop stopped)
+    sequences = scorer.finalize(input_ids, max_length=stopping_criteria.max_length, pad_token_id=pad_token_id,
+                                eos_token_id=eos_token_id)
+    ctx.put(sequences[0, decoder_prompt_len:])  # streamers take one row: the best hypothesis, once known
+    ctx.end_stream()
+    return sequences
+
+
+# --- recording ---------------------------------------------------------------------------------------
+
+def _record_step(tree: BeamTree, notes: list[_Cand], closed: list[tuple[int, float]], num_beams: int,
+                 generated: int, length_penalty: float) -> list[BeamNode]:
+    """This step's candidates as ``BeamNode``s; ``closed`` holds the open beams that entered the final
+    ranking because the search stopped (they become "finished")."""
+    final = dict(closed)
+    extra = {}
+    for cand in notes:
+        node = tree.expand(cand.batch, cand.row % num_beams, cand.token, cand.score,
+                           normalized_score(cand.score, generated, length_penalty))
+        extra[node] = (cand.forced, cand.bank)
+        if cand.fate == "kept":
+            row = cand.batch * num_beams + cand.position
+            tree.set_running(cand.batch, cand.position, node)
+            if row in final:
+                tree.mark(node, "finished", final[row])
+            else:
+                tree.mark(node, "kept")
+        elif cand.fate == "finished":
+            tree.mark(node, "finished", cand.final_score)
+    return [dataclasses.replace(n, forced=extra[n.node_id][0], bank=extra[n.node_id][1]) for n in tree.flush()]
