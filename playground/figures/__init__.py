@@ -1,0 +1,24 @@
+"""Record -> figure builders for the playground tabs: pure functions of ``core`` records (a list of
+``StepRecord`` or a ``Trace``), safe to call after every streamed step and on no records at all.
+Each module has a ``CAPTION`` for newcomers. Plotly and networkx only; no Gradio here."""
+
+from . import beam_tree, cache, candidates, compare, contrastive, dola, speculative, tokens
+from .beam_tree import beam_tree_figure, node_count, returned_paths
+from .cache import cache_figure, divergence_index
+from .candidates import candidates_figure, processor_summary
+from .compare import compare_figure, tokens_per_second
+from .contrastive import contrastive_figure
+from .dola import dola_figure
+from .speculative import acceptance_rate, speculative_figure, timing_figure
+from .tokens import ALTERNATIVES_HEADERS, alternatives_table, tokens_html
+
+# Plotly config for figures that pan and zoom (pass to gr.Plot / fig.show / write_html where supported).
+PLOT_CONFIG = {"scrollZoom": True, "displaylogo": False}
+
+__all__ = [
+    "beam_tree_figure", "node_count", "returned_paths", "candidates_figure", "processor_summary",
+    "contrastive_figure", "dola_figure", "speculative_figure", "timing_figure", "acceptance_rate",
+    "cache_figure", "divergence_index", "tokens_html", "alternatives_table", "ALTERNATIVES_HEADERS",
+    "compare_figure", "tokens_per_second", "PLOT_CONFIG",
+    "beam_tree", "cache", "candidates", "compare", "contrastive", "dola", "speculative", "tokens",
+]

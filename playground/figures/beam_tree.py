@@ -1,0 +1,210 @@
+"""The beam tree: every candidate the beam family expanded, linked to the hypothesis it extends.
+
+Drawn from ``StepRecord.beam`` alone: positions come from the tree's shape (networkx), scores and fates
+are shown as the strategy recorded them, never recomputed.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import networkx as nx
+import plotly.graph_objects as go
+
+from core.records import BeamNode, StepRecord
+
+from .common import HIGHLIGHT, PALETTE, Steps, empty_figure, finish, records, visible
+
+CAPTION = ("Every token beam search tried, step by step from left to right: a line joins each token to the "
+           "hypothesis it extends. Faded tokens were pruned, stars are finished hypotheses with their final "
+           "score, diamonds were forced by a constraint, and the gold path is the sequence the search returns "
+           "(or its current best while running). Colours are the groups of diverse beam search.")
+
+LABEL_ALL_BELOW = 160  # above this many nodes only kept, finished and returned nodes carry a text label
+VISIBLE_STEPS = 20  # a longer tree opens on its latest steps; pan left to see the start
+
+_FORCED = "diamond"  # constrained beam search: a token a constraint proposed
+_ROOT = "prompt"  # the virtual node every batch's first tokens hang from
+
+
+@dataclass(frozen=True)
+class BeamTree:
+    """The recorded nodes (last record of a ``node_id`` wins), the step each appeared at, and their graph."""
+
+    nodes: dict[int, BeamNode]
+    step_of: dict[int, int]
+    graph: nx.DiGraph
+
+    def path_to(self, node_id: int) -> list[int]:
+        """Node ids from the first generated token down to ``node_id``."""
+        path = [node_id]
+        while True:
+            parents = [p for p in self.graph.predecessors(path[-1]) if p in self.nodes]
+            if not parents:
+                return path[::-1]
+            path.append(parents[0])
+
+
+def beam_tree(steps: Steps) -> BeamTree:
+    """Index the beam nodes of ``steps`` into a tree (a node whose parent was not recorded becomes a root)."""
+    nodes: dict[int, BeamNode] = {}
+    step_of: dict[int, int] = {}
+    for rec in records(steps):
+        for node in rec.beam or ():
+            nodes[node.node_id] = node
+            step_of.setdefault(node.node_id, rec.step)
+    graph = nx.DiGraph()
+    graph.add_node(_ROOT)
+    for node_id, node in nodes.items():
+        graph.add_edge(node.parent if node.parent in nodes else (_ROOT, node.batch), node_id)
+    for batch in sorted({n.batch for n in nodes.values()}):
+        graph.add_edge(_ROOT, (_ROOT, batch))
+    return BeamTree(nodes, step_of, graph)
+
+
+def returned_paths(steps: Steps, returned: list[list[int]] | None = None) -> list[list[int]]:
+    """Node-id paths of the returned sequences. ``returned`` holds the NEW tokens of each returned
+    sequence (as ``StreamEvent.tokens``); by default the latest record's ``best``, else the finished
+    hypothesis with the highest final score of each batch."""
+    tree = beam_tree(steps)
+    if not tree.nodes:
+        return []
+    if returned is None:
+        returned = next((rec.best for rec in reversed(records(steps)) if rec.best is not None), None)
+    if returned is None:
+        return [tree.path_to(n) for n in _best_finished(tree)]
+    return [p for p in (_match(tree, list(tokens)) for tokens in returned) if p]
+
+
+def _best_finished(tree: BeamTree) -> list[int]:
+    best: dict[int, BeamNode] = {}
+    for node in tree.nodes.values():
+        if node.fate == "finished" and node.final_score is not None:
+            if node.batch not in best or node.final_score > best[node.batch].final_score:
+                best[node.batch] = node
+    return [n.node_id for _, n in sorted(best.items())]
+
+
+def _match(tree: BeamTree, tokens: list[int]) -> list[int]:
+    """The deepest path of the tree spelling a prefix of ``tokens`` (padding after EOS matches nothing)."""
+    if not tokens:
+        return []
+    roots = [c for b in tree.graph.successors(_ROOT) for c in tree.graph.successors(b)]
+    frontier = [[n] for n in roots if tree.nodes[n].token_id == tokens[0]]
+    for token in tokens[1:]:
+        deeper = [path + [c] for path in frontier for c in tree.graph.successors(path[-1])
+                  if tree.nodes[c].token_id == token]
+        if not deeper:
+            break
+        frontier = deeper
+    if not frontier:
+        return []
+    return max(frontier, key=lambda p: (tree.nodes[p[-1]].fate == "finished", tree.nodes[p[-1]].score))
+
+
+def _layout(tree: BeamTree) -> dict[int, tuple[float, float]]:
+    """x = the step a node appeared at; y from a layered layout whose order within each step is the
+    depth-first order of the tree (siblings best-first), so that no two edges cross."""
+    def best_first(children):
+        return sorted(children, key=lambda c: (c[1] if isinstance(c, tuple) else -tree.nodes[c].score))
+
+    order = [n for n in nx.dfs_preorder_nodes(tree.graph, _ROOT, sort_neighbors=best_first) if n in tree.nodes]
+    layers: dict[int, list[int]] = {}
+    for node_id in order:
+        layers.setdefault(tree.step_of[node_id], []).append(node_id)
+    pos = nx.multipartite_layout(tree.graph.subgraph(order), subset_key=layers, align="vertical")
+    return {n: (tree.step_of[n], float(pos[n][1])) for n in order}
+
+
+def _hover(node: BeamNode, step: int) -> str:
+    final = f"{node.final_score:.4f}" if node.final_score is not None else "–"
+    return (f"<b>{html.escape(repr(node.text))}</b> (id {node.token_id})<br>"
+            f"step {step} · batch {node.batch} · group {node.group}<br>"
+            f"fate: {node.fate}<br>cumulative log-prob: {node.score:.4f}<br>"
+            f"normalised score: {node.normalized_score:.4f}<br>final score: {final}<br>"
+            f"diversity penalty: {node.diversity_penalty:.4f}"
+            + ("<br>forced by a constraint" if node.forced else "")
+            + (f"<br>constraint bank: {node.bank}" if node.bank is not None else ""))
+
+
+def beam_tree_figure(steps: Steps, returned: list[list[int]] | None = None) -> go.Figure:
+    """One marker per recorded ``BeamNode`` (x = step), edges parent -> child, pruned nodes faded,
+    finished ones as stars with their final score, the returned sequences' paths in gold."""
+    tree = beam_tree(steps)
+    if not tree.nodes:
+        return empty_figure("Run beam search (num_beams > 1) to grow the tree of hypotheses here.", "Beam tree")
+    pos = _layout(tree)
+    on_path = {n for path in returned_paths(steps, returned) for n in path}
+    groups = sorted({n.group for n in tree.nodes.values()})
+    big = len(tree.nodes) > LABEL_ALL_BELOW
+    fig = go.Figure()
+
+    # edges first so markers sit on top: faded to pruned children, plain, then the returned paths
+    edge_kinds = {"pruned": ([], [], dict(color="rgba(150,150,150,0.25)", width=1)),
+                  "kept": ([], [], dict(color="rgba(110,110,110,0.6)", width=1.2)),
+                  "returned": ([], [], dict(color=HIGHLIGHT, width=4))}
+    for node_id, node in tree.nodes.items():
+        if node.parent not in pos:
+            continue
+        kind = "returned" if node_id in on_path and node.parent in on_path else (
+            "pruned" if node.fate == "pruned" else "kept")
+        xs, ys, _ = edge_kinds[kind]
+        (x0, y0), (x1, y1) = pos[node.parent], pos[node_id]
+        xs += [x0, x1, None]
+        ys += [y0, y1, None]
+    for kind, (xs, ys, line) in edge_kinds.items():
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=line, hoverinfo="skip", meta="edges",
+                                 name="returned sequence" if kind == "returned" else f"{kind} edge",
+                                 showlegend=kind == "returned" and bool(xs)))
+
+    styles = {"kept": dict(symbol="circle", size=10, opacity=1.0),
+              "pruned": dict(symbol="circle", size=7, opacity=0.3),
+              "finished": dict(symbol="star", size=16, opacity=1.0)}
+    for fate, style in styles.items():
+        ids = [n for n in pos if tree.nodes[n].fate == fate]
+        if not ids:
+            continue
+        nodes = [tree.nodes[n] for n in ids]
+        labels = []
+        for node_id, node in zip(ids, nodes):
+            label = visible(node.text)
+            if node.final_score is not None:
+                label += f" ({node.final_score:.2f})"
+            labels.append("" if big and fate == "pruned" and node_id not in on_path else label)
+        fig.add_trace(go.Scatter(
+            x=[pos[n][0] for n in ids], y=[pos[n][1] for n in ids], mode="markers+text", name=fate, meta="nodes",
+            text=labels, textposition="middle right", textfont=dict(size=10),
+            customdata=ids, hovertext=[_hover(n, tree.step_of[i]) for i, n in zip(ids, nodes)], hoverinfo="text",
+            marker=dict(symbol=[_FORCED if n.forced and fate != "finished" else style["symbol"] for n in nodes],
+                        size=style["size"], opacity=style["opacity"],
+                        color=[PALETTE[groups.index(n.group) % len(PALETTE)] for n in nodes],
+                        line=dict(color=[HIGHLIGHT if i in on_path else "white" for i in ids],
+                                  width=[3 if i in on_path else 1 for i in ids]))))
+    if any(n.forced for n in tree.nodes.values()):  # legend entry only (no points)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="forced by a constraint", meta="legend",
+                                 marker=dict(symbol=_FORCED, size=10, color="#888")))
+    if len(groups) > 1:  # legend entries for the diverse beam search groups (no points)
+        for g in groups:
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"group {g}", meta="legend",
+                                     marker=dict(color=PALETTE[groups.index(g) % len(PALETTE)], size=10)))
+
+    last = max(tree.step_of.values())
+    first = min(tree.step_of.values())
+    widest = max(sum(1 for s in tree.step_of.values() if s == k) for k in set(tree.step_of.values()))
+    x_range = [max(first, last - VISIBLE_STEPS + 1) - 0.5, last + 1.2]
+    finish(fig, f"Beam tree · {len(tree.nodes)} candidates over {last - first + 1} steps",
+           height=int(min(900, max(360, 140 + 28 * widest))), uirevision="beam-tree")
+    fig.update_layout(dragmode="pan", hovermode="closest",
+                      xaxis=dict(title="step", range=x_range, dtick=1 if last - first < 30 else 5, zeroline=False,
+                                 showgrid=False),
+                      yaxis=dict(visible=False, autorange="reversed"))
+    return fig
+
+
+def node_count(fig: go.Figure) -> int:
+    """How many beam nodes a figure from ``beam_tree_figure`` draws."""
+    return sum(len(t.x) for t in fig.data if t.meta == "nodes")
+
+
+__all__ = ["CAPTION", "BeamTree", "beam_tree", "beam_tree_figure", "returned_paths", "node_count"]

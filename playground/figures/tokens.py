@@ -1,0 +1,114 @@
+"""The generated text as HTML, each token coloured by the probability it was chosen with.
+
+The CSS classes used here are defined in ``assets/style.css``: ``dp-tokens`` (the container), ``dp-tok``
+(a token, with ``data-step`` and ``data-pos``), ``dp-p0`` … ``dp-p5`` (probability buckets, low to high), ``dp-pna`` (probability not recorded),
+``dp-legend`` (the bucket legend).
+"""
+
+from __future__ import annotations
+
+import html
+
+from core.records import RowStep
+
+from .beam_tree import beam_tree, returned_paths
+from .candidates import removed_by
+from .common import Steps, pick, records, row_of, row_steps, visible
+
+CAPTION = ("The generated text, each token shaded by the probability it had when it was chosen (after the "
+           "logits processors): the redder, the less likely. Hover a token for the alternatives it beat.")
+
+# Lower bounds of the probability buckets dp-p5 … dp-p1; below the last is dp-p0.
+BUCKETS = (0.9, 0.7, 0.5, 0.3, 0.1)
+ALTERNATIVES_HEADERS = ["token", "prob", "prob after", "removed by"]
+_ALTERNATIVES_IN_TOOLTIP = 5
+
+
+def bucket_class(prob: float | None) -> str:
+    """The CSS class of a probability: ``dp-p5`` for >= 0.9 down to ``dp-p0`` below 0.1."""
+    if prob is None:
+        return "dp-pna"
+    for i, low in enumerate(BUCKETS):
+        if prob >= low:
+            return f"dp-p{len(BUCKETS) - i}"
+    return "dp-p0"
+
+
+def _span(text: str, step: int, pos: int, cls: str, title: str) -> str:
+    return (f'<span class="dp-tok {cls}" data-step="{step}" data-pos="{pos}" title="{html.escape(title, quote=True)}">'
+            f"{html.escape(text)}</span>")
+
+
+def _row_spans(step: int, row_steps: list[RowStep]) -> list[str]:
+    """A span per chosen token of one step; ``data-pos`` is the ``position`` of its ``RowStep`` in the step."""
+    spans = []
+    for pos, rs in enumerate(row_steps):
+        by_id = {c.token_id: c for c in rs.candidates}
+        removed = removed_by(rs)
+        for i, token_id in enumerate(rs.chosen):
+            # the candidates describe the distribution of a RowStep's first token only
+            cand = by_id.get(token_id) if i == 0 else None
+            if cand is None:
+                spans.append(_span(f"#{token_id}", step, pos, "dp-pna", f"step {step}: probability not recorded"))
+                continue
+            others = sorted((c for c in rs.candidates if c.token_id != token_id), key=lambda c: -c.prob_after)
+            lines = [f"step {step} · {cand.text!r} p = {cand.prob_after:.3f} (model: {cand.prob:.3f})",
+                     "alternatives:"]
+            for c in others[:_ALTERNATIVES_IN_TOOLTIP]:
+                note = f" — removed by {', '.join(removed[c.token_id])}" if c.token_id in removed else ""
+                lines.append(f"  {c.text!r} {c.prob_after:.3f} (model: {c.prob:.3f}){note}")
+            spans.append(_span(cand.text, step, pos, bucket_class(cand.prob_after), "\n".join(lines)))
+    return spans
+
+
+def _beam_spans(steps: Steps, tokens: list[int]) -> list[str]:
+    """The best hypothesis of the beam family, token by token along its path in the beam tree."""
+    tree = beam_tree(steps)
+    paths = returned_paths(steps, [tokens])
+    path = paths[0] if paths else []
+    spans = []
+    for node_id in path:
+        node = tree.nodes[node_id]
+        parent = next(iter(tree.graph.predecessors(node_id)))
+        siblings = sorted((tree.nodes[s] for s in tree.graph.successors(parent) if s != node_id), key=lambda n: -n.score)
+        lines = [f"step {tree.step_of[node_id]} · {node.text!r} cumulative log-prob {node.score:.3f} ({node.fate})",
+                 "other continuations of the same hypothesis:"]
+        lines += [f"  {s.text!r} {s.score:.3f} ({s.fate})" for s in siblings[:_ALTERNATIVES_IN_TOOLTIP]]
+        spans.append(_span(node.text, tree.step_of[node_id], 0, "dp-pna dp-beam", "\n".join(lines)))
+    spans += [_span(f"#{t}", -1, 0, "dp-pna", "not in the recorded tree") for t in tokens[len(path):]]
+    return spans
+
+
+def tokens_html(steps: Steps, row: int = 0, legend: bool = True) -> str:
+    """HTML of the tokens generated so far for ``row`` (for the beam family: the current best hypothesis
+    of returned row ``row``); each token is a ``span`` with ``data-step`` and a ``title`` tooltip."""
+    recs = records(steps)
+    best = next((r.best for r in reversed(recs) if r.best is not None), None)
+    if best is not None:
+        spans = _beam_spans(recs, best[row]) if row < len(best) else []
+    else:
+        spans = [s for rec in recs for s in _row_spans(rec.step, row_steps(rec, row))]
+    if not spans:
+        return '<div class="dp-tokens dp-empty">Generated tokens will appear here, coloured by probability.</div>'
+    out = f'<div class="dp-tokens">{"".join(spans)}</div>'
+    if legend and best is None:
+        items = [f'<span class="dp-tok dp-p{len(BUCKETS) - i}">p ≥ {low}</span>' for i, low in enumerate(BUCKETS)]
+        items.append(f'<span class="dp-tok dp-p0">p &lt; {BUCKETS[-1]}</span>')
+        out += f'<div class="dp-legend">{"".join(items)}</div>'
+    return out
+
+
+def alternatives_table(steps: Steps, step: int, row: int = 0, position: int = 0) -> list[list]:
+    """Rows ``[token, prob, prob after, removed by]`` for every recorded candidate of one step (most
+    probable first under the model; the chosen token starred); headers in ``ALTERNATIVES_HEADERS``.
+    ``step`` and ``position`` are a token span's ``data-step`` and ``data-pos``."""
+    rs = row_of(pick(records(steps), step), row, position)
+    if rs is None:
+        return []
+    removed = removed_by(rs)
+    chosen = set(rs.chosen)
+    return [[("★ " if c.token_id in chosen else "") + visible(c.text), round(c.prob, 4), round(c.prob_after, 4),
+             ", ".join(removed.get(c.token_id, []))] for c in sorted(rs.candidates, key=lambda c: -c.prob)]
+
+
+__all__ = ["CAPTION", "ALTERNATIVES_HEADERS", "BUCKETS", "bucket_class", "tokens_html", "alternatives_table"]
