@@ -73,16 +73,16 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
         active_tab = gr.State(tabs[0].key)
         with gr.Tabs():
             handles: list[TabHandle] = [tab.build(app) for tab in tabs]
-        for handle in handles:
-            handle.tab.select(lambda key=handle.key: key, None, active_tab, api_name=False)
+            for handle in handles:
+                handle.tab.select(lambda key=handle.key: key, None, active_tab, api_name=False)
+            if importlib.util.find_spec("playground.config_panel") is not None:  # save / load / share settings
+                from playground import config_panel
+
+                config_panel.build(handles, active_tab)
         loader = load_handler(models)
         for trigger in (pick.input, path.submit, load.click):
             trigger(loader, [pick, path], [model_state, model_status], concurrency_id="load", concurrency_limit=1,
                     api_name=False)
-        if importlib.util.find_spec("playground.config_panel") is not None:  # the save / load / share panel
-            from playground import config_panel
-
-            config_panel.build(handles, active_tab)
     demo.handles = handles  # for tests and for panels built later
     demo.startup_model = loaded.name
     return demo

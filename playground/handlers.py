@@ -294,7 +294,8 @@ def status_line(runs: dict[str, Run], note: str = "") -> str:
     for run in runs.values():
         state = "" if run.done else " (running)" if run.steps else " (waiting)"
         first = f", first token {run.first_token_s:.2f} s" if run.first_token_s is not None else ""
-        parts.append(f"**{run.label}**: {run.new_tokens} tokens in {run.elapsed_s:.2f} s "
+        mode = f" (`{run.steps[0].strategy}`)" if run.steps and run.steps[0].strategy else ""
+        parts.append(f"**{run.label}**{mode}: {run.new_tokens} tokens in {run.elapsed_s:.2f} s "
                      f"({run.tokens_per_s:.1f} tokens/s{first}){state}")
     if note:
         parts.append(f"_{note}_")

@@ -1,0 +1,274 @@
+"""The playground's handlers through its API (``gradio_client``), on a tiny random model saved to a
+temporary folder with the embedded tokenizer, the way ``PLAYGROUND_MODEL`` points the app at a model.
+
+What the tabs show is checked against the reference: the text of the Greedy and Beam search tabs
+equals ``transformers`` ``model.generate`` on the same prompt ids; a figure is a plotly figure with
+the records drawn (beam nodes, DoLa cells); a bad setting returns the core's message and leaves the
+text on screen untouched; a downloaded trace loads back into the same figures.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+
+import plotly.io as pio
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import app
+from core.records import Trace
+from playground import handlers
+from playground.figures.beam_tree import node_count
+from playground.state import ModelCache
+from playground.tabs import TABS
+
+PROMPT = "Name a fruit."
+FAST = {"max_new_tokens": 6}
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory, embedded):
+    """A 4-layer Llama over the embedded tokenizer's vocabulary, saved like a Hub checkpoint."""
+    torch.manual_seed(0)
+    tok = embedded.tokenizer
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config.pad_token_id = 2
+    folder = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_folder):
+    """The app on the tiny model, in this process; yields (demo, client, model cache)."""
+    models = ModelCache()
+    demo = app.build_demo(tiny_folder, models=models)
+    app.launch(demo, prevent_thread_lock=True, quiet=True, server_port=None)
+    client = Client(demo.local_url, verbose=False)
+    yield demo, client, models
+    client.close()
+    demo.close()
+
+
+def outputs_of(key: str, values: tuple) -> dict:
+    """Name a generate endpoint's outputs the way ``StrategyTab.build`` orders them."""
+    tab = TABS[key]
+    names = [f"text{i}" for i in range(len(tab.text_labels))] + ["status"]
+    names += [f"figure:{f.label}" for f in tab.figures] + ["tokens", "step", "alternatives", "download"]
+    return dict(zip(names, values))
+
+
+def generate(client, key: str, **kwargs) -> tuple[dict, int]:
+    """Run a tab's Generate to the end; returns its final outputs and how many updates streamed."""
+    job = client.submit(api_name=f"/{key}_generate", prompt=PROMPT, **{**FAST, **kwargs})
+    final = job.result(timeout=120)
+    return outputs_of(key, final), len(job.outputs())
+
+
+def figure(out: dict, label: str):
+    value = out[f"figure:{label}"]
+    assert value["type"] == "plotly", value
+    return pio.from_json(value["plot"])
+
+
+def reference_text(loaded, **kwargs) -> str:
+    ids, mask, _ = handlers.encode_prompt(loaded.tokenizer, PROMPT, chat=True)
+    seqs = loaded.model.generate(ids, attention_mask=mask, **kwargs)
+    return loaded.tokenizer.decode(seqs[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+# --- every tab streams text, records and figures --------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("key", list(TABS) or ["greedy", "sampling", "beam", "beam_sample", "diverse_beam",
+                                                "contrastive", "dola", "speculative", "cache", "compare"])
+def test_every_tab_streams_text_and_figures(served, key):
+    _, client, _ = served
+    out, updates = generate(client, key)
+    if "has no implementation" in out["status"]:
+        pytest.skip(f"the core has no strategy for this tab yet: {out['status']}")
+    assert updates > 1, "the text should stream, one update per step"
+    assert isinstance(out["text0"], str) and out["text0"].strip(), out
+    assert "tokens" in out["status"] and "Not run" not in out["status"], out["status"]
+    for fig in TABS[key].figures:
+        assert figure(out, fig.label).data, f"{fig.label} drew nothing"
+    assert 'class="dp-tok' in out["tokens"]
+    assert out["alternatives"]["data"] and out["alternatives"]["data"][0][0], out["alternatives"]
+    assert out["step"]["maximum"] >= 1
+    trace = json.loads(open(out["download"]).read())
+    runs = trace["runs"] if "runs" in trace else {"main": trace}
+    for run in runs.values():
+        assert Trace.from_dict(run).steps, "the downloaded trace holds the step records"
+
+
+@pytest.mark.slow
+def test_greedy_and_beam_text_match_transformers_generate(served):
+    _, client, models = served
+    loaded = models.get(served[0].startup_model)
+    out, _ = generate(client, "greedy", max_new_tokens=8)
+    assert out["text0"] == reference_text(loaded, do_sample=False, max_new_tokens=8)
+    out, _ = generate(client, "beam", max_new_tokens=8, num_beams=3, early_stopping="True", length_penalty=0.5)
+    if "has no implementation" not in out["status"]:
+        expected = reference_text(loaded, do_sample=False, max_new_tokens=8, num_beams=3, early_stopping=True,
+                                  length_penalty=0.5)
+        assert out["text0"] == expected
+        assert node_count(figure(out, "Beam tree")) >= 3 * 8
+
+
+@pytest.mark.slow
+def test_sampling_seed_makes_text_reproducible(served):
+    _, client, _ = served
+    first, _ = generate(client, "sampling", seed=7, max_new_tokens=10)
+    again, _ = generate(client, "sampling", seed=7, max_new_tokens=10)
+    assert first["text0"] == again["text0"]
+
+
+@pytest.mark.slow
+def test_dola_heatmap_has_cells_and_greedy_text_beside(served):
+    _, client, models = served
+    out, _ = generate(client, "dola", dola_layers="high")
+    if "has no implementation" in out["status"]:
+        pytest.skip("no DoLa strategy in the core yet")
+    heat = [t for t in figure(out, "Layer divergences").data if t.type == "heatmap"]
+    assert heat and any(v is not None for row in heat[0].z for v in row)
+    loaded = models.get(served[0].startup_model)
+    assert out["text1"] == reference_text(loaded, do_sample=False, max_new_tokens=6, repetition_penalty=1.2)
+
+
+# --- bad settings ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("key, bad, field", [
+    ("beam", {"num_beams": 2, "num_return_sequences": 4}, "num_return_sequences"),
+    ("sampling", {"top_p": 0.0}, "top_p"),
+    ("sampling", {"temperature": 0.0}, "temperature"),
+    ("diverse_beam", {"num_beams": 4, "num_beam_groups": 3}, "num_beam_groups"),
+    ("dola", {"dola_layers": "[0, 99]"}, "dola_layers"),
+    ("dola", {"dola_layers": "middle"}, "dola_layers"),
+    ("cache", {"cache_config": "{not json"}, "cache_config"),
+])
+def test_bad_setting_names_the_field_and_keeps_the_text(served, key, bad, field):
+    _, client, _ = served
+    good, _ = generate(client, key)
+    if "has no implementation" in good["status"]:
+        pytest.skip(f"the core has no strategy for this tab yet: {good['status']}")
+    assert good["text0"]
+    job = client.submit(api_name=f"/{key}_generate", prompt=PROMPT, **{**FAST, **bad})
+    out = outputs_of(key, job.result(timeout=60))
+    assert f"`{field}`" in out["status"] and "got" in out["status"], out["status"]
+    # every other output is a no-op update: the browser keeps the last good text and figures
+    for name, value in out.items():
+        if name != "status":
+            assert isinstance(value, dict) and value.get("__type__") == "update" and "value" not in value, name
+
+
+@pytest.mark.slow
+def test_empty_prompt_is_refused_with_the_cores_message(served):
+    _, client, _ = served
+    job = client.submit(api_name="/greedy_generate", prompt="", chat=False, **FAST)
+    out = outputs_of("greedy", job.result(timeout=60))
+    assert "`input_ids`" in out["status"] and "empty prompt" in out["status"]
+
+
+# --- stop, traces, model picker ------------------------------------------------------------------------
+def _workers() -> int:
+    """core.stream's worker threads still alive."""
+    return sum(1 for t in threading.enumerate() if t.name.endswith("(work)"))
+
+
+@pytest.mark.slow
+def test_stop_ends_the_worker_within_a_step(served):
+    _, client, _ = served
+    job = client.submit(api_name="/sampling_generate", prompt=PROMPT, max_new_tokens=512)
+    deadline = time.time() + 60
+    while len(job.outputs()) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    assert len(job.outputs()) >= 3 and _workers() >= 1
+    client.predict(api_name="/sampling_stop")  # the Stop button: cancels= the running Generate
+    deadline = time.time() + 20
+    while _workers() and time.time() < deadline:
+        time.sleep(0.05)
+    assert _workers() == 0, "the generation thread kept running after Stop"
+    last = outputs_of("sampling", job.outputs()[-1])
+    tokens = int(re.search(r"(\d+) tokens in", last["status"]).group(1))
+    assert tokens < 512, "Stop came after the whole generation"
+
+
+@pytest.mark.slow
+def test_downloaded_trace_loads_back_into_the_same_figures(served):
+    _, client, _ = served
+    out, _ = generate(client, "beam")
+    if "has no implementation" in out["status"]:
+        pytest.skip("no beam strategy in the core yet")
+    loaded = outputs_of("beam", client.predict(handle_file(out["download"]), api_name="/beam_load_trace"))
+    assert loaded["text0"] == out["text0"]
+    assert node_count(figure(loaded, "Beam tree")) == node_count(figure(out, "Beam tree"))
+    assert loaded["tokens"] == out["tokens"]
+
+
+@pytest.mark.slow
+def test_loading_a_non_trace_file_says_so(served, tmp_path):
+    _, client, _ = served
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"hello": 1}')
+    out = outputs_of("greedy", client.predict(handle_file(str(bad)), api_name="/greedy_load_trace"))
+    assert "trace" in out["status"], out["status"]
+
+
+@pytest.mark.slow
+def test_model_picker_loads_into_the_shared_cache(served, tiny_folder):
+    _, _, models = served
+    load = app.load_handler(models)
+    name, status = load(None, tiny_folder, progress=lambda *a, **k: None)
+    assert name == tiny_folder and "4 layers" in status
+    skipped, message = load(None, "/no/such/model/folder", progress=lambda *a, **k: None)
+    assert "not loaded" in message and "/no/such/model/folder" in message
+
+
+@pytest.mark.slow
+def test_main_serves_the_model_named_in_the_environment(tiny_folder, monkeypatch, capsys):
+    launched = {}
+    monkeypatch.setenv(app.MODEL_ENV, tiny_folder)
+    monkeypatch.setattr(app, "launch", lambda demo, **kw: launched.update(demo=demo, **kw))
+    app.main()
+    assert launched["demo"].startup_model == tiny_folder
+    assert launched["server_port"] == 7860 and launched["slots"] == 2
+    assert tiny_folder in capsys.readouterr().out
+
+
+# --- the adapters themselves (no server) --------------------------------------------------------------------
+@pytest.mark.parametrize("field, text, value", [
+    ("stop_strings", "\\n\\n, END", ["\n\n", "END"]),
+    ("dola_layers", "high", "high"),
+    ("dola_layers", "[8, 10]", [8, 10]),
+    ("cache_config", '{"backend": "hqq", "nbits": 2}', {"backend": "hqq", "nbits": 2}),
+    ("early_stopping", "never", "never"),
+    ("early_stopping", "True", True),
+])
+def test_widget_values_round_trip_to_config_values(field, text, value):
+    assert handlers.config_value(field, text) == value
+    assert handlers.config_value(field, handlers.widget_value(field, value)) == value
+
+
+def test_tab_fields_win_over_loaded_extra_and_widgets_over_extra():
+    kwargs = handlers.generate_kwargs({"top_k": 20.0, "min_p": 0, "stop_strings": ""},
+                                      extra={"do_sample": False, "top_k": 5, "repetition_penalty": 1.3},
+                                      fixed={"do_sample": True})
+    assert kwargs == {"do_sample": True, "top_k": 20, "repetition_penalty": 1.3}
+    assert isinstance(kwargs["top_k"], int)
+
+
+def test_presets_set_widgets_and_keep_unknown_fields_in_extra(served):
+    tab = TABS["sampling"]
+    name = next(n for n, v in tab.presets().items() if "min_p" in v)
+    *widgets, extra = tab.apply_preset(name, {"repetition_penalty": 1.1})
+    values = dict(zip(tab.control_names, widgets))
+    assert values["min_p"] == tab.presets()[name]["min_p"]
+    assert extra == {"repetition_penalty": 1.1}
