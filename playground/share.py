@@ -42,6 +42,13 @@ INT_FIELDS = frozenset({
     "decoder_start_token_id", "forced_bos_token_id", "forced_eos_token_id", "assistant_lookbehind",
     "target_lookbehind", "max_cache_len", "prefill_chunk_size",
 })
+# ...and those it expects as floats: a slider at 2 hands back the int 2, which e.g. TemperatureLogitsWarper
+# rejects ("`temperature` (=2) has to be a strictly positive float").
+FLOAT_FIELDS = frozenset({
+    "temperature", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff", "repetition_penalty",
+    "encoder_repetition_penalty", "length_penalty", "diversity_penalty", "penalty_alpha", "guidance_scale",
+    "assistant_confidence_threshold", "assistant_ensemble_weight",
+})
 
 
 @dataclass(frozen=True)
@@ -56,9 +63,13 @@ class Outcome:
 
 # --- settings <-> GenerationConfig ---------------------------------------------------------------
 
-def _clean(value: Any) -> Any:
-    """A float that is a whole number becomes an int (sliders return 20.0 for 20)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+def _clean(key: str, value: Any) -> Any:
+    """Integer fields get ints (a slider may return 20.0 for 20), float fields floats (2 -> 2.0)."""
+    if key in INT_FIELDS and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if key in FLOAT_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def config_from_settings(settings: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> GenerationConfig:
@@ -69,7 +80,7 @@ def config_from_settings(settings: Mapping[str, Any], extra: Mapping[str, Any] |
     for key, value in merged.items():
         if value is None or value == "" or key in METADATA_FIELDS:
             continue
-        values[key] = _clean(value) if key in INT_FIELDS else value
+        values[key] = _clean(key, value)
     return GenerationConfig(**values)
 
 

@@ -1,8 +1,9 @@
 """The Config & Share panel in chromium: fill the push form, click Push, see the confirmation (or the 403
 error) while a local fake Hub receives the commit; upload a config and see the matching tab's widgets move.
 
-Runs the small two-tab Blocks of test_config_panel.py in this process (app.py builds the same panel over
-the real tabs), so the fake Hub's endpoint can be patched into huggingface_hub."""
+The full app (app.py, embedded model) is served once for the push from a real strategy tab; the small
+two-tab Blocks of test_config_panel.py (faster) for the rest. Both run in this process, so the fake Hub's
+endpoint can be patched into huggingface_hub."""
 
 from __future__ import annotations
 
@@ -52,6 +53,47 @@ def served(hub, tmp_path_factory):
     yield url
     demo.close()
     mp.undo()
+
+
+@pytest.fixture(scope="module")
+def full_app(hub, tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    point_hub_at(mp, hub.url)
+    mp.delenv("HF_TOKEN", raising=False)
+    mp.delenv("SYSTEM", raising=False)
+    mp.chdir(tmp_path_factory.mktemp("app-cwd"))
+    import app
+
+    demo = app.build_demo()  # PLAYGROUND_MODEL unset: the embedded SmolLM2-135M-Instruct
+    _, url, _ = app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    yield url, demo
+    demo.close()
+    mp.undo()
+
+
+@pytest.mark.slow
+def test_push_from_the_full_app_sends_what_the_sampling_tab_runs(browser, full_app, hub):
+    from playground.handlers import generate_kwargs
+
+    url, demo = full_app
+    page = browser.new_page()
+    page.goto(url)
+    page.get_by_role("tab", name="Sampling", exact=True).click()
+    page.get_by_role("tab", name="Config & Share").click()
+    sync_api.expect(page.get_by_text("Settings of the Sampling tab", exact=False)).to_be_visible(timeout=20_000)
+    fill_push_form(page, "smol-app", "sampling.json", "Sampling settings from the playground", WRITE_TOKEN)
+    sync_api.expect(page.get_by_text(f"Pushed sampling.json to {USER}/smol-app (commit ", exact=False)).to_be_visible(
+        timeout=30_000)
+    page.close()
+    # what arrived is what the Sampling tab's Generate runs with its widgets as built
+    handle = next(h for h in demo.handles if h.key == "sampling")
+    expected = generate_kwargs({name: c.value for name, c in handle.controls.items()}, {}, handle.fixed)
+    committed = json.loads(hub.repos[f"{USER}/smol-app"].files["sampling.json"])
+    from playground import share
+
+    assert committed == json.loads(share.config_json(share.config_from_settings(expected)))
+    assert committed["do_sample"] is True
+    assert hub.repos[f"{USER}/smol-app"].commits[-1]["summary"] == "Sampling settings from the playground"
 
 
 @pytest.fixture

@@ -42,10 +42,15 @@ def test_json_lists_only_values_that_differ_from_defaults():
                                                        "repetition_penalty", "transformers_version"}
 
 
-def test_slider_floats_become_integers_for_integer_fields():
-    cfg = share.config_from_settings({"top_k": 20.0, "num_beams": 4.0, "temperature": 1.0, "do_sample": True})
-    assert cfg.top_k == 20 and isinstance(cfg.top_k, int) and isinstance(cfg.num_beams, int)
-    assert isinstance(cfg.temperature, float)
+def test_slider_numbers_get_the_type_transformers_expects(tiny_model, prompt):
+    cfg = share.config_from_settings({"top_k": 20.0, "num_beams": 4.0, "temperature": 2, "repetition_penalty": 1,
+                                      "do_sample": True, "max_new_tokens": 3})
+    assert (cfg.top_k, cfg.num_beams, cfg.temperature, cfg.repetition_penalty) == (20, 4, 2.0, 1.0)
+    assert [type(v) for v in (cfg.top_k, cfg.num_beams, cfg.temperature, cfg.repetition_penalty)] == [
+        int, int, float, float]
+    assert '"temperature": 2.0' in share.config_json(cfg)
+    tiny_model.generate(prompt, generation_config=share.config_from_settings(
+        {"do_sample": True, "temperature": 2, "max_new_tokens": 2}))  # an int 2 would be refused by transformers
 
 
 def test_save_writes_the_file_save_pretrained_writes(tmp_path):
