@@ -40,7 +40,8 @@ def _load_all() -> None:
 
 
 def get_strategy(mode: str) -> Callable:
-    if not STRATEGIES:
+    # load on a miss, not only when empty: importing one strategy module directly registers just that one
+    if _key(mode) not in STRATEGIES:
         _load_all()
     try:
         return STRATEGIES[_key(mode)]
