@@ -318,7 +318,8 @@ def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConf
                     tokens.append([])
                 for row in record.rows:
                     tokens[row.row].extend(row.chosen)
-            yield StreamEvent(record, tokens, [decode(t) for t in tokens])
+            # a copy per event: the list keeps growing, and a consumer may keep earlier events
+            yield StreamEvent(record, [list(t) for t in tokens], [decode(t) for t in tokens])
     finally:
         cancel.set()
         worker.join()
