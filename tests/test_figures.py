@@ -145,6 +145,11 @@ def trace_of(steps) -> Trace:
     return Trace(strategy=steps[0].strategy, config={}, prompt_ids=[[1, 2]], steps=list(steps))
 
 
+def _per_point(value, trace) -> list:
+    """A marker property as one value per point (plotly takes a scalar where all points share it)."""
+    return [value] * len(trace.x) if isinstance(value, (str, int, float)) else list(value)
+
+
 def node_traces(fig) -> dict[str, go.Scatter]:
     return {t.name: t for t in fig.data if t.meta == "nodes"}
 
@@ -161,8 +166,7 @@ def test_beam_tree_draws_every_node_once_with_its_fate():
     assert drawn == sorted(n.node_id for n in nodes)
     traces = node_traces(fig)
     assert traces["pruned"].marker.opacity < traces["kept"].marker.opacity  # pruned branches faded
-    assert set(traces["finished"].marker.symbol) == {"star"}
-    assert set(traces["kept"].marker.symbol) == {"circle"}
+    assert traces["finished"].marker.symbol == "star" and traces["kept"].marker.symbol == "circle"
     finished = [n for n in nodes if n.fate == "finished"]
     assert len(traces["finished"].x) == len(finished)
     for node_id, label in zip(traces["finished"].customdata, traces["finished"].text):
@@ -191,8 +195,8 @@ def test_beam_tree_highlights_the_returned_path():
     tree = bt.beam_tree(steps)
     assert [tree.nodes[n].token_id for n in paths[0]] == best  # the path spells the best hypothesis
     fig = F.beam_tree_figure(steps)
-    outlined = [i for t in node_traces(fig).values() for i, c in zip(t.customdata, t.marker.line.color) if c == HIGHLIGHT]
-    assert sorted(outlined) == sorted(paths[0])
+    halo = next(t for t in fig.data if t.meta == "returned")
+    assert halo.marker.color == HIGHLIGHT and sorted(halo.customdata) == sorted(paths[0])
     gold = next(t for t in fig.data if t.meta == "edges" and t.name == "returned sequence")
     assert sum(1 for x in gold.x if x is None) == len(best) - 1
     # explicit returned tokens win over the records' best; tokens after EOS (padding) match nothing
@@ -204,8 +208,10 @@ def test_beam_tree_colours_diverse_groups_and_handles_batches():
     steps = synthetic_beam(num_beams=4, length=5, groups=2, batch=2, seed=2)
     fig = F.beam_tree_figure(steps)
     assert F.node_count(fig) == len(nodes_of(steps))
-    colours = {c for t in node_traces(fig).values() for c in t.marker.color}
+    colours = {c for t in node_traces(fig).values() for c in _per_point(t.marker.color, t)}
     assert len(colours) == 2
+    one_group = F.beam_tree_figure(synthetic_beam(num_beams=4, length=5, batch=2, seed=2))
+    assert len({c for t in node_traces(one_group).values() for c in _per_point(t.marker.color, t)}) == 1
     assert [t.name for t in fig.data if t.meta == "legend"] == ["group 0", "group 1"]
     assert len(F.returned_paths(steps)) == 2  # one best path per batch row
 
@@ -217,7 +223,7 @@ def test_beam_tree_marks_forced_nodes_and_shows_banks():
         BeamNode(**{**n.__dict__, "forced": n.node_id == forced_id, "bank": 1 if n.node_id == forced_id else 0})
         for n in steps[1].beam], best=steps[1].best)
     fig = F.beam_tree_figure(steps)
-    symbols = {i: s for t in node_traces(fig).values() for i, s in zip(t.customdata, t.marker.symbol)}
+    symbols = {i: s for t in node_traces(fig).values() for i, s in zip(t.customdata, _per_point(t.marker.symbol, t))}
     fate = {n.node_id: n.fate for n in nodes_of(steps)}
     assert [i for i, s in symbols.items() if s == "diamond"] == ([forced_id] if fate[forced_id] != "finished" else [])
     hover = {i: h for t in node_traces(fig).values() for i, h in zip(t.customdata, t.hovertext)}
@@ -495,7 +501,7 @@ def test_real_constrained_beam_trace(tiny_model, prompt):
     fig = F.beam_tree_figure(trace)
     assert F.node_count(fig) == len({n.node_id for n in nodes})
     forced = {n.node_id for n in nodes if n.forced and n.fate != "finished"}
-    symbols = {i: s for t in node_traces(fig).values() for i, s in zip(t.customdata, t.marker.symbol)}
+    symbols = {i: s for t in node_traces(fig).values() for i, s in zip(t.customdata, _per_point(t.marker.symbol, t))}
     assert {i for i, s in symbols.items() if s == "diamond"} == forced
 
 

@@ -22,7 +22,7 @@ CAPTION = ("Every token beam search tried, step by step from left to right: a li
            "(or its current best while running). Colours are the groups of diverse beam search.")
 
 LABEL_ALL_BELOW = 160  # above this many nodes only kept, finished and returned nodes carry a text label
-VISIBLE_STEPS = 20  # a longer tree opens on its latest steps; pan left to see the start
+VISIBLE_STEPS = 15  # a longer tree opens on its latest steps; pan left to see the start
 
 _FORCED = "diamond"  # constrained beam search: a token a constraint proposed
 _ROOT = "prompt"  # the virtual node every batch's first tokens hang from
@@ -158,6 +158,12 @@ def beam_tree_figure(steps: Steps, returned: list[list[int]] | None = None) -> g
                                  name="returned sequence" if kind == "returned" else f"{kind} edge",
                                  showlegend=kind == "returned" and bool(xs)))
 
+    # a gold halo under the returned sequences' nodes (its own trace: per-point styling is slow in plotly)
+    halo = [n for n in pos if n in on_path]
+    fig.add_trace(go.Scatter(x=[pos[n][0] for n in halo], y=[pos[n][1] for n in halo], mode="markers",
+                             customdata=halo, meta="returned", hoverinfo="skip", showlegend=False,
+                             marker=dict(size=17, color=HIGHLIGHT)))
+
     styles = {"kept": dict(symbol="circle", size=10, opacity=1.0),
               "pruned": dict(symbol="circle", size=7, opacity=0.3),
               "finished": dict(symbol="star", size=16, opacity=1.0)}
@@ -172,15 +178,15 @@ def beam_tree_figure(steps: Steps, returned: list[list[int]] | None = None) -> g
             if node.final_score is not None:
                 label += f" ({node.final_score:.2f})"
             labels.append("" if big and fate == "pruned" and node_id not in on_path else label)
+        forced = fate != "finished" and any(n.forced for n in nodes)
         fig.add_trace(go.Scatter(
             x=[pos[n][0] for n in ids], y=[pos[n][1] for n in ids], mode="markers+text", name=fate, meta="nodes",
             text=labels, textposition="middle right", textfont=dict(size=10),
             customdata=ids, hovertext=[_hover(n, tree.step_of[i]) for i, n in zip(ids, nodes)], hoverinfo="text",
-            marker=dict(symbol=[_FORCED if n.forced and fate != "finished" else style["symbol"] for n in nodes],
-                        size=style["size"], opacity=style["opacity"],
-                        color=[PALETTE[groups.index(n.group) % len(PALETTE)] for n in nodes],
-                        line=dict(color=[HIGHLIGHT if i in on_path else "white" for i in ids],
-                                  width=[3 if i in on_path else 1 for i in ids]))))
+            marker=dict(symbol=[_FORCED if n.forced else style["symbol"] for n in nodes] if forced else style["symbol"],
+                        size=style["size"], opacity=style["opacity"], line=dict(color="white", width=1),
+                        color=[PALETTE[groups.index(n.group) % len(PALETTE)] for n in nodes] if len(groups) > 1
+                        else PALETTE[0])))
     if any(n.forced for n in tree.nodes.values()):  # legend entry only (no points)
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="forced by a constraint", meta="legend",
                                  marker=dict(symbol=_FORCED, size=10, color="#888")))
