@@ -193,7 +193,8 @@ class DisjunctiveConstraint(Constraint):
     def __init__(self, nested_token_ids: list[list[int]]):
         super(Constraint, self).__init__()
         if not isinstance(nested_token_ids, list) or len(nested_token_ids) == 0:
-            raise ValueError(f"`nested_token_ids` must be a non-empty list of lists of token ids; got {nested_token_ids!r}")
+            raise ValueError(
+                f"`nested_token_ids` must be a non-empty list of lists of token ids; got {nested_token_ids!r}")
         if any(not isinstance(token_ids, list) for token_ids in nested_token_ids):
             raise ValueError(f"`nested_token_ids` must be a list of lists of token ids; got {nested_token_ids!r}")
         if any(any((not isinstance(token_id, int) or token_id < 0) for token_id in token_ids)
@@ -342,7 +343,7 @@ class ConstraintListState:
     def copy(self, stateful: bool = True) -> "ConstraintListState":
         new_state = ConstraintListState(self.constraints)  # self.constraints are never advanced: fresh state
         if stateful:
-            new_state.complete_constraints = [constraint.copy(stateful=True) for constraint in self.complete_constraints]
+            new_state.complete_constraints = [c.copy(stateful=True) for c in self.complete_constraints]
             if self.inprogress_constraint is not None:
                 new_state.inprogress_constraint = self.inprogress_constraint.copy(stateful=True)
             new_state.pending_constraints = [constraint.copy() for constraint in self.pending_constraints]

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from transformers.generation.utils import ALL_CACHE_NAMES, GenerationMode
 
-from ..constraints import Constraint, ConstraintListState, DisjunctiveConstraint, PhrasalConstraint
+from ..constraints import (Constraint, ConstraintListState, DisjunctiveConstraint, DisjunctiveTrie,
+                           PhrasalConstraint)
 from ..records import BeamNode
 from . import register
 from .beam_tree import BeamTree, normalized_score
@@ -63,6 +64,11 @@ def check_config(generation_config, vocab_size: int) -> None:
             for w in words)
         if not ok:
             raise ValueError(f"`force_words_ids` must be {_WORDS} in [0, {vocab_size - 1}]; got {words!r}")
+        for group in (w for w in words if isinstance(w[0], list)):
+            trie = DisjunctiveTrie(group, no_subsets=False)
+            if trie.has_subsets(trie.trie, group):
+                raise ValueError("`force_words_ids` groups must not hold a word that is a prefix of another word of "
+                                 f"the group (nor the same word twice); got {group!r} in {words!r}")
     if cfg.constraints is not None:
         if not isinstance(cfg.constraints, list) or not all(isinstance(c, Constraint) for c in cfg.constraints):
             raise ValueError("`constraints` must be a list of core.constraints.Constraint objects (PhrasalConstraint, "
