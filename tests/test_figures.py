@@ -473,6 +473,33 @@ def test_trace_json_round_trip_redraws_identical_figures(sampled):
             assert a == b
 
 
+def test_figure_json_carries_the_plot_config():
+    import json
+
+    data = json.loads(F.figure_json(F.beam_tree_figure(synthetic_beam(length=3))))
+    assert data["config"]["scrollZoom"] is True and data["data"] and data["layout"]["dragmode"] == "pan"
+
+
+def test_figures_import_no_gradio_and_every_module_has_a_caption():
+    for path in Path(F.__file__).parent.glob("*.py"):
+        assert not re.search(r"^\s*(import|from)\s+gradio", path.read_text(), re.M), path.name
+    assert all(len(c) > 40 for c in F.CAPTIONS.values())
+    for module in (F.beam_tree, F.candidates, F.contrastive, F.dola, F.speculative, F.cache, F.tokens, F.compare):
+        assert isinstance(module.CAPTION, str)
+
+
+def test_builders_follow_a_stream_step_by_step(tiny_model, prompt):
+    seen = []
+    for event in core.stream(tiny_model, prompt, max_new_tokens=5, do_sample=False):
+        if event.done:
+            break
+        seen.append(event.record)
+        html_now = F.tokens_html(seen)
+        assert html_now.count("data-step=") == sum(len(t) for t in event.tokens)
+        assert F.candidates_figure(seen).layout.title.text.startswith(f"Step {event.record.step}")
+    assert len(seen) == 5
+
+
 def _has(mode: str) -> bool:
     try:
         get_strategy(mode)
@@ -491,7 +518,12 @@ def test_real_beam_trace(tiny_model, prompt):
     path = F.returned_paths(trace)[0]
     tree = bt.beam_tree(trace)
     returned = trace.sequences[0][prompt.shape[1]:]
-    assert [tree.nodes[n].token_id for n in path] == returned[: len(path)]
+    assert [tree.nodes[n].token_id for n in path] == returned  # one row, no padding: the whole sequence
+    for i in range(1, len(trace.steps)):  # as while streaming
+        assert F.node_count(F.beam_tree_figure(trace.steps[:i])) == len(nodes_of(trace.steps[:i]))
+    again = Trace.from_json(trace.to_json())
+    assert F.beam_tree_figure(again).to_json() == fig.to_json()
+    assert F.tokens_html(again) == F.tokens_html(trace)
 
 
 @pytest.mark.skipif(not _has("constrained_beam_search"), reason="constrained beam strategy not written yet")

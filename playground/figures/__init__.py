@@ -6,19 +6,24 @@ from . import beam_tree, cache, candidates, compare, contrastive, dola, speculat
 from .beam_tree import beam_tree_figure, node_count, returned_paths
 from .cache import cache_figure, divergence_index
 from .candidates import candidates_figure, processor_summary
+from .common import PLOT_CONFIG, figure_json
 from .compare import compare_figure, tokens_per_second
 from .contrastive import contrastive_figure
 from .dola import dola_figure
 from .speculative import acceptance_rate, speculative_figure, timing_figure
 from .tokens import ALTERNATIVES_HEADERS, alternatives_table, tokens_html
 
-# Plotly config for figures that pan and zoom (pass to gr.Plot / fig.show / write_html where supported).
-PLOT_CONFIG = {"scrollZoom": True, "displaylogo": False}
+# what each figure shows, in words a newcomer can follow (for the tabs' captions)
+CAPTIONS = {
+    "beam_tree": beam_tree.CAPTION, "candidates": candidates.CAPTION, "contrastive": contrastive.CAPTION,
+    "dola": dola.CAPTION, "speculative": speculative.CAPTION, "timing": speculative.TIMING_CAPTION,
+    "cache": cache.CAPTION, "tokens": tokens.CAPTION, "compare": compare.CAPTION,
+}
 
 __all__ = [
     "beam_tree_figure", "node_count", "returned_paths", "candidates_figure", "processor_summary",
     "contrastive_figure", "dola_figure", "speculative_figure", "timing_figure", "acceptance_rate",
     "cache_figure", "divergence_index", "tokens_html", "alternatives_table", "ALTERNATIVES_HEADERS",
-    "compare_figure", "tokens_per_second", "PLOT_CONFIG",
+    "compare_figure", "tokens_per_second", "PLOT_CONFIG", "figure_json", "CAPTIONS",
     "beam_tree", "cache", "candidates", "compare", "contrastive", "dola", "speculative", "tokens",
 ]

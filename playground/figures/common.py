@@ -6,7 +6,8 @@ so each helper here accepts partial and empty input.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import json
+from typing import Any, Iterable, Sequence
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
@@ -101,3 +102,15 @@ def finish(fig: go.Figure, title: str, *, height: int = 420, uirevision: str | N
     fig.update_xaxes(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID, automargin=True)
     fig.update_yaxes(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID, automargin=True)
     return fig
+
+
+# Plotly config for figures that pan and zoom; figure JSON cannot hold it, see ``figure_json``.
+PLOT_CONFIG = {"scrollZoom": True, "displaylogo": False}
+
+
+def figure_json(fig: go.Figure, config: dict[str, Any] | None = None) -> str:
+    """``fig.to_json()`` with a top-level ``config`` (default ``PLOT_CONFIG``): Gradio's plotly component
+    passes a ``config`` key of the JSON it receives to ``Plotly.react``, which a ``Figure`` cannot carry."""
+    data = json.loads(fig.to_json())
+    data["config"] = dict(PLOT_CONFIG if config is None else config)
+    return json.dumps(data)
