@@ -90,6 +90,10 @@ class BeamTree:
         """From the next step on, running beam ``slot`` of ``batch`` continues ``node_id``."""
         self._next_running[batch][slot] = node_id
 
+    def next_running(self) -> list[list[int]]:
+        """[B][K] the node each running beam will continue from the next step (as set so far this step)."""
+        return [row[:] for row in self._next_running]
+
     def flush(self) -> list[BeamNode]:
         """This step's nodes as records, in expansion order; the new running beams become current."""
         nodes = [BeamNode(node_id=n.node_id, parent=n.parent, batch=n.batch, token_id=n.token_id,

@@ -1,0 +1,476 @@
+"""Diverse (group) beam search: transformers 4.55.4's ``_group_beam_search`` with its ``BeamSearchScorer`` and
+``HammingDiversityLogitsProcessor``, which 5.x no longer ships, ported minimally onto 5.x's prefill and cache
+API; every other logits processor is 5.x's own.
+
+The K beams of a batch row form G groups of K / G beams. At each step the groups choose in turn: group g's
+log-probabilities lose ``diversity_penalty`` for every time an earlier group picked the same token at this step
+(the Hamming diversity), then the group runs one step of ordinary beam search over its own beams: its top
+2 * K / G continuations are offered to the scorer, which keeps the best K / G that do not end in EOS and files
+those that do as finished hypotheses of that group. The returned sequences are the best hypotheses over all
+groups of the batch row.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from transformers import LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import (PrefixConstrainedLogitsProcessor, SequenceBiasLogitsProcessor,
+                                                    UnbatchedClassifierFreeGuidanceLogitsProcessor)
+from transformers.generation.utils import ALL_CACHE_NAMES, GenerationMode
+
+from . import register
+from .beam_tree import BeamTree, normalized_score, split_flat_indices
+
+
+# --- 4.55.4's pieces, ported -------------------------------------------------------------------------------------
+class HammingDiversityLogitsProcessor(LogitsProcessor):
+    """4.55.4's processor: subtracts ``diversity_penalty`` times the number of times the earlier groups of the same
+    batch row picked a token at this step. ``at(current_tokens, group)`` binds it to the step and group, because
+    processors are called with (input_ids, scores) only; ``penalties`` keeps what it subtracted, per batch row [V]."""
+
+    def __init__(self, diversity_penalty: float, num_beams: int, num_beam_groups: int):
+        if not isinstance(diversity_penalty, float) or not diversity_penalty > 0.0:
+            raise ValueError(f"`diversity_penalty` must be a float > 0 for the Hamming diversity; got {diversity_penalty!r}")
+        if not isinstance(num_beams, int) or num_beams < 2:
+            raise ValueError(f"`num_beams` must be an integer >= 2 for diverse beam search; got {num_beams!r}")
+        if not isinstance(num_beam_groups, int) or not 2 <= num_beam_groups <= num_beams:
+            raise ValueError(f"`num_beam_groups` must be an integer in [2, num_beams ({num_beams})] for the Hamming "
+                             f"diversity; got {num_beam_groups!r}")
+        self._diversity_penalty = diversity_penalty
+        self._num_beams = num_beams
+        self._num_sub_beams = num_beams // num_beam_groups
+        self.current_tokens: torch.LongTensor | None = None  # [B*K] tokens the groups picked so far this step
+        self.beam_group_idx = 0
+        self.penalties: list[torch.Tensor] | None = None
+
+    def at(self, current_tokens: torch.LongTensor, beam_group_idx: int) -> "HammingDiversityLogitsProcessor":
+        self.current_tokens, self.beam_group_idx = current_tokens, beam_group_idx
+        return self
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        current_tokens = self.current_tokens
+        batch_size = current_tokens.shape[0] // self._num_beams
+        group_start_idx = self.beam_group_idx * self._num_sub_beams
+        group_end_idx = min(group_start_idx + self._num_sub_beams, self._num_beams)
+        group_size = group_end_idx - group_start_idx
+        vocab_size = scores.shape[-1]
+        self.penalties = None
+        if group_start_idx == 0:
+            return scores
+
+        scores_processed = scores.clone()  # [B*G, V], G beams per group
+        self.penalties = []
+        for batch_idx in range(batch_size):
+            # tokens the previous groups of this batch row picked at this step
+            previous_group_tokens = current_tokens[batch_idx * self._num_beams: batch_idx * self._num_beams + group_start_idx]
+            token_frequency = torch.bincount(previous_group_tokens, minlength=vocab_size).to(scores.device)  # [V]
+            penalty = self._diversity_penalty * token_frequency
+            scores_processed[batch_idx * group_size: (batch_idx + 1) * group_size] -= penalty
+            self.penalties.append(penalty)
+        return scores_processed
+
+
+class BeamHypotheses:
+    """4.55.4's n-best list of the finished hypotheses of one (batch row, group), ranked by
+    ``sum_logprobs / generated_len ** length_penalty``. Each entry also holds its tree node (-1 when not recording)."""
+
+    def __init__(self, num_beams: int, length_penalty: float, early_stopping, max_length: int | None = None):
+        self.length_penalty = length_penalty
+        self.early_stopping = early_stopping
+        self.max_length = max_length
+        self.num_beams = num_beams
+        self.beams: list[tuple[float, torch.LongTensor, int]] = []
+        self.worst_score = 1e9
+
+    def __len__(self):
+        return len(self.beams)
+
+    def add(self, hyp: torch.LongTensor, sum_logprobs: float, generated_len: int, node: int = -1) -> float | None:
+        """Offer a hypothesis; returns its score when it joins the list, ``None`` when it is not good enough."""
+        score = normalized_score(sum_logprobs, generated_len, self.length_penalty)
+        if len(self) < self.num_beams or score > self.worst_score:
+            self.beams.append((score, hyp, node))
+            if len(self) > self.num_beams:
+                sorted_next_scores = sorted([(s, idx) for idx, (s, _, _) in enumerate(self.beams)])
+                del self.beams[sorted_next_scores[0][1]]
+                self.worst_score = sorted_next_scores[1][0]
+            else:
+                self.worst_score = min(score, self.worst_score)
+            return score
+        return None
+
+    def is_done(self, best_sum_logprobs: float, cur_len: int, decoder_prompt_len: int = 0) -> bool:
+        """Full, and no running beam can beat the worst hypothesis (as ``early_stopping`` estimates it)."""
+        if len(self) < self.num_beams:
+            return False
+        if self.early_stopping is True:
+            return True
+        if self.early_stopping is False or self.length_penalty <= 0.0:
+            # False: a heuristic from cur_len; "never" with a non-positive penalty: cur_len gives the best score
+            highest_attainable_score = best_sum_logprobs / (cur_len - decoder_prompt_len) ** self.length_penalty
+        else:  # "never" with a positive penalty: the longest possible hypothesis has the best score
+            if self.max_length <= decoder_prompt_len:
+                raise ValueError("max_length is not larger than decoder prompt length")
+            highest_attainable_score = best_sum_logprobs / (self.max_length - decoder_prompt_len) ** self.length_penalty
+        return self.worst_score >= highest_attainable_score
+
+
+class BeamSearchScorer:
+    """4.55.4's ``BeamSearchScorer`` for G groups: one ``BeamHypotheses`` per (batch row, group). ``process`` and
+    ``finalize`` also report, when given a ``record`` list, what they did with each candidate."""
+
+    def __init__(self, batch_size: int, num_beams: int, device, length_penalty: float = 1.0, do_early_stopping=False,
+                 num_beam_hyps_to_keep: int = 1, num_beam_groups: int = 1, max_length: int | None = None):
+        self.num_beams = num_beams
+        self.device = device
+        self.num_beam_hyps_to_keep = num_beam_hyps_to_keep
+        self.num_beam_groups = num_beam_groups
+        self.group_size = num_beams // num_beam_groups
+        # _beam_hyps[i * G + j]: the hypotheses of group j of batch row i
+        self._beam_hyps = [BeamHypotheses(self.group_size, length_penalty, do_early_stopping, max_length)
+                           for _ in range(batch_size * num_beam_groups)]
+        self._done = torch.tensor([False] * (batch_size * num_beam_groups), dtype=torch.bool, device=device)
+
+    @property
+    def is_done(self) -> bool:
+        return self._done.all()
+
+    def process(self, input_ids, next_scores, next_tokens, next_indices, pad_token_id=None, eos_token_id=None,
+                group_index: int = 0, decoder_prompt_len: int = 0, nodes=None, record=None):
+        """One group's step. input_ids [B*G, S]; next_scores / next_tokens / next_indices [B, 2G], ranked.
+        Returns the group's next beams (scores, tokens, source rows), each [B*G]. When recording, ``nodes[b][rank]``
+        is each candidate's node and ``record`` gets (batch, rank, "kept", slot) / (batch, rank, "finished", score)."""
+        cur_len = input_ids.shape[-1] + 1  # the length next_scores were computed at, prompt included
+        batch_size = len(self._beam_hyps) // self.num_beam_groups
+        if batch_size != (input_ids.shape[0] // self.group_size):
+            raise ValueError(f"A group beam size of {input_ids.shape[0]} is used as the input, but a group beam "
+                             f"size of {self.group_size} is expected by the beam scorer.")
+        device = input_ids.device
+        next_beam_scores = torch.zeros((batch_size, self.group_size), dtype=next_scores.dtype, device=device)
+        next_beam_tokens = torch.zeros((batch_size, self.group_size), dtype=next_tokens.dtype, device=device)
+        next_beam_indices = torch.zeros((batch_size, self.group_size), dtype=next_indices.dtype, device=device)
+
+        for batch_idx in range(batch_size):
+            batch_group_idx = batch_idx * self.num_beam_groups + group_index
+            if self._done[batch_group_idx]:
+                if eos_token_id is None or pad_token_id is None:
+                    raise ValueError("Generated beams >= num_beams -> eos_token_id and pad_token have to be defined")
+                # a finished group idles on padding (4.55.4 points its rows at row 0, harmlessly)
+                next_beam_scores[batch_idx, :] = 0
+                next_beam_tokens[batch_idx, :] = pad_token_id
+                next_beam_indices[batch_idx, :] = 0
+                continue
+
+            beam_idx = 0
+            for beam_token_rank, (next_token, next_score, next_index) in enumerate(
+                    zip(next_tokens[batch_idx], next_scores[batch_idx], next_indices[batch_idx])):
+                batch_beam_idx = batch_idx * self.group_size + next_index
+                if (eos_token_id is not None) and (next_token.item() in eos_token_id):
+                    # only the top G candidates may finish
+                    if beam_token_rank >= self.group_size:
+                        continue
+                    score = self._beam_hyps[batch_group_idx].add(
+                        input_ids[batch_beam_idx].clone(), next_score.item(), generated_len=cur_len - decoder_prompt_len,
+                        node=nodes[batch_idx][beam_token_rank] if nodes is not None else -1)
+                    if record is not None and score is not None:
+                        record.append((batch_idx, beam_token_rank, "finished", score))
+                else:
+                    next_beam_scores[batch_idx, beam_idx] = next_score
+                    next_beam_tokens[batch_idx, beam_idx] = next_token
+                    next_beam_indices[batch_idx, beam_idx] = batch_beam_idx
+                    if record is not None:
+                        record.append((batch_idx, beam_token_rank, "kept", beam_idx))
+                    beam_idx += 1
+                if beam_idx == self.group_size:
+                    break
+
+            if beam_idx < self.group_size:
+                raise ValueError(f"At most {self.group_size} tokens in {next_tokens[batch_idx]} can be equal to "
+                                 f"`eos_token_id: {eos_token_id}`. Make sure {next_tokens[batch_idx]} are corrected.")
+            self._done[batch_group_idx] = self._done[batch_group_idx] or self._beam_hyps[batch_group_idx].is_done(
+                next_scores[batch_idx].max().item(), cur_len, decoder_prompt_len)
+
+        return next_beam_scores.view(-1), next_beam_tokens.view(-1), next_beam_indices.view(-1)
+
+    def finalize(self, input_ids, final_beam_scores, max_length: int, pad_token_id=None, eos_token_id=None,
+                 decoder_prompt_len: int = 0, running_nodes=None, record=None):
+        """Offer the running beams of unfinished groups as hypotheses, then return the best ``num_beam_hyps_to_keep``
+        of each batch row over all its groups: (sequences [B*R, S'], scores [B*R], their nodes). When recording,
+        ``running_nodes[row]`` is each running beam's node and ``record`` gets (node, score or None)."""
+        batch_size = len(self._beam_hyps) // self.num_beam_groups
+        for batch_group_idx, beam_hyp in enumerate(self._beam_hyps):
+            if self._done[batch_group_idx]:
+                continue
+            for index_per_group in range(self.group_size):
+                batch_beam_idx = batch_group_idx * self.group_size + index_per_group
+                final_tokens = input_ids[batch_beam_idx]
+                node = running_nodes[batch_beam_idx] if running_nodes is not None else -1
+                score = beam_hyp.add(final_tokens, final_beam_scores[batch_beam_idx].item(),
+                                     generated_len=final_tokens.shape[-1] - decoder_prompt_len, node=node)
+                if record is not None:
+                    record.append((node, score))
+
+        sent_lengths = input_ids.new(batch_size * self.num_beam_hyps_to_keep)
+        best, best_nodes = [], []
+        best_scores = torch.zeros(batch_size * self.num_beam_hyps_to_keep, device=self.device, dtype=torch.float32)
+        for i in range(batch_size):
+            beam_hyps_in_batch = self._beam_hyps[i * self.num_beam_groups: (i + 1) * self.num_beam_groups]
+            candidate_beams = [beam for beam_hyp in beam_hyps_in_batch for beam in beam_hyp.beams]
+            sorted_hyps = sorted(candidate_beams, key=lambda x: x[0])
+            for j in range(self.num_beam_hyps_to_keep):
+                best_score, best_hyp, best_node = sorted_hyps.pop()
+                sent_lengths[self.num_beam_hyps_to_keep * i + j] = len(best_hyp)
+                best.append(best_hyp)
+                best_nodes.append(best_node)
+                best_scores[i * self.num_beam_hyps_to_keep + j] = best_score
+
+        # rows shorter than the longest are padded; a hypothesis that ended in EOS gets the first EOS back
+        sent_lengths_max = sent_lengths.max().item() + 1
+        sent_max_len = min(sent_lengths_max, max_length) if max_length is not None else sent_lengths_max
+        decoded = input_ids.new(batch_size * self.num_beam_hyps_to_keep, sent_max_len)
+        if sent_lengths.min().item() != sent_lengths.max().item():
+            if pad_token_id is None:
+                raise ValueError("`pad_token_id` has to be defined")
+            decoded.fill_(pad_token_id)
+        for i, hypo in enumerate(best):
+            decoded[i, : sent_lengths[i]] = hypo
+            if sent_lengths[i] < sent_max_len:
+                decoded[i, sent_lengths[i]] = eos_token_id[0]
+        return decoded, best_scores, best_nodes
+
+
+def with_diversity(processors: LogitsProcessorList, diversity: LogitsProcessor | None, group_size: int):
+    """5.x's processors with the Hamming diversity where 4.55.4 put it (after classifier-free guidance and
+    sequence bias). A prefix constraint sees one group's rows at a time, so it counts ``group_size`` beams."""
+    out = []
+    for proc in processors:
+        if isinstance(proc, PrefixConstrainedLogitsProcessor):
+            proc = copy.copy(proc)
+            proc._num_beams = group_size
+        out.append(proc)
+    if diversity is not None:
+        head = 0
+        while head < len(out) and isinstance(out[head], (UnbatchedClassifierFreeGuidanceLogitsProcessor,
+                                                         SequenceBiasLogitsProcessor)):
+            head += 1
+        out.insert(head, diversity)
+    return LogitsProcessorList(out)
+
+
+# --- the loop ---------------------------------------------------------------------------------------------------
+@register(GenerationMode.GROUP_BEAM_SEARCH)
+def group_beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx, **model_kwargs):
+    # 1. values
+    pad_token_id = generation_config._pad_token_tensor
+    eos_token_id = generation_config._eos_token_tensor
+    num_beams = generation_config.num_beams
+    num_beam_groups = generation_config.num_beam_groups
+    num_sub_beams = num_beams // num_beam_groups
+    length_penalty = generation_config.length_penalty
+    batch_beam_size, cur_len = input_ids.shape  # [B*K, S]
+    batch_size = batch_beam_size // num_beams
+    decoder_prompt_len = cur_len
+    device = input_ids.device
+    n_eos_tokens = eos_token_id.shape[0] if eos_token_id is not None else 0
+    candidates_per_group = max(2, 1 + n_eos_tokens) * num_sub_beams
+
+    # 2. the scorer, the processors with the diversity penalty, the starting scores
+    beam_scorer = BeamSearchScorer(batch_size, num_beams, device, length_penalty=length_penalty,
+                                   do_early_stopping=generation_config.early_stopping,
+                                   num_beam_hyps_to_keep=generation_config.num_return_sequences,
+                                   num_beam_groups=num_beam_groups, max_length=generation_config.max_length)
+    penalty = generation_config.diversity_penalty
+    diversity = (HammingDiversityLogitsProcessor(penalty, num_beams, num_beam_groups)
+                 if penalty is not None and penalty > 0.0 else None)
+    processors = with_diversity(logits_processor, diversity, num_sub_beams)
+    # only the first beam of each group starts at 0, so the beams of a group do not repeat each other
+    beam_scores = torch.full((batch_size, num_beams), -1e9, dtype=torch.float, device=device)
+    beam_scores[:, ::num_sub_beams] = 0
+    beam_scores = beam_scores.view((batch_size * num_beams,))  # [B*K]
+
+    # 3. recording state
+    tree = BeamTree(batch_size, num_beams, ctx.text) if ctx.recording else None
+
+    # 4. prefill: the whole prompt in one forward
+    outputs = model._prefill(input_ids, generation_config, model_kwargs)
+    prefill_consumed = False
+    this_peer_finished = False
+
+    # 5. the generation loop
+    while not this_peer_finished:
+        # a. forward the last token of every beam
+        if prefill_consumed:
+            model_inputs = model.prepare_inputs_for_generation(
+                input_ids, next_sequence_length=1 if model_kwargs["use_cache"] else None, **model_kwargs)
+            outputs = model(**model_inputs, return_dict=True)
+        prefill_consumed = True
+        model_kwargs = model._update_model_kwargs_for_generation(
+            outputs, model_kwargs, is_encoder_decoder=model.config.is_encoder_decoder)
+        current_tokens = torch.zeros(batch_size * num_beams, dtype=input_ids.dtype, device=device)  # [B*K]
+        reordering_indices = torch.zeros(batch_size * num_beams, dtype=torch.long, device=device)  # [B*K]
+        step = _StepRecord(outputs.logits, num_beams) if ctx.recording else None
+
+        # b. the groups choose in turn, each seeing the tokens the earlier ones picked
+        for beam_group_idx in range(num_beam_groups):
+            group_start_idx = beam_group_idx * num_sub_beams
+            group_end_idx = min(group_start_idx + num_sub_beams, num_beams)
+            group_size = group_end_idx - group_start_idx
+
+            # i. the group's rows among all batch rows: [B*G]
+            batch_group_indices = [batch_idx * num_beams + idx for batch_idx in range(batch_size)
+                                   for idx in range(group_start_idx, group_end_idx)]
+            group_input_ids = input_ids[batch_group_indices]  # [B*G, S]
+
+            # ii. log-probs through the processors (the diversity penalty among them), plus each beam's score
+            next_token_logits = outputs.logits[batch_group_indices, -1, :].to(dtype=torch.float32, device=device)
+            log_probs = nn.functional.log_softmax(next_token_logits, dim=-1)  # [B*G, V]
+            vocab_size = log_probs.shape[-1]
+            if diversity is not None:
+                diversity.at(current_tokens, beam_group_idx)
+            next_token_scores_processed, stages = ctx.process(group_input_ids, log_probs, processors)
+            next_token_scores = next_token_scores_processed + beam_scores[batch_group_indices].unsqueeze(-1)
+            next_token_scores = next_token_scores.expand_as(next_token_scores_processed)
+            next_token_scores = next_token_scores.view(batch_size, group_size * vocab_size)  # [B, G*V]
+
+            # iii. the group's top 2G continuations (one more per EOS token, so G of them can run on)
+            next_token_scores, next_tokens = torch.topk(next_token_scores, candidates_per_group, dim=1, largest=True,
+                                                        sorted=True)  # [B, 2G]
+            next_indices, next_tokens = split_flat_indices(next_tokens, vocab_size)  # [B, 2G] each
+
+            # iv. the scorer files finished hypotheses and picks the group's next beams
+            nodes = record = None
+            if ctx.recording:
+                done = beam_scorer._done[beam_group_idx::num_beam_groups].tolist()  # [B] this group, per batch row
+                nodes, record = step.expand(tree, done, next_token_scores, next_indices, next_tokens, beam_group_idx,
+                                            group_start_idx, diversity, cur_len + 1 - decoder_prompt_len,
+                                            length_penalty), []
+            beam_scores[batch_group_indices], beam_next_tokens, beam_idx = beam_scorer.process(
+                group_input_ids, next_token_scores, next_tokens, next_indices, pad_token_id=pad_token_id,
+                eos_token_id=eos_token_id, group_index=beam_group_idx, decoder_prompt_len=decoder_prompt_len,
+                nodes=nodes, record=record)  # [B*G] each
+
+            # v. the group's rows continue their chosen beams
+            input_ids[batch_group_indices] = group_input_ids[beam_idx]
+            group_input_ids = torch.cat([group_input_ids[beam_idx, :], beam_next_tokens.unsqueeze(-1)], dim=-1)
+            current_tokens[batch_group_indices] = group_input_ids[:, -1]
+            # beam_idx // group_size is the batch row, beam_idx % group_size the beam within the group
+            reordering_indices[batch_group_indices] = (
+                num_beams * torch.div(beam_idx, group_size, rounding_mode="floor") + group_start_idx
+                + (beam_idx % group_size))
+            if ctx.recording:
+                step.settle(tree, record, nodes, next_tokens, next_indices, batch_group_indices, log_probs,
+                            next_token_scores_processed, stages, group_start_idx, num_beams)
+
+        # c. append the step's tokens; the cache follows the beams
+        input_ids = torch.cat([input_ids, current_tokens.unsqueeze(-1)], dim=-1)  # [B*K, S+1]
+        del outputs
+        if any(cache_key in model_kwargs for cache_key in ALL_CACHE_NAMES):
+            cache_key = next(cache_key for cache_key in ALL_CACHE_NAMES if cache_key in model_kwargs)
+            if hasattr(model, "_reorder_cache"):
+                model_kwargs[cache_key] = model._reorder_cache(model_kwargs[cache_key], reordering_indices)
+            else:
+                model_kwargs[cache_key].reorder_cache(reordering_indices)
+        cur_len = cur_len + 1
+
+        # d. stop when every group of every batch row is done, or a stopping criterion holds for all beams;
+        #    then the open beams join the finished hypotheses
+        this_peer_finished = bool(beam_scorer.is_done or all(stopping_criteria(input_ids, None)))
+        if this_peer_finished:
+            final = [] if ctx.recording else None
+            sequences, _, best_nodes = beam_scorer.finalize(
+                input_ids, beam_scores, max_length=stopping_criteria.max_length, pad_token_id=pad_token_id,
+                eos_token_id=eos_token_id, decoder_prompt_len=decoder_prompt_len,
+                running_nodes=[n for row in tree.next_running() for n in row] if ctx.recording else None,
+                record=final)
+
+        # e. record the step: the tree nodes, each beam's candidates, the current best hypotheses
+        if ctx.recording:
+            if this_peer_finished:
+                for node, score in final:  # open beams at the end: finished if good enough, else dropped
+                    tree.mark(node, "finished" if score is not None else "pruned", score)
+                best = [tree.path(node) for node in best_nodes]
+            else:
+                best = tree.best(_pools(beam_scorer, tree, step, num_beam_groups, num_sub_beams),
+                                 generation_config.num_return_sequences)
+            rows = ctx.row_steps(step.logits, step.processed, step.stages, step.chosen, inputs=step.log_probs)
+            ctx.emit(rows, cache=model_kwargs.get("cache"), beam=tree.flush(), best=best)
+
+    # 6. the returned best row goes to the streamer (transformers streams nothing for beam search)
+    ctx.put(sequences[0, decoder_prompt_len:])
+    ctx.end_stream()
+    return sequences
+
+
+# --- recording (only when ctx.recording) ------------------------------------------------------------------------
+class _StepRecord:
+    """One step's recording, filled group by group: logits, log-probs, processed scores and processor stages
+    reassembled into [B*K, V] rows, the tokens each beam's continuations kept, and the normalised score of each
+    running beam."""
+
+    def __init__(self, logits: torch.Tensor, num_beams: int):
+        self.logits = logits[:, -1, :].to(dtype=torch.float32)  # [B*K, V]
+        self.log_probs = torch.empty_like(self.logits)
+        self.processed = torch.empty_like(self.logits)
+        self.stages: list[tuple[str, torch.Tensor]] | None = None
+        self.chosen: list[list[int]] = [[] for _ in range(self.logits.shape[0])]
+        self.normalized: dict[int, float] = {}  # node -> normalised score, this step's nodes
+
+    def expand(self, tree, done, next_scores, next_indices, next_tokens, group, group_start, diversity,
+               generated_len, length_penalty):
+        """A node per candidate of the group in batch rows where it is not done (the scorer ignores those);
+        returns node ids [B][2G] in rank order (``None`` for a done batch row)."""
+        scores, beams, tokens = next_scores.tolist(), next_indices.tolist(), next_tokens.tolist()
+        penalties = diversity.penalties if diversity is not None else None
+        nodes = []
+        for b in range(len(scores)):
+            if done[b]:
+                nodes.append(None)
+                continue
+            row = []
+            for rank in range(len(scores[b])):
+                token = tokens[b][rank]
+                normalized = normalized_score(scores[b][rank], generated_len, length_penalty)
+                node = tree.expand(b, group_start + beams[b][rank], token, scores[b][rank], normalized, group=group,
+                                   diversity_penalty=float(penalties[b][token]) if penalties else 0.0)
+                self.normalized[node] = normalized
+                row.append(node)
+            nodes.append(row)
+        return nodes
+
+    def settle(self, tree, record, nodes, next_tokens, next_indices, batch_group_indices, log_probs, processed, stages,
+               group_start, num_beams):
+        """Apply the scorer's decisions to the group's nodes; keep the group's rows of the step tensors."""
+        tokens, beams = next_tokens.tolist(), next_indices.tolist()
+        for b, rank, fate, value in record:
+            node = nodes[b][rank]
+            if fate == "kept":
+                tree.mark(node, "kept")
+                tree.set_running(b, group_start + value, node)
+            else:
+                tree.mark(node, "finished", value)
+            self.chosen[b * num_beams + group_start + beams[b][rank]].append(tokens[b][rank])
+        self.log_probs[batch_group_indices] = log_probs
+        self.processed[batch_group_indices] = processed
+        if stages is not None:
+            if self.stages is None:
+                self.stages = [(name, torch.empty_like(self.logits)) for name, _ in stages]
+            for (_, whole), (_, part) in zip(self.stages, stages):
+                whole[batch_group_indices] = part
+
+
+def _pools(beam_scorer, tree, step, num_beam_groups, num_sub_beams):
+    """Per batch row: its finished hypotheses over all groups, and the running beams of groups not yet done."""
+    pools = []
+    for b, running in enumerate(tree.next_running()):
+        pool = []
+        for g in range(num_beam_groups):
+            hyps = beam_scorer._beam_hyps[b * num_beam_groups + g]
+            pool += [(score, node) for score, _, node in hyps.beams]
+            if not beam_scorer._done[b * num_beam_groups + g]:
+                slots = running[g * num_sub_beams:(g + 1) * num_sub_beams]
+                pool += [(step.normalized[node], node) for node in slots if node in step.normalized]
+        pools.append(pool)
+    return pools
