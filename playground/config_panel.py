@@ -14,7 +14,6 @@ at startup, so the button is only shown on a Space; locally ``HF_TOKEN`` or the 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
@@ -91,6 +90,11 @@ class ConfigPanel:
         widgets = {name: data[c] for name, c in h.controls.items()}
         return share.config_from_settings(generate_kwargs(widgets, data.get(h.extra) or {}, h.fixed))
 
+    @staticmethod
+    def user_set(h) -> set[str]:
+        """Fields the tab sets (widgets, defining fields); the rest of a config came with a loaded file."""
+        return set(h.controls) | set(h.fixed)
+
     def folder(self, data: Mapping, request: gr.Request | None) -> Path:
         """The typed folder; on a Space a per-session folder, so visitors never see each other's files."""
         if share.on_space():
@@ -112,7 +116,8 @@ class ConfigPanel:
     def save(self, data: Mapping, request: gr.Request = None) -> dict:
         p = self.panel
         try:
-            path = share.save_config(self.config(data), self.folder(data, request), data[p.file_name])
+            path = share.save_config(self.config(data), self.folder(data, request), data[p.file_name],
+                                     self.user_set(self.handle(data)))
         except ValueError as err:
             return {p.status: f"Save failed: {err}"}
         return {**self.preview(data), p.download: str(share.download_copy(path)),
@@ -126,7 +131,7 @@ class ConfigPanel:
         except ValueError as err:
             return {p.status: f"Push failed before saving: {err}"}
         out = share.push_config(cfg, data[p.repo_id], data[p.file_name], data[p.commit_message],
-                                self.token(data, oauth_token), folder)
+                                self.token(data, oauth_token), folder, self.user_set(self.handle(data)))
         result = {**self.preview(data), p.status: out.message}
         if out.path is not None:
             result[p.download] = str(share.download_copy(out.path))

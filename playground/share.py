@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping
 
 from huggingface_hub import HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled, RepositoryNotFoundError
+from huggingface_hub.utils import validate_repo_id
 from transformers import GenerationConfig
 from transformers.generation.configuration_utils import METADATA_FIELDS
 
@@ -136,8 +137,6 @@ def check_repo_id(repo_id: str | None) -> str:
     repo_id = (repo_id or "").strip()
     if not repo_id:
         raise ValueError("`repo_id` must be a Hub repo id such as your-name/your-model; got ''")
-    from huggingface_hub.utils import validate_repo_id
-
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
@@ -147,14 +146,24 @@ def check_repo_id(repo_id: str | None) -> str:
 
 # --- save and load -------------------------------------------------------------------------------
 
-def save_config(config: GenerationConfig, folder: str | os.PathLike, config_file_name: str) -> Path:
+def save_config(config: GenerationConfig, folder: str | os.PathLike, config_file_name: str,
+                user_set: Iterable[str] | None = None) -> Path:
     """Save ``config`` as ``folder/config_file_name`` with ``GenerationConfig.save_pretrained``.
-    Raises ``ValueError`` naming the field when the name is invalid or transformers refuses the config."""
+
+    ``user_set`` names the fields the user set (a tab's widgets and defining fields); the others came with
+    a loaded config. transformers refuses to save a modified config with any "minor issue" (e.g.
+    ``temperature`` while ``do_sample=False``) but only warns for a config as it was loaded; with
+    ``user_set`` the issues are judged with transformers' own provenance rule (``validate(strict=True,
+    user_set_attributes=...)``), so a loaded field that only matters for another strategy is kept and
+    saved back, while a conflict the user made is still refused. Raises ``ValueError`` naming the field."""
     name = check_file_name(config_file_name)
     path = check_folder(folder)
     try:
+        if user_set is not None:
+            config.validate(strict=True, user_set_attributes=set(user_set))
+            config._original_object_hash = hash(config)  # judged above: save_pretrained only warns now
         config.save_pretrained(path, config_file_name=name)
-    except ValueError as err:  # transformers validates strictly before saving and names the fields
+    except ValueError as err:  # transformers names the fields
         raise ValueError(f"transformers refuses to save this config: {err}") from None
     return path / name
 
@@ -253,12 +262,13 @@ def failure_message(err: BaseException, repo_id: str, endpoint: str) -> str:
 
 
 def push_config(config: GenerationConfig, repo_id: str, config_file_name: str, commit_message: str | None,
-                token: str | None, folder: str | os.PathLike = DEFAULT_FOLDER) -> Outcome:
-    """Save ``config`` locally, then commit that file to the Hub model repo ``repo_id``."""
+                token: str | None, folder: str | os.PathLike = DEFAULT_FOLDER,
+                user_set: Iterable[str] | None = None) -> Outcome:
+    """Save ``config`` locally (see ``save_config``), then commit that file to the Hub model repo ``repo_id``."""
     try:
         name = check_file_name(config_file_name)
         repo_id = check_repo_id(repo_id)
-        path = save_config(config, folder, name)
+        path = save_config(config, folder, name, user_set)
     except ValueError as err:
         return Outcome(False, f"Push failed before saving: {err}")
     if not token:

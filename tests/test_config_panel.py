@@ -9,7 +9,7 @@ import gradio as gr
 import pytest
 from transformers import GenerationConfig
 
-from playground import config_panel, share
+from playground import config_panel
 from playground.tabs import TabHandle
 from tests.fake_hub import USER, WRITE_TOKEN, FakeHub, point_hub_at
 
@@ -180,3 +180,15 @@ def test_the_token_field_is_masked_and_the_login_button_only_exists_on_a_space(m
     _, panel, _, _ = small_app()
     assert isinstance(panel.panel.login, gr.LoginButton)
     assert panel.panel.folder.interactive is False
+
+
+def test_a_hub_style_config_with_sampling_values_loads_into_a_greedy_like_tab_and_saves_back(app, tmp_path):
+    panel, (sampling, beam), data = app
+    p = panel.panel
+    (tmp_path / "model.json").write_text(json.dumps({"temperature": 0.6, "top_p": 0.9, "bos_token_id": 1}))
+    out = panel.load_folder({**data, p.file_name: "model.json"})
+    assert out[panel.active_tab] == "beam" and out[beam.extra] == {"temperature": 0.6, "top_p": 0.9, "bos_token_id": 1}
+    after = {**data, **{c: v for c, v in out.items() if c in data}, p.file_name: "back.json"}
+    assert panel.save(after)[p.status].startswith("Saved to ")
+    saved = json.loads((tmp_path / "back.json").read_text())
+    assert (saved["temperature"], saved["top_p"], saved["bos_token_id"], saved["do_sample"]) == (0.6, 0.9, 1, False)

@@ -81,6 +81,19 @@ def test_a_config_transformers_refuses_to_save_is_reported(tmp_path):
         share.save_config(cfg, tmp_path, "greedy.json")
 
 
+def test_a_loaded_field_for_another_strategy_is_saved_back_but_a_users_conflict_is_not(tmp_path):
+    # a Hub generation_config.json often carries sampling values; the greedy tab sets do_sample=False
+    loaded = {"temperature": 0.6, "top_p": 0.9, "max_length": 4096}
+    cfg = share.config_from_settings({"do_sample": False, "max_new_tokens": 20}, loaded)
+    with pytest.raises(ValueError, match="(?s)refuses.*`temperature`"):  # what save_pretrained alone says
+        share.save_config(cfg, tmp_path, "strict.json")
+    path = share.save_config(cfg, tmp_path, "greedy.json", user_set={"do_sample", "max_new_tokens"})
+    assert {k: v for k, v in json.loads(path.read_text()).items() if k != "transformers_version"} == {
+        "do_sample": False, "max_new_tokens": 20, "temperature": 0.6, "top_p": 0.9, "max_length": 4096}
+    with pytest.raises(ValueError, match="(?s)refuses.*`temperature`: `do_sample` is not set to `True`"):
+        share.save_config(cfg, tmp_path, "mine.json", user_set={"do_sample", "temperature"})
+
+
 # --- load, and fields without a control are kept -----------------------------------------------------
 
 def test_unknown_fields_are_kept_and_saved_back(tmp_path):
