@@ -201,10 +201,13 @@ def load_local(folder: str | os.PathLike, config_file_name: str) -> GenerationCo
 
 def load_hub(repo_id: str, config_file_name: str, token: str | None = None,
              cache_dir: str | os.PathLike | None = None) -> GenerationConfig:
-    """Load ``config_file_name`` from the Hub repo ``repo_id`` (``GenerationConfig.from_pretrained``)."""
+    """Load ``config_file_name`` from the Hub repo ``repo_id`` (``GenerationConfig.from_pretrained``).
+    Without a token, a Space reads anonymously (``token=False``): huggingface_hub would otherwise pick up
+    the Space's own HF_TOKEN secret and let any visitor read its owner's private repos."""
     repo_id = check_repo_id(repo_id)
     name = check_file_name(config_file_name)
-    return _read(repo_id, name, token=token or None, cache_dir=cache_dir)
+    implicit = False if on_space() else None
+    return _read(repo_id, name, token=token or implicit, cache_dir=cache_dir)
 
 
 # --- push ----------------------------------------------------------------------------------------

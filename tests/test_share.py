@@ -172,6 +172,18 @@ def test_two_named_configs_in_one_repo_and_load_back_from_the_hub(hub, tmp_path)
     assert share.config_values(loaded) == share.config_values(beam)
 
 
+def test_loading_on_a_space_never_borrows_the_spaces_own_token(hub, monkeypatch, tmp_path):
+    share.push_config(share.config_from_settings(SAMPLING), "private", "c.json", "m", WRITE_TOKEN, tmp_path)
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)  # the Space owner's secret
+    monkeypatch.setenv("SYSTEM", "spaces")
+    monkeypatch.setenv("SPACE_ID", "owner/decoding-playground")
+    share.load_hub(f"{USER}/private", "c.json", cache_dir=tmp_path / "cache")
+    assert "authorization" not in hub.calls("resolve")[-1].headers
+    hub.tokens["hf_visitor"] = "read"
+    share.load_hub(f"{USER}/private", "c.json", token="hf_visitor", cache_dir=tmp_path / "cache2")
+    assert hub.calls("resolve")[-1].headers["authorization"] == "Bearer hf_visitor"
+
+
 def _error(hub, tmp_path, token, repo=f"{USER}/smol"):
     out = share.push_config(share.config_from_settings(SAMPLING), repo, "creative.json", "msg", token, tmp_path)
     assert not out.ok
