@@ -3,8 +3,8 @@ runs it) on a tiny Llama, for ``force_words_ids`` (words and disjunctive groups)
 with beams, return sequences, length penalty, every ``early_stopping``, ``no_repeat_ngram_size``, EOS
 finishes, early stops, too-short searches (4.55.4 then returns the best unconstrained beams) and a
 left-padded batch. Recording changes no token; the recorded tree spells the returned sequences; bad
-settings raise a ``ValueError`` naming the field. The embedded-model 4.55.4 fixture (``tests/oracle``) is
-replayed by ``tests/test_oracle.py``.
+settings raise a ``ValueError`` naming the field. A slow test replays one constrained entry of the
+embedded-model 4.55.4 fixture (``tests/oracle``) with its record; ``tests/test_oracle.py`` replays them all.
 
 ``EXPECTED`` was produced by transformers 4.55.4 with the weights of ``tiny_llama(0)``; to re-run by hand,
 from the repository root::
@@ -38,6 +38,9 @@ from the repository root::
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -294,3 +297,30 @@ def test_streamer_receives_the_prompt_then_the_best_row(tiny_model, prompt):
     result = core.generate(tiny_model, prompt, streamer=streamer, num_beams=4, max_new_tokens=6,
                            force_words_ids=[[7, 8]])
     assert streamer.ended and sum(streamer.parts, []) == result.sequences[0].tolist()
+
+
+# --- the embedded model against the 4.55.4 fixture ----------------------------------------------------------------
+FIXTURE = Path(__file__).parent / "oracle" / "oracle_4_55_4.json"
+
+
+@pytest.mark.slow
+def test_embedded_model_matches_the_4_55_4_fixture_and_its_tree_spells_the_rows(embedded):
+    """One constrained entry of ``tests/oracle`` (``tests/test_oracle.py`` replays them all for tokens), here
+    with the record: the rows hold the forced words and the last step's best hypotheses are the rows."""
+    entry = next(e for e in json.loads(FIXTURE.read_text())["entries"]
+                 if e["name"] == "constrained_phrasal_and_disjunctive/france")
+    settings = dict(entry["settings"])
+    specs = settings.pop("constraints")
+    settings["constraints"] = [PhrasalConstraint(s["token_ids"]) if s["type"] == "phrasal"
+                               else DisjunctiveConstraint(s["nested_token_ids"]) for s in specs]
+    result = core.generate(embedded.model, torch.tensor(entry["input_ids"]),
+                           attention_mask=torch.tensor(entry["attention_mask"]), recorder=core.ListRecorder(top_n=3),
+                           tokenizer=embedded.tokenizer, **settings)
+    assert result.sequences.tolist() == entry["output_ids"]
+    prompt_len = len(entry["input_ids"][0])
+    as_specs = {"constraints": [("phrasal", s["token_ids"]) if s["type"] == "phrasal"
+                                else ("disjunctive", s["nested_token_ids"]) for s in specs]}
+    for seq, best in zip(entry["output_ids"], result.trace.steps[-1].best):
+        assert fulfils(seq, as_specs)
+        assert seq[prompt_len:prompt_len + len(best)] == best
+    assert any(node.forced for step in result.trace.steps for node in step.beam)
