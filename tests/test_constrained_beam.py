@@ -235,7 +235,7 @@ def path(nodes: dict[int, core.BeamNode], node_id: int) -> list[int]:
     return tokens[::-1]
 
 
-@pytest.mark.parametrize("name", ["mixed_ngram_lp", "eos_early_stop", "batch_padded"])
+@pytest.mark.parametrize("name", ["mixed_ngram_lp", "objects_early_true", "eos_early_stop", "batch_padded"])
 def test_trace_round_trips_and_its_tree_spells_the_returned_sequences(tiny_model, name):
     ids, _, case = CASES[name]
     result = run(tiny_model, name, recorder=core.ListRecorder())
