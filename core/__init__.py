@@ -3,6 +3,7 @@
 Public face: ``load_model``, ``generate``, ``stream`` and the record types. No UI imports here.
 """
 
+from .constraints import DisjunctiveConstraint, PhrasalConstraint
 from .loop import GenerationResult, RunContext, StreamEvent, generate, stream
 from .models import LoadedModel, load_model
 from .records import (AssistedStep, BeamNode, CacheInfo, Candidate, ContrastiveCandidate, DolaStep, ListRecorder,
@@ -11,5 +12,5 @@ from .records import (AssistedStep, BeamNode, CacheInfo, Candidate, ContrastiveC
 __all__ = [
     "generate", "stream", "load_model", "LoadedModel", "GenerationResult", "StreamEvent", "RunContext",
     "Recorder", "ListRecorder", "Trace", "StepRecord", "RowStep", "Candidate", "ProcessorEffect", "BeamNode",
-    "ContrastiveCandidate", "DolaStep", "AssistedStep", "CacheInfo",
+    "ContrastiveCandidate", "DolaStep", "AssistedStep", "CacheInfo", "PhrasalConstraint", "DisjunctiveConstraint",
 ]
