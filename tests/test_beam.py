@@ -208,7 +208,7 @@ def test_recording_off_gives_the_same_tokens(tiny_model, prompt):
 
 
 # --- known equivalence -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs", [dict(max_new_tokens=15), dict(max_new_tokens=15, eos_token_id=38)])
+@pytest.mark.parametrize("kwargs", [dict(max_new_tokens=15), dict(max_new_tokens=15, eos_token_id=46)])
 def test_one_beam_is_greedy(tiny_model, prompt, kwargs):
     # early_stopping=True: the lone beam stops at its first EOS, as greedy search does
     one_beam = run_beam_search_directly(tiny_model, prompt, num_beams=1, early_stopping=True, **kwargs)
