@@ -25,7 +25,8 @@ def top_k_continuations(accumulated_log_probs, running_sequences, running_beam_i
     accumulated_log_probs [B, K*V] -> (log_probs, sequences, beam_indices, source_beams, tokens), 2K = beams_to_keep:
     [B, 2K], [B, 2K, S_max], [B, 2K, S_max - prompt], [B, 2K], [B, 2K]."""
     if do_sample:  # sampled without replacement, then sorted: the same RNG draws as transformers
-        topk_indices = torch.multinomial(nn.functional.softmax(accumulated_log_probs, dim=-1), num_samples=beams_to_keep)
+        probs = nn.functional.softmax(accumulated_log_probs, dim=-1)
+        topk_indices = torch.multinomial(probs, num_samples=beams_to_keep)
         topk_log_probs = torch.gather(input=accumulated_log_probs, dim=1, index=topk_indices)
         topk_log_probs, order = topk_log_probs.sort(dim=-1, descending=True)
         topk_indices = topk_indices.gather(dim=-1, index=order)
@@ -109,7 +110,8 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
     n_eos_tokens = eos_token_id.shape[0] if eos_token_id is not None else 0
     beams_to_keep = max(2, 1 + n_eos_tokens) * num_beams
     top_num_beam_mask = torch.cat((torch.ones((num_beams), dtype=torch.bool),
-                                   torch.zeros((beams_to_keep - num_beams), dtype=torch.bool)), dim=0).to(input_ids.device)
+                                   torch.zeros((beams_to_keep - num_beams), dtype=torch.bool)), dim=0)
+    top_num_beam_mask = top_num_beam_mask.to(input_ids.device)  # [2K]: the top K may finish
 
     # 2. running tensors and static-shaped placeholders
     output_fill_value = pad_token_id or eos_token_id[0] if eos_token_id is not None else -1
@@ -242,7 +244,8 @@ def _record_step(tree, finished_nodes, topk_log_probs, source_beams, topk_ids, h
     finished hypotheses and, while a batch row may still admit new ones (not ``closed``), its running beams)."""
     normalized = normalized_score(topk_log_probs, generated_len, length_penalty)  # [B, 2K], as step f computes it
     just_finished = (hits & top_num_beam_mask[None, :]).tolist()
-    scores, normalized, beams, tokens = topk_log_probs.tolist(), normalized.tolist(), source_beams.tolist(), topk_ids.tolist()
+    scores, normalized = topk_log_probs.tolist(), normalized.tolist()
+    beams, tokens = source_beams.tolist(), topk_ids.tolist()
     hits, next_running, finished_choice = hits.tolist(), next_running.tolist(), finished_choice.tolist()
     final_scores = beam_scores.tolist()
     chosen = [[] for _ in range(len(beams) * num_beams)]

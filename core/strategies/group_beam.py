@@ -33,7 +33,8 @@ class HammingDiversityLogitsProcessor(LogitsProcessor):
 
     def __init__(self, diversity_penalty: float, num_beams: int, num_beam_groups: int):
         if not isinstance(diversity_penalty, float) or not diversity_penalty > 0.0:
-            raise ValueError(f"`diversity_penalty` must be a float > 0 for the Hamming diversity; got {diversity_penalty!r}")
+            raise ValueError("`diversity_penalty` must be a float > 0 for the Hamming diversity; "
+                             f"got {diversity_penalty!r}")
         if not isinstance(num_beams, int) or num_beams < 2:
             raise ValueError(f"`num_beams` must be an integer >= 2 for diverse beam search; got {num_beams!r}")
         if not isinstance(num_beam_groups, int) or not 2 <= num_beam_groups <= num_beams:
@@ -65,7 +66,8 @@ class HammingDiversityLogitsProcessor(LogitsProcessor):
         self.penalties = []
         for batch_idx in range(batch_size):
             # tokens the previous groups of this batch row picked at this step
-            previous_group_tokens = current_tokens[batch_idx * self._num_beams: batch_idx * self._num_beams + group_start_idx]
+            row_start = batch_idx * self._num_beams
+            previous_group_tokens = current_tokens[row_start: row_start + group_start_idx]
             token_frequency = torch.bincount(previous_group_tokens, minlength=vocab_size).to(scores.device)  # [V]
             penalty = self._diversity_penalty * token_frequency
             scores_processed[batch_idx * group_size: (batch_idx + 1) * group_size] -= penalty
@@ -173,7 +175,8 @@ class BeamSearchScorer:
                     if beam_token_rank >= self.group_size:
                         continue
                     score = self._beam_hyps[batch_group_idx].add(
-                        input_ids[batch_beam_idx].clone(), next_score.item(), generated_len=cur_len - decoder_prompt_len,
+                        input_ids[batch_beam_idx].clone(), next_score.item(),
+                        generated_len=cur_len - decoder_prompt_len,
                         node=nodes[batch_idx][beam_token_rank] if nodes is not None else -1)
                     if record is not None and score is not None:
                         record.append((batch_idx, beam_token_rank, "finished", score))
