@@ -17,8 +17,8 @@ import pytest
 
 import core
 from core.records import (AssistedStep, BeamNode, CacheInfo, Candidate, ContrastiveCandidate, DolaStep, ListRecorder,
-                          ProcessorEffect, RowStep, StepRecord, Trace)
-from core.strategies import STRATEGIES, get_strategy
+                          RowStep, StepRecord, Trace)
+from core.strategies import get_strategy
 from playground import figures as F
 from playground.figures import beam_tree as bt
 from playground.figures.common import ACCEPTED, CORRECTED, HIGHLIGHT, REJECTED

@@ -67,11 +67,15 @@ def returned_paths(steps: Steps, returned: list[list[int]] | None = None) -> lis
     """Node-id paths of the returned sequences. ``returned`` holds the NEW tokens of each returned
     sequence (as ``StreamEvent.tokens``); by default the latest record's ``best``, else the finished
     hypothesis with the highest final score of each batch."""
-    tree = beam_tree(steps)
+    return paths_in(beam_tree(steps), records(steps), returned)
+
+
+def paths_in(tree: BeamTree, recs: list[StepRecord], returned: list[list[int]] | None) -> list[list[int]]:
+    """``returned_paths`` for a tree already indexed from ``recs``."""
     if not tree.nodes:
         return []
     if returned is None:
-        returned = next((rec.best for rec in reversed(records(steps)) if rec.best is not None), None)
+        returned = next((rec.best for rec in reversed(recs) if rec.best is not None), None)
     if returned is None:
         return [tree.path_to(n) for n in _best_finished(tree)]
     return [p for p in (_match(tree, list(tokens)) for tokens in returned) if p]
@@ -131,11 +135,12 @@ def _hover(node: BeamNode, step: int) -> str:
 def beam_tree_figure(steps: Steps, returned: list[list[int]] | None = None) -> go.Figure:
     """One marker per recorded ``BeamNode`` (x = step), edges parent -> child, pruned nodes faded,
     finished ones as stars with their final score, the returned sequences' paths in gold."""
-    tree = beam_tree(steps)
+    recs = records(steps)
+    tree = beam_tree(recs)
     if not tree.nodes:
         return empty_figure("Run beam search (num_beams > 1) to grow the tree of hypotheses here.", "Beam tree")
     pos = _layout(tree)
-    on_path = {n for path in returned_paths(steps, returned) for n in path}
+    on_path = {n for path in paths_in(tree, recs, returned) for n in path}
     groups = sorted({n.group for n in tree.nodes.values()})
     big = len(tree.nodes) > LABEL_ALL_BELOW
     fig = go.Figure()
@@ -213,4 +218,4 @@ def node_count(fig: go.Figure) -> int:
     return sum(len(t.x) for t in fig.data if t.meta == "nodes")
 
 
-__all__ = ["CAPTION", "BeamTree", "beam_tree", "beam_tree_figure", "returned_paths", "node_count"]
+__all__ = ["CAPTION", "BeamTree", "beam_tree", "beam_tree_figure", "returned_paths", "paths_in", "node_count"]

@@ -11,7 +11,7 @@ import html
 
 from core.records import RowStep
 
-from .beam_tree import beam_tree, returned_paths
+from .beam_tree import beam_tree, paths_in
 from .candidates import removed_by
 from .common import Steps, pick, records, row_of, row_steps, visible
 
@@ -64,7 +64,7 @@ def _row_spans(step: int, row_steps: list[RowStep]) -> list[str]:
 def _beam_spans(steps: Steps, tokens: list[int]) -> list[str]:
     """The best hypothesis of the beam family, token by token along its path in the beam tree."""
     tree = beam_tree(steps)
-    paths = returned_paths(steps, [tokens])
+    paths = paths_in(tree, records(steps), [tokens])
     path = paths[0] if paths else []
     spans = []
     for node_id in path:
