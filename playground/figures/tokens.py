@@ -81,11 +81,13 @@ def _beam_spans(steps: Steps, tokens: list[int]) -> list[str]:
 
 def tokens_html(steps: Steps, row: int = 0, legend: bool = True) -> str:
     """HTML of the tokens generated so far for ``row`` (for the beam family: the current best hypothesis
-    of returned row ``row``); each token is a ``span`` with ``data-step`` and a ``title`` tooltip."""
+    of returned row ``row``, uncoloured: beams carry scores, not one chosen probability); each token is a
+    ``span`` with ``data-step``, ``data-pos`` and a ``title`` tooltip listing its alternatives."""
     recs = records(steps)
     best = next((r.best for r in reversed(recs) if r.best is not None), None)
     if best is not None:
-        spans = _beam_spans(recs, best[row]) if row < len(best) else []
+        # ``row`` counts returned rows here, not beams; a beam index past them shows the first returned row
+        spans = _beam_spans(recs, best[row] if row < len(best) else best[0]) if best else []
     else:
         spans = [s for rec in recs for s in _row_spans(rec.step, row_steps(rec, row))]
     if not spans:
