@@ -314,7 +314,7 @@ def group_beam_search(model, input_ids, logits_processor, stopping_criteria, gen
             outputs, model_kwargs, is_encoder_decoder=model.config.is_encoder_decoder)
         current_tokens = torch.zeros(batch_size * num_beams, dtype=input_ids.dtype, device=device)  # [B*K]
         reordering_indices = torch.zeros(batch_size * num_beams, dtype=torch.long, device=device)  # [B*K]
-        step = _StepRecord(outputs.logits, num_beams) if ctx.recording else None
+        step = _StepRecording(outputs.logits, num_beams) if ctx.recording else None
 
         # b. the groups choose in turn, each seeing the tokens the earlier ones picked
         for beam_group_idx in range(num_beam_groups):
@@ -408,7 +408,7 @@ def group_beam_search(model, input_ids, logits_processor, stopping_criteria, gen
 
 
 # --- recording (only when ctx.recording) ------------------------------------------------------------------------
-class _StepRecord:
+class _StepRecording:
     """One step's recording, filled group by group: logits, log-probs, processed scores and processor stages
     reassembled into [B*K, V] rows, the tokens each beam's continuations kept, and the normalised score of each
     running beam."""
