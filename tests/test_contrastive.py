@@ -168,3 +168,31 @@ def test_tiny_llama_factory_is_deterministic():
 def test_needs_a_cache(tiny_model):
     with pytest.raises(ValueError, match="use_cache"):
         core.generate(tiny_model, torch.tensor(PROMPT), max_new_tokens=3, penalty_alpha=0.6, top_k=4, use_cache=False)
+
+
+def test_encoder_decoder_matches_transformers_4_55_4():
+    """A 2+2-layer Bart (decoder hidden states, ``EncoderDecoderCache``). 4.55.4, by hand: the same ``BartConfig``
+    with ``load_state_dict`` of this model, ``m.generate(ids, max_new_tokens=8, penalty_alpha=0.6, top_k=4,
+    trust_remote_code=True)`` -> the ids below (greedy gives [[2, 16, 16, 16, 16, 16, 16, 16, 28]])."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = BartConfig(vocab_size=64, d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64,
+                        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=2,
+                        forced_bos_token_id=None, forced_eos_token_id=None)
+    model = BartForConditionalGeneration(config).eval()
+    recorder = ListRecorder()
+    result = core.generate(model, torch.tensor(PROMPT), max_new_tokens=8, penalty_alpha=0.6, top_k=4, recorder=recorder)
+    assert result.sequences.tolist() == [[2, 27, 41, 8, 5, 3, 47, 54, 15]]
+    assert recorder.trace.steps[0].cache.kind == "EncoderDecoderCache"
+
+
+@pytest.mark.parametrize("cache_implementation, extra", [
+    ("static", {}),
+    ("quantized", {"cache_config": {"backend": "quanto", "nbits": 4, "q_group_size": 16, "residual_length": 2}}),
+])
+def test_rejects_caches_that_cannot_repeat_rows(tiny_model, cache_implementation, extra):
+    with pytest.raises(ValueError, match="cache_implementation"):
+        core.generate(tiny_model, torch.tensor(PROMPT), max_new_tokens=3, penalty_alpha=0.6, top_k=4,
+                      cache_implementation=cache_implementation, **extra)

@@ -155,3 +155,9 @@ def test_rejects_encoder_decoder_models():
     model = BartForConditionalGeneration(config).eval()
     with pytest.raises(ValueError, match="dola_layers"):
         core.generate(model, torch.tensor(PROMPT), max_new_tokens=3, dola_layers="high")
+
+
+def test_static_cache_gives_the_same_tokens():
+    ids = torch.tensor(PROMPT)
+    expected = ORACLE_4_55_4[0][-1]
+    assert _generate(_model(6), ids, dola_layers="high", cache_implementation="static").sequences.tolist() == expected

@@ -42,6 +42,9 @@ def _last_hidden(model, outputs) -> torch.Tensor:
 def _check_cache(cache) -> None:
     """Contrastive search repeats the cache ``top_k`` times per row and then keeps one copy: it needs a cache
     whose layers can do both in place (dynamic ones; quantized and static layers cannot)."""
+    if cache is None:
+        raise ValueError("`use_cache` must be True for contrastive search (it rolls the KV cache back to the chosen "
+                         "candidate); got no cache")
     caches = [cache.self_attention_cache, cache.cross_attention_cache] if hasattr(cache, "self_attention_cache") else [cache]
     layers = [layer for c in caches for layer in getattr(c, "layers", [None])]
     bad = sorted({type(layer).__name__ for layer in layers
@@ -68,6 +71,7 @@ def contrastive_search(model, input_ids, logits_processor, stopping_criteria, ge
     if generation_config.prefill_chunk_size is not None:
         raise ValueError("`prefill_chunk_size` must be None for contrastive search, which needs the hidden state of "
                          f"every prompt token from one prefill; got {generation_config.prefill_chunk_size}")
+    _check_cache(model_kwargs.get("cache"))
     batch_size = input_ids.shape[0]
     unfinished = torch.ones(batch_size, dtype=torch.long, device=input_ids.device)  # [B]
     if pad_token_id is not None:
@@ -90,7 +94,6 @@ def contrastive_search(model, input_ids, logits_processor, stopping_criteria, ge
     _, model_kwargs = model._expand_inputs_for_generation(input_ids=input_ids, expand_size=top_k,
                                                           is_encoder_decoder=enc_dec, **model_kwargs)
     model_kwargs["output_hidden_states"] = True
-    _check_cache(model_kwargs.get("cache"))
 
     with model._optimize_model_for_decode():
         while True:
