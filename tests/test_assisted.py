@@ -246,11 +246,11 @@ def test_transformers_prompt_lookup_still_drafts_past_the_budget(embedded):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kwargs", [dict(do_sample=False)] + SAMPLING)
+@pytest.mark.parametrize("kwargs", [dict(do_sample=False)] + SAMPLING[:1])
 def test_prompt_lookup_never_returns_more_than_max_new_tokens(embedded, kwargs):
     model, tok = embedded.model, embedded.tokenizer
     ids = tok(REPEATS, return_tensors="pt").input_ids
-    for n in (1, 2, 3, 5):
+    for n in (1, 3):
         expected = reference(model, ids, prompt_lookup_num_tokens=10, max_new_tokens=n, **kwargs)
         rec = ListRecorder()
         got = ours(model, ids, prompt_lookup_num_tokens=10, max_new_tokens=n, recorder=rec, tokenizer=tok, **kwargs)
@@ -273,14 +273,14 @@ def test_prompt_lookup_never_returns_more_than_max_new_tokens(embedded, kwargs):
 def test_embedded_assisting_itself_matches_transformers(embedded, kwargs):
     model, tok = embedded.model, embedded.tokenizer
     ids = tok("The three primary colors are", return_tensors="pt").input_ids
-    expected = reference(model, ids, 5, assistant_model=model, max_new_tokens=24, **kwargs)
+    expected = reference(model, ids, 5, assistant_model=model, max_new_tokens=12, **kwargs)
     rec = ListRecorder()
-    got = ours(model, ids, 5, assistant_model=model, max_new_tokens=24, recorder=rec, tokenizer=tok, **kwargs)
+    got = ours(model, ids, 5, assistant_model=model, max_new_tokens=12, recorder=rec, tokenizer=tok, **kwargs)
     assert torch.equal(got.sequences, expected)
     check_records(rec.trace, ids.shape[1])
     if not kwargs["do_sample"]:
         assert acceptance(rec.trace) == 1.0  # a model agrees with itself
-        assert torch.equal(got.sequences, core.generate(model, ids, max_new_tokens=24, do_sample=False).sequences)
+        assert torch.equal(got.sequences, core.generate(model, ids, max_new_tokens=12, do_sample=False).sequences)
 
 
 @pytest.mark.slow
@@ -290,9 +290,9 @@ def test_embedded_prompt_lookup_matches_transformers(embedded, kwargs):
     text = ("def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n\n\n"
             "Rewrite both functions with type hints.\n\ndef add(a: int, b: int) -> int:\n")
     ids = tok(text, return_tensors="pt").input_ids
-    expected = reference(model, ids, 1, prompt_lookup_num_tokens=5, max_new_tokens=24, **kwargs)
+    expected = reference(model, ids, 1, prompt_lookup_num_tokens=5, max_new_tokens=16, **kwargs)
     rec = ListRecorder()
-    got = ours(model, ids, 1, prompt_lookup_num_tokens=5, max_new_tokens=24, recorder=rec, tokenizer=tok, **kwargs)
+    got = ours(model, ids, 1, prompt_lookup_num_tokens=5, max_new_tokens=16, recorder=rec, tokenizer=tok, **kwargs)
     assert torch.equal(got.sequences, expected)
     check_records(rec.trace, ids.shape[1])
     assert rec.trace.steps[0].assisted[0].drafted_text == [tok.decode([t]) for t in rec.trace.steps[0].assisted[0].drafted]
@@ -305,7 +305,7 @@ def test_text_iterator_streamer_gives_the_returned_text(embedded):
     streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     result = {}
     worker = threading.Thread(target=lambda: result.update(out=core.generate(
-        model, ids, prompt_lookup_num_tokens=10, max_new_tokens=20, do_sample=False, streamer=streamer)))
+        model, ids, prompt_lookup_num_tokens=10, max_new_tokens=12, do_sample=False, streamer=streamer)))
     worker.start()
     text = "".join(streamer)
     worker.join()
