@@ -61,7 +61,7 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
         gr.Markdown("# Decoding Playground\nHow a language model picks its next token, strategy by strategy: "
                     "the text streams in while the figures show what each step considered.", label="Title")
         model_state = gr.State(startup)
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=False):
             pick = gr.Dropdown(list(dict.fromkeys([*choices, startup])), value=startup, label="Model",
                                scale=2)
             path = gr.Textbox(label="Or a Hub id, local folder or .gguf file", placeholder="HuggingFaceTB/SmolLM2-360M",

@@ -303,4 +303,4 @@ def status_line(runs: dict[str, Run], note: str = "") -> str:
 
 
 def error_line(err: Exception) -> str:
-    return f"**Not run:** {err}"
+    return f"Not run: {err}"

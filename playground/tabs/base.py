@@ -103,7 +103,8 @@ def named(fn: Callable, names: list[str]) -> Callable:
 def load_examples(key: str) -> list[str]:
     """Prompts from ``assets/examples.json`` for tab ``key`` (entries without ``tabs`` suit every tab)."""
     entries = json.loads((ASSETS / "examples.json").read_text())
-    return [e["prompt"] for e in entries if key in e.get("tabs", [key])]
+    own = [e["prompt"] for e in entries if key in e.get("tabs", [])]
+    return own + [e["prompt"] for e in entries if "tabs" not in e]  # the tab's own first: its default prompt
 
 
 def load_presets(key: str) -> dict[str, dict]:
@@ -119,6 +120,7 @@ class StrategyTab:
     fixed: dict = {}  # fields that define the tab; no loaded config overrides them
     seeded = False  # random strategies get a seed box
     text_labels: tuple[str, ...] = ("Generated text",)
+    text_lines = 4
     figures: tuple[Figure, ...] = ()
     max_new_tokens = 32
     examples_label = "Example prompts"
@@ -179,7 +181,7 @@ class StrategyTab:
                         stop = gr.Button("Stop", variant="stop")
                     status = gr.Markdown(label="Status", elem_classes=["dp-status"])
                 with gr.Column(scale=3, min_width=420):
-                    texts = [gr.Textbox(label=lab, lines=4, max_lines=16, interactive=False)
+                    texts = [gr.Textbox(label=lab, lines=self.text_lines, max_lines=16, interactive=False)
                              for lab in self.text_labels]
                     plots = []
                     for fig in self.figures:
@@ -196,9 +198,11 @@ class StrategyTab:
                     with gr.Row():
                         download = gr.DownloadButton("Download trace (JSON)", value=None)
                         upload = gr.UploadButton("Load trace (JSON)", file_types=[".json"])
+            # States inside the Tab: a State left among gr.Tabs' children shifts the tab order the
+            # browser indexes its tab bar by (the selected tab then shows up in another tab's place).
+            extra = gr.State({})
+            runs_state = gr.State({})
         controls = {"max_new_tokens": max_new, "stop_strings": stop_strings, **own}
-        extra = gr.State({})
-        runs_state = gr.State({})
         self.control_names = list(controls)
         self.n_texts = len(texts)
 

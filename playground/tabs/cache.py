@@ -41,7 +41,7 @@ def diverged_at(view: View) -> int | None:
 
 
 def memory(view: View):
-    return cache.cache_figure({kind_label(r): r.steps for r in view.runs.values()}, diverged_at(view))
+    return cache.cache_figure({r.label: r.steps for r in view.runs.values()}, diverged_at(view))
 
 
 class Cache(StrategyTab):

@@ -21,6 +21,7 @@ class Compare(StrategyTab):
              "prompt one after the other, and shows their texts side by side with tokens per second.")
     seeded = True
     text_labels = ("Texts side by side",)
+    text_lines = 8
     figures = (Figure("Tokens per second", speed, "Tokens per second of each strategy on this machine, "
                       "recording included (the same overhead for all)."),
                candidates_panel("Candidates of the first strategy at the picked step"))

@@ -1,0 +1,202 @@
+"""The playground in a real browser (Playwright driving Debian's chromium) on the embedded model.
+
+For every tab: type a prompt, move a slider, Generate, wait until the text and the tab's figure are
+drawn (beam tree nodes, DoLa heatmap cells, bars...), and save a screenshot to
+``artifacts/screenshots/<tab>.png``. Then: Stop halts a long generation (the text stops growing and the
+worker thread ends), a bad setting shows the core's message and keeps the text, picking a step shows
+its alternatives, a downloaded trace uploads back into the same figure, and the time to first token.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+from pathlib import Path
+from statistics import median
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+import app
+from browser_helpers import (ANY_TEXT, SCREENSHOTS, launch_chromium, nudge_slider, open_tab, plot_summary,
+                             set_number, status_of, text_of, time_to_first_token, wait_done, wait_for_plot,
+                             wait_until_stable)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+TIMEOUT = 90_000  # ms; the CPU is shared with other test runs
+
+# key, title, slider moved (label, key), the figure checked, and what it must show
+TABS = [
+    ("greedy", "Greedy", ("repetition_penalty", "ArrowRight"), "Candidates at the picked step", "s.bars > 0"),
+    ("sampling", "Sampling", ("temperature", "ArrowLeft"), "Candidates at the picked step", "s.bars > 0"),
+    ("beam", "Beam search", ("num_beams", "ArrowLeft"), "Beam tree", "s.markers > 0"),
+    ("beam_sample", "Beam sampling", ("num_beams", "ArrowLeft"), "Beam tree", "s.markers > 0"),
+    ("diverse_beam", "Diverse beam search", ("diversity_penalty", "ArrowRight"), "Beam tree", "s.markers > 0"),
+    ("contrastive", "Contrastive", ("penalty_alpha", "ArrowLeft"), "Contrastive scores", "s.points > 0"),
+    ("dola", "DoLa", ("repetition_penalty", "ArrowLeft"), "Layer divergences", "s.cells > 0"),
+    ("speculative", "Speculative", ("prompt_lookup_num_tokens", "ArrowLeft"), "Drafted tokens", "s.points > 0"),
+    ("cache", "KV cache", None, "Cache memory per step", "s.points > 0"),
+    ("compare", "Compare", None, "Tokens per second", "s.bars > 0"),
+]
+PROMPTS = {"speculative": "Repeat this sentence exactly: the quick brown fox jumps over the lazy dog.",
+           "dola": "Who wrote the novel Pride and Prejudice?"}
+TEXT_LABEL = {"dola": "DoLa text", "speculative": "Assisted text", "cache": "Text with the chosen cache",
+              "compare": "Texts side by side"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(embedded):
+    """The app on the embedded model, in this process (so tests can see its worker threads)."""
+    demo = app.build_demo()
+    app.launch(demo, prevent_thread_lock=True, quiet=True, server_port=free_port())
+    yield demo
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    with sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(server, browser):
+    expect.set_options(timeout=TIMEOUT)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(server.local_url)
+    expect(page.get_by_role("tab", name="Greedy", exact=True)).to_be_visible()
+    yield page
+    context.close()
+
+
+def generate(panel, max_new_tokens: int = 8, prompt: str | None = None) -> None:
+    if prompt is not None:
+        panel.get_by_role("textbox", name="Prompt", exact=True).fill(prompt)
+    set_number(panel, "max_new_tokens", max_new_tokens)
+    panel.get_by_role("button", name="Generate").click()
+
+
+def _workers() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.endswith("(work)"))
+
+
+@pytest.mark.parametrize("key, title, slider, figure, condition", TABS, ids=[t[0] for t in TABS])
+def test_tab_streams_text_and_draws_its_figure(page, key, title, slider, figure, condition):
+    panel = open_tab(page, title)
+    if slider:
+        nudge_slider(panel, *slider)
+    if key == "compare":  # two strategies are enough to compare, and keep the suite short
+        for name in ("beam search (4 beams)", "contrastive (alpha 0.6, top_k 4)"):
+            panel.get_by_role("checkbox", name=name).uncheck()
+    generate(panel, max_new_tokens=10 if key == "beam" else 8, prompt=PROMPTS.get(key, "Name three fruits."))
+    status = status_of(panel)
+    expect(status).to_be_visible()
+    if "has no implementation" in status.inner_text():
+        pytest.skip(f"the core has no strategy for this tab yet: {status.inner_text()}")
+    assert "Not run" not in status.inner_text(), status.inner_text()
+    wait_done(panel)
+    expect(text_of(panel, TEXT_LABEL.get(key, "Generated text"))).to_have_value(ANY_TEXT)
+    summary = wait_for_plot(page, panel, figure, condition)
+    assert summary["traces"] > 0, summary
+    expect(panel.get_by_role("grid", name="Top alternatives at the picked step")).to_contain_text("★")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SCREENSHOTS / f"{key}.png"
+    page.screenshot(path=shot, full_page=True)
+    if key == "beam":  # the README's picture: the first screen (controls, text, beam tree), not the whole page
+        DOCS.mkdir(exist_ok=True)
+        page.screenshot(path=DOCS / "beam_search.png", clip={"x": 0, "y": 0, "width": 1400, "height": 1000})
+
+
+def test_stop_halts_a_long_generation(page):
+    panel = open_tab(page, "Sampling")
+    generate(panel, max_new_tokens=512)
+    text = text_of(panel)
+    expect(text).to_have_value(ANY_TEXT)  # it is streaming
+    panel.get_by_role("button", name="Stop").click()
+    expect(panel.get_by_text("Stopped.")).to_be_visible()
+    stopped = wait_until_stable(text.input_value)
+    tokens = int(re.search(r"(\d+) tokens in", status_of(panel).inner_text()).group(1))
+    assert 0 < tokens < 512
+    assert len(stopped) < 512 * 2
+    wait_until_stable(_workers, settle_s=0.5)
+    assert _workers() == 0, "core.stream's worker kept running after Stop"
+
+
+def test_bad_setting_shows_the_message_and_keeps_the_text(page):
+    panel = open_tab(page, "Sampling")
+    generate(panel, max_new_tokens=6)
+    wait_done(panel)
+    before = text_of(panel).input_value()
+    assert before.strip()
+    set_number(panel, "top_p", 0)
+    panel.get_by_role("button", name="Generate").click()
+    message = re.compile(r"top_p.*must be in \(0, 1\]; got 0")
+    expect(panel.get_by_text(message)).to_be_visible()  # the status line
+    expect(page.get_by_text(message).last).to_be_visible()  # and the warning toast
+    expect(text_of(panel)).to_have_value(before)
+
+
+def test_picking_a_step_shows_its_alternatives(page):
+    panel = open_tab(page, "Greedy")
+    generate(panel, max_new_tokens=6)
+    wait_done(panel)
+    grid = panel.get_by_role("grid", name="Top alternatives at the picked step")
+    expect(grid).to_contain_text("★")
+    last = grid.inner_text()
+    set_number(panel, "step", 0)
+    expect(grid).not_to_have_text(last)
+    expect(grid).to_contain_text("★")
+    summary = plot_summary(panel, "Candidates at the picked step")
+    assert "Step 0" in str(summary["title"]), summary
+
+
+def test_downloaded_trace_uploads_back_into_the_beam_tree(page, tmp_path):
+    panel = open_tab(page, "Beam search")
+    generate(panel, max_new_tokens=6)
+    status = status_of(panel)
+    expect(status).to_be_visible()
+    if "has no implementation" in status.inner_text():
+        pytest.skip("no beam strategy in the core yet")
+    wait_done(panel)
+    drawn = wait_for_plot(page, panel, "Beam tree", "s.markers > 0")
+    text = text_of(panel).input_value()
+    with page.expect_download() as download:
+        panel.get_by_role("button", name="Download trace (JSON)", exact=True).click()
+    path = tmp_path / "trace.json"
+    download.value.save_as(path)
+
+    page.reload()
+    panel = open_tab(page, "Beam search")
+    with page.expect_file_chooser() as chooser:
+        panel.get_by_role("button", name="Load trace (JSON)", exact=True).click()
+    chooser.value.set_files(path)
+    expect(text_of(panel)).to_have_value(text)
+    again = wait_for_plot(page, panel, "Beam tree", "s.markers > 0")
+    assert again["markers"] == drawn["markers"]
+
+
+def test_time_to_first_token(page, record_property):
+    """Generate -> first text visible, on the Greedy tab (chat template, embedded model), best of 3 runs'
+    median reported; the bound is loose because the CPU is shared with other test runs."""
+    panel = open_tab(page, "Greedy")
+    set_number(panel, "max_new_tokens", 16)
+    times = []
+    for _ in range(3):
+        times.append(time_to_first_token(page, panel))
+        wait_done(panel)
+    record_property("ttft_s", times)
+    print(f"\ntime to first token (browser, greedy, embedded model): {', '.join(f'{t:.2f}' for t in times)} s; "
+          f"median {median(times):.2f} s")
+    assert median(times) < 5.0
