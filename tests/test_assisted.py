@@ -231,7 +231,7 @@ def test_trace_round_trips_through_json(tiny_model, prompt):
 
 # --- max_new_tokens with prompt lookup (transformers PRs #46993 / #47195) -----------------------------
 
-REPEATS = "a b c d e f g h i j k l m n o p q r s t u v w x y z a b c d e f g h i j k l m n o p q r s t u v w x y z a b c d"
+REPEATS = " ".join("abcdefghijklmnopqrstuvwxyz" * 2 + "abcd")  # "a b c ... z a b c ... z a b c d"
 
 
 @pytest.mark.slow
@@ -294,7 +294,8 @@ def test_embedded_prompt_lookup_matches_transformers(embedded, kwargs):
     got = ours(model, ids, 1, prompt_lookup_num_tokens=5, max_new_tokens=16, recorder=rec, tokenizer=tok, **kwargs)
     assert torch.equal(got.sequences, expected)
     check_records(rec.trace, ids.shape[1])
-    assert rec.trace.steps[0].assisted[0].drafted_text == [tok.decode([t]) for t in rec.trace.steps[0].assisted[0].drafted]
+    (first,) = rec.trace.steps[0].assisted
+    assert first.drafted_text == [tok.decode([t]) for t in first.drafted]
 
 
 @pytest.mark.slow
