@@ -140,7 +140,7 @@ def test_max_time_stops_early(tiny_model, prompt):
                 lambda **k: tiny_model.generate(prompt, **k)):
         t0 = time.perf_counter()
         out = run(max_new_tokens=200, max_time=0.1, stopping_criteria=StoppingCriteriaList([Slow()]))[0].tolist()
-        assert time.perf_counter() - t0 < 1.5
+        assert time.perf_counter() - t0 < 5  # generous: the machine may be shared
         assert len(prompt[0]) < len(out) < len(full)
         assert out == full[:len(out)]
 

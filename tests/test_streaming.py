@@ -143,7 +143,7 @@ def test_cancel_from_another_thread_stops_at_that_step(tiny_model, prompt):
 
 def test_cancel_while_streaming_stops_within_one_step(tiny_model, prompt):
     pace, cancel = Pace(), threading.Event()
-    events = core.stream(tiny_model, prompt, cancel=cancel, max_new_tokens=200,
+    events = core.stream(tiny_model, prompt, cancel=cancel, max_new_tokens=1000,
                          stopping_criteria=StoppingCriteriaList([pace]))
     for event in events:
         if not event.done and event.record.step == 3:
@@ -153,7 +153,7 @@ def test_cancel_while_streaming_stops_within_one_step(tiny_model, prompt):
             last = event
     steps = last.result.sequences.shape[1] - prompt.shape[1]
     assert steps <= done_when_cancelled + 1  # the step under way when cancelled is the last
-    assert steps < 200
+    assert steps < 1000
 
 
 def _workers() -> list[threading.Thread]:
@@ -163,7 +163,7 @@ def _workers() -> list[threading.Thread]:
 def test_closing_the_stream_stops_the_worker(tiny_model, prompt):
     pace = Pace()
     before = set(_workers())
-    events = core.stream(tiny_model, prompt, max_new_tokens=200, stopping_criteria=StoppingCriteriaList([pace]))
+    events = core.stream(tiny_model, prompt, max_new_tokens=1000, stopping_criteria=StoppingCriteriaList([pace]))
     for i, _ in enumerate(events):
         if i == 2:
             break
@@ -171,7 +171,7 @@ def test_closing_the_stream_stops_the_worker(tiny_model, prompt):
     events.close()  # what a UI does when the user leaves: the generator's finally cancels and joins
     assert not set(_workers()) - before
     calls = pace.calls
-    assert calls < 200
+    assert calls < 1000
     time.sleep(0.1)
     assert pace.calls == calls  # no step ran after close
 
@@ -180,11 +180,11 @@ def test_a_dropped_stream_can_be_garbage_collected_and_stops(tiny_model, prompt)
     import gc
 
     pace = Pace()
-    events = core.stream(tiny_model, prompt, max_new_tokens=200, stopping_criteria=StoppingCriteriaList([pace]))
+    events = core.stream(tiny_model, prompt, max_new_tokens=1000, stopping_criteria=StoppingCriteriaList([pace]))
     next(events)
     del events
     gc.collect()  # closing a suspended generator runs its finally block
     time.sleep(0.1)
     calls = pace.calls
     time.sleep(0.1)
-    assert pace.calls == calls < 200
+    assert pace.calls == calls < 1000
