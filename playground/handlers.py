@@ -228,16 +228,21 @@ def stream_run(run: Run, loaded, input_ids, attention_mask, *, top_n: int = 10,
 
 
 class Throttle:
-    """Says when to redraw figures: after the first step, then at most every ``interval`` seconds,
-    stretched to three times the last redraw's cost so heavy figures never starve the text stream."""
+    """Says when to redraw figures: never with the first token (it goes out as text alone, at once),
+    then at most every ``interval`` seconds, stretched to three times the last redraw's cost so heavy
+    figures never starve the text stream."""
 
     def __init__(self, interval: float = 0.5):
         self.interval = interval
-        self.last = 0.0
+        self.last: float | None = None
         self.cost = 0.0
 
     def due(self) -> bool:
-        return time.perf_counter() - self.last >= max(self.interval, 3 * self.cost)
+        now = time.perf_counter()
+        if self.last is None:
+            self.last = now
+            return False
+        return now - self.last >= max(self.interval, 3 * self.cost)
 
     def drawn(self, started: float) -> None:
         self.last = time.perf_counter()

@@ -122,15 +122,19 @@ def wait_until_stable(read, settle_s: float = 1.5, timeout_s: float = 30.0):
     raise AssertionError(f"value kept changing for {timeout_s} s")
 
 
-TTFT_PROBE = """([label]) => {
-    // resolves with the ms from now until the labelled textbox shows a text other than the current one
-    const box = [...document.querySelectorAll('label')].find(l => l.textContent.trim().startsWith(label))
+TTFT_PROBE = """(panel, label) => {
+    // resolves with the ms from now until the panel's labelled textbox shows a text other than the
+    // current one (rejects after two minutes, so that a test fails rather than hangs)
+    const box = [...panel.querySelectorAll('label')].find(l => l.textContent.trim().startsWith(label))
         ?.querySelector('textarea');
     const before = box ? box.value : '';
     const t0 = performance.now();
-    return new Promise((resolve) => {
-        const poll = () => (box && box.value.trim() && box.value !== before)
-            ? resolve(performance.now() - t0) : requestAnimationFrame(poll);
+    return new Promise((resolve, reject) => {
+        const poll = () => {
+            if (box && box.value.trim() && box.value !== before) resolve(performance.now() - t0);
+            else if (performance.now() - t0 > 120000) reject(new Error(`no text in ${label}`));
+            else requestAnimationFrame(poll);
+        };
         requestAnimationFrame(poll);
     });
 }"""
@@ -138,6 +142,6 @@ TTFT_PROBE = """([label]) => {
 
 def time_to_first_token(page: Page, panel: Locator, text_label: str = "Generated text") -> float:
     """Seconds from the Generate click to the first streamed text in the textbox ``text_label``."""
-    page.evaluate(f"(args) => {{ window.__ttft = ({TTFT_PROBE})(args); }}", [text_label])
+    panel.evaluate(f"(panel, label) => {{ window.__ttft = ({TTFT_PROBE})(panel, label); }}", text_label)
     panel.get_by_role("button", name="Generate").click()
     return page.evaluate("() => window.__ttft") / 1000.0
