@@ -218,6 +218,9 @@ def _beam_groups(env: Env) -> None:
         _check(cfg.num_beams % groups == 0, "num_beam_groups",
                f"a divisor of num_beams ({cfg.num_beams}) so every group has the same number of beams", groups)
         _check(not cfg.do_sample, "do_sample", "False for diverse (group) beam search", cfg.do_sample)
+        # as transformers 4.55.4 refused it: without a penalty every group decodes the same beams
+        _check(cfg.diversity_penalty is not None and cfg.diversity_penalty > 0, "diversity_penalty",
+               "> 0 when num_beam_groups > 1 (otherwise the groups are identical)", cfg.diversity_penalty)
 
 
 @rule

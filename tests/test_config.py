@@ -50,6 +50,7 @@ OUT_OF_RANGE = [
     (dict(num_return_sequences=2), "`num_return_sequences`", "1 without sampling or beams", "got 2"),
     (dict(num_beams=0), "`num_beams`", "an integer >= 1", "got 0"),
     (dict(diversity_penalty=-1.0, num_beams=4, num_beam_groups=2), "`diversity_penalty`", "in [0, inf)", "got -1.0"),
+    (dict(diversity_penalty=0.0, num_beams=4, num_beam_groups=2), "`diversity_penalty`", "> 0 when num_beam_groups > 1", "got 0.0"),
     (dict(dola_layers=[5]), "`dola_layers`", "layer indices in [0, 1]", "got [5]"),
     (dict(dola_layers="middle"), "`dola_layers`", '"low", "high"', "got 'middle'"),
     (dict(no_repeat_ngram_size=-2), "`no_repeat_ngram_size`", "an integer >= 0", "got -2"),
