@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import json
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -158,6 +159,8 @@ class Run:
     first_token_s: float | None = None
     elapsed_s: float = 0.0
     done: bool = False
+    stopped: bool = False  # by the user, before it finished
+    streaming: threading.Event = field(default_factory=threading.Event)  # set while core.stream runs
 
     def feed(self, event: core.StreamEvent) -> None:
         self.elapsed_s = time.perf_counter() - self.started
@@ -219,12 +222,21 @@ def stream_run(run: Run, loaded, input_ids, attention_mask, *, top_n: int = 10,
     run.prompt_ids, run.model_name, run.started = input_ids.tolist(), loaded.name, time.perf_counter()
     events = core.stream(loaded.model, input_ids, tokenizer=loaded.tokenizer, top_n=top_n,
                          attention_mask=attention_mask, **run.kwargs, **model_kwargs)
+    run.streaming.set()
     try:
         for event in events:
             run.feed(event)
             yield run
     finally:
-        events.close()
+        events.close()  # joins the worker
+        run.streaming.clear()
+
+
+def wait_stopped(runs: dict[str, Run], timeout: float = 10.0) -> None:
+    """Block until no run of ``runs`` is streaming (after a cancel closed its generator)."""
+    deadline = time.monotonic() + timeout
+    while any(r.streaming.is_set() for r in runs.values()) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 class Throttle:
@@ -297,7 +309,7 @@ def join_texts(texts: list[str]) -> str:
 def status_line(runs: dict[str, Run], note: str = "") -> str:
     parts = []
     for run in runs.values():
-        state = "" if run.done else " (running)" if run.steps else " (waiting)"
+        state = "" if run.done else " (stopped)" if run.stopped else " (running)" if run.steps else " (waiting)"
         first = f", first token {run.first_token_s:.2f} s" if run.first_token_s is not None else ""
         mode = f" (`{run.steps[0].strategy}`)" if run.steps and run.steps[0].strategy else ""
         parts.append(f"**{run.label}**{mode}: {run.new_tokens} tokens in {run.elapsed_s:.2f} s "

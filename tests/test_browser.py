@@ -19,8 +19,8 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 import app
-from browser_helpers import (ANY_TEXT, SCREENSHOTS, launch_chromium, nudge_slider, open_tab, plot_summary,
-                             set_number, status_of, text_of, time_to_first_token, wait_done, wait_for_plot,
+from browser_helpers import (ANY_TEXT, SCREENSHOTS, launch_chromium, nudge_slider, open_tab, set_number,
+                             status_of, text_of, time_to_first_token, wait_done, wait_for_plot,
                              wait_until_stable)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -116,7 +116,8 @@ def test_tab_streams_text_and_draws_its_figure(page, key, title, slider, figure,
     page.screenshot(path=shot, full_page=True)
     if key == "beam":  # the README's picture: the first screen (controls, text, beam tree), not the whole page
         DOCS.mkdir(exist_ok=True)
-        page.screenshot(path=DOCS / "beam_search.png", clip={"x": 0, "y": 0, "width": 1400, "height": 1000})
+        page.screenshot(path=DOCS / "beam_search.png", full_page=True,  # clip in page coordinates
+                        clip={"x": 0, "y": 0, "width": 1400, "height": 1000})
 
 
 def test_stop_halts_a_long_generation(page):
@@ -125,13 +126,14 @@ def test_stop_halts_a_long_generation(page):
     text = text_of(panel)
     expect(text).to_have_value(ANY_TEXT)  # it is streaming
     panel.get_by_role("button", name="Stop").click()
-    expect(panel.get_by_text("Stopped.")).to_be_visible()
+    expect(panel.get_by_text("Stopped.")).to_be_visible()  # shown once the worker has ended
+    assert _workers() == 0, "core.stream's worker kept running after Stop"
     stopped = wait_until_stable(text.input_value)
-    tokens = int(re.search(r"(\d+) tokens in", status_of(panel).inner_text()).group(1))
+    summary = status_of(panel).inner_text()
+    assert "(stopped)" in summary
+    tokens = int(re.search(r"(\d+) tokens in", summary).group(1))
     assert 0 < tokens < 512
     assert len(stopped) < 512 * 2
-    wait_until_stable(_workers, settle_s=0.5)
-    assert _workers() == 0, "core.stream's worker kept running after Stop"
 
 
 def test_bad_setting_shows_the_message_and_keeps_the_text(page):
@@ -158,8 +160,7 @@ def test_picking_a_step_shows_its_alternatives(page):
     set_number(panel, "step", 0)
     expect(grid).not_to_have_text(last)
     expect(grid).to_contain_text("★")
-    summary = plot_summary(panel, "Candidates at the picked step")
-    assert "Step 0" in str(summary["title"]), summary
+    wait_for_plot(page, panel, "Candidates at the picked step", "String(s.title).startsWith('Step 0 ')")
 
 
 def test_downloaded_trace_uploads_back_into_the_beam_tree(page, tmp_path):

@@ -20,10 +20,13 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
+from gradio.components.plot import PlotData
+
 from ..figures import candidates
+from ..figures.common import figure_json
 from ..figures.tokens import ALTERNATIVES_HEADERS, alternatives_table, tokens_html
 from ..handlers import (Run, Throttle, encode_prompt, error_line, generate_kwargs, join_texts, load_runs, save_runs,
-                        status_line, stream_run, widget_value)
+                        status_line, stream_run, wait_stopped, widget_value)
 from ..state import ModelCache
 from . import TabHandle
 
@@ -212,8 +215,12 @@ class StrategyTab:
         names = ["model", "prompt", "chat", "seed", "extra", *side, *controls]
         event = generate.click(named(self.generate, names), inputs, outputs, api_name=f"{self.key}_generate",
                                concurrency_id="generate", concurrency_limit=app.slots)
-        stop.click(self.stopped, [runs_state], [status, download], cancels=[event], concurrency_limit=None,
-                   api_name=f"{self.key}_stop")
+        # Stop cancels Generate: Gradio closes the handler's generator, which closes core.stream, whose
+        # worker stops within a step. The browser sends the cancel as it dispatches the listener that
+        # carries ``cancels``, before the next one, so ``stopped`` (registered second, and waiting for
+        # the worker) sums up what streamed after the last stream update. API clients: ``job.cancel()``.
+        stop.click(None, None, None, cancels=[event])
+        stop.click(self.stopped, [runs_state], [status, download], concurrency_limit=None, api_name=False)
         picked = [p for p, f in zip(plots, self.figures) if f.picked]
         for widget in (step, row):
             widget.input(self.pick, [runs_state, step, row], [alternatives, *picked], trigger_mode="always_last",
@@ -260,6 +267,9 @@ class StrategyTab:
     def stopped(self, runs: dict[str, Run]):
         if not runs or all(r.done for r in runs.values()):
             return gr.skip(), gr.skip()
+        wait_stopped(runs)  # after this no late stream update can overwrite the summary
+        for run in runs.values():
+            run.stopped = not run.done
         return "Stopped.  \n" + status_line(runs), save_runs(self.key, runs)
 
     def pick(self, runs: dict[str, Run], step, row):
@@ -294,8 +304,10 @@ class StrategyTab:
         return tuple(out)
 
     def _draw(self, fig: Figure, view: View):
+        """The figure as Gradio's plotly payload, carrying plotly's config (scroll to zoom) along."""
         try:
-            return fig.draw(view)
+            drawn = fig.draw(view)
+            return None if drawn is None else PlotData(type="plotly", plot=figure_json(drawn))
         except Exception as err:  # noqa: BLE001 - a figure that cannot draw this trace says so, others still draw
             traceback.print_exc()
             gr.Warning(f"{fig.label}: cannot draw this trace ({type(err).__name__}: {err})")
@@ -314,9 +326,9 @@ class StrategyTab:
         texts = self.texts(view)
         extra_note = self.note(view) if final else ""
         status = status_line(view.runs, "; ".join(n for n in (note, extra_note) if n))
-        if not figures:
-            skips = [gr.skip()] * (len(self.figures) + 5)
-            return (*texts, status, *skips)
+        if not figures:  # the runs still go to the session state, so that Stop can save what streamed
+            skips = [gr.skip()] * (len(self.figures) + 3)
+            return (*texts, status, *skips, view.runs, gr.skip())
         plots = [self._draw(f, view) for f in self.figures]
         n_steps = len(view.steps)
         step = gr.Slider(maximum=max(n_steps - 1, 1), value=max(n_steps - 1, 0)) if final else gr.skip()

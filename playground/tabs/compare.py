@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..figures import speculative
+from ..figures import compare
 from ..handlers import join_texts
 from . import register
 from .base import AppContext, Figure, Plan, StrategyTab, View, candidates_panel, load_presets
 
 
 def speed(view: View):
-    return speculative.timing_figure({r.label: r.tokens_per_s for r in view.runs.values() if r.new_tokens})
+    """Tokens/s as the status line counts them (wall time of each run, recording included)."""
+    return compare.compare_figure({r.label: r.tokens_per_s for r in view.runs.values() if r.new_tokens})
 
 
 class Compare(StrategyTab):
@@ -22,8 +23,7 @@ class Compare(StrategyTab):
     seeded = True
     text_labels = ("Texts side by side",)
     text_lines = 8
-    figures = (Figure("Tokens per second", speed, "Tokens per second of each strategy on this machine, "
-                      "recording included (the same overhead for all)."),
+    figures = (Figure("Tokens per second", speed, compare.CAPTION),
                candidates_panel("Candidates of the first strategy at the picked step"))
 
     def presets(self):
