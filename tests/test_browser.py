@@ -9,13 +9,16 @@ its alternatives, a downloaded trace uploads back into the same figure, and the 
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import socket
 import threading
 from pathlib import Path
 from statistics import median
 
 import pytest
+from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
 import app
@@ -115,9 +118,12 @@ def test_tab_streams_text_and_draws_its_figure(page, key, title, slider, figure,
     shot = SCREENSHOTS / f"{key}.png"
     page.screenshot(path=shot, full_page=True)
     if key == "beam":  # the README's picture: the first screen (controls, text, beam tree), not the whole page
-        DOCS.mkdir(exist_ok=True)
-        page.screenshot(path=DOCS / "beam_search.png", full_page=True,  # clip in page coordinates
-                        clip={"x": 0, "y": 0, "width": 1400, "height": 1000})
+        readme = SCREENSHOTS / "beam_search_readme.png"
+        page.screenshot(path=readme, full_page=True, clip={"x": 0, "y": 0, "width": 1400, "height": 1000})
+        Image.open(readme).convert("RGB").quantize(colors=128).save(readme, optimize=True)  # a small PNG
+        if os.environ.get("PLAYGROUND_UPDATE_DOCS"):  # refresh the committed copy only when asked
+            DOCS.mkdir(exist_ok=True)
+            shutil.copy(readme, DOCS / "beam_search.png")
 
 
 def test_stop_halts_a_long_generation(page):
