@@ -80,7 +80,9 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
 
                 config_panel.build(handles, active_tab)
         loader = load_handler(models)
-        for trigger in (pick.input, path.submit, load.click):
+        load.click(loader, [pick, path], [model_state, model_status], concurrency_id="load", concurrency_limit=1,
+                   api_name="load_model")
+        for trigger in (pick.input, path.submit):
             trigger(loader, [pick, path], [model_state, model_status], concurrency_id="load", concurrency_limit=1,
                     api_name=False)
     demo.handles = handles  # for tests and for panels built later

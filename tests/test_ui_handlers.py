@@ -26,6 +26,7 @@ from playground import handlers
 from playground.figures.beam_tree import node_count
 from playground.state import ModelCache
 from playground.tabs import TABS
+from playground.tabs.cache import QUANTIZED_CONFIGS
 
 PROMPT = "Name a fruit."
 FAST = {"max_new_tokens": 6}
@@ -144,6 +145,25 @@ def test_dola_heatmap_has_cells_and_greedy_text_beside(served):
     assert out["text1"] == reference_text(loaded, do_sample=False, max_new_tokens=6, repetition_penalty=1.2)
 
 
+@pytest.mark.slow
+def test_speculative_text_equals_greedy_with_an_assistant_model(served, tiny_folder):
+    _, client, _ = served
+    out, _ = generate(client, "speculative", assistant_model=tiny_folder, max_new_tokens=10)
+    assert "Assisted by" in out["status"] and "same tokens as greedy" in out["status"], out["status"]
+    assert out["text0"] == out["text1"]
+    assert figure(out, "Timing vs plain greedy").data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache_config", QUANTIZED_CONFIGS)
+def test_cache_tab_runs_each_quantized_backend_beside_the_dynamic_cache(served, cache_config):
+    _, client, _ = served
+    out, _ = generate(client, "cache", cache_implementation="quantized", cache_config=cache_config)
+    assert "QuantizedCache" in out["status"] and "DynamicCache" in out["status"], out["status"]
+    lines = {t.name for t in figure(out, "Cache memory per step").data}
+    assert len(lines) == 2, lines
+
+
 # --- bad settings ----------------------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("key, bad, field", [
@@ -231,6 +251,19 @@ def test_model_picker_loads_into_the_shared_cache(served, tiny_folder):
     assert name == tiny_folder and "4 layers" in status
     skipped, message = load(None, "/no/such/model/folder", progress=lambda *a, **k: None)
     assert "not loaded" in message and "/no/such/model/folder" in message
+
+
+@pytest.mark.slow
+def test_a_session_switches_model_and_others_keep_theirs(served, embedded):
+    demo, client, _ = served
+    switched = Client(demo.local_url, verbose=False)
+    status = switched.predict("smollm2-135m-instruct", "", api_name="/load_model")
+    assert "smollm2-135m-instruct" in status and "30 layers" in status
+    out, _ = generate(switched, "greedy", max_new_tokens=8)
+    assert out["text0"] == reference_text(embedded, do_sample=False, max_new_tokens=8)
+    tiny, _ = generate(client, "greedy", max_new_tokens=8)  # the first session still runs the tiny model
+    assert tiny["text0"] != out["text0"]
+    switched.close()
 
 
 @pytest.mark.slow
