@@ -167,6 +167,10 @@ def test_picking_a_step_shows_its_alternatives(page):
     expect(grid).not_to_have_text(last)
     expect(grid).to_contain_text("★")
     wait_for_plot(page, panel, "Candidates at the picked step", "String(s.title).startsWith('Step 0 ')")
+    # or click a generated token: its step is picked
+    panel.get_by_title(re.compile(r"^step 2 ")).click()
+    expect(panel.get_by_role("spinbutton", name="number input for step")).to_have_value("2")
+    wait_for_plot(page, panel, "Candidates at the picked step", "String(s.title).startsWith('Step 2 ')")
 
 
 def test_downloaded_trace_uploads_back_into_the_beam_tree(page, tmp_path):

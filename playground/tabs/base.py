@@ -191,7 +191,9 @@ class StrategyTab:
                         plots.append(gr.Plot(label=fig.label))
                         if fig.caption:
                             gr.Markdown(fig.caption, label=f"{fig.label} caption", elem_classes=["dp-caption"])
-                    tokens = gr.HTML(label="Tokens coloured by probability", show_label=True, container=True, padding=True)
+                    tokens = gr.HTML(label="Tokens coloured by probability (click one to pick its step)",
+                                     show_label=True, container=True, padding=True,
+                                     js_on_load=(ASSETS / "token_click.js").read_text())
                     with gr.Row():
                         step = gr.Slider(0, 1, value=0, step=1, label="step", info="pick a step to see its alternatives")
                         row = gr.Number(label="row", value=0, precision=0, minimum=0,
@@ -225,6 +227,8 @@ class StrategyTab:
         for widget in (step, row):
             widget.input(self.pick, [runs_state, step, row], [alternatives, *picked], trigger_mode="always_last",
                          api_name=False)
+        tokens.select(self.pick_token, [runs_state, row], [step, alternatives, *picked], trigger_mode="always_last",
+                      api_name=False)
         upload.upload(self.load_trace, [upload, runs_state], outputs, api_name=f"{self.key}_load_trace")
         if presets:
             preset.change(self.apply_preset, [preset, extra], [*controls.values(), extra], api_name=False)
@@ -277,6 +281,10 @@ class StrategyTab:
             return (gr.skip(),) * (1 + sum(f.picked for f in self.figures))
         view = View(runs, step=int(step or 0), row=int(row or 0))
         return (self._alternatives(view), *(self._draw(f, view) for f in self.figures if f.picked))
+
+    def pick_token(self, runs: dict[str, Run], row, evt: gr.SelectData):
+        """A click on a generated token: its step goes to the step slider and the picked figures."""
+        return (gr.Slider(value=int(evt.index)), *self.pick(runs, evt.index, row))
 
     def load_trace(self, path, previous):
         try:
