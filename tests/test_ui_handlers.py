@@ -125,6 +125,16 @@ def test_greedy_and_beam_text_match_transformers_generate(served):
 
 
 @pytest.mark.slow
+def test_greedy_with_the_models_defaults_stops_where_generate_does(served):
+    """No max_new_tokens: transformers' default max_length=20 applies, as in a bare ``model.generate``."""
+    _, client, models = served
+    job = client.submit(api_name="/greedy_generate", prompt=PROMPT, defaults_only=True)
+    out = outputs_of("greedy", job.result(timeout=120))
+    assert out["text0"] == reference_text(models.get(served[0].startup_model), do_sample=False)
+    assert re.search(r"\b20 tokens in", out["status"]), out["status"]
+
+
+@pytest.mark.slow
 def test_sampling_seed_makes_text_reproducible(served):
     _, client, _ = served
     first, _ = generate(client, "sampling", seed=7, max_new_tokens=10)
