@@ -24,6 +24,10 @@ from core.records import StepRecord, Trace
 # Fields whose widget gives a float but transformers expects an int.
 INT_FIELDS = {"max_new_tokens", "top_k", "num_beams", "num_return_sequences", "no_repeat_ngram_size",
               "num_beam_groups", "prompt_lookup_num_tokens", "num_assistant_tokens", "max_length"}
+# Fields transformers' processors accept only as floats (TemperatureLogitsWarper refuses the int 2),
+# while a slider sitting on a whole number sends an int.
+FLOAT_FIELDS = {"temperature", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "repetition_penalty",
+                "length_penalty", "diversity_penalty", "penalty_alpha"}
 # Fields where 0 on a slider means "off"; transformers' own "off" is None for these.
 ZERO_IS_OFF = {"min_p", "epsilon_cutoff", "eta_cutoff", "no_repeat_ngram_size"}
 
@@ -96,6 +100,8 @@ def config_value(name: str, widget_value: Any) -> Any:
         return None
     if name in INT_FIELDS and isinstance(widget_value, float) and widget_value.is_integer():
         widget_value = int(widget_value)
+    if name in FLOAT_FIELDS and isinstance(widget_value, int) and not isinstance(widget_value, bool):
+        widget_value = float(widget_value)
     if name in ZERO_IS_OFF and widget_value == 0:
         return None
     if name == "early_stopping" and widget_value in ("True", "False"):  # a radio of True / False / "never"

@@ -21,6 +21,7 @@ from gradio_client import Client, handle_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import app
+import core
 from core.records import Trace
 from playground import handlers
 from playground.figures.beam_tree import node_count
@@ -298,6 +299,17 @@ def test_main_serves_the_model_named_in_the_environment(tiny_folder, monkeypatch
 def test_widget_values_round_trip_to_config_values(field, text, value):
     assert handlers.config_value(field, text) == value
     assert handlers.config_value(field, handlers.widget_value(field, value)) == value
+
+
+def test_whole_number_sliders_reach_transformers_as_floats(tiny_model, prompt):
+    """A temperature slider on 2 sends the int 2, which transformers' TemperatureLogitsWarper refuses."""
+    temperature = handlers.config_value("temperature", 2)
+    assert type(temperature) is float and handlers.config_value("top_k", 20.0) == 20
+    torch.manual_seed(0)
+    expected = tiny_model.generate(prompt, do_sample=True, temperature=2.0, max_new_tokens=4)
+    torch.manual_seed(0)
+    assert torch.equal(core.generate(tiny_model, prompt, do_sample=True, temperature=temperature,
+                                     max_new_tokens=4).sequences, expected)
 
 
 def test_tab_fields_win_over_loaded_extra_and_widgets_over_extra():
