@@ -34,6 +34,7 @@ from ..constraints import (Constraint, ConstraintListState, DisjunctiveConstrain
 from ..records import BeamNode
 from . import register
 from .beam_tree import BeamTree, normalized_score
+from .hypotheses import BeamHypotheses
 
 # --- validation and constraints from the config ---------------------------------------------------
 
@@ -95,65 +96,7 @@ def build_constraints(generation_config) -> list[Constraint]:
     return constraints
 
 
-# --- the scorer (4.55.4 BeamHypotheses + ConstrainedBeamSearchScorer) ------------------------------
-
-class BeamHypotheses:
-    """The n-best list of finished hypotheses of one batch row, ranked by ``score / length ** length_penalty``."""
-
-    def __init__(self, num_beams: int, length_penalty: float, early_stopping, max_length: int | None = None):
-        self.length_penalty = length_penalty
-        self.early_stopping = early_stopping
-        self.max_length = max_length
-        self.num_beams = num_beams
-        self.beams: list[tuple[float, torch.Tensor, object]] = []
-        self.worst_score = 1e9
-        if not isinstance(self.early_stopping, bool) and self.max_length is None:
-            raise ValueError("`max_length` must be set when `early_stopping` is a string; got None")
-
-    def __len__(self) -> int:
-        return len(self.beams)
-
-    def copy(self) -> "BeamHypotheses":
-        """A copy whose list can grow without touching this one (hypothesis tensors are shared)."""
-        new = BeamHypotheses(self.num_beams, self.length_penalty, self.early_stopping, self.max_length)
-        new.beams, new.worst_score = list(self.beams), self.worst_score
-        return new
-
-    def add(self, hyp: torch.Tensor, sum_logprobs: float, beam_indices=None, generated_len: int | None = None):
-        """Add a hypothesis; returns its normalised score if it entered the list, else None."""
-        if generated_len is not None:
-            score = sum_logprobs / (generated_len ** self.length_penalty)
-        else:  # 4.55.4's retro-compatible branch
-            score = sum_logprobs / (hyp.shape[-1] ** self.length_penalty)
-        if len(self) < self.num_beams or score > self.worst_score:
-            self.beams.append((score, hyp, beam_indices))
-            if len(self) > self.num_beams:
-                sorted_next_scores = sorted([(s, idx) for idx, (s, _, _) in enumerate(self.beams)])
-                del self.beams[sorted_next_scores[0][1]]
-                self.worst_score = sorted_next_scores[1][0]
-            else:
-                self.worst_score = min(score, self.worst_score)
-            return score
-        return None
-
-    def is_done(self, best_sum_logprobs: float, cur_len: int, decoder_prompt_len: int = 0) -> bool:
-        """Whether no open beam can beat the worst finished hypothesis (per ``early_stopping``)."""
-        if len(self) < self.num_beams:
-            return False
-        if self.early_stopping is True:
-            return True
-        if self.early_stopping is False:
-            highest_attainable_score = best_sum_logprobs / (cur_len - decoder_prompt_len) ** self.length_penalty
-            return self.worst_score >= highest_attainable_score
-        # "never": with a positive length penalty the best attainable score uses max_length
-        if self.length_penalty > 0.0:
-            if self.max_length <= decoder_prompt_len:
-                raise ValueError("max_length is not larger than decoder prompt length")
-            highest_attainable_score = best_sum_logprobs / (self.max_length - decoder_prompt_len) ** self.length_penalty
-        else:
-            highest_attainable_score = best_sum_logprobs / (cur_len - decoder_prompt_len) ** self.length_penalty
-        return self.worst_score >= highest_attainable_score
-
+# --- the scorer (4.55.4 ConstrainedBeamSearchScorer; its BeamHypotheses is in hypotheses.py) ----------
 
 @dataclass
 class _Cand:

@@ -23,6 +23,7 @@ from transformers.generation.utils import ALL_CACHE_NAMES, GenerationMode
 
 from . import register
 from .beam_tree import BeamTree, normalized_score, split_flat_indices
+from .hypotheses import BeamHypotheses
 
 
 # --- 4.55.4's pieces, ported -------------------------------------------------------------------------------------
@@ -73,51 +74,6 @@ class HammingDiversityLogitsProcessor(LogitsProcessor):
             scores_processed[batch_idx * group_size: (batch_idx + 1) * group_size] -= penalty
             self.penalties.append(penalty)
         return scores_processed
-
-
-class BeamHypotheses:
-    """4.55.4's n-best list of the finished hypotheses of one (batch row, group), ranked by
-    ``sum_logprobs / generated_len ** length_penalty``. Each entry also holds its tree node (-1 when not recording)."""
-
-    def __init__(self, num_beams: int, length_penalty: float, early_stopping, max_length: int | None = None):
-        self.length_penalty = length_penalty
-        self.early_stopping = early_stopping
-        self.max_length = max_length
-        self.num_beams = num_beams
-        self.beams: list[tuple[float, torch.LongTensor, int]] = []
-        self.worst_score = 1e9
-
-    def __len__(self):
-        return len(self.beams)
-
-    def add(self, hyp: torch.LongTensor, sum_logprobs: float, generated_len: int, node: int = -1) -> float | None:
-        """Offer a hypothesis; returns its score when it joins the list, ``None`` when it is not good enough."""
-        score = normalized_score(sum_logprobs, generated_len, self.length_penalty)
-        if len(self) < self.num_beams or score > self.worst_score:
-            self.beams.append((score, hyp, node))
-            if len(self) > self.num_beams:
-                sorted_next_scores = sorted([(s, idx) for idx, (s, _, _) in enumerate(self.beams)])
-                del self.beams[sorted_next_scores[0][1]]
-                self.worst_score = sorted_next_scores[1][0]
-            else:
-                self.worst_score = min(score, self.worst_score)
-            return score
-        return None
-
-    def is_done(self, best_sum_logprobs: float, cur_len: int, decoder_prompt_len: int = 0) -> bool:
-        """Full, and no running beam can beat the worst hypothesis (as ``early_stopping`` estimates it)."""
-        if len(self) < self.num_beams:
-            return False
-        if self.early_stopping is True:
-            return True
-        if self.early_stopping is False or self.length_penalty <= 0.0:
-            # False: a heuristic from cur_len; "never" with a non-positive penalty: cur_len gives the best score
-            highest_attainable_score = best_sum_logprobs / (cur_len - decoder_prompt_len) ** self.length_penalty
-        else:  # "never" with a positive penalty: the longest possible hypothesis has the best score
-            if self.max_length <= decoder_prompt_len:
-                raise ValueError("max_length is not larger than decoder prompt length")
-            highest_attainable_score = best_sum_logprobs / (self.max_length - decoder_prompt_len) ** self.length_penalty
-        return self.worst_score >= highest_attainable_score
 
 
 class BeamSearchScorer:
