@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.generation.streamers import BaseStreamer
 
 VOCAB = 64
 
@@ -41,3 +42,27 @@ def embedded():
     import core
 
     return core.load_model()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests: tiny models run fastest on one, and on a shared 2-core
+    machine two threads per process oversubscribe the CPU (the 135M model ran ~8x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class ListStreamer(BaseStreamer):
+    """A streamer that keeps every ``put`` as a flat token list and counts ``end`` calls."""
+
+    def __init__(self):
+        self.puts: list[list[int]] = []
+        self.ended = 0
+
+    def put(self, value):
+        self.puts.append(value.reshape(-1).tolist())
+
+    def end(self):
+        self.ended += 1

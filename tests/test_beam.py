@@ -10,20 +10,14 @@ import threading
 import pytest
 import torch
 from transformers import BartConfig, BartForConditionalGeneration
-from transformers.generation.streamers import BaseStreamer
 
 import core
+from conftest import ListStreamer
 from core.loop import RunContext
 from core.strategies.beam import beam_search
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a shared CPU, more threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
@@ -235,17 +229,6 @@ def test_processor_effects_are_measured_on_log_probabilities(tiny_model, prompt)
     assert all(not e.changed for e in effects)
     assert max(e.removed_total for e in effects) > 0
 
-
-class ListStreamer(BaseStreamer):
-    def __init__(self):
-        self.puts: list[list[int]] = []
-        self.ended = 0
-
-    def put(self, value):
-        self.puts.append(value.reshape(-1).tolist())
-
-    def end(self):
-        self.ended += 1
 
 
 def test_streamer_gets_the_prompt_then_the_returned_best_row(tiny_model):

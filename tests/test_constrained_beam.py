@@ -118,13 +118,7 @@ FULFILLED = ["phrasal_word", "disjunctive_branching", "objects_early_true", "eos
              "eos_heuristic_33"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a shared CPU, more threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------

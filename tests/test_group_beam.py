@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers.generation.streamers import BaseStreamer
 
 import core
+from conftest import ListStreamer
 from core.strategies.group_beam import HammingDiversityLogitsProcessor
 
 PROMPT = torch.tensor([[1, 5, 9, 13, 17, 21]])
@@ -71,13 +71,7 @@ CASES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a shared CPU, more threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(model, ids, **kwargs) -> core.GenerationResult:
@@ -227,17 +221,6 @@ def test_trace_json_round_trip(tiny_model):
     assert again == trace
     assert {n.group for step in again.steps for n in step.beam} == {0, 1}
 
-
-class ListStreamer(BaseStreamer):
-    def __init__(self):
-        self.puts: list[list[int]] = []
-        self.ended = 0
-
-    def put(self, value):
-        self.puts.append(value.reshape(-1).tolist())
-
-    def end(self):
-        self.ended += 1
 
 
 def test_streamer_gets_the_prompt_then_the_returned_best_row(tiny_model):

@@ -58,14 +58,7 @@ def _constraints(specs: list[dict]) -> list:
     return [build[spec["type"]](spec) for spec in specs]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads per process oversubscribe the CPU and make the
-    135M model about 8x slower (measured: 12 greedy tokens 10.4 s with 2 threads, 1.3 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_fixture_covers_every_strategy_5x_dropped():
