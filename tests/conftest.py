@@ -66,3 +66,16 @@ class ListStreamer(BaseStreamer):
 
     def end(self):
         self.ended += 1
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One Playwright and one Debian chromium for every browser test module: a second sync Playwright
+    cannot start while the first one's event loop runs."""
+    from browser_helpers import launch_chromium
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()

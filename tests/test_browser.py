@@ -19,10 +19,10 @@ from statistics import median
 
 import pytest
 from PIL import Image
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 import app
-from browser_helpers import (ANY_TEXT, SCREENSHOTS, launch_chromium, nudge_slider, open_tab, set_number,
+from browser_helpers import (ANY_TEXT, SCREENSHOTS, nudge_slider, open_tab, set_number,
                              status_of, text_of, time_to_first_token, wait_done, wait_for_plot,
                              wait_until_stable)
 
@@ -63,14 +63,6 @@ def server(embedded):
     app.launch(demo, prevent_thread_lock=True, quiet=True, server_port=free_port())
     yield demo
     demo.close()
-
-
-@pytest.fixture(scope="session")
-def browser():
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture

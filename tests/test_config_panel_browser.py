@@ -17,20 +17,7 @@ from tests.fake_hub import READ_TOKEN, USER, WRITE_TOKEN, FakeHub, point_hub_at
 pytestmark = pytest.mark.browser
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian chromium is not installed (scripts/setup.sh --dev installs it)")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
+from playwright import sync_api
 
 
 @pytest.fixture(scope="module")
