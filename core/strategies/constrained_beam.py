@@ -34,7 +34,7 @@ from ..constraints import (Constraint, ConstraintListState, DisjunctiveConstrain
 from ..records import BeamNode
 from . import register
 from .beam_tree import BeamTree, normalized_score
-from .hypotheses import BeamHypotheses
+from .hypotheses import BeamHypotheses, pad_hypotheses
 
 # --- validation and constraints from the config ---------------------------------------------------
 
@@ -358,22 +358,7 @@ class ConstrainedBeamScorer:
         (4.55.4's ``finalize`` after ``close``, which the loop calls when it stops)."""
         if eos_token_id is not None and not isinstance(eos_token_id, torch.Tensor):
             eos_token_id = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
-        best = self.ranked()
-        sent_lengths = input_ids.new(len(best))
-        for i, hyp in enumerate(best):
-            sent_lengths[i] = len(hyp)
-        sent_lengths_max = sent_lengths.max().item() + 1
-        sent_max_len = min(sent_lengths_max, max_length) if max_length is not None else sent_lengths_max
-        decoded = input_ids.new(len(best), sent_max_len)
-        if sent_lengths.min().item() != sent_lengths.max().item():
-            if pad_token_id is None:
-                raise ValueError("`pad_token_id` has to be defined")
-            decoded.fill_(pad_token_id)
-        for i, hypo in enumerate(best):
-            decoded[i, : sent_lengths[i]] = hypo
-            if sent_lengths[i] < sent_max_len:
-                decoded[i, sent_lengths[i]] = eos_token_id[0]  # only the first EOS id
-        return decoded
+        return pad_hypotheses(self.ranked(), input_ids, max_length, pad_token_id, eos_token_id)
 
 
 # --- the decoding loop -----------------------------------------------------------------------------

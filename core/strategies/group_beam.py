@@ -23,7 +23,7 @@ from transformers.generation.utils import ALL_CACHE_NAMES, GenerationMode
 
 from . import register
 from .beam_tree import BeamTree, normalized_score, split_flat_indices
-from .hypotheses import BeamHypotheses
+from .hypotheses import BeamHypotheses, pad_hypotheses
 
 
 # --- 4.55.4's pieces, ported -------------------------------------------------------------------------------------
@@ -172,7 +172,6 @@ class BeamSearchScorer:
                 if record is not None:
                     record.append((node, score))
 
-        sent_lengths = input_ids.new(batch_size * self.num_beam_hyps_to_keep)
         best, best_nodes = [], []
         best_scores = torch.zeros(batch_size * self.num_beam_hyps_to_keep, device=self.device, dtype=torch.float32)
         for i in range(batch_size):
@@ -181,23 +180,11 @@ class BeamSearchScorer:
             sorted_hyps = sorted(candidate_beams, key=lambda x: x[0])
             for j in range(self.num_beam_hyps_to_keep):
                 best_score, best_hyp, best_node = sorted_hyps.pop()
-                sent_lengths[self.num_beam_hyps_to_keep * i + j] = len(best_hyp)
                 best.append(best_hyp)
                 best_nodes.append(best_node)
                 best_scores[i * self.num_beam_hyps_to_keep + j] = best_score
 
-        # rows shorter than the longest are padded; a hypothesis that ended in EOS gets the first EOS back
-        sent_lengths_max = sent_lengths.max().item() + 1
-        sent_max_len = min(sent_lengths_max, max_length) if max_length is not None else sent_lengths_max
-        decoded = input_ids.new(batch_size * self.num_beam_hyps_to_keep, sent_max_len)
-        if sent_lengths.min().item() != sent_lengths.max().item():
-            if pad_token_id is None:
-                raise ValueError("`pad_token_id` has to be defined")
-            decoded.fill_(pad_token_id)
-        for i, hypo in enumerate(best):
-            decoded[i, : sent_lengths[i]] = hypo
-            if sent_lengths[i] < sent_max_len:
-                decoded[i, sent_lengths[i]] = eos_token_id[0]
+        decoded = pad_hypotheses(best, input_ids, max_length, pad_token_id, eos_token_id)
         return decoded, best_scores, best_nodes
 
 

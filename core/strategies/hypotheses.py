@@ -63,3 +63,22 @@ class BeamHypotheses:
                 raise ValueError("max_length is not larger than decoder prompt length")
             highest_attainable_score = best_sum_logprobs / (self.max_length - decoder_prompt_len) ** self.length_penalty
         return self.worst_score >= highest_attainable_score
+
+
+def pad_hypotheses(best: list[torch.LongTensor], input_ids: torch.LongTensor, max_length: int | None,
+                   pad_token_id, eos_token_id: torch.Tensor) -> torch.LongTensor:
+    """Stack the returned hypotheses into [R, S'] as 4.55.4's ``finalize`` does: rows shorter than the
+    longest are padded, and a row with room gets the first EOS id appended."""
+    sent_lengths = [len(hyp) for hyp in best]
+    sent_max_len = max(sent_lengths) + 1
+    sent_max_len = min(sent_max_len, max_length) if max_length is not None else sent_max_len
+    decoded = input_ids.new(len(best), sent_max_len)
+    if min(sent_lengths) != max(sent_lengths):
+        if pad_token_id is None:
+            raise ValueError("`pad_token_id` has to be defined")
+        decoded.fill_(pad_token_id)
+    for i, hypo in enumerate(best):
+        decoded[i, : sent_lengths[i]] = hypo
+        if sent_lengths[i] < sent_max_len:
+            decoded[i, sent_lengths[i]] = eos_token_id[0]  # only the first EOS id
+    return decoded
