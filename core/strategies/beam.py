@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers.generation.utils import ALL_CACHE_NAMES, GenerationMixin, GenerationMode
 
-from . import register
+from . import forward_last_token, register
 from .beam_tree import BeamTree, flatten_beams, gather_beams, normalized_score, split_flat_indices, unflatten_beams
 
 
@@ -146,10 +146,7 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
         # a. forward the last token of every beam (the prefill already gave the first step's logits)
         if prefill_consumed:
             flat_running_sequences = flatten_beams(running_sequences[:, :, :cur_len])  # [B*K, S]
-            next_sequence_length = 1 if model_kwargs["use_cache"] else None
-            model_inputs = model.prepare_inputs_for_generation(
-                flat_running_sequences, next_sequence_length=next_sequence_length, **model_kwargs)
-            model_outputs = model(**model_inputs, return_dict=True)
+            model_outputs = forward_last_token(model, flat_running_sequences, model_kwargs)
         prefill_consumed = True
         model_kwargs = model._update_model_kwargs_for_generation(
             model_outputs, model_kwargs, is_encoder_decoder=model.config.is_encoder_decoder)

@@ -32,7 +32,7 @@ from transformers.generation.utils import ALL_CACHE_NAMES, GenerationMode
 from ..constraints import (Constraint, ConstraintListState, DisjunctiveConstraint, DisjunctiveTrie,
                            PhrasalConstraint)
 from ..records import BeamNode
-from . import register
+from . import forward_last_token, register
 from .beam_tree import BeamTree, normalized_score
 from .hypotheses import BeamHypotheses, pad_hypotheses
 
@@ -393,9 +393,7 @@ def constrained_beam_search(model, input_ids, logits_processor, stopping_criteri
     while True:
         # a. forward the last token of every beam (the prefill gave the first step's logits)
         if prefill_consumed:
-            model_inputs = model.prepare_inputs_for_generation(
-                input_ids, next_sequence_length=1 if model_kwargs["use_cache"] else None, **model_kwargs)
-            outputs = model(**model_inputs, return_dict=True)
+            outputs = forward_last_token(model, input_ids, model_kwargs)
         prefill_consumed = True
         model_kwargs = model._update_model_kwargs_for_generation(
             outputs, model_kwargs, is_encoder_decoder=model.config.is_encoder_decoder)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from transformers.generation.utils import GenerationMode
 
 from ..records import DolaStep
-from . import register
+from . import forward_last_token, register
 
 
 def candidate_layers(model, dola_layers) -> list[int]:
@@ -125,9 +125,7 @@ def dola(model, input_ids, logits_processor, stopping_criteria, generation_confi
         while True:
             # a. one forward for the last token (the prefill already gave the first step's outputs)
             if prefill_consumed:
-                model_inputs = model.prepare_inputs_for_generation(
-                    input_ids, next_sequence_length=1 if model_kwargs["use_cache"] else None, **model_kwargs)
-                outputs = model(**model_inputs, return_dict=True)
+                outputs = forward_last_token(model, input_ids, model_kwargs)
             prefill_consumed = True
 
             # b. final-layer logits and the LM head read at each candidate layer (as 4.55.4: no final norm)

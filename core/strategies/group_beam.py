@@ -21,7 +21,7 @@ from transformers.generation.logits_process import (PrefixConstrainedLogitsProce
                                                     UnbatchedClassifierFreeGuidanceLogitsProcessor)
 from transformers.generation.utils import ALL_CACHE_NAMES, GenerationMode
 
-from . import register
+from . import forward_last_token, register
 from .beam_tree import BeamTree, normalized_score, split_flat_indices
 from .hypotheses import BeamHypotheses, pad_hypotheses
 
@@ -249,9 +249,7 @@ def group_beam_search(model, input_ids, logits_processor, stopping_criteria, gen
     while not this_peer_finished:
         # a. forward the last token of every beam
         if prefill_consumed:
-            model_inputs = model.prepare_inputs_for_generation(
-                input_ids, next_sequence_length=1 if model_kwargs["use_cache"] else None, **model_kwargs)
-            outputs = model(**model_inputs, return_dict=True)
+            outputs = forward_last_token(model, input_ids, model_kwargs)
         prefill_consumed = True
         model_kwargs = model._update_model_kwargs_for_generation(
             outputs, model_kwargs, is_encoder_decoder=model.config.is_encoder_decoder)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers.generation.utils import GenerationMode
 
-from . import register
+from . import forward_last_token, register
 
 
 @register(GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
@@ -27,9 +27,7 @@ def sample(model, input_ids, logits_processor, stopping_criteria, generation_con
         while True:
             # a. one forward for the last token (the prefill already gave the first step's logits)
             if prefill_consumed:
-                model_inputs = model.prepare_inputs_for_generation(
-                    input_ids, next_sequence_length=1 if model_kwargs["use_cache"] else None, **model_kwargs)
-                outputs = model(**model_inputs, return_dict=True)
+                outputs = forward_last_token(model, input_ids, model_kwargs)
             prefill_consumed = True
             model_kwargs = model._update_model_kwargs_for_generation(
                 outputs, model_kwargs, is_encoder_decoder=model.config.is_encoder_decoder)
