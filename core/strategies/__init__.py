@@ -30,15 +30,6 @@ def register(*modes: str) -> Callable[[Callable], Callable]:
     return wrap
 
 
-def forward_last_token(model, input_ids, model_kwargs: dict):
-    """One decoding forward: each row's last token against the KV cache (the whole sequence without a
-    cache), as transformers' loops do after the prefill. Returns the model outputs."""
-    next_sequence_length = 1 if model_kwargs["use_cache"] else None
-    model_inputs = model.prepare_inputs_for_generation(input_ids, next_sequence_length=next_sequence_length,
-                                                       **model_kwargs)
-    return model(**model_inputs, return_dict=True)
-
-
 def _load_all() -> None:
     for name in _MODULES:
         try:

@@ -26,6 +26,17 @@ holds one ``AssistedStep``: ``accepted + rejected == drafted`` and the appended 
 ``accepted + corrected``; ``rejected`` starts with the ``cut`` drafts the main model agreed with but that
 fell past ``max_length`` or after an EOS.
 
+Randomness: prompt lookup's sampled verification draws from the run's generator. With a draft model, sampling
+draws inside transformers (the assistant's ``generate``, ``_speculative_sampling``) from torch's default
+generator, so the loop runs inside ``core.rng.global_generator``: the run's generator state is lent to the
+default one under a process-wide lock, and concurrent runs never see each other's draws.
+
+The assistant's settings (``num_assistant_tokens``, ``num_assistant_tokens_schedule``,
+``assistant_confidence_threshold``) are this run's (``ctx.assistant_settings``): transformers 5.x reads them from
+``assistant_model.generation_config``, so the loop drafts with a view of the assistant (the same modules and
+weights, its own ``generation_config``). The caller's assistant is never changed; unlike transformers, the
+"heuristic" schedule's adapted draft length is therefore not carried over to the next generation.
+
 One difference from transformers, on purpose: universal speculative *sampling* prunes the assistant's LM
 head and wraps its input embeddings in place (``AssistantToTargetTranslator``), which leaves the assistant
 unusable as a model of its own; here it works on a clone of the assistant that shares its weights. (Its
@@ -36,6 +47,7 @@ changes from call to call; here the same seed gives the same tokens within a pro
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import weakref
@@ -45,7 +57,6 @@ from transformers.generation.candidate_generator import (
     AssistedCandidateGenerator,
     AssistedCandidateGeneratorDifferentTokenizers,
     AssistantVocabTranslatorCache,
-    MTPCandidateGenerator,
     PromptLookupCandidateGenerator,
     _prepare_attention_mask,
     _prepare_position_ids,
@@ -76,20 +87,33 @@ def assisted(model, input_ids, logits_processor, stopping_criteria, generation_c
         raise ValueError("`use_cache` must be True for assisted decoding: the drafts' keys and values are "
                          f"cropped from the cache when rejected; got use_cache={generation_config.use_cache}")
     cache.activate_past_recording()  # sliding-window layers keep what a crop may need to restore
+    do_sample = generation_config.do_sample
+
+    # 2. the draft source, exactly as transformers picks it, drafting with this run's assistant settings
+    draws_globally = do_sample and ctx.assistant_model is not None
+    with ctx.drawing_globally() if draws_globally else contextlib.nullcontext():
+        assistant_model = ctx.assistant_model
+        if assistant_model is not None and do_sample and ctx.tokenizer is not None and ctx.assistant_tokenizer is not None:
+            assistant_model = _shielded(model, assistant_model, ctx.tokenizer, ctx.assistant_tokenizer)
+        if assistant_model is not None:
+            assistant_model = _run_view(assistant_model, ctx.assistant_settings)
+        candidate_generator = model._get_candidate_generator(
+            generation_config=generation_config, input_ids=input_ids, inputs_tensor=ctx.inputs_tensor,
+            assistant_model=assistant_model, logits_processor=logits_processor, target_tokenizer=ctx.tokenizer,
+            assistant_tokenizer=ctx.assistant_tokenizer, model_kwargs=model_kwargs)
+        input_ids = _draft_and_verify(model, input_ids, candidate_generator, logits_processor, stopping_criteria,
+                                      generation_config, ctx, model_kwargs)
+    ctx.end_stream()
+    return input_ids
+
+
+def _draft_and_verify(model, input_ids, candidate_generator, logits_processor, stopping_criteria, generation_config,
+                      ctx, model_kwargs):
+    """3. the loop: draft, verify in one forward, accept, append; returns the sequences [1, S']."""
+    source = next((name for cls, name in SOURCES.items() if isinstance(candidate_generator, cls)), "assistant")
     eos_token_id = generation_config._eos_token_tensor
     do_sample = generation_config.do_sample
     ensemble_weight = generation_config.assistant_ensemble_weight
-
-    # 2. the draft source, exactly as transformers picks it
-    assistant_model = ctx.assistant_model
-    if assistant_model is not None and do_sample and ctx.tokenizer is not None and ctx.assistant_tokenizer is not None:
-        assistant_model = _shielded(model, assistant_model, ctx.tokenizer, ctx.assistant_tokenizer)
-    candidate_generator = model._get_candidate_generator(
-        generation_config=generation_config, input_ids=input_ids, inputs_tensor=ctx.inputs_tensor,
-        assistant_model=assistant_model, logits_processor=logits_processor, target_tokenizer=ctx.tokenizer,
-        assistant_tokenizer=ctx.assistant_tokenizer, model_kwargs=model_kwargs)
-    source = next((name for cls, name in SOURCES.items() if isinstance(candidate_generator, cls)), "assistant")
-
     unfinished = torch.ones(1, dtype=torch.long, device=input_ids.device)  # [B=1]
     is_first_iteration = True
     outputs = None
@@ -151,7 +175,7 @@ def assisted(model, input_ids, logits_processor, stopping_criteria, generation_c
                                                             new_logits, assistant_ensemble_weight=ensemble_weight)
         else:  # keep drafts while they equal the main model's choice
             if do_sample:
-                selected = torch.multinomial(new_logits.softmax(dim=-1)[0], num_samples=1).squeeze(1)[None, :]
+                selected = ctx.multinomial(new_logits.softmax(dim=-1)[0], 1).squeeze(1)[None, :]
             elif ensemble_weight is not None and candidate_logits is not None:
                 p_probs = new_logits[:, :candidate_length].softmax(dim=-1)
                 q_probs = candidate_logits.softmax(dim=-1)
@@ -195,11 +219,7 @@ def assisted(model, input_ids, logits_processor, stopping_criteria, generation_c
         unfinished = unfinished & ~stopping_criteria(input_ids, None)
         is_first_iteration = False
         if unfinished.max() == 0:
-            break
-
-    ctx.end_stream()
-    _persist_draft_length(candidate_generator, ctx)
-    return input_ids
+            return input_ids
 
 
 def _check(model, input_ids, ctx) -> None:
@@ -242,12 +262,11 @@ def _next_draft_length(candidate_generator, generation_config) -> int:
     return int(getattr(candidate_generator, "num_assistant_tokens", 0) or 0)
 
 
-def _persist_draft_length(candidate_generator, ctx) -> None:
-    """The "heuristic" schedule carries the adapted draft length over to the assistant's next generation,
-    as transformers does (on the caller's assistant too when a shielded clone drafted)."""
-    if (isinstance(candidate_generator, AssistedCandidateGenerator)
-            and not isinstance(candidate_generator, MTPCandidateGenerator)
-            and candidate_generator.assistant_model.generation_config.num_assistant_tokens_schedule == "heuristic"):
-        for owner in (candidate_generator.assistant_model, ctx.assistant_model):
-            if owner is not None:
-                owner.generation_config.num_assistant_tokens = candidate_generator.num_assistant_tokens
+def _run_view(assistant, settings: dict):
+    """The assistant as one run drafts with: the same modules and weights (a shallow copy), its own
+    ``generation_config`` with the run's ``settings`` on top, so that nothing of the shared model changes."""
+    view = copy.copy(assistant)
+    view.generation_config = copy.deepcopy(assistant.generation_config)
+    for name, value in settings.items():
+        setattr(view.generation_config, name, value)
+    return view

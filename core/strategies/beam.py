@@ -11,22 +11,28 @@ indices it chose, so the beam tree records parents and fates where they are deci
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
-from transformers.generation.utils import ALL_CACHE_NAMES, GenerationMixin, GenerationMode
+from transformers.generation.utils import GenerationMixin, GenerationMode
 
-from . import forward_last_token, register
-from .beam_tree import BeamTree, flatten_beams, gather_beams, normalized_score, split_flat_indices, unflatten_beams
+from ..records import BeamNode
+from . import register
+from .beam_tree import (ROOT, Best, BeamTree, flatten_beams, gather_beams, normalized_score, split_flat_indices,
+                        unflatten_beams)
+from .steps import Forward, reorder_cache
 
 
 def top_k_continuations(accumulated_log_probs, running_sequences, running_beam_indices, cur_len, decoder_prompt_len,
-                        do_sample, beams_to_keep, num_beams, batch_size):
-    """transformers' ``_get_top_k_continuations``, also returning each continuation's source beam and token.
+                        do_sample, beams_to_keep, num_beams, batch_size, generator=None):
+    """transformers' ``_get_top_k_continuations``, also returning each continuation's source beam and token
+    (``generator``: where beam sampling draws from).
     accumulated_log_probs [B, K*V] -> (log_probs, sequences, beam_indices, source_beams, tokens), 2K = beams_to_keep:
     [B, 2K], [B, 2K, S_max], [B, 2K, S_max - prompt], [B, 2K], [B, 2K]."""
     if do_sample:  # sampled without replacement, then sorted: the same RNG draws as transformers
         probs = nn.functional.softmax(accumulated_log_probs, dim=-1)
-        topk_indices = torch.multinomial(probs, num_samples=beams_to_keep)
+        topk_indices = torch.multinomial(probs, num_samples=beams_to_keep, generator=generator)
         topk_log_probs = torch.gather(input=accumulated_log_probs, dim=1, index=topk_indices)
         topk_log_probs, order = topk_log_probs.sort(dim=-1, descending=True)
         topk_indices = topk_indices.gather(dim=-1, index=order)
@@ -131,25 +137,19 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
                                       device=input_ids.device)  # [B, K, S_max - prompt]
     beam_indices = running_beam_indices.detach().clone()
 
-    # 3. recording state: the tree and, per batch, the node of each finished-hypothesis slot
-    tree = BeamTree(batch_size, num_beams, ctx.text) if ctx.recording else None
-    finished_nodes = [[-1] * num_beams for _ in range(batch_size)] if ctx.recording else None
+    # 3. recording state: the tree, and per batch the node of each finished-hypothesis slot
+    recording = _Recording(batch_size, num_beams, num_return_sequences, length_penalty, top_num_beam_mask, ctx.text) \
+        if ctx.recording else None
 
     # 4. prefill: the whole prompt in one forward
-    flat_running_sequences = input_ids
-    prefill_consumed = False
-    model_outputs = model._prefill(input_ids, generation_config, model_kwargs,
-                                   is_first_iteration=not generation_config.is_assistant)
+    forward = Forward(model, input_ids, generation_config, model_kwargs,
+                      is_first_iteration=not generation_config.is_assistant)
 
     # 5. the generation loop
     while not this_peer_finished:
-        # a. forward the last token of every beam (the prefill already gave the first step's logits)
-        if prefill_consumed:
-            flat_running_sequences = flatten_beams(running_sequences[:, :, :cur_len])  # [B*K, S]
-            model_outputs = forward_last_token(model, flat_running_sequences, model_kwargs)
-        prefill_consumed = True
-        model_kwargs = model._update_model_kwargs_for_generation(
-            model_outputs, model_kwargs, is_encoder_decoder=model.config.is_encoder_decoder)
+        # a. the last token of every beam (the prefill's outputs on the first step)
+        flat_running_sequences = flatten_beams(running_sequences[:, :, :cur_len])  # [B*K, S]
+        model_outputs, model_kwargs = forward(flat_running_sequences, model_kwargs)
         logits = model_outputs.logits[:, -1, :].to(copy=True, dtype=torch.float32, device=input_ids.device)  # [B*K, V]
         del model_outputs  # the first step's logits cover the whole prompt
 
@@ -164,7 +164,7 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
         # c. top 2K continuations over all beams of a batch row
         topk_log_probs, topk_running_sequences, topk_running_beam_indices, source_beams, topk_ids = top_k_continuations(
             log_probs, running_sequences, running_beam_indices, cur_len, decoder_prompt_len, do_sample,
-            beams_to_keep, num_beams, batch_size)  # [B, 2K], [B, 2K, S_max], ...
+            beams_to_keep, num_beams, batch_size, ctx.generator)  # [B, 2K], [B, 2K, S_max], ...
 
         # d. which continuations hit a stopping criterion
         next_token_hits_stopping_criteria = stopping_criteria(
@@ -184,16 +184,7 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
             top_num_beam_mask, num_beams, cur_len, decoder_prompt_len, length_penalty, early_stopping)
 
         # g. reorder the cache to the running beams; stop when no beam can improve the finished ones
-        if any(cache_key in model_kwargs for cache_key in ALL_CACHE_NAMES):
-            cache_key = next(cache_key for cache_key in ALL_CACHE_NAMES if cache_key in model_kwargs)
-            beam_idx = flatten_beams(running_beam_indices[..., cur_len - decoder_prompt_len])  # [B*K]
-            if hasattr(model, "_reorder_cache"):
-                model_kwargs[cache_key] = model._reorder_cache(model_kwargs[cache_key], beam_idx)
-            elif hasattr(model_kwargs[cache_key], "reorder_cache"):
-                model_kwargs[cache_key].reorder_cache(beam_idx)
-            else:
-                raise ValueError(f"{model.__class__.__name__} cannot use beam search with a cache currently, as the "
-                                 "cache cannot be reordered")
+        reorder_cache(model, model_kwargs, flatten_beams(running_beam_indices[..., cur_len - decoder_prompt_len]))
         cur_len = cur_len + 1
         is_early_stop_heuristic_unsatisfied = GenerationMixin._check_early_stop_heuristic(
             is_early_stop_heuristic_unsatisfied=is_early_stop_heuristic_unsatisfied,
@@ -204,15 +195,15 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
             is_early_stop_heuristic_unsatisfied, is_sent_finished, next_token_hits_stopping_criteria, early_stopping)
 
         # h. record the step: the tree nodes, each beam's candidates, the current best hypotheses
-        if ctx.recording:
-            nodes, chosen, best = _record_step(
-                tree, finished_nodes, topk_log_probs, source_beams, topk_ids, next_token_hits_stopping_criteria,
-                top_num_beam_mask, next_running, finished_choice, beam_scores, cur_len - decoder_prompt_len,
-                length_penalty, num_beams, num_return_sequences,
+        if recording is not None:
+            nodes, chosen, best = recording.step(
+                topk_log_probs, source_beams, topk_ids, hits=next_token_hits_stopping_criteria,
+                next_running=next_running, finished_choice=finished_choice, beam_scores=beam_scores,
+                generated_len=cur_len - decoder_prompt_len,
                 closed=_closed_batches(is_early_stop_heuristic_unsatisfied, is_sent_finished, early_stopping,
                                        this_peer_finished))
             rows = ctx.row_steps(logits, processed, stages, chosen, inputs=log_probs_raw)
-            ctx.emit(rows, cache=model_kwargs.get("cache"), beam=nodes, best=best)
+            ctx.emit(rows, cache=model_kwargs.get("cache"), beam=nodes, best=best.paths, best_nodes=best.nodes)
 
     # 6. outputs: the best finished hypotheses of each batch row, cropped to the longest
     sequences = flatten_beams(sequences[:, :num_return_sequences, :])
@@ -233,37 +224,54 @@ def _closed_batches(is_early_stop_heuristic_unsatisfied, is_sent_finished, early
     return (~is_early_stop_heuristic_unsatisfied[:, 0] | full | finished).tolist()
 
 
-def _record_step(tree, finished_nodes, topk_log_probs, source_beams, topk_ids, hits, top_num_beam_mask, next_running,
-                 finished_choice, beam_scores, generated_len, length_penalty, num_beams, num_return_sequences,
-                 closed):
-    """Nodes for this step's 2K continuations per batch row, with the fates steps e and f gave them.
-    Returns (nodes, chosen tokens per running beam [B*K], best continuation per returned row: the best of the
-    finished hypotheses and, while a batch row may still admit new ones (not ``closed``), its running beams)."""
-    normalized = normalized_score(topk_log_probs, generated_len, length_penalty)  # [B, 2K], as step f computes it
-    just_finished = (hits & top_num_beam_mask[None, :]).tolist()
-    scores, normalized = topk_log_probs.tolist(), normalized.tolist()
-    beams, tokens = source_beams.tolist(), topk_ids.tolist()
-    hits, next_running, finished_choice = hits.tolist(), next_running.tolist(), finished_choice.tolist()
-    final_scores = beam_scores.tolist()
-    chosen = [[] for _ in range(len(beams) * num_beams)]
-    pools = []
-    for b in range(len(beams)):
-        ids = [tree.expand(b, beams[b][c], tokens[b][c], scores[b][c], normalized[b][c]) for c in range(len(beams[b]))]
-        running_pool = []
-        for slot, c in enumerate(next_running[b]):
-            tree.set_running(b, slot, ids[c])
-            if not hits[b][c]:
-                tree.mark(ids[c], "kept")
-                chosen[b * num_beams + beams[b][c]].append(tokens[b][c])
-                running_pool.append((normalized[b][c], ids[c]))
-        previous = finished_nodes[b]
-        finished_nodes[b] = [previous[i] if i < num_beams else ids[i - num_beams] for i in finished_choice[b]]
-        for slot, i in enumerate(finished_choice[b]):
-            if i >= num_beams and just_finished[b][i - num_beams]:
-                c = i - num_beams
-                tree.mark(ids[c], "finished", final_scores[b][slot])
-                chosen[b * num_beams + beams[b][c]].append(tokens[b][c])
-        finished_pool = [(final_scores[b][slot], node) for slot, node in enumerate(finished_nodes[b]) if node >= 0]
-        pools.append(finished_pool + ([] if closed[b] else running_pool))
-    best = tree.best(pools, num_return_sequences)
-    return tree.flush(), chosen, best
+class Recorded(NamedTuple):
+    nodes: list[BeamNode]  # this step's 2K continuations per batch row, with their fates
+    chosen: list[list[int]]  # per running beam [B*K]: the tokens its continuations kept
+    best: Best  # the current best hypothesis of each returned row
+
+
+class _Recording:
+    """The beam tree of one run, and per batch row the node in each finished-hypothesis slot."""
+
+    def __init__(self, batch_size, num_beams, num_return_sequences, length_penalty, top_num_beam_mask, text):
+        self.tree = BeamTree(batch_size, num_beams, text)
+        self.finished_nodes = [[ROOT] * num_beams for _ in range(batch_size)]
+        self.num_beams, self.num_return_sequences = num_beams, num_return_sequences
+        self.length_penalty, self.top_num_beam_mask = length_penalty, top_num_beam_mask
+
+    def step(self, topk_log_probs, source_beams, topk_ids, *, hits, next_running, finished_choice, beam_scores,
+             generated_len: int, closed: list[bool]) -> Recorded:
+        """Nodes for the 2K continuations [B, 2K] of each batch row, with the fates steps e (``next_running``
+        [B, K]) and f (``finished_choice`` [B, K], final ``beam_scores``) gave them. The best rows are the best
+        finished hypotheses and, while a batch row may still admit new ones (not ``closed``), its running beams."""
+        tree, num_beams = self.tree, self.num_beams
+        normalized = normalized_score(topk_log_probs, generated_len, self.length_penalty)  # [B, 2K], as step f
+        just_finished = (hits & self.top_num_beam_mask[None, :]).tolist()
+        scores, normalized = topk_log_probs.tolist(), normalized.tolist()
+        beams, tokens = source_beams.tolist(), topk_ids.tolist()
+        hits, next_running, finished_choice = hits.tolist(), next_running.tolist(), finished_choice.tolist()
+        final_scores = beam_scores.tolist()
+        chosen = [[] for _ in range(len(beams) * num_beams)]
+        pools = []
+        for b in range(len(beams)):
+            ids = [tree.expand(b, beams[b][c], tokens[b][c], scores[b][c], normalized[b][c])
+                   for c in range(len(beams[b]))]
+            running_pool = []
+            for slot, c in enumerate(next_running[b]):
+                tree.set_running(b, slot, ids[c])
+                if not hits[b][c]:
+                    tree.mark(ids[c], "kept")
+                    chosen[b * num_beams + beams[b][c]].append(tokens[b][c])
+                    running_pool.append((normalized[b][c], ids[c]))
+            previous = self.finished_nodes[b]
+            self.finished_nodes[b] = [previous[i] if i < num_beams else ids[i - num_beams] for i in finished_choice[b]]
+            for slot, i in enumerate(finished_choice[b]):
+                if i >= num_beams and just_finished[b][i - num_beams]:
+                    c = i - num_beams
+                    tree.mark(ids[c], "finished", final_scores[b][slot])
+                    chosen[b * num_beams + beams[b][c]].append(tokens[b][c])
+            finished_pool = [(final_scores[b][slot], node) for slot, node in enumerate(self.finished_nodes[b])
+                             if node != ROOT]
+            pools.append(finished_pool + ([] if closed[b] else running_pool))
+        best = tree.best(pools, self.num_return_sequences)
+        return Recorded(tree.flush(), chosen, best)

@@ -17,7 +17,7 @@ One step of a ``BeamTree``, in order:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 from transformers.generation.utils import GenerationMixin
@@ -112,12 +112,22 @@ class BeamTree:
             node_id = self._parent[node_id]
         return tokens[::-1]
 
-    def best(self, pools: list[list[tuple[float, int]]], per_batch: int) -> list[list[int]]:
-        """The ``per_batch`` highest-scoring hypotheses of each batch's pool of (score, node id), as token
-        paths laid out like ``generate``'s returned rows (batch-major). A pool short of hypotheses
-        gives empty rows."""
-        rows = []
+    def best(self, pools: list[list[tuple[float, int]]], per_batch: int) -> "Best":
+        """The ``per_batch`` highest-scoring hypotheses of each batch's pool of (score, node id), laid out like
+        ``generate``'s returned rows (batch-major). A pool short of hypotheses gives empty rows."""
+        nodes = []
         for pool in pools:
             ranked = sorted(pool, key=lambda item: -item[0])[:per_batch]
-            rows += [self.path(node) for _, node in ranked] + [[] for _ in range(per_batch - len(ranked))]
-        return rows
+            nodes += [node for _, node in ranked] + [ROOT] * (per_batch - len(ranked))
+        return self.rows(nodes)
+
+    def rows(self, nodes: list[int]) -> "Best":
+        """The returned rows ending at ``nodes`` (``ROOT``: an empty row)."""
+        return Best([self.path(node) for node in nodes], [int(node) for node in nodes])
+
+
+class Best(NamedTuple):
+    """The current best hypothesis of each returned row, as ``StepRecord.best`` and ``best_nodes`` hold it."""
+
+    paths: list[list[int]]  # the tokens of each row
+    nodes: list[int]  # the node each row ends at (``ROOT``, -1, for an empty row)

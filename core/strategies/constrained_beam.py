@@ -22,19 +22,20 @@ it uses transformers 5.x's prefill, cache and the logits processors 5.x ``genera
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
-from transformers.generation.utils import ALL_CACHE_NAMES, GenerationMode
+from transformers.generation.utils import GenerationMode
 
 from ..constraints import (Constraint, ConstraintListState, DisjunctiveConstraint, DisjunctiveTrie,
                            PhrasalConstraint)
 from ..records import BeamNode
-from . import forward_last_token, register
+from . import register
 from .beam_tree import BeamTree, normalized_score
 from .hypotheses import BeamHypotheses, pad_hypotheses
+from .steps import Forward, reorder_cache
 
 # --- validation and constraints from the config ---------------------------------------------------
 
@@ -111,6 +112,25 @@ class _Cand:
     forced: bool = False
     bank: int | None = None
     position: int = -1  # when kept: which of the batch row's K new beams it became
+    hypothesis: "Filed | None" = None  # when it finished: the entry it made in the finished hypotheses
+
+
+class Filed(NamedTuple):
+    """A hypothesis a step filed among the finished ones, to be named by its beam-tree node once that exists."""
+
+    hyps: BeamHypotheses
+    tokens: torch.LongTensor
+
+    def name(self, node: int) -> None:
+        self.hyps.relabel(self.tokens, node)
+
+
+class Closed(NamedTuple):
+    """An open beam that entered the final ranking when the search stopped."""
+
+    row: int  # its flat beam row [B*K]
+    score: float  # its normalised score
+    filed: Filed
 
 
 class ConstrainedBeamScorer:
@@ -184,10 +204,10 @@ class ConstrainedBeamScorer:
                     if beam_token_rank >= self.group_size:  # only the best K may finish
                         continue
                     if self.check_completes_constraints(input_ids[batch_beam_idx].tolist()):
-                        final = beam_hyp.add(input_ids[batch_beam_idx].clone(), next_score.item(),
-                                             generated_len=cur_len - decoder_prompt_len)
+                        hyp = input_ids[batch_beam_idx].clone()
+                        final = beam_hyp.add(hyp, next_score.item(), generated_len=cur_len - decoder_prompt_len)
                         if cand is not None and final is not None:
-                            cand.fate, cand.final_score = "finished", final
+                            cand.fate, cand.final_score, cand.hypothesis = "finished", final, Filed(beam_hyp, hyp)
                 else:
                     next_beam_scores[batch_idx, beam_idx] = next_score
                     next_beam_tokens[batch_idx, beam_idx] = next_token
@@ -303,62 +323,65 @@ class ConstrainedBeamScorer:
                     candidates[j].fate, candidates[j].position = "kept", position
         return sent_beam_scores, sent_beam_tokens, sent_beam_indices
 
-    def close(self, input_ids, final_beam_scores, decoder_prompt_len: int = 0, hyps=None) -> list[tuple[int, float]]:
+    def close(self, input_ids, final_beam_scores, decoder_prompt_len: int = 0, hyps=None,
+              nodes: list[int] | None = None) -> list[Closed]:
         """Add the open beams to the finished hypotheses (``hyps``, default the scorer's own): those
-        that fulfil every constraint, or all of them if too few do. Returns (row, normalised score)
-        for each beam that entered a list."""
+        that fulfil every constraint, or all of them if too few do. ``nodes`` names each row's beam-tree node
+        when known. Returns each beam that entered a list."""
         hyps = self._beam_hyps if hyps is None else hyps
-        added = []
+        added: list[Closed] = []
         for batch_idx, beam_hyp in enumerate(hyps):
             if self._done[batch_idx]:
                 continue
+
+            def offer(beam_id: int) -> None:
+                row = batch_idx * self.num_beams + beam_id
+                tokens = input_ids[row]
+                score = beam_hyp.add(tokens, final_beam_scores[row].item(),
+                                     generated_len=tokens.shape[-1] - decoder_prompt_len,
+                                     node=nodes[row] if nodes is not None else -1)
+                if score is not None:
+                    added.append(Closed(row, score, Filed(beam_hyp, tokens)))
+
             ids_collect = []
             for beam_id in range(self.num_beams):
-                batch_beam_idx = batch_idx * self.num_beams + beam_id
-                final_score = final_beam_scores[batch_beam_idx].item()
-                final_tokens = input_ids[batch_beam_idx]
-                if self.check_completes_constraints(final_tokens.tolist()):
-                    generated_len = final_tokens.shape[-1] - decoder_prompt_len
-                    score = beam_hyp.add(final_tokens, final_score, generated_len=generated_len)
-                    if score is not None:
-                        added.append((batch_beam_idx, score))
+                if self.check_completes_constraints(input_ids[batch_idx * self.num_beams + beam_id].tolist()):
+                    offer(beam_id)
                     ids_collect.append(beam_id)
             # constraints too hard for this search: return the best open beams anyway
             if len(ids_collect) < self.num_beam_hyps_to_keep:
                 for beam_id in range(self.num_beams):
                     if beam_id not in ids_collect:
-                        batch_beam_idx = batch_idx * self.num_beams + beam_id
-                        final_score = final_beam_scores[batch_beam_idx].item()
-                        final_tokens = input_ids[batch_beam_idx]
-                        generated_len = final_tokens.shape[-1] - decoder_prompt_len
-                        score = beam_hyp.add(final_tokens, final_score, generated_len=generated_len)
-                        if score is not None:
-                            added.append((batch_beam_idx, score))
-                    if len(ids_collect) >= self.num_beam_hyps_to_keep:
+                        offer(beam_id)
+                    if len(ids_collect) >= self.num_beam_hyps_to_keep:  # sic (4.55.4): never true here
                         break
         return added
 
-    def ranked(self, hyps=None) -> list[torch.Tensor]:
-        """The ``num_beam_hyps_to_keep`` best hypotheses of each batch row, best first (flat list)."""
+    def ranked(self, hyps=None) -> list[tuple[torch.Tensor, int]]:
+        """The ``num_beam_hyps_to_keep`` best hypotheses of each batch row, best first (flat list), each with
+        its beam-tree node (-1 when not recording)."""
         best = []
         for beam_hyp in self._beam_hyps if hyps is None else hyps:
             sorted_hyps = sorted(beam_hyp.beams, key=lambda x: x[0])
             for _ in range(self.num_beam_hyps_to_keep):
-                best.append(sorted_hyps.pop()[1])
+                _, tokens, node = sorted_hyps.pop()
+                best.append((tokens, node))
         return best
 
-    def peek(self, input_ids, beam_scores, decoder_prompt_len: int) -> list[list[int]]:
-        """What ``finalize`` would return if the search stopped now: new tokens per returned row."""
+    def peek(self, input_ids, beam_scores, decoder_prompt_len: int, nodes: list[int]) -> list[int]:
+        """What ``finalize`` would return if the search stopped now, as the node of each returned row; ``nodes``
+        is the beam-tree node of each running beam [B*K]."""
         hyps = [h.copy() for h in self._beam_hyps]
-        self.close(input_ids, beam_scores, decoder_prompt_len, hyps)
-        return [h[decoder_prompt_len:].tolist() for h in self.ranked(hyps)]
+        self.close(input_ids, beam_scores, decoder_prompt_len, hyps, nodes)
+        return [node for _, node in self.ranked(hyps)]
 
     def finalize(self, input_ids, max_length: int, pad_token_id=None, eos_token_id=None) -> torch.LongTensor:
         """The returned sequences [B * num_return_sequences, S'], padded, EOS appended where it fits
         (4.55.4's ``finalize`` after ``close``, which the loop calls when it stops)."""
         if eos_token_id is not None and not isinstance(eos_token_id, torch.Tensor):
             eos_token_id = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
-        return pad_hypotheses(self.ranked(), input_ids, max_length, pad_token_id, eos_token_id)
+        return pad_hypotheses([tokens for tokens, _ in self.ranked()], input_ids, max_length, pad_token_id,
+                              eos_token_id)
 
 
 # --- the decoding loop -----------------------------------------------------------------------------
@@ -388,15 +411,10 @@ def constrained_beam_search(model, input_ids, logits_processor, stopping_criteri
     beam_scores = beam_scores.view((batch_size * num_beams,))  # [B*K]
 
     # 3. prefill, then one token per beam per step
-    outputs = model._prefill(input_ids, generation_config, model_kwargs)
-    prefill_consumed = False
+    forward = Forward(model, input_ids, generation_config, model_kwargs)
     while True:
-        # a. forward the last token of every beam (the prefill gave the first step's logits)
-        if prefill_consumed:
-            outputs = forward_last_token(model, input_ids, model_kwargs)
-        prefill_consumed = True
-        model_kwargs = model._update_model_kwargs_for_generation(
-            outputs, model_kwargs, is_encoder_decoder=model.config.is_encoder_decoder)
+        # a. the last token of every beam (the prefill's outputs on the first step)
+        outputs, model_kwargs = forward(input_ids, model_kwargs)
 
         # b. log-probs, processors, plus each beam's running score
         logits = outputs.logits[:, -1, :].to(copy=True, dtype=torch.float32, device=input_ids.device)  # [B*K, V]
@@ -423,12 +441,7 @@ def constrained_beam_search(model, input_ids, logits_processor, stopping_criteri
         # e. append, and reorder the cache to the beams' new parents
         input_ids = torch.cat([input_ids[beam_idx, :], beam_next_tokens.unsqueeze(-1)], dim=-1)  # [B*K, S+1]
         del outputs
-        cache_key = next((k for k in ALL_CACHE_NAMES if model_kwargs.get(k) is not None), None)
-        if cache_key is not None:
-            if hasattr(model, "_reorder_cache"):
-                model_kwargs[cache_key] = model._reorder_cache(model_kwargs[cache_key], beam_idx)
-            else:
-                model_kwargs[cache_key].reorder_cache(beam_idx)
+        reorder_cache(model, model_kwargs, beam_idx)
 
         # f. stop when every batch row is done or a stopping criterion holds for every beam
         done = bool(scorer.is_done) or all(stopping_criteria(input_ids, None))
@@ -441,9 +454,9 @@ def constrained_beam_search(model, input_ids, logits_processor, stopping_criteri
             rows = ctx.row_steps(logits, processed, stages, chosen, inputs=log_probs)
             nodes = _record_step(tree, notes, closed, num_beams, input_ids.shape[1] - decoder_prompt_len,
                                  generation_config.length_penalty)
-            best = ([h[decoder_prompt_len:].tolist() for h in scorer.ranked()] if done
-                    else scorer.peek(input_ids, beam_scores, decoder_prompt_len))
-            ctx.emit(rows, cache=model_kwargs.get("cache"), beam=nodes, best=best)
+            best = tree.rows([node for _, node in scorer.ranked()] if done else scorer.peek(
+                input_ids, beam_scores, decoder_prompt_len, [node for row in tree.running for node in row]))
+            ctx.emit(rows, cache=model_kwargs.get("cache"), beam=nodes, best=best.paths, best_nodes=best.nodes)
         if done:
             break
 
@@ -457,23 +470,24 @@ def constrained_beam_search(model, input_ids, logits_processor, stopping_criteri
 
 # --- recording ---------------------------------------------------------------------------------------
 
-def _record_step(tree: BeamTree, notes: list[_Cand], closed: list[tuple[int, float]], num_beams: int,
-                 generated: int, length_penalty: float) -> list[BeamNode]:
+def _record_step(tree: BeamTree, notes: list[_Cand], closed: list[Closed], num_beams: int, generated: int,
+                 length_penalty: float) -> list[BeamNode]:
     """This step's candidates as ``BeamNode``s; ``closed`` holds the open beams that entered the final
-    ranking because the search stopped (they become "finished")."""
-    final = dict(closed)
-    extra = {}
+    ranking because the search stopped (they become "finished"). Every hypothesis this step filed is named by
+    its node, so the ranking says which nodes it returns."""
+    final = {c.row: c for c in closed}
     for cand in notes:
         node = tree.expand(cand.batch, cand.row % num_beams, cand.token, cand.score,
-                           normalized_score(cand.score, generated, length_penalty))
-        extra[node] = (cand.forced, cand.bank)
+                           normalized_score(cand.score, generated, length_penalty), forced=cand.forced, bank=cand.bank)
         if cand.fate == "kept":
             row = cand.batch * num_beams + cand.position
             tree.set_running(cand.batch, cand.position, node)
             if row in final:
-                tree.mark(node, "finished", final[row])
+                tree.mark(node, "finished", final[row].score)
+                final[row].filed.name(node)
             else:
                 tree.mark(node, "kept")
         elif cand.fate == "finished":
             tree.mark(node, "finished", cand.final_score)
-    return [dataclasses.replace(n, forced=extra[n.node_id][0], bank=extra[n.node_id][1]) for n in tree.flush()]
+            cand.hypothesis.name(node)
+    return tree.flush()

@@ -14,6 +14,7 @@ from transformers.generation.utils import GenerationMode
 
 from ..records import ContrastiveCandidate
 from . import register
+from .steps import Rows
 
 
 def _ranking_fast(context_hidden: torch.Tensor, next_hidden: torch.Tensor, top_k_probs: torch.Tensor,
@@ -60,8 +61,6 @@ def contrastive_search(model, input_ids, logits_processor, stopping_criteria, ge
     top_k = generation_config.top_k
     alpha = generation_config.penalty_alpha
     enc_dec = model.config.is_encoder_decoder
-    pad_token_id = generation_config._pad_token_tensor
-    has_eos_stopping_criteria = any(hasattr(c, "eos_token_id") for c in stopping_criteria)
     if not model_kwargs.get("use_cache", True):
         raise ValueError("`use_cache` must be True for contrastive search (it rolls the KV cache back to the chosen "
                          "candidate); got False")
@@ -73,9 +72,7 @@ def contrastive_search(model, input_ids, logits_processor, stopping_criteria, ge
                          f"every prompt token from one prefill; got {generation_config.prefill_chunk_size}")
     _check_cache(model_kwargs.get("cache"))
     batch_size = input_ids.shape[0]
-    unfinished = torch.ones(batch_size, dtype=torch.long, device=input_ids.device)  # [B]
-    if pad_token_id is not None:
-        pad_token_id = pad_token_id.to(input_ids.device)
+    rows = Rows(input_ids, generation_config, stopping_criteria, ctx)
     # which context positions count for the degeneration penalty (left padding does not)
     mask_key = "decoder_attention_mask" if enc_dec else "attention_mask"
     cosine_mask = model_kwargs.get(mask_key)
@@ -130,16 +127,12 @@ def contrastive_search(model, input_ids, logits_processor, stopping_criteria, ge
             del outputs
 
             # e. append, record, stream, check stopping
-            if has_eos_stopping_criteria:  # finished rows get padding
-                next_tokens = next_tokens * unfinished + pad_token_id * (1 - unfinished)
-            input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)  # [B, S+1]
-            if ctx.recording:
-                ctx.emit(ctx.row_steps(raw_next_logits, scores, stages, [[t] for t in next_tokens.tolist()]),
-                         cache=model_kwargs.get("cache"),
+            def record(chosen):
+                ctx.emit(ctx.row_steps(raw_next_logits, scores, stages, chosen), cache=model_kwargs.get("cache"),
                          contrastive=_candidates(ctx, top_k_ids, top_k_probs, penalty, contrastive_score, selected))
-            ctx.put(next_tokens)
-            unfinished = unfinished & ~stopping_criteria(input_ids, None)
-            if unfinished.max() == 0:
+
+            input_ids, done = rows.append(input_ids, next_tokens, record)
+            if done:
                 break
 
     ctx.end_stream()

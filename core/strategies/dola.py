@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from transformers.generation.utils import GenerationMode
 
 from ..records import DolaStep
-from . import forward_last_token, register
+from . import register
+from .steps import Forward, Rows
 
 
 def candidate_layers(model, dola_layers) -> list[int]:
@@ -107,58 +108,39 @@ def dola(model, input_ids, logits_processor, stopping_criteria, generation_confi
     if not layers:
         raise ValueError(f"`dola_layers` must name at least one layer below the final one "
                          f"({model.config.get_text_config().num_hidden_layers}); got {generation_config.dola_layers!r}")
-    pad_token_id = generation_config._pad_token_tensor
-    has_eos_stopping_criteria = any(hasattr(c, "eos_token_id") for c in stopping_criteria)
-    do_sample = generation_config.do_sample
-    batch_size = input_ids.shape[0]
-    unfinished = torch.ones(batch_size, dtype=torch.long, device=input_ids.device)  # [B]
-    if pad_token_id is not None:
-        pad_token_id = pad_token_id.to(input_ids.device)
     # every forward returns the hidden states, which the candidate layers are read from
     model_kwargs["output_hidden_states"] = True
 
     # 2. prefill: the whole prompt in one forward
-    outputs = model._prefill(input_ids, generation_config, model_kwargs)
-    prefill_consumed = False
+    forward = Forward(model, input_ids, generation_config, model_kwargs)
+    rows = Rows(input_ids, generation_config, stopping_criteria, ctx)
 
     with model._optimize_model_for_decode():
         while True:
-            # a. one forward for the last token (the prefill already gave the first step's outputs)
-            if prefill_consumed:
-                outputs = forward_last_token(model, input_ids, model_kwargs)
-            prefill_consumed = True
+            # a. the next token's outputs (the prefill's on the first step)
+            outputs, model_kwargs = forward(input_ids, model_kwargs)
 
             # b. final-layer logits and the LM head read at each candidate layer (as 4.55.4: no final norm)
             final_logits = outputs.logits[:, -1, :].float()  # [B, V]
             premature = {layer: lm_head(outputs.hidden_states[layer][:, -1, :]).to(final_logits.device)
                          for layer in layers}  # layer -> [B, V]
-            model_kwargs = model._update_model_kwargs_for_generation(
-                outputs, model_kwargs, is_encoder_decoder=model.config.is_encoder_decoder)
+            del outputs
 
             # c. contrast, then the processors on the contrasted scores
             contrasted, chosen_layer, js = select_contrast(layers, premature, final_logits, ctx.recording)  # [B, V]
             contrasted = contrasted.to(input_ids.device)
             scores, stages = ctx.process(input_ids, contrasted, logits_processor)  # [B, V]
 
-            # d. token selection
-            if do_sample:
-                probs = F.softmax(scores, dim=-1)
-                next_tokens = torch.multinomial(probs, num_samples=1).squeeze(1)  # [B]
-            else:
-                next_tokens = torch.argmax(scores, dim=-1)  # [B]
-            if has_eos_stopping_criteria:  # finished rows get padding
-                next_tokens = next_tokens * unfinished + pad_token_id * (1 - unfinished)
+            # d. token selection: the run's generator draws when sampling
+            next_tokens = ctx.select(scores, generation_config.do_sample)  # [B]
 
             # e. append, record, stream, check stopping
-            input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)  # [B, S+1]
-            if ctx.recording:
-                chosen = [[t] for t in next_tokens.tolist()]
+            def record(chosen):
                 ctx.emit(ctx.row_steps(contrasted, scores, stages, chosen), cache=model_kwargs.get("cache"),
                          dola=_steps(ctx, layers, js, chosen_layer, final_logits, contrasted, chosen))
-            ctx.put(next_tokens)
-            unfinished = unfinished & ~stopping_criteria(input_ids, None)
-            del outputs
-            if unfinished.max() == 0:
+
+            input_ids, done = rows.append(input_ids, next_tokens, record)
+            if done:
                 break
 
     ctx.end_stream()

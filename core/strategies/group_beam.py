@@ -19,11 +19,12 @@ from torch import nn
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import (PrefixConstrainedLogitsProcessor, SequenceBiasLogitsProcessor,
                                                     UnbatchedClassifierFreeGuidanceLogitsProcessor)
-from transformers.generation.utils import ALL_CACHE_NAMES, GenerationMode
+from transformers.generation.utils import GenerationMode
 
-from . import forward_last_token, register
+from . import register
 from .beam_tree import BeamTree, normalized_score, split_flat_indices
 from .hypotheses import BeamHypotheses, pad_hypotheses
+from .steps import Forward, reorder_cache
 
 
 # --- 4.55.4's pieces, ported -------------------------------------------------------------------------------------
@@ -241,18 +242,13 @@ def group_beam_search(model, input_ids, logits_processor, stopping_criteria, gen
     tree = BeamTree(batch_size, num_beams, ctx.text) if ctx.recording else None
 
     # 4. prefill: the whole prompt in one forward
-    outputs = model._prefill(input_ids, generation_config, model_kwargs)
-    prefill_consumed = False
+    forward = Forward(model, input_ids, generation_config, model_kwargs)
     this_peer_finished = False
 
     # 5. the generation loop
     while not this_peer_finished:
-        # a. forward the last token of every beam
-        if prefill_consumed:
-            outputs = forward_last_token(model, input_ids, model_kwargs)
-        prefill_consumed = True
-        model_kwargs = model._update_model_kwargs_for_generation(
-            outputs, model_kwargs, is_encoder_decoder=model.config.is_encoder_decoder)
+        # a. the last token of every beam (the prefill's outputs on the first step)
+        outputs, model_kwargs = forward(input_ids, model_kwargs)
         current_tokens = torch.zeros(batch_size * num_beams, dtype=input_ids.dtype, device=device)  # [B*K]
         reordering_indices = torch.zeros(batch_size * num_beams, dtype=torch.long, device=device)  # [B*K]
         step = _StepRecording(outputs.logits, num_beams) if ctx.recording else None
@@ -311,12 +307,7 @@ def group_beam_search(model, input_ids, logits_processor, stopping_criteria, gen
         # c. append the step's tokens; the cache follows the beams
         input_ids = torch.cat([input_ids, current_tokens.unsqueeze(-1)], dim=-1)  # [B*K, S+1]
         del outputs
-        if any(cache_key in model_kwargs for cache_key in ALL_CACHE_NAMES):
-            cache_key = next(cache_key for cache_key in ALL_CACHE_NAMES if cache_key in model_kwargs)
-            if hasattr(model, "_reorder_cache"):
-                model_kwargs[cache_key] = model._reorder_cache(model_kwargs[cache_key], reordering_indices)
-            else:
-                model_kwargs[cache_key].reorder_cache(reordering_indices)
+        reorder_cache(model, model_kwargs, reordering_indices)
         cur_len = cur_len + 1
 
         # d. stop when every group of every batch row is done, or a stopping criterion holds for all beams;
@@ -335,12 +326,12 @@ def group_beam_search(model, input_ids, logits_processor, stopping_criteria, gen
             if this_peer_finished:
                 for node, score in final:  # open beams at the end: finished if good enough, else dropped
                     tree.mark(node, "finished" if score is not None else "pruned", score)
-                best = [tree.path(node) for node in best_nodes]
+                best = tree.rows(best_nodes)
             else:
                 best = tree.best(_pools(beam_scorer, tree, step, num_beam_groups, num_sub_beams),
                                  generation_config.num_return_sequences)
             rows = ctx.row_steps(step.logits, step.processed, step.stages, step.chosen, inputs=step.log_probs)
-            ctx.emit(rows, cache=model_kwargs.get("cache"), beam=tree.flush(), best=best)
+            ctx.emit(rows, cache=model_kwargs.get("cache"), beam=tree.flush(), best=best.paths, best_nodes=best.nodes)
 
     # 6. the returned best row goes to the streamer (transformers streams nothing for beam search)
     ctx.put(sequences[0, decoder_prompt_len:])

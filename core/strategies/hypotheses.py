@@ -49,6 +49,10 @@ class BeamHypotheses:
             return score
         return None
 
+    def relabel(self, hyp: torch.LongTensor, node: int) -> None:
+        """Name the entry holding ``hyp`` (this very tensor) by beam-tree node ``node``."""
+        self.beams = [(score, tokens, node if tokens is hyp else n) for score, tokens, n in self.beams]
+
     def is_done(self, best_sum_logprobs: float, cur_len: int, decoder_prompt_len: int = 0) -> bool:
         """Full, and no running beam can beat the worst hypothesis (as ``early_stopping`` estimates it)."""
         if len(self) < self.num_beams:

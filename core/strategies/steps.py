@@ -1,0 +1,101 @@
+"""The steps every decoding loop repeats, written once: the forward of each step (the prefill's outputs first,
+then one token per row against the KV cache), the tail of the one-token-per-row loops (padding finished rows,
+append, record, stream, stopping) and the cache reorder of the beam family.
+
+A loop built from them reads (transformers ``_sample``):
+
+    forward = Forward(model, input_ids, generation_config, model_kwargs)
+    rows = Rows(input_ids, generation_config, stopping_criteria, ctx)
+    while True:
+        outputs, model_kwargs = forward(input_ids, model_kwargs)      # a. logits of the next token  [B, V]
+        next_tokens = ...                                            # b./c. processors, selection   [B]
+        input_ids, done = rows.append(input_ids, next_tokens, record)  # d. append, record, stream, stop
+        if done:
+            break
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import torch
+from transformers.generation.utils import ALL_CACHE_NAMES
+
+
+def forward_last_token(model, input_ids, model_kwargs: dict):
+    """One decoding forward: each row's last token against the KV cache (the whole sequence without a
+    cache), as transformers' loops do after the prefill. Returns the model outputs."""
+    next_sequence_length = 1 if model_kwargs["use_cache"] else None
+    model_inputs = model.prepare_inputs_for_generation(input_ids, next_sequence_length=next_sequence_length,
+                                                       **model_kwargs)
+    return model(**model_inputs, return_dict=True)
+
+
+class Forwarded(NamedTuple):
+    outputs: Any  # the model's outputs for this step (logits [B, S or 1, V])
+    model_kwargs: dict  # cache, attention mask and positions updated for the next step
+
+
+class Forward:
+    """The model's outputs, step after step: the prefill (the whole prompt in one forward, run at construction)
+    gives the first step's; every later call forwards each row's last token. Each call also updates
+    ``model_kwargs`` as transformers does after a forward. ``prefill_kwargs`` go to ``model._prefill``."""
+
+    def __init__(self, model, input_ids, generation_config, model_kwargs: dict, **prefill_kwargs):
+        self.model = model
+        self._pending = model._prefill(input_ids, generation_config, model_kwargs, **prefill_kwargs)
+
+    def __call__(self, input_ids, model_kwargs: dict) -> Forwarded:
+        if self._pending is not None:
+            outputs, self._pending = self._pending, None
+        else:
+            outputs = forward_last_token(self.model, input_ids, model_kwargs)
+        model_kwargs = self.model._update_model_kwargs_for_generation(
+            outputs, model_kwargs, is_encoder_decoder=self.model.config.is_encoder_decoder)
+        return Forwarded(outputs, model_kwargs)
+
+
+class Appended(NamedTuple):
+    input_ids: torch.LongTensor  # [B, S+1]
+    done: bool  # every row met a stopping criterion
+
+
+class Rows:
+    """The tail of a loop that appends one token per row per step (greedy, sampling, contrastive, DoLa):
+    finished rows get padding, the tokens are appended, recorded (``record(chosen)`` with one token list per
+    row, only while recording), streamed, and the stopping criteria decide which rows are finished."""
+
+    def __init__(self, input_ids, generation_config, stopping_criteria, ctx):
+        pad_token_id = generation_config._pad_token_tensor
+        self.pad_token_id = pad_token_id.to(input_ids.device) if pad_token_id is not None else None
+        self.has_eos_stopping_criteria = any(hasattr(c, "eos_token_id") for c in stopping_criteria)
+        self.unfinished = torch.ones(input_ids.shape[0], dtype=torch.long, device=input_ids.device)  # [B]
+        self.stopping_criteria = stopping_criteria
+        self.ctx = ctx
+
+    def append(self, input_ids, next_tokens, record: Callable[[list[list[int]]], None] | None = None) -> Appended:
+        """``next_tokens`` [B] -> ``input_ids`` [B, S+1] and whether every row has finished."""
+        if self.has_eos_stopping_criteria:  # finished rows get padding
+            next_tokens = next_tokens * self.unfinished + self.pad_token_id * (1 - self.unfinished)
+        input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)  # [B, S+1]
+        if self.ctx.recording and record is not None:
+            record([[t] for t in next_tokens.tolist()])
+        self.ctx.put(next_tokens)
+        self.unfinished = self.unfinished & ~self.stopping_criteria(input_ids, None)
+        return Appended(input_ids, bool(self.unfinished.max() == 0))
+
+
+def reorder_cache(model, model_kwargs: dict, beam_idx: torch.LongTensor) -> None:
+    """Make row i of the KV cache the cache of row ``beam_idx[i]`` [B*K], as the beams moved: the model's own
+    ``_reorder_cache`` where it has one, else the cache's ``reorder_cache``."""
+    cache_key = next((key for key in ALL_CACHE_NAMES if model_kwargs.get(key) is not None), None)
+    if cache_key is None:
+        return
+    cache = model_kwargs[cache_key]
+    if hasattr(model, "_reorder_cache"):
+        model_kwargs[cache_key] = model._reorder_cache(cache, beam_idx)
+    elif hasattr(cache, "reorder_cache"):
+        cache.reorder_cache(beam_idx)
+    else:
+        raise ValueError(f"`num_beams` must be 1 for {type(model).__name__} with a {type(cache).__name__}: beam "
+                         "search moves cache rows between beams, and this cache cannot be reordered")
