@@ -14,6 +14,7 @@ Pipeline of ``generate``:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -26,18 +27,20 @@ from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from . import config as config_checks
+from .rng import global_generator
 from .records import Candidate, CacheInfo, ProcessorEffect, Recorder, RowStep, StepRecord, Trace
 from .strategies import get_strategy
 
 
 class CancelCriteria(StoppingCriteria):
-    """Stops every row once ``event`` is set (from any thread); checked once per step."""
+    """Stops every row once the run's context is cancelled (``cancel`` set from any thread) or past its
+    wall-clock deadline; checked once per step. The context remembers which of the two stopped it."""
 
-    def __init__(self, event: threading.Event):
-        self.event = event
+    def __init__(self, ctx: "RunContext"):
+        self.ctx = ctx
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        return torch.full((input_ids.shape[0],), self.ctx.should_stop(), dtype=torch.bool, device=input_ids.device)
 
 
 class RunContext:
@@ -45,7 +48,8 @@ class RunContext:
     assistant, the tokenizer, and helpers that turn tensors into records only when recording."""
 
     def __init__(self, model, *, recorder: Recorder | None, streamer, tokenizer, assistant_model,
-                 assistant_tokenizer, cancel: threading.Event):
+                 assistant_tokenizer, cancel: threading.Event, generator: torch.Generator | None = None,
+                 max_seconds: float | None = None, assistant_settings: dict | None = None):
         self.model = model
         self.recorder = recorder
         self.recording = recorder is not None
@@ -55,11 +59,56 @@ class RunContext:
         self.assistant_model = assistant_model
         self.assistant_tokenizer = assistant_tokenizer
         self.cancel = cancel
+        self.generator = generator  # every draw of the run; None: torch's default generator, as transformers
+        self.deadline = time.monotonic() + max_seconds if max_seconds is not None else None
+        self.stopped = ""  # why the run ended early: "cancelled" or "time cap"
+        self.assistant_settings = dict(assistant_settings or {})  # this run's num_assistant_tokens, ...
         self.inputs_tensor: torch.Tensor | None = None
         self.mode = ""
         self.steps: list[StepRecord] = []
         self.t0 = time.perf_counter()
         self._texts: dict[int, str] = {}
+
+    # --- stopping and waiting -----------------------------------------------------------------------
+    def should_stop(self) -> bool:
+        """Cancelled, or past the wall-clock deadline (noted in ``stopped``)."""
+        if self.cancel.is_set():
+            self.stopped = self.stopped or "cancelled"
+            return True
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.stopped = self.stopped or "time cap"
+            return True
+        return False
+
+    def seconds_left(self) -> float | None:
+        """Seconds until the deadline (None without one): how long the run may wait for anything."""
+        return None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
+
+    # --- randomness ---------------------------------------------------------------------------------
+    def multinomial(self, probs: torch.Tensor, num_samples: int) -> torch.LongTensor:
+        """``torch.multinomial`` drawing from the run's generator."""
+        return torch.multinomial(probs, num_samples=num_samples, generator=self.generator)
+
+    @contextlib.contextmanager
+    def drawing_globally(self) -> Iterator[None]:
+        """For code of transformers' that draws from torch's default generator: lend it the run's generator state
+        (``core.rng.global_generator``, bounded by the deadline) and make the run's own draws go there too, so
+        they come in transformers' order."""
+        generator = self.generator
+        with global_generator(generator, self.seconds_left()):
+            self.generator = None
+            try:
+                yield
+            finally:
+                self.generator = generator
+
+    def select(self, scores: torch.Tensor, do_sample: bool) -> torch.LongTensor:
+        """The next token of each row of ``scores`` [B, V]: drawn from their softmax when sampling, else the
+        arg-max (transformers ``_sample``). Returns [B]."""
+        if do_sample:
+            probs = torch.nn.functional.softmax(scores, dim=-1)
+            return self.multinomial(probs, 1).squeeze(1)
+        return torch.argmax(scores, dim=-1)
 
     # --- token text -----------------------------------------------------------------------------
     def text(self, token_id: int) -> str:
@@ -198,16 +247,25 @@ class GenerationResult:
 
     sequences: torch.LongTensor
     trace: Trace | None
+    stopped: str = ""  # "" when it ran to its end; "cancelled" or "time cap" when it was cut short
 
 
 def generate(model, input_ids: torch.LongTensor | None = None, generation_config: GenerationConfig | None = None, *,
              attention_mask: torch.LongTensor | None = None, recorder: Recorder | None = None, streamer=None,
              assistant_model=None, tokenizer=None, cancel: threading.Event | None = None,
+             generator: torch.Generator | None = None, max_seconds: float | None = None,
              logits_processor: LogitsProcessorList | None = None,
              stopping_criteria: StoppingCriteriaList | None = None, **kwargs) -> GenerationResult:
     """Generate like ``model.generate`` with any strategy of the generation guide, recording each step
     into ``recorder`` when one is given. ``kwargs`` override fields of ``generation_config``, which
-    defaults to the model's own. ``cancel`` is an event another thread may set to stop early."""
+    defaults to the model's own. ``cancel`` is an event another thread may set to stop early.
+
+    ``generator`` is the run's source of randomness (a CPU ``torch.Generator`` seeded with s draws what
+    ``torch.manual_seed(s)`` would, so seeded runs equal transformers'); without one the run draws from torch's
+    default generator, as transformers does. ``max_seconds`` caps the run's wall-clock time: it then ends with
+    what it has, like a cancel (``GenerationResult.stopped`` says which). The assistant fields
+    (``num_assistant_tokens``, its schedule, ``assistant_confidence_threshold``) apply to this run's assistant
+    only; transformers 5.x would read them from the assistant's own ``generation_config``, which stays as it is."""
     config_checks.check_prompt(input_ids, kwargs)
     assistant_tokenizer = kwargs.pop("assistant_tokenizer", None)
     config_checks.check_assistant(model, assistant_model, tokenizer, assistant_tokenizer)
@@ -222,7 +280,8 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
         stopping_criteria.append(StopStringCriteria(tokenizer, stop_strings))
         kwargs["stop_strings"] = None
     ctx = RunContext(model, recorder=recorder, streamer=streamer, tokenizer=tokenizer, assistant_model=assistant_model,
-                     assistant_tokenizer=assistant_tokenizer, cancel=cancel or threading.Event())
+                     assistant_tokenizer=assistant_tokenizer, cancel=cancel or threading.Event(), generator=generator,
+                     max_seconds=max_seconds, assistant_settings=assistant_settings(generation_config, kwargs))
     prompt_len = input_ids.shape[1] if input_ids is not None else 0
 
     def dispatch(model, input_ids, logits_processor, stopping_criteria, generation_config, inputs_tensor=None,
@@ -232,7 +291,7 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
         ctx.inputs_tensor = inputs_tensor
         config_checks.validate(generation_config, ctx.mode, model, ctx)
         strategy = get_strategy(ctx.mode)
-        stopping_criteria.append(CancelCriteria(ctx.cancel))
+        stopping_criteria.append(CancelCriteria(ctx))
         ctx.generation_config = generation_config
         if ctx.streamer is not None:  # the beam family streams its final best row only (row 0)
             ctx.streamer.put((input_ids[:1] if ctx.mode in config_checks.BEAM_MODES else input_ids).cpu())
@@ -254,21 +313,39 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
             texts=tokenizer.batch_decode(new, skip_special_tokens=True) if tokenizer is not None else [],
             model_name=getattr(model, "name_or_path", "") or "",
             elapsed_s=time.perf_counter() - ctx.t0,
+            seed=generator.initial_seed() if generator is not None else None,
+            stopped=ctx.stopped,
         )
         recorder.on_end(trace)
-    return GenerationResult(sequences=sequences, trace=trace)
+    return GenerationResult(sequences=sequences, trace=trace, stopped=ctx.stopped)
+
+
+ASSISTANT_FIELDS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
+
+
+def assistant_settings(generation_config: GenerationConfig | None, kwargs: dict) -> dict[str, Any]:
+    """The assistant fields this call sets (in ``kwargs``, or in ``generation_config`` where they differ from
+    transformers' defaults); the others come from the assistant's own ``generation_config``."""
+    defaults = GenerationConfig()
+    given = {f: getattr(generation_config, f) for f in ASSISTANT_FIELDS
+             if generation_config is not None and getattr(generation_config, f, None) != getattr(defaults, f)}
+    given.update({f: kwargs[f] for f in ASSISTANT_FIELDS if kwargs.get(f) is not None})
+    return given
 
 
 @dataclass
 class StreamEvent:
     """One step of a running generation, for UIs: the record and the text so far per returned row
-    (for the beam family, the current best hypotheses). The last event has ``done=True`` and ``result``."""
+    (for the beam family, the current best hypotheses). The last event has ``done=True`` and ``result``
+    (``None`` when the worker did not finish within the wall-clock cap); ``stopped`` says why a run ended
+    early ("cancelled", "time cap")."""
 
     record: StepRecord | None
     tokens: list[list[int]]
     texts: list[str]
     done: bool = False
     result: GenerationResult | None = None
+    stopped: str = ""
 
 
 class _QueueRecorder:
@@ -282,17 +359,26 @@ class _QueueRecorder:
         pass
 
 
+GRACE_S = 15.0  # past the cap, how long ``stream`` waits for a worker stuck outside the loop before giving up
+
+
 def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConfig | None = None, *,
-           tokenizer=None, top_n: int = 10, cancel: threading.Event | None = None, **kwargs) -> Iterator[StreamEvent]:
+           tokenizer=None, top_n: int = 10, cancel: threading.Event | None = None, max_seconds: float | None = None,
+           **kwargs) -> Iterator[StreamEvent]:
     """Run ``generate`` in a worker thread and yield a ``StreamEvent`` per step. Closing the iterator
-    (or setting ``cancel``) stops the generation within one step. Errors are re-raised here."""
+    (or setting ``cancel``) stops the generation within one step. Errors are re-raised here.
+
+    With ``max_seconds`` the run stops at that wall-clock cap, and nothing here waits much longer: a worker
+    stuck outside the decoding loop (a lock, a kernel build) is left behind after ``GRACE_S`` more seconds and
+    the stream ends with what it has (``result=None``, ``stopped="time cap"``)."""
     q: queue.Queue = queue.Queue()
     cancel = cancel or threading.Event()
+    give_up = time.monotonic() + max_seconds + GRACE_S if max_seconds is not None else None
 
     def work():
         try:
             result = generate(model, input_ids, generation_config, recorder=_QueueRecorder(q, top_n),
-                              tokenizer=tokenizer, cancel=cancel, **kwargs)
+                              tokenizer=tokenizer, cancel=cancel, max_seconds=max_seconds, **kwargs)
             q.put(("done", result))
         except BaseException as err:  # handed to the consumer, raised there
             q.put(("error", err))
@@ -303,12 +389,17 @@ def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConf
     decode = (lambda ids: tokenizer.decode(ids, skip_special_tokens=True)) if tokenizer is not None else str
     try:
         while True:
-            kind, item = q.get()
+            try:
+                kind, item = q.get(timeout=None if give_up is None else max(give_up - time.monotonic(), 0.0))
+            except queue.Empty:  # the worker is stuck where the cap cannot reach it
+                yield StreamEvent(None, tokens, [decode(t) for t in tokens], done=True, stopped="time cap")
+                return
             if kind == "error":
                 raise item
             if kind == "done":
                 result: GenerationResult = item
-                yield StreamEvent(None, tokens, [decode(t) for t in tokens], done=True, result=result)
+                yield StreamEvent(None, tokens, [decode(t) for t in tokens], done=True, result=result,
+                                  stopped=result.stopped)
                 return
             record: StepRecord = item
             if record.best is not None:
@@ -322,4 +413,5 @@ def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConf
             yield StreamEvent(record, [list(t) for t in tokens], [decode(t) for t in tokens])
     finally:
         cancel.set()
-        worker.join()
+        # a worker in its loop stops within a step; one stuck elsewhere is not waited for past the cap
+        worker.join(timeout=None if give_up is None else max(give_up - time.monotonic(), 1.0))

@@ -117,6 +117,7 @@ class StepRecord:
     assisted: list[AssistedStep] | None = None  # per batch row
     cache: CacheInfo | None = None
     best: list[list[int]] | None = None  # current best continuation per returned row (beam family)
+    best_nodes: list[int] | None = None  # beam family: the ``BeamNode`` ending each row of ``best`` (-1: empty row)
 
 
 @dataclass
@@ -131,6 +132,8 @@ class Trace:
     texts: list[str] = field(default_factory=list)
     model_name: str = ""
     elapsed_s: float = 0.0
+    seed: int | None = None  # initial seed of the run's generator (replays a sampled run)
+    stopped: str = ""  # "" when it ran to its end; "cancelled" or "time cap" when it was cut short
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -102,21 +102,49 @@ def test_sampling_with_fixture_assistant_matches_transformers(tiny_model, tiny_a
     assert torch.equal(got.sequences, expected)
 
 
-def test_heuristic_schedule_adapts_and_persists_like_transformers(tiny_model, prompt):
-    """The "heuristic" schedule grows the draft after full acceptance, shrinks it otherwise, and leaves the
-    final length on the assistant's generation config for its next call, as transformers does."""
-    theirs, mine = near_copy(tiny_model), near_copy(tiny_model)
-    for assistant in (theirs, mine):
-        assistant.generation_config.num_assistant_tokens_schedule = "heuristic"
-        assistant.generation_config.num_assistant_tokens = 3
+def test_heuristic_schedule_adapts_like_transformers_and_leaves_the_assistant_alone(tiny_model, prompt):
+    """The "heuristic" schedule grows the draft after full acceptance and shrinks it otherwise, as transformers
+    does within a generation; unlike transformers, the adapted length stays with the run: the caller's assistant
+    keeps its config, so every call starts from the same length (a shared assistant serves many visitors)."""
+    mine = near_copy(tiny_model)
+    mine.generation_config.num_assistant_tokens_schedule = "heuristic"
+    mine.generation_config.num_assistant_tokens = 3
+    before = mine.generation_config.to_dict()
     rec = ListRecorder()
-    for _ in range(2):  # the second call starts from the persisted draft length
+    for _ in range(2):
+        theirs = copy.deepcopy(mine)  # a fresh transformers assistant each time: no carried-over length
         expected = reference(tiny_model, prompt, assistant_model=theirs, max_new_tokens=10, do_sample=False)
         got = ours(tiny_model, prompt, assistant_model=mine, max_new_tokens=10, do_sample=False, recorder=rec)
         assert torch.equal(got.sequences, expected)
-        assert mine.generation_config.num_assistant_tokens == theirs.generation_config.num_assistant_tokens
+        assert mine.generation_config.to_dict() == before
     lengths = [s.assisted[0].next_draft_length for s in rec.trace.steps]
-    assert lengths[-1] == mine.generation_config.num_assistant_tokens and len(set(lengths)) > 1
+    assert len(set(lengths)) > 1
+
+
+def test_assistant_settings_apply_to_the_run_only(tiny_model, prompt):
+    """``num_assistant_tokens`` and friends given to ``core.generate`` drive this run's drafts (the trace's draft
+    lengths follow them), give transformers' tokens for an assistant configured that way, and leave the shared
+    assistant's config and weights as they were."""
+    shared = near_copy(tiny_model)
+    config_before = shared.generation_config.to_dict()
+    weights_before = {k: v.clone() for k, v in shared.state_dict().items()}
+    drafts = {}
+    for n in (2, 8):
+        settings = dict(num_assistant_tokens=n, num_assistant_tokens_schedule="constant",
+                        assistant_confidence_threshold=0.0)
+        configured = copy.deepcopy(shared)
+        for name, value in settings.items():
+            setattr(configured.generation_config, name, value)
+        expected = reference(tiny_model, prompt, assistant_model=configured, max_new_tokens=20, do_sample=False)
+        rec = ListRecorder()
+        got = ours(tiny_model, prompt, assistant_model=shared, max_new_tokens=20, do_sample=False, recorder=rec,
+                   **settings)
+        assert torch.equal(got.sequences, expected)
+        drafts[n] = [len(s.assisted[0].drafted) for s in rec.trace.steps]
+        assert all(s.assisted[0].next_draft_length == n for s in rec.trace.steps)
+    assert max(drafts[2]) == 2 and max(drafts[8]) > 2
+    assert shared.generation_config.to_dict() == config_before
+    assert all(torch.equal(v, weights_before[k]) for k, v in shared.state_dict().items())
 
 
 def test_eos_ends_generation_like_transformers(tiny_model, prompt):

@@ -1,0 +1,56 @@
+"""Randomness per run.
+
+Every draw the core makes itself (multinomial sampling, beam sampling, prompt-lookup verification) takes the
+run's ``torch.Generator``, so concurrent runs in one process never disturb each other's seeds. A CPU generator
+seeded with ``s`` draws exactly what ``torch.manual_seed(s)`` makes the default generator draw, so a seeded run
+keeps token parity with transformers' seeded ``generate``.
+
+Some draws happen inside transformers' own code, which always uses the default (global) generator: the
+assistant model's ``generate`` and ``_speculative_sampling`` in assisted sampling with a draft model (also the
+universal kind). Those runs are isolated another way: ``global_generator`` lends the run's generator state to the
+global generator under a process-wide lock, and takes the advanced state back afterwards. Only one such run
+holds the global generator at a time; the others wait for it, never longer than their timeout.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+_GLOBAL = threading.Lock()  # held while a run lends its state to torch's default CPU generator
+DEFAULT_WAIT_S = 300.0  # how long a run waits for the global generator when its caller sets no deadline
+
+
+def new_generator(seed: int | None = None) -> torch.Generator:
+    """A CPU generator seeded with ``seed`` (a fresh random seed when ``None``; ``generator.initial_seed()``
+    tells which, so an unseeded run can be replayed)."""
+    seed = secrets.randbits(63) if seed is None else int(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@contextmanager
+def global_generator(generator: torch.Generator | None, timeout: float | None = None) -> Iterator[None]:
+    """Inside, torch's default CPU generator draws what ``generator`` would, and nobody else's run touches it;
+    on exit ``generator`` holds the advanced state and the default generator its state from before. With
+    ``generator=None`` the run simply draws from the default generator (unseeded, as transformers does).
+    Raises ``TimeoutError`` when another run holds the default generator for longer than ``timeout`` seconds."""
+    if generator is None:
+        yield
+        return
+    if not _GLOBAL.acquire(timeout=DEFAULT_WAIT_S if timeout is None else max(timeout, 0.0)):
+        raise TimeoutError("another run is using torch's global random generator (assisted sampling with a draft "
+                           "model draws from it); try again in a moment")
+    try:
+        saved = torch.random.get_rng_state()
+        torch.random.set_rng_state(generator.get_state())
+        try:
+            yield
+        finally:
+            generator.set_state(torch.random.get_rng_state())
+            torch.random.set_rng_state(saved)
+    finally:
+        _GLOBAL.release()
