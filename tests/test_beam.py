@@ -107,6 +107,9 @@ def assert_matches_transformers(model, ids, seed=0, batch_size=1, **kwargs) -> c
     assert [n.final_score for n in ends] == pytest.approx(expected.sequences_scores.tolist(), rel=1e-6)
     nodes = nodes_by_id(result.trace)
     assert result.trace.steps[-1].best == [path(nodes, n.node_id) for n in ends]
+    assert result.trace.steps[-1].best_nodes == [n.node_id for n in ends]
+    for step in result.trace.steps:  # every step's best rows are the paths to the nodes it names
+        assert step.best == [path(nodes, n) if n != -1 else [] for n in step.best_nodes]
     return result
 
 

@@ -254,6 +254,8 @@ def test_trace_round_trips_and_its_tree_spells_the_returned_sequences(tiny_model
                     and (n.fate == "kept" or (last and n.fate == "finished" and n.token_id != eos))]
             assert len(kept) == num_beams
         assert len(step.best) == len(ids) * num_return
+        # the best rows are the paths to the nodes the step names
+        assert step.best == [path(nodes, n) if n != -1 else [] for n in step.best_nodes]
 
     # each returned row is the path of a finished node (then EOS / padding), and the last `best` is its prefix
     fill = {0, case.get("eos_token_id", 2)}

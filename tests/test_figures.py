@@ -41,7 +41,7 @@ def synthetic_beam(num_beams=3, length=6, groups=1, batch=1, eos_every=4, seed=0
     rng = random.Random(seed)
     per_group = num_beams // groups
     running = {(b, g): [(-1, 0.0, [])] for b in range(batch) for g in range(groups)}  # (node, score, tokens)
-    finished: dict[int, list[tuple[float, list[int]]]] = {b: [] for b in range(batch)}
+    finished: dict[int, list[tuple[float, list[int], int]]] = {b: [] for b in range(batch)}  # (score, tokens, node)
     next_id, out = 0, []
     for t in range(length):
         nodes = []
@@ -74,15 +74,15 @@ def synthetic_beam(num_beams=3, length=6, groups=1, batch=1, eos_every=4, seed=0
                 if fate == "kept":
                     kept.append((next_id, score, tokens))
                 if fate == "finished":
-                    finished[b].append((norm, tokens))
+                    finished[b].append((norm, tokens, next_id))
                 next_id += 1
             running[(b, g)] = kept or beams
         best = []
         for b in range(batch):
-            pool = [(s / len(tk), tk) for (bb, _), beams in running.items() if bb == b for _, s, tk in beams]
-            best.append(max(finished[b] + pool)[1] if t == length - 1 else max(pool)[1])
+            pool = [(s / len(tk), tk, n) for (bb, _), beams in running.items() if bb == b for n, s, tk in beams]
+            best.append(max(finished[b] + pool) if t == length - 1 else max(pool))
         out.append(StepRecord(step=t, strategy="beam_search", rows=[], elapsed_s=0.01 * (t + 1), beam=nodes,
-                              best=best))
+                              best=[tokens for _, tokens, _ in best], best_nodes=[node for _, _, node in best]))
     return out
 
 
@@ -199,9 +199,24 @@ def test_beam_tree_highlights_the_returned_path():
     assert halo.marker.color == HIGHLIGHT and sorted(halo.customdata) == sorted(paths[0])
     gold = next(t for t in fig.data if t.meta == "edges" and t.name == "returned sequence")
     assert sum(1 for x in gold.x if x is None) == len(best) - 1
-    # explicit returned tokens win over the records' best; tokens after EOS (padding) match nothing
-    other = F.returned_paths(steps, [best[:3] + [0, 0]])
-    assert [tree.nodes[n].token_id for n in other[0]] == best[:3]
+    assert paths[0][-1] == steps[-1].best_nodes[0]  # the path ends at the node the records name
+
+
+def test_beam_tree_lights_the_recorded_node_not_a_twin_with_the_same_tokens():
+    """Two diverse-beam groups may spell the same tokens; only the path to the node the records name is gold."""
+    steps = synthetic_beam(num_beams=2, length=3, groups=2, seed=8)
+    tree = bt.beam_tree(steps)
+    last = steps[-1].best_nodes[0]
+    twin_tokens = [tree.nodes[n].token_id for n in tree.path_to(last)]
+    # a second hypothesis in the other group with the very same tokens, finished with a higher score
+    twin = [BeamNode(1000 + i, 1000 + i - 1 if i else -1, 0, tok, f" t{tok}", -0.1, -0.1, "kept", group=1)
+            for i, tok in enumerate(twin_tokens)]
+    twin[-1] = BeamNode(**{**twin[-1].__dict__, "fate": "finished", "final_score": 99.0})
+    steps = steps[:-1] + [StepRecord(**{**steps[-1].__dict__, "beam": steps[-1].beam + twin})]
+    (path,) = F.returned_paths(steps)
+    assert path == tree.path_to(last) and not set(path) & {n.node_id for n in twin}
+    halo = next(t for t in F.beam_tree_figure(steps).data if t.meta == "returned")
+    assert set(halo.customdata) == set(path)
 
 
 def test_beam_tree_colours_diverse_groups_and_handles_batches():
@@ -249,12 +264,12 @@ def test_beam_tree_8_beams_60_steps_builds_with_kept_labels_only(tmp_path):
     fig.write_html(tmp_path / "beam_tree.html")
 
 
-def test_beam_tree_falls_back_to_best_finished_without_best():
-    steps = [StepRecord(r.step, r.strategy, r.rows, beam=r.beam) for r in synthetic_beam(length=5, seed=6)]
-    tree = bt.beam_tree(steps)
-    finished = [n for n in tree.nodes.values() if n.fate == "finished"]
-    top = max(finished, key=lambda n: n.final_score)
-    assert F.returned_paths(steps) == [tree.path_to(top.node_id)]
+def test_beam_tree_without_recorded_best_nodes_lights_no_path():
+    """A trace that names no best nodes (written before they were recorded) draws its tree without a gold path:
+    the figures never guess the returned beams by matching tokens."""
+    steps = [StepRecord(r.step, r.strategy, r.rows, beam=r.beam, best=r.best) for r in synthetic_beam(length=5, seed=6)]
+    assert F.returned_paths(steps) == []
+    assert not next(t for t in F.beam_tree_figure(steps).data if t.meta == "returned").customdata
 
 
 # --- candidates and tokens from real greedy / sampling runs ------------------------------------------------

@@ -164,6 +164,9 @@ def test_group_beam_search_matches_transformers_4_55_4(tiny_model, ids, kwargs, 
     assert [n.final_score for n in ends] == pytest.approx(scores, rel=1e-6)
     nodes = {n.node_id: n for step in result.trace.steps for n in step.beam}
     assert result.trace.steps[-1].best == [path(nodes, n.node_id) for n in ends]
+    assert result.trace.steps[-1].best_nodes == [n.node_id for n in ends]
+    for step in result.trace.steps:  # every step's best rows are the paths to the nodes it names
+        assert step.best == [path(nodes, n) if n != -1 else [] for n in step.best_nodes]
 
 
 def test_recording_off_gives_the_same_tokens(tiny_model):

@@ -6,7 +6,6 @@ are shown as the strategy recorded them, never recomputed.
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
 import networkx as nx
@@ -14,7 +13,7 @@ import plotly.graph_objects as go
 
 from core.records import BeamNode, StepRecord
 
-from .common import HIGHLIGHT, PALETTE, Steps, empty_figure, finish, records, visible
+from .common import HIGHLIGHT, PALETTE, Steps, empty_figure, finish, plotly_text, records, visible
 
 CAPTION = ("Every token beam search tried, step by step from left to right: a line joins each token to the "
            "hypothesis it extends. Faded tokens were pruned, stars are finished hypotheses with their final "
@@ -63,48 +62,17 @@ def beam_tree(steps: Steps) -> BeamTree:
     return BeamTree(nodes, step_of, graph)
 
 
-def returned_paths(steps: Steps, returned: list[list[int]] | None = None) -> list[list[int]]:
-    """Node-id paths of the returned sequences. ``returned`` holds the NEW tokens of each returned
-    sequence (as ``StreamEvent.tokens``); by default the latest record's ``best``, else the finished
-    hypothesis with the highest final score of each batch."""
-    return paths_in(beam_tree(steps), records(steps), returned)
+def returned_paths(steps: Steps) -> list[list[int]]:
+    """Node-id paths of the current best hypotheses (the returned sequences once the run ended), from the nodes
+    the latest record names (``StepRecord.best_nodes``); none for traces that name none."""
+    return paths_in(beam_tree(steps), records(steps))
 
 
-def paths_in(tree: BeamTree, recs: list[StepRecord], returned: list[list[int]] | None) -> list[list[int]]:
-    """``returned_paths`` for a tree already indexed from ``recs``."""
-    if not tree.nodes:
-        return []
-    if returned is None:
-        returned = next((rec.best for rec in reversed(recs) if rec.best is not None), None)
-    if returned is None:
-        return [tree.path_to(n) for n in _best_finished(tree)]
-    return [p for p in (_match(tree, list(tokens)) for tokens in returned) if p]
-
-
-def _best_finished(tree: BeamTree) -> list[int]:
-    best: dict[int, BeamNode] = {}
-    for node in tree.nodes.values():
-        if node.fate == "finished" and node.final_score is not None:
-            if node.batch not in best or node.final_score > best[node.batch].final_score:
-                best[node.batch] = node
-    return [n.node_id for _, n in sorted(best.items())]
-
-
-def _match(tree: BeamTree, tokens: list[int]) -> list[int]:
-    """The deepest path of the tree spelling a prefix of ``tokens`` (padding after EOS matches nothing)."""
-    if not tokens:
-        return []
-    roots = [c for b in tree.graph.successors(_ROOT) for c in tree.graph.successors(b)]
-    frontier = [[n] for n in roots if tree.nodes[n].token_id == tokens[0]]
-    for token in tokens[1:]:
-        deeper = [path + [c] for path in frontier for c in tree.graph.successors(path[-1])
-                  if tree.nodes[c].token_id == token]
-        if not deeper:
-            break
-        frontier = deeper
-    if not frontier:
-        return []
-    return max(frontier, key=lambda p: (tree.nodes[p[-1]].fate == "finished", tree.nodes[p[-1]].score))
+def paths_in(tree: BeamTree, recs: list[StepRecord]) -> list[list[int]]:
+    """``returned_paths`` for a tree already indexed from ``recs``: one path per returned row, ``[]`` for a row
+    with no hypothesis yet."""
+    best_nodes = next((rec.best_nodes for rec in reversed(recs) if rec.best_nodes is not None), None)
+    return [tree.path_to(node) if node in tree.nodes else [] for node in best_nodes or ()]
 
 
 def _layout(tree: BeamTree) -> dict[int, tuple[float, float]]:
@@ -123,7 +91,7 @@ def _layout(tree: BeamTree) -> dict[int, tuple[float, float]]:
 
 def _hover(node: BeamNode, step: int) -> str:
     final = f"{node.final_score:.4f}" if node.final_score is not None else "–"
-    return (f"<b>{html.escape(repr(node.text))}</b> (id {node.token_id})<br>"
+    return (f"<b>{plotly_text(repr(node.text))}</b> (id {node.token_id})<br>"
             f"step {step} · batch {node.batch} · group {node.group}<br>"
             f"fate: {node.fate}<br>cumulative log-prob: {node.score:.4f}<br>"
             f"normalised score: {node.normalized_score:.4f}<br>final score: {final}<br>"
@@ -132,7 +100,7 @@ def _hover(node: BeamNode, step: int) -> str:
             + (f"<br>constraint bank: {node.bank}" if node.bank is not None else ""))
 
 
-def beam_tree_figure(steps: Steps, returned: list[list[int]] | None = None) -> go.Figure:
+def beam_tree_figure(steps: Steps) -> go.Figure:
     """One marker per recorded ``BeamNode`` (x = step), edges parent -> child, pruned nodes faded,
     finished ones as stars with their final score, the returned sequences' paths in gold."""
     recs = records(steps)
@@ -140,7 +108,7 @@ def beam_tree_figure(steps: Steps, returned: list[list[int]] | None = None) -> g
     if not tree.nodes:
         return empty_figure("Run beam search (num_beams > 1) to grow the tree of hypotheses here.", "Beam tree")
     pos = _layout(tree)
-    on_path = {n for path in paths_in(tree, recs, returned) for n in path}
+    on_path = {n for path in paths_in(tree, recs) for n in path}
     groups = sorted({n.group for n in tree.nodes.values()})
     big = len(tree.nodes) > LABEL_ALL_BELOW
     fig = go.Figure()

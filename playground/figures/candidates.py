@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import html
-
 import plotly.graph_objects as go
 
 from core.records import RowStep, StepRecord
 
-from .common import (AFTER, BEFORE, CHOSEN, Steps, empty_figure, finish, pick, records, row_of, row_steps,
-                     unique_labels)
+from .common import (AFTER, BEFORE, CHOSEN, Steps, empty_figure, finish, pick, plotly_text, records, row_of,
+                     row_steps, unique_labels)
 
 CAPTION = ("The tokens the model considered at one step. Grey bars are the model's own probabilities, blue bars "
            "the probabilities after the logits processors (temperature, top-k, top-p, penalties...); a crossed "
@@ -62,7 +60,7 @@ def candidates_figure(steps: Steps, step: int = -1, row: int = 0, position: int 
 
     hover = []
     for c in shown:
-        lines = [f"<b>{html.escape(repr(c.text))}</b> (id {c.token_id})",
+        lines = [f"<b>{plotly_text(repr(c.text))}</b> (id {c.token_id})",
                  f"logit {c.logit:.3f} → score {c.score:.3f}", f"prob {c.prob:.4f} → {c.prob_after:.4f}"]
         if c.token_id in removed:
             lines.append("removed by " + ", ".join(removed[c.token_id]))
@@ -84,7 +82,7 @@ def candidates_figure(steps: Steps, step: int = -1, row: int = 0, position: int 
         marker=dict(color=[CHOSEN if c.token_id in chosen else AFTER for c in shown])))
     picked = ", ".join(repr(c.text) for c in rs.candidates if c.token_id in chosen) or str(rs.chosen)
     where = f"Step {rec.step}" + (f" (token {position + 1})" if len(row_steps(rec, row)) > 1 else "")
-    finish(fig, f"{where} · row {row}: chose {html.escape(picked)}", uirevision=f"candidates-{row}")
+    finish(fig, f"{where} · row {row}: chose {plotly_text(picked)}", uirevision=f"candidates-{row}")
     fig.update_layout(barmode="group", bargap=0.25, yaxis=dict(title="probability", rangemode="tozero"),
                       xaxis=dict(title="candidate token (most probable first)", tickangle=-45))
     return fig

@@ -6,6 +6,7 @@ so each helper here accepts partial and empty input.
 
 from __future__ import annotations
 
+import html
 import json
 from typing import Any, Iterable, Sequence
 
@@ -63,6 +64,12 @@ def row_of(rec: StepRecord | None, row: int, position: int = 0) -> RowStep | Non
     """The ``position``-th ``RowStep`` of ``row`` in ``rec`` (``None`` if there is none)."""
     found = row_steps(rec, row)
     return found[position] if -len(found) <= position < len(found) else None
+
+
+def plotly_text(text: str) -> str:
+    """Text for plotly titles and hovers, which read a little HTML: ``<``, ``>`` and ``&`` escaped, quotes left
+    as they are (plotly shows ``&quot;`` literally)."""
+    return html.escape(text, quote=False)
 
 
 def visible(text: str) -> str:

@@ -6,7 +6,7 @@ from typing import Mapping
 
 import plotly.graph_objects as go
 
-from core.records import StepRecord, Trace
+from core.records import Trace
 
 from .common import PALETTE, Steps, empty_figure, finish, records, row_steps
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import html
-
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.records import ContrastiveCandidate
 
-from .common import BEFORE, CHOSEN, PALETTE, REJECTED, Steps, empty_figure, finish, pick, records, unique_labels
+from .common import (BEFORE, CHOSEN, PALETTE, REJECTED, Steps, empty_figure, finish, pick, plotly_text, records,
+                     unique_labels)
 
 CAPTION = ("Contrastive search scores each of the top-k tokens as (1 − α)·confidence − α·degeneration penalty, "
            "where the penalty is how similar the token's hidden state is to the text so far. Top: the latest "
@@ -50,12 +49,12 @@ def contrastive_figure(steps: Steps, step: int = -1, row: int = 0) -> go.Figure:
     for r in recs:
         ranked = _ranked(r.contrastive[row])
         z.append([c.score for c in ranked] + [None] * (depth - len(ranked)))
-        text.append([html.escape(repr(c.text)) for c in ranked] + [""] * (depth - len(ranked)))
+        text.append([plotly_text(repr(c.text)) for c in ranked] + [""] * (depth - len(ranked)))
         for rank, c in enumerate(ranked, start=1):
             if c.chosen:
                 chosen_x.append(r.step)
                 chosen_y.append(rank)
-                chosen_hover.append(f"step {r.step}: chose {html.escape(repr(c.text))} (rank {rank})")
+                chosen_hover.append(f"step {r.step}: chose {plotly_text(repr(c.text))} (rank {rank})")
     # z is built step-major for readability, the heatmap wants rank-major: transpose
     fig.add_trace(go.Heatmap(x=[r.step for r in recs], y=list(range(1, depth + 1)),
                              z=[list(col) for col in zip(*z)], text=[list(col) for col in zip(*text)],

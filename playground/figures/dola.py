@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import html
 
 import plotly.graph_objects as go
 
-from .common import Steps, empty_figure, finish, records
+from .common import Steps, empty_figure, finish, plotly_text, records
 
 CAPTION = ("DoLa compares the final layer's next-token distribution with earlier layers'. Each cell is the "
            "Jensen-Shannon divergence between a candidate layer and the final layer at one step; ✕ marks the "
@@ -34,7 +33,7 @@ def dola_figure(steps: Steps, row: int = 0) -> go.Figure:
     hover = []
     for r in recs:
         d = r.dola[row]
-        top = ", ".join(f"{html.escape(repr(c.text))} {c.score:.2f}" for c in d.contrasted[:5])
+        top = ", ".join(f"{plotly_text(repr(c.text))} {c.score:.2f}" for c in d.contrasted[:5])
         hover.append(f"step {r.step}: premature layer {d.chosen_layer}<br>top after contrast: {top}")
     fig = go.Figure()
     fig.add_trace(go.Heatmap(x=xs, y=[_label(layer) for layer in layers], z=z, colorscale="Magma",

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import html
-
 import plotly.graph_objects as go
 
-from .common import ACCEPTED, CORRECTED, PALETTE, REJECTED, Steps, empty_figure, finish, records, visible
+from .common import (ACCEPTED, CORRECTED, PALETTE, REJECTED, Steps, empty_figure, finish, plotly_text, records,
+                     visible)
 
 CAPTION = ("Each column is one round of assisted decoding: a small draft model (or prompt lookup) proposes "
            "tokens, the main model checks them all in one forward pass. Green were accepted, red rejected, "
@@ -52,7 +51,7 @@ def speculative_figure(steps: Steps, row: int = 0) -> go.Figure:
             xs.append(r.step)
             ys.append(slot)
             labels.append(visible(text)[:6])
-            hover.append(f"step {r.step} · slot {slot}: <b>{html.escape(repr(text))}</b> (id {tok})<br>{status}"
+            hover.append(f"step {r.step} · slot {slot}: <b>{plotly_text(repr(text))}</b> (id {tok})<br>{status}"
                          f" · source {a.source}")
     fig = go.Figure()
     for status, (xs, ys, labels, hover) in cells.items():

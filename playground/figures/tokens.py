@@ -61,11 +61,12 @@ def _row_spans(step: int, row_steps: list[RowStep]) -> list[str]:
     return spans
 
 
-def _beam_spans(steps: Steps, tokens: list[int]) -> list[str]:
-    """The best hypothesis of the beam family, token by token along its path in the beam tree."""
+def _beam_spans(steps: Steps, row: int) -> list[str]:
+    """The current best hypothesis of returned row ``row`` of the beam family, token by token along its path in the
+    beam tree (the node the records name for that row; the first row's where ``row`` is past them)."""
     tree = beam_tree(steps)
-    paths = paths_in(tree, records(steps), [tokens])
-    path = paths[0] if paths else []
+    paths = paths_in(tree, records(steps))
+    path = (paths[row] if row < len(paths) else paths[0]) if paths else []
     spans = []
     for node_id in path:
         node = tree.nodes[node_id]
@@ -75,7 +76,6 @@ def _beam_spans(steps: Steps, tokens: list[int]) -> list[str]:
                  "other continuations of the same hypothesis:"]
         lines += [f"  {s.text!r} {s.score:.3f} ({s.fate})" for s in siblings[:_ALTERNATIVES_IN_TOOLTIP]]
         spans.append(_span(node.text, tree.step_of[node_id], 0, "dp-pna dp-beam", "\n".join(lines)))
-    spans += [_span(f"#{t}", -1, 0, "dp-pna", "not in the recorded tree") for t in tokens[len(path):]]
     return spans
 
 
@@ -84,16 +84,15 @@ def tokens_html(steps: Steps, row: int = 0, legend: bool = True) -> str:
     of returned row ``row``, uncoloured: beams carry scores, not one chosen probability); each token is a
     ``span`` with ``data-step``, ``data-pos`` and a ``title`` tooltip listing its alternatives."""
     recs = records(steps)
-    best = next((r.best for r in reversed(recs) if r.best is not None), None)
-    if best is not None:
-        # ``row`` counts returned rows here, not beams; a beam index past them shows the first returned row
-        spans = _beam_spans(recs, best[row] if row < len(best) else best[0]) if best else []
+    beam = any(r.beam is not None for r in recs)
+    if beam:  # ``row`` counts returned rows here, not beams
+        spans = _beam_spans(recs, row)
     else:
         spans = [s for rec in recs for s in _row_spans(rec.step, row_steps(rec, row))]
     if not spans:
         return '<div class="dp-tokens dp-empty">Generated tokens will appear here, coloured by probability.</div>'
     out = f'<div class="dp-tokens">{"".join(spans)}</div>'
-    if legend and best is None:
+    if legend and not beam:
         items = [f'<span class="dp-tok dp-p{len(BUCKETS) - i}">p ≥ {low}</span>' for i, low in enumerate(BUCKETS)]
         items.append(f'<span class="dp-tok dp-p0">p &lt; {BUCKETS[-1]}</span>')
         out += f'<div class="dp-legend">{"".join(items)}</div>'

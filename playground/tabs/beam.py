@@ -6,16 +6,13 @@ import gradio as gr
 
 from ..figures import beam_tree
 from . import register
-from .base import Figure, StrategyTab, View, candidates_panel
+from .base import Figure, StrategyTab, candidates_panel
 
 
 def beam_tree_panel() -> Figure:
-    """The tree of every expanded candidate; once finished, the returned sequences' paths highlighted."""
-    def draw(view: View):
-        run = view.main
-        return beam_tree.beam_tree_figure(run.steps, returned=run.tokens if run.done else None)
-
-    return Figure("Beam tree", draw, beam_tree.CAPTION)
+    """The tree of every expanded candidate, the current best hypotheses' paths highlighted (the returned
+    sequences once finished)."""
+    return Figure("Beam tree", lambda view: beam_tree.beam_tree_figure(view.steps), beam_tree.CAPTION)
 
 
 def beam_controls(num_beams: int = 4) -> dict:
