@@ -27,6 +27,8 @@ from transformers import GenerationConfig
 from transformers.generation.configuration_utils import ALL_CACHE_IMPLEMENTATIONS
 from transformers.utils import is_hqq_available, is_optimum_quanto_available
 
+from . import kernels
+
 BEAM_MODES = {"beam_search", "beam_sample", "group_beam_search", "constrained_beam_search"}
 SAMPLING_MODES = {"sample", "beam_sample"}
 
@@ -343,3 +345,5 @@ def _quantized_cache(env: Env) -> None:
                f"a divisor of num_key_value_heads * head_dim ({kv_heads} * {head_dim} = {width}) for this model", group)
     else:
         _check(_is_int(group) and group >= 1, 'cache_config["q_group_size"]', "an integer >= 1", group)
+    if backend == "quanto":  # its compiled kernels: ready, or a clear message at once (never a wait on a lock)
+        kernels.require("quanto")
