@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 from huggingface_hub import HfApi
+from huggingface_hub.errors import NotASafetensorsRepoError
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig,
                           PreTrainedModel)
 
@@ -131,7 +132,12 @@ def hub_parameter_count(repo_id: str, token: str | bool | None = None) -> int:
     ``NotASafetensorsRepoError`` (no ``model.safetensors`` nor index: it cannot be sized this way),
     ``SafetensorsParsingError``, ``GatedRepoError``, ``RepositoryNotFoundError``, ``HfHubHTTPError``, and the
     HTTP client's transport errors when the Hub cannot be reached."""
-    metadata = HfApi().get_safetensors_metadata(repo_id, token=token)
+    api = HfApi()
+    try:
+        metadata = api.get_safetensors_metadata(repo_id, token=token)
+    except NotASafetensorsRepoError:  # also what a missing repo gives (its file checks answer "no such file")
+        api.model_info(repo_id, token=token)  # so: RepositoryNotFoundError for a repo that does not exist
+        raise
     return sum(metadata.parameter_count.values())
 
 
