@@ -5,6 +5,8 @@ of what the core recorded at each step.
 model named by ``PLAYGROUND_MODEL`` (default: the embedded SmolLM2-135M-Instruct;
 any name ``core.load_model`` takes: a named model, a ``.gguf`` file, a local folder, a Hub id).
 ``PLAYGROUND_SLOTS`` generations run at once (default 2); ``PLAYGROUND_QUEUE`` more may wait (default 16).
+Public mode (on a Space, or ``PLAYGROUND_PUBLIC=1``; see ``playground.policy``) lets visitors load only named
+models and Hub ids of at most ``PLAYGROUND_MAX_PARAMS`` parameters; ``PLAYGROUND_MAX_MODELS`` stay loaded.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import gradio as gr
 
 import core
 from core.models import DEFAULT_NAME, available_models
+from playground import policy
 from playground.state import MODELS, ModelCache
 from playground.tabs import TabHandle, all_tabs
 from playground.tabs.base import AppContext
@@ -35,13 +38,14 @@ def describe(loaded: core.LoadedModel) -> str:
 
 def load_handler(models: ModelCache):
     """The model picker's handler: load (or reuse) a model in the shared cache, remember its name in the
-    session. It runs in its own queue lane, so a slow load never holds a generation slot."""
+    session. It runs in its own queue lane, so a slow load never holds a generation slot. In public mode
+    ``policy.load`` takes only named models and Hub ids, sizes a Hub model first, and words every refusal."""
 
     def load(choice: str | None, path: str | None, progress=gr.Progress()):
         name = (path or "").strip() or choice or DEFAULT_NAME
         progress(0.1, desc=f"Loading {name} (first load of a GGUF dequantizes it: ~15 s)")
         try:
-            loaded = models.get(name)
+            loaded = policy.load(models, name, "model")
         except (ValueError, OSError) as err:
             gr.Warning(str(err))
             return gr.skip(), f"**Model not loaded:** {err}"
@@ -64,8 +68,11 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
         with gr.Row(equal_height=False):
             pick = gr.Dropdown(list(dict.fromkeys([*choices, startup])), value=startup, label="Model",
                                scale=2)
-            path = gr.Textbox(label="Or a Hub id, local folder or .gguf file", placeholder="HuggingFaceTB/SmolLM2-360M",
-                              scale=3)
+            public = policy.public_mode()  # a public server loads no local path a visitor types
+            path = gr.Textbox(label="Or a Hub id" if public else "Or a Hub id, local folder or .gguf file",
+                              placeholder="HuggingFaceTB/SmolLM2-360M", scale=3,
+                              info=f"safetensors models of at most {policy.max_params() / 1e9:g}B parameters"
+                              if public else None)
             load = gr.Button("Load model", scale=1)
         model_status = gr.Markdown(describe(loaded), label="Model status")
         app = AppContext(models=models, model_state=model_state, startup=loaded, model_choices=choices, slots=slots)
@@ -99,9 +106,13 @@ def launch(demo: gr.Blocks, slots: int = 2, queue_size: int = 16, **kwargs):
 def main() -> None:
     startup = os.environ.get(MODEL_ENV) or None
     slots = int(os.environ.get("PLAYGROUND_SLOTS", "2"))
-    demo = build_demo(startup, slots=slots)
+    max_params = policy.max_params()  # read now, so that a malformed value stops the start, not a visitor's load
+    demo = build_demo(startup, models=ModelCache(policy.max_models()), slots=slots)
     print(f"Decoding Playground: serving model {demo.startup_model!r} "
           f"(set {MODEL_ENV} to choose another)", flush=True)
+    if policy.public_mode():
+        print(f"Public mode: visitors load named models and Hub ids of at most {max_params:,} parameters "
+              f"(set {policy.MAX_PARAMS_ENV} to change)", flush=True)
     launch(demo, slots=slots, queue_size=int(os.environ.get("PLAYGROUND_QUEUE", "16")),
            server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
            server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from huggingface_hub import HfApi
+from huggingface_hub.errors import NotASafetensorsRepoError
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig,
                           PreTrainedModel)
 
@@ -88,14 +90,15 @@ def load_gguf(path: Path, name: str | None = None) -> LoadedModel:
     cache = _gguf_cache_dir(path)
     weights = cache / "model.safetensors"
     if weights.exists():
-        config = AutoConfig.from_pretrained(cache)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        config = AutoConfig.from_pretrained(cache, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=False)
         load_model(model, weights)
-        model.generation_config = GenerationConfig.from_pretrained(cache)
-        tokenizer = AutoTokenizer.from_pretrained(cache)
+        model.generation_config = GenerationConfig.from_pretrained(cache)  # plain JSON: no code to trust
+        tokenizer = AutoTokenizer.from_pretrained(cache, trust_remote_code=False)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
+                                                     trust_remote_code=False)
         # written aside and renamed into place, so that a reader never sees half a cache; the folder is per
         # process, so that two processes dequantizing at once do not write into each other's files
         tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
@@ -114,12 +117,28 @@ def load_gguf(path: Path, name: str | None = None) -> LoadedModel:
 
 
 def load_pretrained(name: str) -> LoadedModel:
-    """A Hub id or a local folder, through ``from_pretrained`` (causal LM or encoder-decoder)."""
-    config = AutoConfig.from_pretrained(name)
+    """A Hub id or a local folder, through ``from_pretrained`` (causal LM or encoder-decoder). A repo's own
+    modelling or tokenizer code never runs (``trust_remote_code=False``): only architectures transformers ships."""
+    config = AutoConfig.from_pretrained(name, trust_remote_code=False)
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = auto.from_pretrained(name, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    model = auto.from_pretrained(name, dtype=torch.float32, trust_remote_code=False).eval()
+    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
     return LoadedModel(model, tokenizer, name, name)
+
+
+def hub_parameter_count(repo_id: str, token: str | bool | None = None) -> int:
+    """Parameters of the Hub model ``repo_id``, summed over dtypes, read from its safetensors headers (one ranged
+    request per weights file; no weights are downloaded). Raises huggingface_hub's errors as they come:
+    ``NotASafetensorsRepoError`` (no ``model.safetensors`` nor index: it cannot be sized this way),
+    ``SafetensorsParsingError``, ``GatedRepoError``, ``RepositoryNotFoundError``, ``HfHubHTTPError``, and the
+    HTTP client's transport errors when the Hub cannot be reached."""
+    api = HfApi()
+    try:
+        metadata = api.get_safetensors_metadata(repo_id, token=token)
+    except NotASafetensorsRepoError:  # also what a missing repo gives (its file checks answer "no such file")
+        api.model_info(repo_id, token=token)  # so: RepositoryNotFoundError for a repo that does not exist
+        raise
+    return sum(metadata.parameter_count.values())
 
 
 def load_model(name: str | None = None) -> LoadedModel:

@@ -7,6 +7,10 @@ the widgets, then the fields that define the tab). A loaded config goes to the t
 ``matching_tab``); every widget of that tab takes the loaded value, and fields it has no widget for are
 kept in the tab's ``extra`` state, so they run and are saved back.
 
+Public mode (``policy.public_mode()``: a Space, or ``PLAYGROUND_PUBLIC=1``): nothing a visitor types reaches the
+server's filesystem. The "Local folder" box is not used (each session saves to and loads from its own folder
+under ``PLAYGROUND_CONFIG_DIR``), and no status names a server path: a saved file is offered as a download.
+
 Sign-in: on a Space, ``gr.LoginButton`` (OAuth; the README asks for repo-write scopes) hands the handlers
 a ``gr.OAuthToken``. Locally Gradio can only mock OAuth with an already logged-in machine and calls the Hub
 at startup, so the button is only shown on a Space; locally ``HF_TOKEN`` or the masked field is used.
@@ -20,7 +24,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import gradio as gr
 
-from . import share
+from . import policy, share
 from .handlers import generate_kwargs, widget_value
 
 HEADING = "Settings of the **{title}** tab, as the `GenerationConfig` JSON transformers saves (only the values " \
@@ -96,8 +100,9 @@ class ConfigPanel:
         return set(h.controls) | set(h.fixed)
 
     def folder(self, data: Mapping, request: gr.Request | None) -> Path:
-        """The typed folder; on a Space a per-session folder, so visitors never see each other's files."""
-        if share.on_space():
+        """The typed folder; in public mode a per-session folder, so that visitors never see each other's files
+        and a typed path never reaches the server's filesystem."""
+        if policy.public_mode():
             return Path(share.DEFAULT_FOLDER) / (getattr(request, "session_hash", None) or "shared")
         return share.check_folder(data[self.panel.folder])
 
@@ -120,9 +125,12 @@ class ConfigPanel:
                                      self.user_set(self.handle(data)))
         except ValueError as err:
             return {p.status: f"Save failed: {err}"}
-        return {**self.preview(data), p.download: str(share.download_copy(path)),
-                p.status: f"Saved to {path}. Load it with GenerationConfig.from_pretrained({str(path.parent)!r}, "
-                          f"config_file_name={path.name!r})."}
+        if policy.public_mode():
+            status = f"Saved as {path.name} (download below)."
+        else:
+            status = (f"Saved to {path}. Load it with GenerationConfig.from_pretrained({str(path.parent)!r}, "
+                      f"config_file_name={path.name!r}).")
+        return {**self.preview(data), p.download: str(share.download_copy(path)), p.status: status}
 
     def push(self, data: Mapping, oauth_token: Optional[gr.OAuthToken] = None, request: gr.Request = None) -> dict:
         p = self.panel
@@ -149,7 +157,8 @@ class ConfigPanel:
         def read():
             return share.load_local(self.folder(data, request), data[p.file_name])
 
-        return self._load(data, read, f"`{(data[p.file_name] or '').strip()}` from the local folder")
+        where = "this session's folder" if policy.public_mode() else "the local folder"
+        return self._load(data, read, f"`{(data[p.file_name] or '').strip()}` from {where}")
 
     def load_hub(self, data: Mapping, oauth_token: Optional[gr.OAuthToken] = None) -> dict:
         p = self.panel
@@ -163,7 +172,13 @@ class ConfigPanel:
         p = self.panel
         try:
             values = share.config_values(read())
-        except (ValueError, OSError) as err:
+        except OSError as err:
+            if not policy.public_mode():
+                return {p.status: f"Load failed ({source}): {err}"}
+            # transformers' and huggingface_hub's texts name the file's server path (a temp or cache folder)
+            reason = policy.hub_reason(err) or "the file could not be read as a GenerationConfig JSON file"
+            return {p.status: f"Load failed ({source}): {reason}."}
+        except ValueError as err:  # ours, or transformers' about a field: no path
             return {p.status: f"Load failed ({source}): {err}"}
         h, overridden = matching_tab(values, self.handles.values(), data.get(self.active_tab))
         extra = {k: v for k, v in values.items() if k not in h.controls and k not in h.fixed}
@@ -181,15 +196,18 @@ class ConfigPanel:
 
     # --- layout and wiring -----------------------------------------------------------------------
     def build(self) -> Panel:
-        space = share.on_space()
+        space, public = share.on_space(), policy.public_mode()
         with gr.Tab("Config & Share", id="config") as tab:
             heading = gr.Markdown(label="Config heading")
             json_view = gr.Code(language="json", interactive=False, label="GenerationConfig JSON")
             with gr.Row():
                 file_name = gr.Textbox(share.DEFAULT_FILE_NAME, label="config_file_name",
                                        info="several named configs can live in one folder or repo")
-                folder = gr.Textbox(share.DEFAULT_FOLDER, label="Local folder", interactive=not space,
-                                    info="a folder per session on a Space" if space else "created if missing")
+                # in public mode the box is not used, and shows no server path
+                folder = gr.Textbox("" if public else share.DEFAULT_FOLDER, label="Local folder",
+                                    interactive=not public, placeholder="this session's own folder" if public else None,
+                                    info="a folder per session on this public server" if public else
+                                    "created if missing")
             with gr.Row():
                 save = gr.Button("Save", variant="primary")
                 load_folder = gr.Button("Load from folder")
@@ -201,6 +219,7 @@ class ConfigPanel:
                 login = gr.LoginButton() if space else None
                 token = gr.Textbox(label="Hugging Face token", type="password",
                                    info=("used only when you are not signed in" if space else
+                                         "your own token with write access; never stored" if public else
                                          "used only when HF_TOKEN is unset; never stored"))
                 with gr.Row():
                     push = gr.Button("Push to the Hub", variant="primary")

@@ -8,6 +8,8 @@ The order of a push, so that a failure never loses the user's settings:
    every failure becomes an ``Outcome`` whose message says what failed and what to do.
 
 The token is passed straight to ``huggingface_hub``; nothing here logs it, writes it, or puts it in a message.
+In public mode (``policy.public_mode()``: a Space, or ``PLAYGROUND_PUBLIC=1``) the server's own token is never
+used for a visitor, and no message names a server path (the saved file is offered as a download instead).
 """
 
 from __future__ import annotations
@@ -26,10 +28,7 @@ from huggingface_hub.utils import validate_repo_id
 from transformers import GenerationConfig
 from transformers.generation.configuration_utils import METADATA_FIELDS
 
-try:  # the HTTP client huggingface_hub 2.x ships with; its transport errors mean "could not reach the Hub"
-    from httpx2 import TransportError
-except ImportError:  # pragma: no cover - older huggingface_hub releases use httpx
-    from httpx import TransportError
+from .policy import TransportError, public_mode
 
 DEFAULT_FILE_NAME = "generation_config.json"
 DEFAULT_FOLDER = os.environ.get("PLAYGROUND_CONFIG_DIR", "saved_configs")
@@ -195,36 +194,38 @@ def load_local(folder: str | os.PathLike, config_file_name: str) -> GenerationCo
     name = check_file_name(config_file_name)
     path = check_folder(folder)
     if not (path / name).is_file():
-        raise ValueError(f"`config_file_name` {name!r} was not found in folder {str(path)!r}")
+        where = "this session's folder (save one first)" if public_mode() else f"folder {str(path)!r}"
+        raise ValueError(f"`config_file_name` {name!r} was not found in {where}")
     return _read(path, name)
 
 
 def load_hub(repo_id: str, config_file_name: str, token: str | None = None,
              cache_dir: str | os.PathLike | None = None) -> GenerationConfig:
     """Load ``config_file_name`` from the Hub repo ``repo_id`` (``GenerationConfig.from_pretrained``).
-    Without a token, a Space reads anonymously (``token=False``): huggingface_hub would otherwise pick up
-    the Space's own HF_TOKEN secret and let any visitor read its owner's private repos."""
+    Without a token, a public server reads anonymously (``token=False``): huggingface_hub would otherwise pick
+    up the server's own HF_TOKEN secret and let any visitor read its owner's private repos."""
     repo_id = check_repo_id(repo_id)
     name = check_file_name(config_file_name)
-    implicit = False if on_space() else None
+    implicit = False if public_mode() else None
     return _read(repo_id, name, token=token or implicit, cache_dir=cache_dir)
 
 
 # --- push ----------------------------------------------------------------------------------------
 
 def on_space() -> bool:
-    """True on a Hugging Face Space (the same test Gradio uses to enable real OAuth)."""
+    """True on a Hugging Face Space (the same test Gradio uses to enable real OAuth). Only the login button needs
+    a real Space; what a public server must not do follows ``policy.public_mode()``."""
     return os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("SPACE_ID"))
 
 
 def resolve_token(oauth_token: str | None = None, typed_token: str | None = None) -> str | None:
-    """The token to push with: the signed-in user's OAuth token first. On a Space only the visitor's own
-    token counts (never the Space's HF_TOKEN secret, which would let anyone push as its owner); locally
+    """The token to push with: the signed-in user's OAuth token first. In public mode only the visitor's own
+    token counts (never the server's HF_TOKEN secret, which would let anyone push as its owner); locally
     ``HF_TOKEN``, then the masked field, then the token of ``hf auth login``."""
     if oauth_token:
         return oauth_token
     typed = (typed_token or "").strip() or None
-    if on_space():
+    if public_mode():
         return typed
     return os.environ.get("HF_TOKEN") or typed or get_token()
 
@@ -235,6 +236,8 @@ NO_TOKEN = ("Push failed: no Hugging Face token. On a Space, sign in with the \"
 
 
 def _saved(path: Path) -> str:
+    if public_mode():
+        return f" Nothing is lost: the config is saved as {path.name} (download below)."
     return f" Nothing is lost: the config is saved at {path}."
 
 
@@ -287,4 +290,5 @@ def push_config(config: GenerationConfig, repo_id: str, config_file_name: str, c
     url = f"{endpoint}/{full_id}/blob/main/{name}"
     return Outcome(True, f"Pushed `{name}` to `{full_id}` (commit {info.oid[:7]}: {message!r}). "
                          f"Load it with GenerationConfig.from_pretrained({full_id!r}, config_file_name={name!r}). "
-                         f"Saved locally at {path}.", path, url)
+                         + ("Download the saved copy below." if public_mode() else f"Saved locally at {path}."),
+                   path, url)

@@ -1,15 +1,23 @@
 """A local HTTP server standing in for the Hugging Face Hub, for push and load tests without the internet.
 
 It answers the requests huggingface_hub 2.4.0 makes for ``HfApi.create_repo`` and ``HfApi.upload_file``
-(see ``hf_api.py`` / ``_commit_api.py``), for ``GenerationConfig.from_pretrained`` (``file_download.py``)
-and for ``whoami``:
+(see ``hf_api.py`` / ``_commit_api.py``), for ``GenerationConfig.from_pretrained`` (``file_download.py``),
+for ``HfApi.get_safetensors_metadata`` and for ``whoami``:
 
     POST /api/repos/create                              {"name", "organization", ...} -> {"url"}; 409 if it exists
     GET  /api/models/{repo_id}[/revision/{rev}]          repo_info (create_repo falls back to it on 401/403/409)
     POST /api/models/{repo_id}/preupload/{rev}           -> {"files": [{"path", "uploadMode": "regular", ...}]}
     POST /api/models/{repo_id}/commit/{rev}              NDJSON: a "header" line, then one "file" line per file
-    HEAD|GET /{repo_id}/resolve/{rev}/{path}             file bytes, with X-Repo-Commit and ETag
+    HEAD|GET /{repo_id}/resolve/{rev}/{path}             file bytes, with X-Repo-Commit and ETag; a ``Range:
+                                                         bytes=a-b`` header gets those bytes (206)
     GET  /api/whoami-v2
+
+``get_safetensors_metadata`` (``hf_api.py``) asks ``file_exists`` (a HEAD of ``model.safetensors``, then of
+``model.safetensors.index.json``), then reads each weights file's header with ``parse_safetensors_file_metadata``:
+a GET with ``range: bytes=0-100000`` (8 bytes of header length, then the JSON header), and a second ranged
+GET when the header is longer; a sharded repo's index is fetched with ``hf_hub_download``. So a repo whose
+weights files are only ``safetensors_header(...)`` (a header declaring billions of parameters, no data) is
+sized like the real one.
 
 Tokens are ``"write"`` or ``"read"`` (see ``tokens``); an unknown token gets the Hub's 401 ("Invalid
 credentials in Authorization header"), a read token gets 403 on writes. ``force[name] = status`` makes the
@@ -22,7 +30,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
+import struct
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +49,21 @@ ERRORS = {
     404: ({"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"}, "Repository not found"),
     409: ({"X-Error-Message": "You already created this model repo"}, "You already created this model repo"),
 }
+
+
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def safetensors_header(tensors: dict[str, tuple[str, list[int]]]) -> bytes:
+    """The start of a safetensors file: 8 bytes of header length, then the JSON header naming each tensor's
+    dtype, shape and byte offsets, and no tensor data (enough for ``get_safetensors_metadata``)."""
+    header, offset = {}, 0
+    for name, (dtype, shape) in tensors.items():
+        size = math.prod(shape) * DTYPE_BYTES[dtype]
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    data = json.dumps(header).encode()
+    return struct.pack("<Q", len(data)) + data
 
 
 @dataclass
@@ -209,8 +234,16 @@ class FakeHub:
             if file_path not in repo.files:
                 return 404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": repo.sha}, {"error": "Entry not found"}
             data = repo.files[file_path]
-            return 200, {"X-Repo-Commit": repo.sha, "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
-                         "Content-Type": "application/octet-stream"}, data
+            found = {"X-Repo-Commit": repo.sha, "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
+                     "Content-Type": "application/octet-stream"}
+            ranged = re.fullmatch(r"bytes=(\d+)-(\d*)", (headers.get("Range") or "").strip())
+            if ranged and method == "GET":
+                start = int(ranged.group(1))
+                end = min(int(ranged.group(2) or len(data) - 1), len(data) - 1)
+                if start >= len(data):
+                    return 416, {"Content-Range": f"bytes */{len(data)}"}, {"error": "Range Not Satisfiable"}
+                return 206, {**found, "Content-Range": f"bytes {start}-{end}/{len(data)}"}, data[start:end + 1]
+            return 200, found, data
         return 404, {}, {"error": f"fake hub has no route for {method} {path}"}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from .. import policy
 from ..figures import speculative
 from . import register
 from .base import AppContext, Figure, Plan, StrategyTab, View, candidates_panel
@@ -45,9 +46,10 @@ class Speculative(StrategyTab):
         }
 
     def side_inputs(self, app: AppContext):
+        kinds = "a named model or Hub id" if policy.public_mode() else "a named model, Hub id or folder"
         return {"assistant_model": gr.Dropdown([PROMPT_LOOKUP, *app.model_choices], value=PROMPT_LOOKUP,
                                                allow_custom_value=True, label="assistant_model",
-                                               info="a named model, Hub id or folder; or prompt lookup")}
+                                               info=f"{kinds}; or prompt lookup")}
 
     def plans(self, kwargs, side, loaded, app):
         assistant = side["assistant_model"]
@@ -55,7 +57,7 @@ class Speculative(StrategyTab):
         if not assistant or assistant == PROMPT_LOOKUP:
             assisted = {k: v for k, v in kwargs.items() if k not in ASSISTANT_FIELDS}
             return [Plan("main", "Prompt lookup", assisted), Plan("greedy", "Greedy", greedy)]
-        helper = app.models.get(assistant)
+        helper = policy.load(app.models, assistant, "assistant_model")  # public mode: checked, sized, worded
         assisted = {k: v for k, v in kwargs.items() if k != "prompt_lookup_num_tokens"}
         model_kwargs = {"assistant_model": helper.model}
         if helper.model.config.get_text_config().vocab_size != loaded.model.config.get_text_config().vocab_size:

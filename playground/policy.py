@@ -1,0 +1,190 @@
+"""Deployment policy: what a visitor may make the server load, and how much of it.
+
+Public mode is for a server that anonymous visitors share: a Hugging Face Space, or any host started with
+``PLAYGROUND_PUBLIC=1``. There, what a visitor types never reaches the server's filesystem (only named
+models and Hub ids load; the Config & Share tab uses a folder per session), a Hub model is sized from its
+safetensors headers before anything is downloaded, and a refusal never shows a server path. Locally
+(public mode off) every name ``core.load_model`` takes loads as before, with no size check.
+
+Environment, read when asked (so that a test or a restart sees the current value):
+
+    SPACE_ID               set by Hugging Face on every Space: public mode is on
+    PLAYGROUND_PUBLIC      1 (or true / yes / on): public mode is on elsewhere
+    PLAYGROUND_MAX_PARAMS  public mode: the largest Hub model loaded, in parameters (default 2e9: ~8 GB in
+                           float32 on CPU)
+    PLAYGROUND_MAX_MODELS  models kept loaded at once, the startup model included (default 2)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Callable, Iterable
+
+from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
+                                    NotASafetensorsRepoError, OfflineModeIsEnabled, RemoteEntryNotFoundError,
+                                    RepositoryNotFoundError, RevisionNotFoundError, SafetensorsParsingError)
+from huggingface_hub.utils import validate_repo_id
+
+from core.models import DEFAULT_NAME, NAMED_GGUF, LoadedModel, available_models, hub_parameter_count
+
+try:  # the HTTP client huggingface_hub 2.x ships with; its transport errors mean "could not reach the Hub"
+    from httpx2 import TransportError
+except ImportError:  # pragma: no cover - older huggingface_hub releases use httpx
+    from httpx import TransportError
+
+PUBLIC_ENV = "PLAYGROUND_PUBLIC"
+MAX_PARAMS_ENV = "PLAYGROUND_MAX_PARAMS"
+MAX_MODELS_ENV = "PLAYGROUND_MAX_MODELS"
+DEFAULT_MAX_PARAMS = 2_000_000_000
+DEFAULT_MAX_MODELS = 2
+EXAMPLE_HUB_ID = "HuggingFaceTB/SmolLM2-360M-Instruct"
+
+log = logging.getLogger(__name__)
+
+
+class PublicError(ValueError):
+    """A refusal written for any visitor to read: it names the field and the value typed, never a server
+    path nor another library's error text (which may hold one)."""
+
+
+# --- the environment ----------------------------------------------------------------------------------------
+def public_mode() -> bool:
+    """True when anonymous visitors share this process: on a Space (``SPACE_ID``) or with ``PLAYGROUND_PUBLIC=1``."""
+    flag = os.environ.get(PUBLIC_ENV, "").strip().lower()
+    return bool(os.environ.get("SPACE_ID")) or flag in ("1", "true", "yes", "on")
+
+
+def max_params() -> int:
+    """``PLAYGROUND_MAX_PARAMS`` (``2e9`` and ``2000000000`` both read), default 2e9."""
+    raw = os.environ.get(MAX_PARAMS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PARAMS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1):
+        raise ValueError(f"{MAX_PARAMS_ENV} must be a number of parameters such as 2e9; got {raw!r}")
+    return int(value)
+
+
+def max_models() -> int:
+    """``PLAYGROUND_MAX_MODELS``, default 2: the model cache's capacity, the pinned startup model included."""
+    raw = os.environ.get(MAX_MODELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_MODELS
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{MAX_MODELS_ENV} must be a whole number of models, at least 1; got {raw!r}")
+    return int(raw)
+
+
+# --- what a visitor may load ----------------------------------------------------------------------------------
+def _typed(value: str) -> str:
+    """The value a visitor typed, quoted for a message (cut short: it is echoed, not stored)."""
+    return repr(value if len(value) <= 100 else value[:100] + "...")
+
+
+def check_model_name(name: str | None, field: str, allowed: Iterable[str] = ()) -> str:
+    """``name`` stripped, when a visitor of a public server may load it: a named model, one of ``allowed`` (the
+    startup model the operator chose), or a Hub id (``namespace/name``) that is not also a path on this server
+    (``from_pretrained`` would read that path first). Anything else raises ``PublicError``."""
+    name = (name or "").strip()
+    named = ", ".join(available_models()) or "none installed"
+    if name in NAMED_GGUF and name != DEFAULT_NAME and name not in available_models():  # the default has a Hub id
+        raise PublicError(f"`{field}`: the named model {_typed(name)} is not installed on this server "
+                          f"(installed: {named}).")
+    if name in NAMED_GGUF or name in allowed:
+        return name
+    if name.lower().endswith(".gguf"):
+        problem = ".gguf files cannot be loaded here"
+    else:
+        try:
+            validate_repo_id(name)
+            on_disk = os.path.lexists(name) or os.path.lexists(os.path.expanduser(name))
+            problem = "local files and folders cannot be loaded here" if on_disk else None
+        except HFValidationError:
+            problem = ("that is not a Hub id (namespace/name: letters, digits, '-', '_', '.'), and local files "
+                       "and folders cannot be loaded here")
+    if problem is None:
+        return name
+    raise PublicError(f"`{field}` takes a named model ({named}) or a Hub id such as {EXAMPLE_HUB_ID} on this "
+                      f"public server; {problem}. Got {_typed(name)}.")
+
+
+def hub_reason(err: BaseException | None, missing: str = "the repo has no such file") -> str | None:
+    """What went wrong with the Hub, in words, found in ``err`` or the errors it was raised from (transformers
+    wraps huggingface_hub's errors in its own); ``missing`` says it for a file the repo lacks. None when no
+    Hub error is among them."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, GatedRepoError):
+            return "the repo is gated and this server has no access to it"
+        if isinstance(err, RepositoryNotFoundError):
+            return "no such repo on the Hub (or it is private)"
+        if isinstance(err, RevisionNotFoundError):
+            return "the Hub has no such revision of the repo"
+        if isinstance(err, RemoteEntryNotFoundError):
+            return missing
+        if isinstance(err, (OfflineModeIsEnabled, TransportError, LocalEntryNotFoundError)):
+            return "the Hub could not be reached"
+        if isinstance(err, HfHubHTTPError):
+            status = getattr(getattr(err, "response", None), "status_code", None)
+            return f"the Hub answered HTTP {status}; try again later"
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f}B ({n:,})"
+
+
+def check_size(repo_id: str, field: str, count: Callable[[str], int] = hub_parameter_count) -> int:
+    """The parameter count of the Hub model ``repo_id`` when it is within ``PLAYGROUND_MAX_PARAMS``, read from
+    its safetensors headers before anything is downloaded. A larger model, or one that cannot be sized (no
+    safetensors weights), raises ``PublicError``."""
+    limit = max_params()
+    try:
+        n = count(repo_id)
+    except (NotASafetensorsRepoError, SafetensorsParsingError):
+        raise PublicError(
+            f"`{field}`: {_typed(repo_id)} cannot be sized: this public server reads a model's parameter count "
+            "from its safetensors weights (model.safetensors or model.safetensors.index.json) before downloading "
+            "it, and this repo has none it can read. Pick a model with safetensors weights, or run the app "
+            "yourself without public mode.") from None
+    except Exception as err:  # noqa: BLE001 - the visitor gets our words; the log keeps the error
+        log.warning("sizing %r for a visitor failed", repo_id, exc_info=err)
+        reason = hub_reason(err) or "the Hub's answer could not be read"
+        raise PublicError(f"`{field}`: {_typed(repo_id)} could not be sized before downloading: {reason}.") from None
+    if n > limit:
+        raise PublicError(
+            f"`{field}`: {_typed(repo_id)} has {_count(n)} parameters, above this server's limit of "
+            f"{_count(limit)}. When you host the app yourself, raise the limit with {MAX_PARAMS_ENV} (e.g. "
+            f"{MAX_PARAMS_ENV}={math.ceil(n / 1e9)}e9), or run it locally without public mode ({PUBLIC_ENV} and "
+            "SPACE_ID unset).")
+    return n
+
+
+def load(models, name: str | None, field: str) -> LoadedModel:
+    """The model a visitor asked for in the field ``field``, from the shared ``models`` cache (a ``ModelCache``).
+
+    Locally this is ``models.get(name)``, every name ``core.load_model`` takes. In public mode, in this order:
+    the name is checked (``check_model_name``; the pinned startup model is allowed), a Hub model not yet
+    loaded is sized (``check_size``), then loaded; a failure is told in our words (``PublicError``)."""
+    if not public_mode():
+        return models.get(name)
+    pinned = getattr(models, "pinned", None)
+    name = check_model_name(name or DEFAULT_NAME, field, allowed=[pinned] if pinned else ())
+    if name not in NAMED_GGUF and name != pinned and name not in models.loaded():
+        check_size(name, field)
+    try:
+        return models.get(name)
+    except PublicError:  # already written for visitors (e.g. the cache's "still loading")
+        raise
+    except Exception as err:  # noqa: BLE001 - transformers' messages carry server paths (the cache folder)
+        log.warning("loading %r for a visitor failed", name, exc_info=err)
+        reason = (hub_reason(err, missing="the repo lacks a file transformers needs (config.json, tokenizer or "
+                             "weights)") or "transformers could not load it as a language model with its tokenizer")
+        raise PublicError(f"`{field}`: {_typed(name)} could not be loaded: {reason}.") from None
