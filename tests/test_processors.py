@@ -142,3 +142,113 @@ def test_penalties_in_generate_equal_the_loop_by_hand(model):
     generated = penalised[PROMPT.shape[1]:]
     # plain greedy repeats itself on this random model; the penalties make it repeat less
     assert len(set(generated)) > len(set(plain[PROMPT.shape[1]:]))
+
+
+# --- DRY ---------------------------------------------------------------------------------------------------------
+from core.processors.dry import DRYLogitsProcessor, repeat_lengths  # noqa: E402
+
+
+def test_dry_penalises_the_token_that_extends_a_repeat():
+    proc = DRYLogitsProcessor(dry_multiplier=0.8, dry_base=1.75, dry_allowed_length=2)
+    # 1 2 3 | 4 9 | 1 2 3: the suffix "1 2 3" occurred before, followed by 4; the match is 3 tokens long
+    out = apply(proc, ids([1, 2, 3, 4, 9, 1, 2, 3]), row(*[1.0] * 10))
+    expected = [1.0] * 10
+    expected[4] -= 0.8 * 1.75 ** (3 - 2)  # 1 - 1.4
+    assert out[0].tolist() == pytest.approx(expected)
+
+
+def test_dry_takes_the_longest_match_per_token_and_respects_allowed_length():
+    # last token 3 occurs at index 1 (followed by 7, match "3": 1 token) and at index 5 (followed by 8,
+    # match "2 3": 2 tokens)
+    sequence = [5, 3, 7, 1, 2, 3, 8, 2, 3]
+    assert repeat_lengths(sequence, set()) == {7: 1, 8: 2}
+    proc = DRYLogitsProcessor(1.0, 2.0, dry_allowed_length=1)
+    out = apply(proc, ids(sequence), torch.zeros(1, 10))
+    assert out[0, 7].item() == pytest.approx(-1.0 * 2.0 ** (1 - 1))  # -1
+    assert out[0, 8].item() == pytest.approx(-1.0 * 2.0 ** (2 - 1))  # -2
+    assert (out[0, [0, 1, 2, 3, 4, 5, 6, 9]] == 0).all()
+    # allowed length 3: neither match is long enough
+    strict = DRYLogitsProcessor(1.0, 2.0, dry_allowed_length=3)
+    assert torch.equal(apply(strict, ids(sequence), torch.zeros(1, 10)), torch.zeros(1, 10))
+
+
+def test_dry_sequence_breakers_stop_a_match():
+    sequence = [1, 6, 2, 3, 4, 1, 6, 2, 3]
+    # without breakers the suffix "1 6 2 3" repeats (4 tokens); with 6 a breaker the match stops after "2 3"
+    assert repeat_lengths(sequence, set()) == {4: 4}
+    assert repeat_lengths(sequence, {6}) == {4: 2}
+    proc = DRYLogitsProcessor(0.8, 1.75, 2, sequence_breaker_ids={6})
+    out = apply(proc, ids(sequence), torch.zeros(1, 10))
+    assert out[0, 4].item() == pytest.approx(-0.8 * 1.75 ** (2 - 2))  # -0.8
+    # the last token a breaker: nothing is penalised; a breaker is never the penalised token
+    assert repeat_lengths([1, 2, 6, 1, 2, 6], {6}) == {}
+    assert repeat_lengths([1, 2, 6, 1, 2], {6}) == {}
+
+
+def test_dry_searches_the_prompt_and_rows_are_independent():
+    proc = DRYLogitsProcessor(1.0, 2.0, 2)
+    # row 0 repeats "5 6" (the prompt, as the reference, is part of the search); row 1 never repeats
+    scores = torch.zeros(2, 10)
+    out = apply(proc, ids([5, 6, 7, 5, 6], [1, 2, 3, 4, 5]), scores)
+    assert out[0].tolist() == [0, 0, 0, 0, 0, 0, 0, -1.0, 0, 0]  # 7 would extend "5 6": 1 * 2 ** 0
+    assert out[1].tolist() == [0.0] * 10
+
+
+def test_dry_off_is_identity_and_keeps_minus_inf():
+    sequence = ids([1, 2, 3, 1, 2])
+    scores = row(0.5, 1.0, 2.0, NEG_INF, 4.0, 0.0, 1.0, 2.0, 3.0, 4.0)
+    assert torch.equal(apply(DRYLogitsProcessor(0.0), sequence, scores), scores)
+    out = apply(DRYLogitsProcessor(1.0), sequence, scores)
+    assert out[0, 3].item() == NEG_INF  # 3 would extend "1 2" but is already removed
+    assert torch.equal(out[0, [0, 1, 2, 4, 5, 6, 7, 8, 9]], scores[0, [0, 1, 2, 4, 5, 6, 7, 8, 9]])
+
+
+def test_dry_penalty_too_large_for_float32_bans_the_token():
+    # 60 times the same token: matches run to the 50-token cap, base ** 48 overflows float32 (and float64)
+    proc = DRYLogitsProcessor(1.0, dry_base=1e10, dry_allowed_length=2)
+    out = apply(proc, ids([7] * 60), torch.zeros(1, 10))
+    assert out[0, 7].item() == NEG_INF
+    assert (out[0, :7] == 0).all() and (out[0, 8:] == 0).all()
+
+
+def test_dry_from_strings_maps_breakers_with_the_tokenizer():
+    tokenizer = char_tokenizer()
+    proc = DRYLogitsProcessor.from_strings(0.8, 1.75, 2, ["\n", ":", "\"", "*"], tokenizer=tokenizer)
+    assert proc.sequence_breaker_ids == {7, 8, 9, 10}
+    # token ids in the list are kept as they are, and need no tokenizer
+    assert DRYLogitsProcessor.from_strings(0.8, dry_sequence_breakers=[3, 4], tokenizer=None).sequence_breaker_ids == {3, 4}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"dry_multiplier": -0.5}, "`dry_multiplier` must be a number >= 0 (0 disables it); got -0.5"),
+    ({"dry_multiplier": 0.8, "dry_base": 1.0}, "`dry_base` must be a number > 1; got 1.0"),
+    ({"dry_multiplier": 0.8, "dry_allowed_length": 0}, "`dry_allowed_length` must be an integer >= 1; got 0"),
+    ({"dry_multiplier": 0.8, "dry_allowed_length": 2.0}, "`dry_allowed_length` must be an integer >= 1; got 2.0"),
+    ({"dry_multiplier": 0.8, "sequence_breaker_ids": {-1}},
+     "`sequence_breaker_ids` must be a set of token ids (integers >= 0); got {-1}"),
+])
+def test_dry_invalid_values_name_the_field(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        DRYLogitsProcessor(**kwargs)
+    assert str(err.value) == message
+
+
+def test_dry_breaker_strings_need_a_list_and_a_tokenizer():
+    with pytest.raises(ValueError, match=r"^`dry_sequence_breakers` must be a list of non-empty strings"):
+        DRYLogitsProcessor.from_strings(0.8, dry_sequence_breakers="\n:", tokenizer=char_tokenizer())
+    with pytest.raises(ValueError, match=r"^`dry_sequence_breakers` must be token ids when no tokenizer is given"):
+        DRYLogitsProcessor.from_strings(0.8, dry_sequence_breakers=["\n"], tokenizer=None)
+
+
+def test_dry_in_generate_equals_the_loop_by_hand_and_stops_the_loop(model):
+    steps = 20  # plain greedy falls into the loop "49 20 18" after 10 tokens
+    # no breakers: this random model's tokens mean nothing
+    plain = model.generate(PROMPT, do_sample=False, max_new_tokens=steps, use_cache=False)[0].tolist()
+    dry = with_generate(model, PROMPT, DRYLogitsProcessor(3.0, 1.75, 2), steps, sample=False)
+    assert dry == by_hand(model, PROMPT, DRYLogitsProcessor(3.0, 1.75, 2), steps, sample=False)
+    assert dry != plain
+
+    def longest_repeat(seq):
+        return max(max(repeat_lengths(seq[:i], set()).values(), default=0) for i in range(2, len(seq) + 1))
+
+    assert longest_repeat(dry) < longest_repeat(plain)
