@@ -252,3 +252,65 @@ def test_dry_in_generate_equals_the_loop_by_hand_and_stops_the_loop(model):
         return max(max(repeat_lengths(seq[:i], set()).values(), default=0) for i in range(2, len(seq) + 1))
 
     assert longest_repeat(dry) < longest_repeat(plain)
+
+
+# --- top-nσ ------------------------------------------------------------------------------------------------------
+from core.processors.top_n_sigma import TopNSigmaLogitsProcessor  # noqa: E402
+
+# logits 0..9: mean 4.5, population variance ((4.5² + 3.5² + 2.5² + 1.5² + 0.5²) * 2) / 10 = 82.5 / 10 = 8.25
+SIGMA = math.sqrt(8.25)  # 2.8723
+
+
+@pytest.mark.parametrize("n, first_kept", [
+    (1.0, 7),  # cut 9 - 2.8723 = 6.1277: keep 7, 8, 9
+    (2.0, 4),  # cut 9 - 5.7446 = 3.2554: keep 4..9
+    (0.3, 9),  # cut 9 - 0.8617 = 8.1383: keep 9
+])
+def test_top_n_sigma_by_hand(n, first_kept):
+    assert 9 - n * SIGMA == pytest.approx({7: 6.1277, 4: 3.2554, 9: 8.1383}[first_kept], abs=1e-4)
+    out = apply(TopNSigmaLogitsProcessor(n), None, row(*range(10)))
+    assert out[0].tolist() == [NEG_INF] * first_kept + list(map(float, range(first_kept, 10)))
+
+
+def test_top_n_sigma_leaves_minus_inf_out_of_the_statistics():
+    scores = row(*range(10), NEG_INF, NEG_INF)  # 12 tokens, the same 10 finite ones
+    out = apply(TopNSigmaLogitsProcessor(1.0), None, scores)
+    assert out[0].tolist() == [NEG_INF] * 7 + [7.0, 8.0, 9.0] + [NEG_INF] * 2
+
+
+def test_top_n_sigma_edge_rows_and_batch():
+    proc = TopNSigmaLogitsProcessor(1.0)
+    scores = torch.stack([
+        torch.arange(10, dtype=torch.float32),  # the row above: keeps 7, 8, 9
+        torch.full((10,), 2.0),  # all equal: σ = 0, all kept
+        torch.tensor([NEG_INF] * 9 + [3.0]),  # one finite logit: unchanged
+        torch.tensor([0.0] * 9 + [10.0]),  # mean 1, σ = sqrt((9 * 1 + 81) / 10) = 3: cut 7, keep only 10
+    ])
+    out = apply(proc, None, scores)
+    assert out[0].tolist() == [NEG_INF] * 7 + [7.0, 8.0, 9.0]
+    assert torch.equal(out[1:3], scores[1:3])
+    assert out[3].tolist() == [NEG_INF] * 9 + [10.0]
+
+
+def test_top_n_sigma_is_temperature_invariant():
+    scores = torch.randn(3, 20, generator=torch.Generator().manual_seed(0)) * 3
+    proc = TopNSigmaLogitsProcessor(1.5)
+    for temperature in (0.3, 0.7, 2.0):
+        kept = torch.isfinite(apply(proc, None, scores))
+        assert torch.equal(torch.isfinite(proc(None, scores / temperature)), kept)
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("inf"), True, "1"])
+def test_top_n_sigma_invalid_values_name_the_field(value):
+    with pytest.raises(ValueError) as err:
+        TopNSigmaLogitsProcessor(value)
+    assert str(err.value) == f"`top_n_sigma` must be a number > 0; got {value!r}"
+
+
+def test_top_n_sigma_in_generate_equals_the_loop_by_hand(model):
+    steps = 10
+    sampled = with_generate(model, PROMPT, TopNSigmaLogitsProcessor(1.0), steps, sample=True, seed=3)
+    assert sampled == by_hand(model, PROMPT, TopNSigmaLogitsProcessor(1.0), steps, sample=True, seed=3)
+    # a tiny n keeps only the largest logit: sampling becomes greedy
+    narrow = with_generate(model, PROMPT, TopNSigmaLogitsProcessor(1e-6), steps, sample=True, seed=3)
+    assert narrow == model.generate(PROMPT, do_sample=False, max_new_tokens=steps, use_cache=False)[0].tolist()
