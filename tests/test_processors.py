@@ -314,3 +314,114 @@ def test_top_n_sigma_in_generate_equals_the_loop_by_hand(model):
     # a tiny n keeps only the largest logit: sampling becomes greedy
     narrow = with_generate(model, PROMPT, TopNSigmaLogitsProcessor(1e-6), steps, sample=True, seed=3)
     assert narrow == model.generate(PROMPT, do_sample=False, max_new_tokens=steps, use_cache=False)[0].tolist()
+
+
+# --- XTC ---------------------------------------------------------------------------------------------------------
+from core.processors.xtc import XTCLogitsProcessor, special_token_ids  # noqa: E402
+
+XTC_PROBS = [0.35, 0.25, 0.15, 0.1, 0.05, 0.04, 0.03, 0.015, 0.01, 0.005]  # sums to 1
+
+
+def xtc_scores() -> torch.Tensor:
+    return torch.tensor([XTC_PROBS]).log()
+
+
+@pytest.mark.parametrize("threshold, removed", [
+    (0.12, [0, 1]),  # 0.35, 0.25, 0.15 meet it: all but the least probable (token 2, 0.15) go
+    (0.09, [0, 1, 2]),  # 0.35 .. 0.1 meet it: token 3 stays
+    (0.3, []),  # only 0.35 meets it: fewer than two, nothing happens
+    (0.0, list(range(9))),  # everything meets it: only the least probable token (9) stays
+])
+def test_xtc_by_hand(threshold, removed):
+    scores = xtc_scores()
+    out = apply(XTCLogitsProcessor(1.0, threshold), None, scores)
+    expected = scores.clone()
+    expected[0, removed] = NEG_INF
+    assert torch.equal(out, expected)
+
+
+def test_xtc_never_counts_removed_tokens():
+    scores = torch.cat([xtc_scores(), torch.full((1, 2), NEG_INF)], -1)  # 12 tokens, two already removed
+    out = apply(XTCLogitsProcessor(1.0, 0.0), None, scores)
+    assert torch.isfinite(out[0]).tolist() == [False] * 9 + [True] + [False] * 2  # token 9 is kept, not an -inf one
+
+
+def test_xtc_ties_keep_the_highest_token_id():
+    out = apply(XTCLogitsProcessor(1.0, 0.1), None, torch.zeros(1, 4))  # four tokens at 0.25
+    assert out[0].tolist() == [NEG_INF, NEG_INF, NEG_INF, 0.0]
+
+
+def test_xtc_leaves_a_row_alone_when_it_would_remove_newline_or_eos():
+    scores = xtc_scores()
+    # token 0 would be removed: with 0 as EOS (or newline) the row is unchanged
+    assert torch.equal(apply(XTCLogitsProcessor(1.0, 0.12, special_token_ids={0}), None, scores), scores)
+    # token 2 is the one kept: XTC acts
+    out = apply(XTCLogitsProcessor(1.0, 0.12, special_token_ids={2}), None, scores)
+    assert torch.isinf(out[0, :2]).all() and torch.isfinite(out[0, 2:]).all()
+
+
+def test_xtc_special_tokens_from_the_tokenizer_and_the_config():
+    assert special_token_ids(char_tokenizer()) == {7, 2}  # "\n" and "</s>"
+    assert special_token_ids(None, [2, 5]) == {2, 5}
+    assert special_token_ids(char_tokenizer(), 40) == {7, 2, 40}
+
+
+def test_xtc_off_is_identity():
+    scores = xtc_scores()
+    assert torch.equal(apply(XTCLogitsProcessor(0.0, 0.1), None, scores), scores)
+
+
+def test_xtc_draws_one_number_per_row():
+    probability = 0.5
+    seed = next(s for s in range(100)
+                if (torch.rand(2, generator=torch.Generator().manual_seed(s)) < probability).tolist() == [True, False])
+    proc = XTCLogitsProcessor(probability, 0.12, generator=torch.Generator().manual_seed(seed))
+    scores = xtc_scores().repeat(2, 1)
+    out = apply(proc, None, scores)
+    assert torch.isinf(out[0, :2]).all()  # row 0 drew < 0.5: tokens 0 and 1 removed
+    assert torch.equal(out[1], scores[1])  # row 1 drew >= 0.5: unchanged
+
+
+def test_xtc_same_seed_same_result_and_matches_torch_manual_seed():
+    scores = xtc_scores().repeat(4, 1)
+
+    def run(proc):
+        return [proc(None, scores) for _ in range(5)]
+
+    first = run(XTCLogitsProcessor(0.5, 0.12, generator=torch.Generator().manual_seed(7)))
+    again = run(XTCLogitsProcessor(0.5, 0.12, generator=torch.Generator().manual_seed(7)))
+    torch.manual_seed(7)
+    default = run(XTCLogitsProcessor(0.5, 0.12))  # generator=None: torch's default generator
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(first, again, default))
+    acted = torch.isinf(torch.stack(first)).any(-1)  # [calls, rows]
+    assert acted.any() and not acted.all()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"xtc_probability": 0.5, "xtc_threshold": 0.7}, "`xtc_threshold` must be in [0, 0.5]; got 0.7"),
+    ({"xtc_probability": 1.5}, "`xtc_probability` must be in [0, 1]; got 1.5"),
+    ({"xtc_probability": -0.1}, "`xtc_probability` must be in [0, 1]; got -0.1"),
+    ({"xtc_probability": 0.5, "special_token_ids": [1.5]},
+     "`special_token_ids` must be a set of token ids (integers >= 0); got {1.5}"),
+])
+def test_xtc_invalid_values_name_the_field(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        XTCLogitsProcessor(**kwargs)
+    assert str(err.value) == message
+
+
+def test_xtc_in_generate_equals_the_loop_by_hand(model):
+    steps = 10
+
+    def make(generator=None):
+        return XTCLogitsProcessor(1.0, 0.017, generator=generator)
+
+    greedy = with_generate(model, PROMPT, make(torch.Generator().manual_seed(0)), steps, sample=False)
+    assert greedy == by_hand(model, PROMPT, make(torch.Generator().manual_seed(0)), steps, sample=False)
+    plain = model.generate(PROMPT, do_sample=False, max_new_tokens=steps, use_cache=False)[0].tolist()
+    # this random model's distribution is flat (the top token has about 1.9%): XTC excludes the top choices
+    # whenever two tokens reach 1.7%
+    assert greedy != plain
+    # sampling, XTC drawing from torch's default generator between the multinomial draws
+    sampled = with_generate(model, PROMPT, XTCLogitsProcessor(0.5, 0.017), steps, sample=True, seed=1)
+    assert sampled == by_hand(model, PROMPT, XTCLogitsProcessor(0.5, 0.017), steps, sample=True, seed=1)
