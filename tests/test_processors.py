@@ -425,3 +425,75 @@ def test_xtc_in_generate_equals_the_loop_by_hand(model):
     # sampling, XTC drawing from torch's default generator between the multinomial draws
     sampled = with_generate(model, PROMPT, XTCLogitsProcessor(0.5, 0.017), steps, sample=True, seed=1)
     assert sampled == by_hand(model, PROMPT, XTCLogitsProcessor(0.5, 0.017), steps, sample=True, seed=1)
+
+
+# --- dynamic temperature -----------------------------------------------------------------------------------------
+from core.processors.dynatemp import DynamicTemperatureLogitsProcessor  # noqa: E402
+
+
+def test_dynatemp_by_hand():
+    proc = DynamicTemperatureLogitsProcessor(dynatemp_low=0.5, dynatemp_high=1.5, dynatemp_exponent=2.0)
+    scores = torch.stack([
+        torch.tensor([0.5, 0.25, 0.25] + [0.0] * 7).log(),  # three finite logits
+        torch.zeros(10),  # flat: H = H_max
+    ])
+    # row 0: H = -(0.5 ln 0.5 + 2 * 0.25 ln 0.25) = 1.5 ln 2 = 1.03972 nats; H_max = ln 3 = 1.09861
+    entropy, max_entropy = 1.5 * math.log(2), math.log(3)
+    t0 = 0.5 + (1.5 - 0.5) * (entropy / max_entropy) ** 2.0  # 0.5 + 0.94639 ** 2 = 1.39566
+    assert t0 == pytest.approx(1.39566, abs=1e-5)
+    # row 1: H / H_max = 1, so T = high = 1.5
+    assert proc.temperatures(scores).tolist() == pytest.approx([t0, 1.5])
+    out = apply(proc, None, scores)
+    assert out[0, :3].tolist() == pytest.approx((scores[0, :3] / t0).tolist())
+    assert out[0, 3:].tolist() == [NEG_INF] * 7
+    assert out[1].tolist() == [0.0] * 10
+
+
+def test_dynatemp_exponent_one_and_rows_are_independent():
+    proc = DynamicTemperatureLogitsProcessor(0.0, 2.0)
+    scores = torch.stack([torch.tensor([3.0, 1.0] + [NEG_INF] * 8), torch.tensor([1.0, 1.0] + [NEG_INF] * 8)])
+    # row 0: p = (e^3, e^1) / (e^3 + e^1) = (0.880797, 0.119203); H = 0.365334 nats; H_max = ln 2 = 0.693147
+    p = [math.exp(3) / (math.exp(3) + math.e), math.e / (math.exp(3) + math.e)]
+    entropy = -sum(q * math.log(q) for q in p)
+    assert entropy == pytest.approx(0.365334, abs=1e-6)
+    # row 1: two equal logits, H = H_max: T = 2
+    assert proc.temperatures(scores).tolist() == pytest.approx([2.0 * entropy / math.log(2), 2.0], rel=1e-5)
+
+
+def test_dynatemp_leaves_single_token_rows_alone_and_zero_temperature_is_greedy():
+    scores = torch.stack([
+        torch.tensor([NEG_INF] * 9 + [3.0]),  # one finite logit: H_max = 0, unchanged (llama.cpp returns early)
+        torch.tensor([1.0, 4.0, 4.0, 2.0] + [0.0] * 6),
+    ])
+    out = apply(DynamicTemperatureLogitsProcessor(0.0, 0.0), None, scores)
+    assert torch.equal(out[0], scores[0])
+    # T = 0: only the first largest logit stays, with its value (llama.cpp llama_sampler_temp_impl)
+    assert out[1].tolist() == [NEG_INF, 4.0] + [NEG_INF] * 8
+
+
+def test_dynatemp_with_equal_bounds_is_a_plain_temperature():
+    scores = torch.randn(2, 10, generator=torch.Generator().manual_seed(0))
+    out = apply(DynamicTemperatureLogitsProcessor(0.7, 0.7), None, scores)
+    assert torch.allclose(out, scores / 0.7)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((1.0, 0.5), "`dynatemp_high` must be >= dynatemp_low (1.0); got 0.5"),
+    ((-0.1, 0.5), "`dynatemp_low` must be a number >= 0; got -0.1"),
+    ((0.5, None), "`dynatemp_high` must be set when `dynatemp_low` is set (dynamic temperature needs both bounds); "
+                  "got None"),
+    ((0.5, 1.0, 0), "`dynatemp_exponent` must be a number > 0; got 0"),
+])
+def test_dynatemp_invalid_values_name_the_field(args, message):
+    with pytest.raises(ValueError) as err:
+        DynamicTemperatureLogitsProcessor(*args)
+    assert str(err.value) == message
+
+
+def test_dynatemp_in_generate_equals_the_loop_by_hand(model):
+    steps = 10
+    sampled = with_generate(model, PROMPT, DynamicTemperatureLogitsProcessor(0.2, 1.5), steps, sample=True, seed=2)
+    assert sampled == by_hand(model, PROMPT, DynamicTemperatureLogitsProcessor(0.2, 1.5), steps, sample=True, seed=2)
+    # a positive temperature never moves the argmax: greedy is unchanged
+    greedy = with_generate(model, PROMPT, DynamicTemperatureLogitsProcessor(0.2, 1.5), steps, sample=False)
+    assert greedy == model.generate(PROMPT, do_sample=False, max_new_tokens=steps, use_cache=False)[0].tolist()
