@@ -497,3 +497,93 @@ def test_dynatemp_in_generate_equals_the_loop_by_hand(model):
     # a positive temperature never moves the argmax: greedy is unchanged
     greedy = with_generate(model, PROMPT, DynamicTemperatureLogitsProcessor(0.2, 1.5), steps, sample=False)
     assert greedy == model.generate(PROMPT, do_sample=False, max_new_tokens=steps, use_cache=False)[0].tolist()
+
+
+# --- Mirostat v2 -------------------------------------------------------------------------------------------------
+from core.processors.mirostat import MirostatLogitsProcessor  # noqa: E402
+
+# p_i = 2^-(i+1) for i < 9 and p_9 = 2^-9 (they sum to 1): surprises -log2 p = 1, 2, ..., 9, 9 bits
+MIROSTAT_SCORES = torch.tensor([[2.0 ** -(i + 1) for i in range(9)] + [2.0 ** -9]]).log()
+
+
+def kept(scores: torch.Tensor) -> list[int]:
+    return torch.isfinite(scores[0]).nonzero().flatten().tolist()
+
+
+def test_mirostat_updates_mu_from_the_chosen_token_over_three_calls():
+    tau, eta = 3.1, 0.5
+    proc = MirostatLogitsProcessor(mirostat_tau=tau, mirostat_eta=eta)
+    # call 1: mu = 2 * tau = 6.2; surprises 1..6 are <= 6.2: tokens 0..5 stay, holding 1 - 2^-6 = 63/64
+    out = apply(proc, ids([0, 0]), MIROSTAT_SCORES)
+    assert proc.mu.tolist() == [pytest.approx(6.2)] and kept(out) == [0, 1, 2, 3, 4, 5]
+    # call 2: token 2 was chosen; under the kept, renormalised distribution p = 2^-3 / (63/64), so its
+    # surprise is 3 + log2(63/64) = 2.97728 and mu = 6.2 - 0.5 * (2.97728 - 3.1) = 6.26136
+    mu = 6.2 - eta * (3 + math.log2(63 / 64) - tau)
+    assert mu == pytest.approx(6.26136, abs=1e-5)
+    out = apply(proc, ids([0, 0, 2]), MIROSTAT_SCORES)
+    assert proc.mu.tolist() == [pytest.approx(mu)] and kept(out) == [0, 1, 2, 3, 4, 5]
+    # call 3: token 5 was chosen, surprise 6 + log2(63/64) = 5.97728: mu = 6.26136 - 0.5 * 2.87728 = 4.82272,
+    # so only surprises 1..4 stay
+    mu = mu - eta * (6 + math.log2(63 / 64) - tau)
+    assert mu == pytest.approx(4.82272, abs=1e-5)
+    out = apply(proc, ids([0, 0, 2, 5]), MIROSTAT_SCORES)
+    assert proc.mu.tolist() == [pytest.approx(mu)] and kept(out) == [0, 1, 2, 3]
+    assert torch.equal(out[0, :4], MIROSTAT_SCORES[0, :4])  # kept logits are returned as they came
+
+
+def test_mirostat_rows_are_independent():
+    proc = MirostatLogitsProcessor(3.1, 0.5)
+    scores = MIROSTAT_SCORES.repeat(2, 1)
+    proc(ids([0], [0]), scores)
+    proc(ids([0, 2], [0, 5]), scores)  # row 0 chose token 2, row 1 token 5
+    assert proc.mu.tolist() == pytest.approx([6.2 - 0.5 * (3 + math.log2(63 / 64) - 3.1),
+                                              6.2 - 0.5 * (6 + math.log2(63 / 64) - 3.1)])
+
+
+def test_mirostat_keeps_the_top_token_when_every_surprise_is_above_mu():
+    out = apply(MirostatLogitsProcessor(0.1), ids([0]), MIROSTAT_SCORES)  # mu = 0.2 < 1 bit, the smallest surprise
+    assert kept(out) == [0]
+    # all logits equal, mu below their surprise log2(10) = 3.32: the first one stays
+    out = apply(MirostatLogitsProcessor(1.0), ids([0]), torch.zeros(1, 10))
+    assert kept(out) == [0]
+
+
+def test_mirostat_keeps_mu_when_the_chosen_token_was_not_kept():
+    proc = MirostatLogitsProcessor(3.1, 0.5)
+    proc(ids([0]), MIROSTAT_SCORES)  # keeps 0..5
+    proc(ids([0, 9]), MIROSTAT_SCORES)  # 9 (say, a finished row's padding) had no probability
+    assert proc.mu.tolist() == [pytest.approx(6.2)]
+
+
+def test_mirostat_state_belongs_to_one_generation():
+    proc = MirostatLogitsProcessor(3.1, 0.5)
+    proc(ids([0]), MIROSTAT_SCORES)
+    with pytest.raises(ValueError, match=r"^`input_ids` must continue the previous call's sequences by one token"):
+        proc(ids([0]), MIROSTAT_SCORES)  # not one token longer
+    with pytest.raises(ValueError, match=r"^`input_ids` must continue"):
+        proc(ids([0, 1], [0, 1]), MIROSTAT_SCORES.repeat(2, 1))  # another batch size
+    proc.reset()
+    proc(ids([0, 1, 2], [0, 1, 2]), MIROSTAT_SCORES.repeat(2, 1))
+    assert proc.mu.tolist() == [pytest.approx(6.2)] * 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"mirostat_tau": 0}, "`mirostat_tau` must be a number > 0 (the target surprise in bits, e.g. 5.0); got 0"),
+    ({"mirostat_eta": -0.1}, "`mirostat_eta` must be a number > 0 (the learning rate, e.g. 0.1); got -0.1"),
+])
+def test_mirostat_invalid_values_name_the_field(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        MirostatLogitsProcessor(**kwargs)
+    assert str(err.value) == message
+
+
+def test_mirostat_in_generate_equals_the_loop_by_hand(model):
+    steps = 10
+    proc = MirostatLogitsProcessor(5.0, 0.1)
+    sampled = with_generate(model, PROMPT, proc, steps, sample=True, seed=4)
+    assert sampled == by_hand(model, PROMPT, MirostatLogitsProcessor(5.0, 0.1), steps, sample=True, seed=4)
+    assert proc.mu.item() != 10.0  # mu moved from 2 * tau
+    # this random model's distribution is nearly flat over 64 tokens (about 6 bits each): a target of 1 bit
+    # keeps only the top token at every step, so sampling becomes greedy
+    low = with_generate(model, PROMPT, MirostatLogitsProcessor(1.0, 0.1), steps, sample=True, seed=4)
+    assert low == model.generate(PROMPT, do_sample=False, max_new_tokens=steps, use_cache=False)[0].tolist()
