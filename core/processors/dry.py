@@ -18,13 +18,20 @@ FIELDS = {
     "dry_allowed_length": 2,
     "dry_sequence_breakers": list(DEFAULT_SEQUENCE_BREAKERS),
 }
+
+
+def _is_breaker(s) -> bool:
+    """A non-empty string or a token id."""
+    return (isinstance(s, str) and s != "") or (is_int(s) and s >= 0)
+
+
 RANGES = {
     "dry_multiplier": Range("a number >= 0 (0 disables it)", lambda v: is_real(v) and v >= 0),
     "dry_base": Range("a number > 1", lambda v: is_real(v) and v > 1),
     "dry_allowed_length": Range("an integer >= 1", lambda v: is_int(v) and v >= 1),
     "dry_sequence_breakers": Range(
         "a list of non-empty strings (or token ids)",
-        lambda v: isinstance(v, (list, tuple)) and all((isinstance(s, str) and s) or (is_int(s) and s >= 0) for s in v)),
+        lambda v: isinstance(v, (list, tuple)) and all(_is_breaker(s) for s in v)),
 }
 _BREAKER_IDS = {"sequence_breaker_ids": Range("a set of token ids (integers >= 0)",
                                               lambda v: all(is_int(i) and i >= 0 for i in v))}
