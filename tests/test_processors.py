@@ -5,17 +5,26 @@ processor applied by hand in a loop of forwards."""
 
 from __future__ import annotations
 
+import ast
+import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers import GenerationConfig, LogitsProcessorList, PreTrainedTokenizerFast
 
+import core.processors as community
+from core.processors.dry import DRYLogitsProcessor, repeat_lengths
+from core.processors.dynatemp import DynamicTemperatureLogitsProcessor
+from core.processors.mirostat import MirostatLogitsProcessor
+from core.processors.penalties import PresenceFrequencyPenaltyLogitsProcessor
+from core.processors.top_n_sigma import TopNSigmaLogitsProcessor
+from core.processors.xtc import XTCLogitsProcessor, special_token_ids
 from conftest import tiny_llama
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-torch.set_num_threads(1)
 
 NEG_INF = float("-inf")
 EOS = 2  # tiny_llama's eos_token_id
@@ -81,7 +90,6 @@ def with_generate(model, input_ids, proc, steps: int, sample: bool, seed: int = 
 
 
 # --- presence / frequency penalties ----------------------------------------------------------------------------
-from core.processors.penalties import PresenceFrequencyPenaltyLogitsProcessor  # noqa: E402
 
 
 def test_penalties_by_hand_count_only_generated_tokens():
@@ -145,7 +153,6 @@ def test_penalties_in_generate_equal_the_loop_by_hand(model):
 
 
 # --- DRY ---------------------------------------------------------------------------------------------------------
-from core.processors.dry import DRYLogitsProcessor, repeat_lengths  # noqa: E402
 
 
 def test_dry_penalises_the_token_that_extends_a_repeat():
@@ -216,7 +223,8 @@ def test_dry_from_strings_maps_breakers_with_the_tokenizer():
     proc = DRYLogitsProcessor.from_strings(0.8, 1.75, 2, ["\n", ":", "\"", "*"], tokenizer=tokenizer)
     assert proc.sequence_breaker_ids == {7, 8, 9, 10}
     # token ids in the list are kept as they are, and need no tokenizer
-    assert DRYLogitsProcessor.from_strings(0.8, dry_sequence_breakers=[3, 4], tokenizer=None).sequence_breaker_ids == {3, 4}
+    by_id = DRYLogitsProcessor.from_strings(0.8, dry_sequence_breakers=[3, 4], tokenizer=None)
+    assert by_id.sequence_breaker_ids == {3, 4}
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -255,7 +263,6 @@ def test_dry_in_generate_equals_the_loop_by_hand_and_stops_the_loop(model):
 
 
 # --- top-nσ ------------------------------------------------------------------------------------------------------
-from core.processors.top_n_sigma import TopNSigmaLogitsProcessor  # noqa: E402
 
 # logits 0..9: mean 4.5, population variance ((4.5² + 3.5² + 2.5² + 1.5² + 0.5²) * 2) / 10 = 82.5 / 10 = 8.25
 SIGMA = math.sqrt(8.25)  # 2.8723
@@ -317,7 +324,6 @@ def test_top_n_sigma_in_generate_equals_the_loop_by_hand(model):
 
 
 # --- XTC ---------------------------------------------------------------------------------------------------------
-from core.processors.xtc import XTCLogitsProcessor, special_token_ids  # noqa: E402
 
 XTC_PROBS = [0.35, 0.25, 0.15, 0.1, 0.05, 0.04, 0.03, 0.015, 0.01, 0.005]  # sums to 1
 
@@ -428,7 +434,6 @@ def test_xtc_in_generate_equals_the_loop_by_hand(model):
 
 
 # --- dynamic temperature -----------------------------------------------------------------------------------------
-from core.processors.dynatemp import DynamicTemperatureLogitsProcessor  # noqa: E402
 
 
 def test_dynatemp_by_hand():
@@ -500,7 +505,6 @@ def test_dynatemp_in_generate_equals_the_loop_by_hand(model):
 
 
 # --- Mirostat v2 -------------------------------------------------------------------------------------------------
-from core.processors.mirostat import MirostatLogitsProcessor  # noqa: E402
 
 # p_i = 2^-(i+1) for i < 9 and p_9 = 2^-9 (they sum to 1): surprises -log2 p = 1, 2, ..., 9, 9 bits
 MIROSTAT_SCORES = torch.tensor([[2.0 ** -(i + 1) for i in range(9)] + [2.0 ** -9]]).log()
@@ -587,3 +591,117 @@ def test_mirostat_in_generate_equals_the_loop_by_hand(model):
     # keeps only the top token at every step, so sampling becomes greedy
     low = with_generate(model, PROMPT, MirostatLogitsProcessor(1.0, 0.1), steps, sample=True, seed=4)
     assert low == model.generate(PROMPT, do_sample=False, max_new_tokens=steps, use_cache=False)[0].tolist()
+
+
+# --- the package: fields, ranges, registry, order ----------------------------------------------------------------
+
+
+ALL_ON = dict(presence_penalty=0.5, frequency_penalty=0.25, dry_multiplier=0.8, dynatemp_low=0.5, dynatemp_high=1.5,
+              top_n_sigma=2.0, xtc_probability=0.5, xtc_threshold=0.05, mirostat_tau=5.0, mirostat_eta=0.1)
+
+
+def test_fields_and_ranges():
+    assert community.FIELDS == {
+        "presence_penalty": None, "frequency_penalty": None,
+        "dry_multiplier": None, "dry_base": 1.75, "dry_allowed_length": 2,
+        "dry_sequence_breakers": ["\n", ":", "\"", "*"],
+        "dynatemp_low": None, "dynatemp_high": None, "dynatemp_exponent": 1.0,
+        "top_n_sigma": None,
+        "xtc_probability": None, "xtc_threshold": 0.1,
+        "mirostat_tau": None, "mirostat_eta": 0.1,
+    }
+    assert set(community.RANGES) == set(community.FIELDS)
+    for name, default in community.FIELDS.items():  # every default is in its own range
+        assert default is None or community.RANGES[name].test(default), name
+
+
+def test_generation_config_keeps_the_new_fields():
+    cfg = GenerationConfig(dry_multiplier=0.8, xtc_probability=0.5)
+    assert cfg.dry_multiplier == 0.8 and cfg.xtc_probability == 0.5
+    assert getattr(cfg, "top_n_sigma", None) is None  # never set: unset
+    assert copy.deepcopy(cfg).dry_multiplier == 0.8
+    assert GenerationConfig.from_dict(cfg.to_dict()).xtc_probability == 0.5
+
+
+def test_nothing_is_on_by_default_and_zero_is_off():
+    assert community.community_processors(GenerationConfig()) == []
+    off = GenerationConfig(dry_multiplier=0.0, xtc_probability=0.0, presence_penalty=0.0, frequency_penalty=0.0,
+                           dry_base=3.0, xtc_threshold=0.2, mirostat_eta=0.5, dynatemp_exponent=2.0)
+    assert community.community_processors(off) == []
+
+
+def test_community_processors_in_the_default_order():
+    tokenizer = char_tokenizer()
+    generator = torch.Generator().manual_seed(0)
+    cfg = GenerationConfig(**ALL_ON, eos_token_id=40)
+    procs = community.community_processors(cfg, tokenizer=tokenizer, generator=generator, prompt_length=6)
+    assert community.ORDER == ("penalties", "dry", "dynatemp", "top_n_sigma", "xtc", "mirostat")
+    assert [type(p) for p in procs] == [
+        community.PresenceFrequencyPenaltyLogitsProcessor, community.DRYLogitsProcessor,
+        community.DynamicTemperatureLogitsProcessor, community.TopNSigmaLogitsProcessor,
+        community.XTCLogitsProcessor, community.MirostatLogitsProcessor]
+    penalties, dry, dynatemp, top_n_sigma, xtc, mirostat = procs
+    assert (penalties.presence_penalty, penalties.frequency_penalty, penalties.prompt_length) == (0.5, 0.25, 6)
+    assert (dry.multiplier, dry.base, dry.allowed_length, dry.sequence_breaker_ids) == (0.8, 1.75, 2, {7, 8, 9, 10})
+    assert (dynatemp.low, dynatemp.high, dynatemp.exponent) == (0.5, 1.5, 1.0)
+    assert top_n_sigma.n == 2.0
+    assert (xtc.probability, xtc.threshold, xtc.special_token_ids, xtc.generator) == (0.5, 0.05, {7, 2, 40}, generator)
+    assert (mirostat.tau, mirostat.eta) == (5.0, 0.1)
+
+
+def test_one_builder_per_stage_and_each_is_off_alone():
+    assert set(community.STAGES) == set(community.ORDER)
+    for name in community.ORDER:
+        assert community.STAGES[name].build(GenerationConfig()) is None, name
+
+
+def test_dry_without_tokenizer_takes_token_ids():
+    cfg = GenerationConfig(dry_multiplier=0.8, dry_sequence_breakers=[3, 4])
+    (dry,) = community.community_processors(cfg)
+    assert dry.sequence_breaker_ids == {3, 4}
+    with pytest.raises(ValueError, match=r"^`dry_sequence_breakers` must be token ids when no tokenizer is given"):
+        community.community_processors(GenerationConfig(dry_multiplier=0.8))
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"xtc_threshold": 0.7}, "`xtc_threshold` must be in [0, 0.5]; got 0.7"),
+    ({"dry_base": 0.5}, "`dry_base` must be a number > 1; got 0.5"),
+    ({"presence_penalty": -2.5}, "`presence_penalty` must be in [-2, 2]; got -2.5"),
+    ({"dry_sequence_breakers": ["\n", ""]}, "`dry_sequence_breakers` must be a list of non-empty strings (or token "
+                                             "ids); got ['\\n', '']"),
+    ({"dynatemp_low": 1.0, "dynatemp_high": 0.5}, "`dynatemp_high` must be >= dynatemp_low (1.0); got 0.5"),
+    ({"dynatemp_high": 1.0}, "`dynatemp_low` must be set when `dynatemp_high` is set (dynamic temperature needs "
+                             "both bounds); got None"),
+])
+def test_validate_names_the_field(settings, message):
+    with pytest.raises(ValueError) as err:
+        community.validate(GenerationConfig(**settings))
+    assert str(err.value) == message
+
+
+def test_validate_accepts_defaults_and_valid_settings():
+    community.validate(GenerationConfig())
+    community.validate(GenerationConfig(**ALL_ON))
+    community.validate(GenerationConfig(**{k: v for k, v in community.FIELDS.items() if v is not None}))
+
+
+def test_the_package_imports_no_ui_library():
+    package = Path(community.__file__).parent
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        names |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not {n.split(".")[0] for n in names} & {"gradio", "plotly", "networkx"}, path.name
+
+
+def test_all_processors_together_in_generate_equal_the_loop_by_hand(model):
+    steps = 10
+    cfg = GenerationConfig(**{**ALL_ON, "xtc_threshold": 0.017}, dry_sequence_breakers=[])
+
+    def make():
+        return LogitsProcessorList(community.community_processors(cfg, prompt_length=PROMPT.shape[1]))
+
+    torch.manual_seed(5)
+    out = model.generate(PROMPT, logits_processor=make(), do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                         max_new_tokens=steps, use_cache=False)
+    assert out[0].tolist() == by_hand(model, PROMPT, make(), steps, sample=True, seed=5)
