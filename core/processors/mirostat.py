@@ -14,7 +14,7 @@ RANGES = {
     "mirostat_tau": Range("a number > 0 (the target surprise in bits, e.g. 5.0)", lambda v: is_real(v) and v > 0),
     "mirostat_eta": Range("a number > 0 (the learning rate, e.g. 0.1)", lambda v: is_real(v) and v > 0),
 }
-DEFAULT_TAU = 5.0  # what the UI offers when switching mirostat on (llama.cpp's default)
+DEFAULT_TAU = 5.0  # the constructor's default, llama.cpp's; the field itself is None (off) until set
 
 
 class MirostatLogitsProcessor(LogitsProcessor):

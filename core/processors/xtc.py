@@ -48,7 +48,8 @@ class XTCLogitsProcessor(LogitsProcessor):
 
     Randomness comes only from ``generator`` (a ``torch.Generator``; None uses torch's default generator, so a
     generator seeded s draws what ``torch.manual_seed(s)`` draws). Each call draws one uniform number per row,
-    on the generator's device, whatever the outcome; a row acts when its number is below ``xtc_probability``.
+    on the generator's device, whatever the outcome; a row acts when its number is below ``xtc_probability``
+    (text-generation-webui draws one ``random.random()`` per call for its single row).
 
     Shapes: ``scores`` [B, V] -> [B, V]; rows are independent; the state is the generator's.
     """
