@@ -21,13 +21,16 @@ Public face:
 The default order, ``ORDER``:
 1. ``penalties`` and 2. ``dry``: additive penalties on the raw logits, where transformers puts its repetition
    penalties (they commute with each other: each subtracts from a token's own logit);
-3. ``dynatemp``: a temperature, before any truncation sees the distribution (it takes the place of
-   ``temperature``);
+3. ``dynatemp``: a temperature, and as transformers puts ``temperature`` before its truncations (top-k, top-p,
+   min-p), before the truncations here; it takes the place of ``temperature``;
 4. ``top_n_sigma``: a truncation on logits; it is invariant to a temperature, so it may equally come before 3;
-5. ``xtc``: after the truncations that remove the tail (llama.cpp runs it after top-k / top-p / min-p), since it
-   works on the probabilities of the tokens still in play;
+5. ``xtc``: after the truncations that remove the tail, since it works on the probabilities of the tokens
+   still in play;
 6. ``mirostat``: last, because it is a truncation sampler that replaces top-k / top-p and its ``mu`` update
    assumes the token is drawn from exactly the distribution it returns.
+llama.cpp's default chain (``common_params_sampling::samplers``) is penalties, DRY, top-nσ, top-k, typical-p,
+top-p, min-p, XTC, temperature: the same except that its temperature comes last, so there XTC's threshold sees
+the probabilities before the (dynamic) temperature; here it sees them after, as transformers' top-p does.
 """
 
 from __future__ import annotations
