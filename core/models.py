@@ -21,6 +21,8 @@ from huggingface_hub.errors import NotASafetensorsRepoError
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig,
                           PreTrainedModel)
 
+from .rng import global_generator, new_generator
+
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 CACHE_ENV = "DECODING_PLAYGROUND_CACHE"
 
@@ -141,10 +143,22 @@ def hub_parameter_count(repo_id: str, token: str | bool | None = None) -> int:
     return sum(metadata.parameter_count.values())
 
 
+LOAD_RNG_WAIT_S = 300.0  # how long a load waits for a run holding torch's global generator (runs are capped)
+
+
 def load_model(name: str | None = None) -> LoadedModel:
     """``None``: the embedded SmolLM2-135M-Instruct (its Hub id when the wheel is absent). Otherwise, tried in
     this order: a named model (``available_models()``), a ``.gguf`` file, a local folder, a Hub id. A name that
-    loads none of these ways raises one ``ValueError`` listing what was tried."""
+    loads none of these ways raises one ``ValueError`` listing what was tried.
+
+    Building a model draws from torch's global generator (weight initialisation before the weights are read),
+    which would disturb a seeded run that lends its state to it (``core.rng``); so the load holds it, drawing
+    from a throwaway state, and the global generator is as it was afterwards."""
+    with global_generator(new_generator(), timeout=LOAD_RNG_WAIT_S):
+        return _load(name)
+
+
+def _load(name: str | None) -> LoadedModel:
     name = DEFAULT_NAME if name is None else name
     tried: list[str] = []
     if name in NAMED_GGUF:

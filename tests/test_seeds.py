@@ -165,3 +165,13 @@ def test_global_generator_waits_with_an_end():
     finally:
         release.set()
         t.join()
+
+
+def test_loading_a_model_leaves_the_global_generator_as_it_was(embedded):
+    """Building a model draws random numbers (weight initialisation); the load draws them from a throwaway state,
+    so a seeded run lending its state to the global generator is never disturbed by a visitor loading a model."""
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    core.load_model()
+    assert torch.equal(torch.rand(4), expected)
