@@ -321,9 +321,10 @@ def test_tab_fields_win_over_loaded_extra_and_widgets_over_extra():
 
 
 def test_presets_set_widgets_and_keep_unknown_fields_in_extra(served):
-    tab = TABS["sampling"]
+    demo, _, _ = served
+    tab, ui = TABS["sampling"], next(h.ui for h in demo.handles if h.key == "sampling")
     name = next(n for n, v in tab.presets().items() if "min_p" in v)
-    *widgets, extra = tab.apply_preset(name, {"repetition_penalty": 1.1})
-    values = dict(zip(tab.control_names, widgets))
+    *widgets, extra = ui.apply_preset(name, {"repetition_penalty": 1.1})
+    values = dict(zip(ui.control_names, widgets))
     assert values["min_p"] == tab.presets()[name]["min_p"]
     assert extra == {"repetition_penalty": 1.1}

@@ -17,7 +17,7 @@ import gradio as gr
 from ..handlers import config_value, widget_value
 
 if TYPE_CHECKING:
-    from .base import StrategyTab
+    from .base import StrategyTab, TabUI
 
 __all__ = ["TabHandle", "TABS", "register", "all_tabs", "config_value", "widget_value"]
 
@@ -41,6 +41,7 @@ class TabHandle:
     fixed: dict = field(default_factory=dict)  # fields that define the tab, e.g. {"do_sample": False}
     tab: gr.Tab | None = None
     generate: gr.Button | None = None
+    ui: "TabUI | None" = None  # the build's handlers (tests call them directly)
 
 
 TABS: dict[str, "StrategyTab"] = {}

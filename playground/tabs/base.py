@@ -6,6 +6,11 @@ field names), the fields that define it (``fixed``) and its figures; tabs that r
 generation (DoLa beside greedy, speculative vs greedy, a cache kind vs the default one, compare)
 override ``plans`` and ``texts``. Handlers only adapt: widgets -> kwargs -> ``core.stream`` ->
 ``Run`` -> figures.
+
+A ``StrategyTab`` is declarative and registered once per process: it keeps nothing of a build or of a
+session. ``build`` makes a ``TabUI``, which holds what one build made (its app context, the order of its
+widgets) and whose methods are the handlers; what one visitor owns lives in the session's ``gr.State``s
+and folder (``playground.session``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from gradio.components.plot import PlotData
 from ..figures import candidates
 from ..figures.common import figure_json
 from ..figures.tokens import ALTERNATIVES_HEADERS, alternatives_table, tokens_html
+from .. import policy, session
 from ..handlers import (Run, Throttle, encode_prompt, error_line, generate_kwargs, join_texts, load_runs, save_runs,
                         status_line, stream_run, wait_stopped, widget_value)
 from ..state import ModelCache
@@ -42,6 +48,7 @@ class AppContext:
     startup: Any  # LoadedModel the app started with (initial values of model-dependent widgets)
     model_choices: list[str] = field(default_factory=list)  # named models, for pickers (speculative)
     slots: int = 2  # generations running at once, across all tabs
+    max_seconds: float | None = None  # the wall-clock cap of every generation (``PLAYGROUND_MAX_SECONDS``)
 
 
 @dataclass
@@ -89,16 +96,18 @@ class Plan:
 
 
 def named(fn: Callable, names: list[str]) -> Callable:
-    """``fn(*args)`` with a signature naming each argument, so the API (``gradio_client``) takes
-    ``temperature=0.7`` rather than ``param_9=0.7``."""
+    """``fn(*args, request)`` with a signature naming each argument, so the API (``gradio_client``) takes
+    ``temperature=0.7`` rather than ``param_9=0.7``; Gradio passes the ``gr.Request`` (the session) last."""
     if inspect.isgeneratorfunction(fn):
         def call(*args):
-            yield from fn(*args)
+            yield from fn(*args[:-1], request=args[-1])
     else:
         def call(*args):
-            return fn(*args)
-    call.__signature__ = inspect.Signature(
-        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
+            return fn(*args[:-1], request=args[-1])
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+    params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request))
+    call.__signature__ = inspect.Signature(params)
+    call.__annotations__ = {"request": gr.Request}  # how Gradio finds the parameter to pass the request in
     call.__name__ = getattr(fn, "__name__", "call")
     return call
 
@@ -117,6 +126,8 @@ def load_presets(key: str) -> dict[str, dict]:
 
 
 class StrategyTab:
+    """One tab, declared: class attributes and hooks a tab module overrides. Nothing per build or per session."""
+
     key = ""
     title = ""
     intro = ""  # markdown shown at the top of the tab
@@ -137,16 +148,17 @@ class StrategyTab:
         """Widgets that are not generation-config fields (e.g. the assistant model picker), by API name."""
         return {}
 
-    def presets(self) -> dict[str, dict]:
-        """Named settings offered in the tab's Preset menu."""
-        return load_presets(self.key)
-
-    def model_outputs(self) -> list[gr.components.Component]:
-        """Widgets that depend on the session's model; ``on_model`` gives their new values."""
+    def model_panel(self, app: AppContext) -> list[gr.components.Component]:
+        """Widgets built under the settings that show something of the session's model; ``on_model`` gives
+        their values when the session switches model."""
         return []
 
     def on_model(self, loaded) -> list:
         return []
+
+    def presets(self) -> dict[str, dict]:
+        """Named settings offered in the tab's Preset menu."""
+        return load_presets(self.key)
 
     def plans(self, kwargs: dict, side: dict, loaded, app: AppContext) -> list[Plan]:
         """The generations one click runs, streamed in order; the first is the tab's main run."""
@@ -160,34 +172,52 @@ class StrategyTab:
         """Extra status text after a run (e.g. bytes per cache kind)."""
         return ""
 
-    # --- layout ----------------------------------------------------------------------------------
     def build(self, app: AppContext) -> TabHandle:
-        self.app = app
-        with gr.Tab(self.title, id=self.key) as tab:
-            if self.intro:
-                gr.Markdown(self.intro, label=f"About {self.title}")
+        """Lay the tab out and wire its handlers (call inside the app's ``gr.Tabs``)."""
+        return TabUI(self, app).build()
+
+
+class TabUI:
+    """One build of a tab: what it made (the app context, the order of its widgets) and its handlers. Handlers
+    read everything per session from their inputs (the session's states) and the request."""
+
+    def __init__(self, tab: StrategyTab, app: AppContext):
+        self.tab, self.app = tab, app
+        self.control_names: list[str] = []
+        self.side_names: list[str] = []
+        self.n_texts = len(tab.text_labels)
+        self.n_model_panel = 0
+
+    # --- layout ----------------------------------------------------------------------------------
+    def build(self) -> TabHandle:
+        tab, app = self.tab, self.app
+        with gr.Tab(tab.title, id=tab.key) as tab_block:
+            if tab.intro:
+                gr.Markdown(tab.intro, label=f"About {tab.title}")
             with gr.Row(equal_height=False):
                 with gr.Column(scale=2, min_width=320):
-                    prompt = gr.Textbox(label="Prompt", lines=3, value=(load_examples(self.key) or [""])[0])
-                    gr.Examples([[p] for p in load_examples(self.key)], inputs=[prompt], label=self.examples_label)
+                    prompt = gr.Textbox(label="Prompt", lines=3, value=(load_examples(tab.key) or [""])[0])
+                    gr.Examples([[p] for p in load_examples(tab.key)], inputs=[prompt], label=tab.examples_label)
                     chat = gr.Checkbox(label="Apply chat template", value=True,
                                        info="tokenizer.apply_chat_template, for instruct models")
-                    max_new = gr.Slider(1, 512, value=self.max_new_tokens, step=1, label="max_new_tokens")
+                    max_new = gr.Slider(1, 512, value=tab.max_new_tokens, step=1, label="max_new_tokens")
                     stop_strings = gr.Textbox("", label="stop_strings", placeholder="comma-separated; \\n for a newline")
-                    seed = gr.Number(label="seed", value=0, precision=0, visible=self.seeded)
-                    own = self.controls()
-                    side = self.side_inputs(app)
-                    presets = self.presets()
+                    seed = gr.Number(label="seed", value=0, precision=0, visible=tab.seeded,
+                                     info="the same seed gives the same text; empty: a new random seed each run")
+                    own = tab.controls()
+                    side = tab.side_inputs(app)
+                    model_panel = tab.model_panel(app)
+                    presets = tab.presets()
                     preset = gr.Dropdown(list(presets), label="Preset", value=None, visible=bool(presets))
                     with gr.Row():
                         generate = gr.Button("Generate", variant="primary")
                         stop = gr.Button("Stop", variant="stop")
                     status = gr.Markdown(label="Status", elem_classes=["dp-status"])
                 with gr.Column(scale=3, min_width=420):
-                    texts = [gr.Textbox(label=lab, lines=self.text_lines, max_lines=16, interactive=False)
-                             for lab in self.text_labels]
+                    texts = [gr.Textbox(label=lab, lines=tab.text_lines, max_lines=16, interactive=False)
+                             for lab in tab.text_labels]
                     plots = []
-                    for fig in self.figures:
+                    for fig in tab.figures:
                         plots.append(gr.Plot(label=fig.label))
                         if fig.caption:
                             gr.Markdown(fig.caption, label=f"{fig.label} caption", elem_classes=["dp-caption"])
@@ -205,17 +235,16 @@ class StrategyTab:
                         upload = gr.UploadButton("Load trace (JSON)", file_types=[".json"])
             # States inside the Tab: a State left among gr.Tabs' children shifts the tab order the
             # browser indexes its tab bar by (the selected tab then shows up in another tab's place).
-            extra = gr.State({})
-            runs_state = gr.State({})
+            extra = session.state({})
+            runs_state = session.state({})
         controls = {"max_new_tokens": max_new, "stop_strings": stop_strings, **own}
-        self.control_names = list(controls)
-        self.n_texts = len(texts)
+        self.control_names, self.side_names = list(controls), list(side)
+        self.n_model_panel = len(model_panel)
 
         outputs = [*texts, status, *plots, tokens, step, alternatives, runs_state, download]
-        self.side_names = list(side)
         inputs = [app.model_state, prompt, chat, seed, extra, *side.values(), *controls.values()]
         names = ["model", "prompt", "chat", "seed", "extra", *side, *controls]
-        event = generate.click(named(self.generate, names), inputs, outputs, api_name=f"{self.key}_generate",
+        event = generate.click(named(self.generate, names), inputs, outputs, api_name=f"{tab.key}_generate",
                                concurrency_id="generate", concurrency_limit=app.slots)
         # Stop cancels Generate: Gradio closes the handler's generator, which closes core.stream, whose
         # worker stops within a step. The browser sends the cancel as it dispatches the listener that
@@ -223,37 +252,40 @@ class StrategyTab:
         # the worker) sums up what streamed after the last stream update. API clients: ``job.cancel()``.
         stop.click(None, None, None, cancels=[event])
         stop.click(self.stopped, [runs_state], [status, download], concurrency_limit=None, api_name=False)
-        picked = [p for p, f in zip(plots, self.figures) if f.picked]
+        picked = [p for p, f in zip(plots, tab.figures) if f.picked]
         for widget in (step, row):
             widget.input(self.pick, [runs_state, step, row], [alternatives, *picked], trigger_mode="always_last",
                          api_name=False)
         tokens.select(self.pick_token, [runs_state, row], [step, alternatives, *picked], trigger_mode="always_last",
                       api_name=False)
-        upload.upload(self.load_trace, [upload, runs_state], outputs, api_name=f"{self.key}_load_trace")
+        upload.upload(self.load_trace, [upload, runs_state], outputs, api_name=f"{tab.key}_load_trace")
         if presets:
             preset.change(self.apply_preset, [preset, extra], [*controls.values(), extra], api_name=False)
-        if self.model_outputs():
-            app.model_state.change(self.on_model_name, [app.model_state], self.model_outputs(), api_name=False)
-        return TabHandle(self.key, self.title, controls, extra, fixed=dict(self.fixed), tab=tab, generate=generate)
+        if model_panel:
+            app.model_state.change(self.on_model_name, [app.model_state], model_panel, api_name=False)
+        return TabHandle(tab.key, tab.title, controls, extra, fixed=dict(tab.fixed), tab=tab_block,
+                         generate=generate, ui=self)
 
     # --- handlers --------------------------------------------------------------------------------
-    def generate(self, model_name, prompt, chat, seed, extra, *values) -> Iterator[tuple]:
-        n_side = len(self.side_names)
+    def generate(self, model_name, prompt, chat, seed, extra, *values, request: gr.Request | None = None
+                 ) -> Iterator[tuple]:
+        tab, n_side = self.tab, len(self.side_names)
         side, widget_values = dict(zip(self.side_names, values[:n_side])), values[n_side:]
         try:
-            loaded = self.app.models.get(model_name)
-            kwargs = generate_kwargs(dict(zip(self.control_names, widget_values)), extra, self.fixed)
+            loaded = policy.load(self.app.models, model_name, "model")
+            kwargs = generate_kwargs(dict(zip(self.control_names, widget_values)), extra, tab.fixed)
             input_ids, mask, note = encode_prompt(loaded.tokenizer, prompt or "", chat)
-            plans = self.plans(kwargs, side, loaded, self.app)
+            plans = tab.plans(kwargs, side, loaded, self.app)
         except (ValueError, OSError) as err:
             yield self._error(err)
             return
         view = View({p.name: Run(p.name, p.label, p.kwargs) for p in plans})
+        run_seed = int(seed) if tab.seeded and seed is not None else None  # None: a fresh random seed
         throttle = Throttle()
         try:
             for plan in plans:
-                for _ in stream_run(view.runs[plan.name], loaded, input_ids, mask,
-                                    seed=seed if self.seeded else None, **plan.model_kwargs):
+                for _ in stream_run(view.runs[plan.name], loaded, input_ids, mask, seed=run_seed,
+                                    max_seconds=self.app.max_seconds, **plan.model_kwargs):
                     if throttle.due():
                         started = time.perf_counter()
                         out = self._outputs(view, note=note)
@@ -262,25 +294,26 @@ class StrategyTab:
                     else:
                         yield self._outputs(view, figures=False, note=note)
         except Exception as err:  # noqa: BLE001 - shown in the tab; what is on screen stays
-            if not isinstance(err, ValueError):
+            if not isinstance(err, (ValueError, TimeoutError)):
                 traceback.print_exc()
             yield self._error(err)
             return
-        yield self._outputs(view, note=note, final=True)
+        yield self._outputs(view, note=note, final=True, request=request)
 
-    def stopped(self, runs: dict[str, Run]):
+    def stopped(self, runs: dict[str, Run], request: gr.Request = None):
         if not runs or all(r.done for r in runs.values()):
             return gr.skip(), gr.skip()
         wait_stopped(runs)  # after this no late stream update can overwrite the summary
         for run in runs.values():
-            run.stopped = not run.done
-        return "Stopped.  \n" + status_line(runs), save_runs(self.key, runs)
+            run.stopped = run.stopped or ("" if run.done else "cancelled")
+        return ("Stopped.  \n" + status_line(runs, seeded=self.tab.seeded),
+                save_runs(self.tab.key, runs, session.folder(request)))
 
     def pick(self, runs: dict[str, Run], step, row):
         if not runs:
-            return (gr.skip(),) * (1 + sum(f.picked for f in self.figures))
+            return (gr.skip(),) * (1 + sum(f.picked for f in self.tab.figures))
         view = View(runs, step=int(step or 0), row=int(row or 0))
-        return (self._alternatives(view), *(self._draw(f, view) for f in self.figures if f.picked))
+        return (self._alternatives(view), *(self._draw(f, view) for f in self.tab.figures if f.picked))
 
     def pick_token(self, runs: dict[str, Run], row, evt: gr.SelectData):
         """A click on a generated token: its step goes to the step slider and the picked figures."""
@@ -288,25 +321,28 @@ class StrategyTab:
 
     def load_trace(self, path, previous):
         try:
-            runs = load_runs(path, main_label=self.title)
+            runs = load_runs(path, main_label=self.tab.title)
         except ValueError as err:
             return self._error(err)
         return self._outputs(View(runs), final=True, saved=path)
 
     def apply_preset(self, name, extra):
-        values = self.presets().get(name, {})
+        values = self.tab.presets().get(name, {})
         widgets = [gr.skip() if f not in values else widget_value(f, values[f]) for f in self.control_names]
         rest = {k: v for k, v in values.items() if k not in self.control_names}
         return (*widgets, {**{k: v for k, v in (extra or {}).items() if k not in values}, **rest})
 
     def on_model_name(self, name):
-        return self.on_model(self.app.models.get(name))
+        try:
+            return self.tab.on_model(policy.load(self.app.models, name, "model"))
+        except (ValueError, OSError):  # the status of the next Generate says why; the panel keeps what it shows
+            return [gr.skip()] * self.n_model_panel
 
     # --- output assembly -------------------------------------------------------------------------
     def _error(self, err: Exception) -> tuple:
         """Everything on screen stays (gr.skip); only the status says what was wrong."""
         gr.Warning(str(err))
-        n_outputs = self.n_texts + 1 + len(self.figures) + 5
+        n_outputs = self.n_texts + 1 + len(self.tab.figures) + 5
         out = [gr.skip()] * n_outputs
         out[self.n_texts] = error_line(err)
         return tuple(out)
@@ -330,15 +366,16 @@ class StrategyTab:
         return rows or [["", None, None, ""]]
 
     def _outputs(self, view: View, *, figures: bool = True, final: bool = False, note: str = "",
-                 saved: str | None = None) -> tuple:
-        texts = self.texts(view)
-        extra_note = self.note(view) if final else ""
-        status = status_line(view.runs, "; ".join(n for n in (note, extra_note) if n))
+                 saved: str | None = None, request: gr.Request | None = None) -> tuple:
+        tab = self.tab
+        texts = tab.texts(view)
+        extra_note = tab.note(view) if final else ""
+        status = status_line(view.runs, "; ".join(n for n in (note, extra_note) if n), seeded=tab.seeded)
         if not figures:  # the runs still go to the session state, so that Stop can save what streamed
-            skips = [gr.skip()] * (len(self.figures) + 3)
+            skips = [gr.skip()] * (len(tab.figures) + 3)
             return (*texts, status, *skips, view.runs, gr.skip())
-        plots = [self._draw(f, view) for f in self.figures]
+        plots = [self._draw(f, view) for f in tab.figures]
         n_steps = len(view.steps)
         step = gr.Slider(maximum=max(n_steps - 1, 1), value=max(n_steps - 1, 0)) if final else gr.skip()
-        download = (saved or save_runs(self.key, view.runs)) if final else gr.skip()
+        download = (saved or save_runs(tab.key, view.runs, session.folder(request))) if final else gr.skip()
         return (*texts, status, *plots, self._tokens(view), step, self._alternatives(view), view.runs, download)

@@ -43,15 +43,14 @@ class Greedy(StrategyTab):
                                                 info="1.0 = off; > 1 discourages tokens already in the text")}
 
     def side_inputs(self, app: AppContext):
-        config, note = model_defaults(app.startup)
-        with gr.Accordion("The model's default generation config", open=False):
-            self.config_view = gr.Code(config, language="json", label="model.generation_config", interactive=False)
-            self.defaults_note = gr.Markdown(note, label="Defaults that apply")
         return {"defaults_only": gr.Checkbox(label="Leave max_new_tokens unset (use the model's defaults)",
                                              value=False)}
 
-    def model_outputs(self):
-        return [self.config_view, self.defaults_note]
+    def model_panel(self, app: AppContext):
+        config, note = model_defaults(app.startup)
+        with gr.Accordion("The model's default generation config", open=False):
+            return [gr.Code(config, language="json", label="model.generation_config", interactive=False),
+                    gr.Markdown(note, label="Defaults that apply")]
 
     def on_model(self, loaded):
         return list(model_defaults(loaded))
