@@ -19,7 +19,7 @@ import gradio as gr
 
 import core
 from core.models import DEFAULT_NAME, available_models
-from playground import policy
+from playground import policy, session
 from playground.state import MODELS, ModelCache
 from playground.tabs import TabHandle, all_tabs
 from playground.tabs.base import AppContext
@@ -55,16 +55,21 @@ def load_handler(models: ModelCache):
     return load
 
 
-def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: int = 2) -> gr.Blocks:
-    """The whole app. ``startup`` names the model every new session starts on (loaded here, pinned)."""
+def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: int = 2,
+               max_seconds: float | None = None) -> gr.Blocks:
+    """The whole app. ``startup`` names the model every new session starts on (loaded here, pinned); every
+    generation stops at ``max_seconds`` of wall-clock time (default ``PLAYGROUND_MAX_SECONDS``, 120)."""
     startup = startup or DEFAULT_NAME
     loaded = models.get(startup)
     models.pin(startup)
     choices = available_models()
-    with gr.Blocks(title="Decoding Playground") as demo:
+    core.kernels.warm_up()  # the quantized KV cache's compiled kernels, built or loaded in the background
+    max_seconds = policy.max_seconds() if max_seconds is None else max_seconds
+    # Gradio's own copies of served files (uploads, files not already in its cache) go after an hour
+    with gr.Blocks(title="Decoding Playground", delete_cache=(600, 3600)) as demo:
         gr.Markdown("# Decoding Playground\nHow a language model picks its next token, strategy by strategy: "
                     "the text streams in while the figures show what each step considered.", label="Title")
-        model_state = gr.State(startup)
+        model_state = session.state(startup)
         with gr.Row(equal_height=False):
             pick = gr.Dropdown(list(dict.fromkeys([*choices, startup])), value=startup, label="Model",
                                scale=2)
@@ -75,9 +80,10 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
                               if public else None)
             load = gr.Button("Load model", scale=1)
         model_status = gr.Markdown(describe(loaded), label="Model status")
-        app = AppContext(models=models, model_state=model_state, startup=loaded, model_choices=choices, slots=slots)
+        app = AppContext(models=models, model_state=model_state, startup=loaded, model_choices=choices, slots=slots,
+                         max_seconds=max_seconds)
         tabs = all_tabs()
-        active_tab = gr.State(tabs[0].key)
+        active_tab = session.state(tabs[0].key)
         with gr.Tabs():
             handles: list[TabHandle] = [tab.build(app) for tab in tabs]
             for handle in handles:
@@ -92,6 +98,11 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
         for trigger in (pick.input, path.submit):
             trigger(loader, [pick, path], [model_state, model_status], concurrency_id="load", concurrency_limit=1,
                     api_name=False)
+
+        def end_session(request: gr.Request) -> None:  # the session's runs and files go with it
+            session.end(demo, request)
+
+        demo.unload(end_session)
     demo.handles = handles  # for tests and for panels built later
     demo.startup_model = loaded.name
     return demo

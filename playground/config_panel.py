@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import gradio as gr
 
-from . import policy, share
+from . import policy, session, share
 from .handlers import generate_kwargs, widget_value
 
 HEADING = "Settings of the **{title}** tab, as the `GenerationConfig` JSON transformers saves (only the values " \
@@ -103,7 +103,7 @@ class ConfigPanel:
         """The typed folder; in public mode a per-session folder, so that visitors never see each other's files
         and a typed path never reaches the server's filesystem."""
         if policy.public_mode():
-            return Path(share.DEFAULT_FOLDER) / (getattr(request, "session_hash", None) or "shared")
+            return session.folder(request) / "configs"  # removed with the session
         return share.check_folder(data[self.panel.folder])
 
     def token(self, data: Mapping, oauth_token) -> str | None:
@@ -130,7 +130,8 @@ class ConfigPanel:
         else:
             status = (f"Saved to {path}. Load it with GenerationConfig.from_pretrained({str(path.parent)!r}, "
                       f"config_file_name={path.name!r}).")
-        return {**self.preview(data), p.download: str(share.download_copy(path)), p.status: status}
+        return {**self.preview(data), p.download: str(share.download_copy(path, session.folder(request))),
+                p.status: status}
 
     def push(self, data: Mapping, oauth_token: Optional[gr.OAuthToken] = None, request: gr.Request = None) -> dict:
         p = self.panel
@@ -142,7 +143,7 @@ class ConfigPanel:
                                 self.token(data, oauth_token), folder, self.user_set(self.handle(data)))
         result = {**self.preview(data), p.status: out.message}
         if out.path is not None:
-            result[p.download] = str(share.download_copy(out.path))
+            result[p.download] = str(share.download_copy(out.path, session.folder(request)))
         return result
 
     def load_upload(self, data: Mapping) -> dict:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import tempfile
 import threading
 import time
 import uuid
@@ -20,6 +19,7 @@ import torch
 
 import core
 from core.records import StepRecord, Trace
+from core.rng import new_generator
 
 # Fields whose widget gives a float but transformers expects an int.
 INT_FIELDS = {"max_new_tokens", "top_k", "num_beams", "num_return_sequences", "no_repeat_ngram_size",
@@ -165,7 +165,8 @@ class Run:
     first_token_s: float | None = None
     elapsed_s: float = 0.0
     done: bool = False
-    stopped: bool = False  # by the user, before it finished
+    stopped: str = ""  # why it ended early: "cancelled" (Stop), "time cap" (the server's wall-clock limit)
+    seed: int | None = None  # the seed its generator started from (a sampled run replays with it)
     streaming: threading.Event = field(default_factory=threading.Event)  # set while core.stream runs
 
     def feed(self, event: core.StreamEvent) -> None:
@@ -177,6 +178,7 @@ class Run:
         self.tokens, self.texts = event.tokens, event.texts
         if event.done:
             self.done = True
+            self.stopped = event.stopped
             self.trace = event.result.trace if event.result is not None else None
             if self.trace is not None:  # the returned sequences, ranked as generate returns them
                 self.tokens = returned_tokens(self.trace)
@@ -199,14 +201,15 @@ class Run:
             return self.trace
         return Trace(strategy=self.steps[0].strategy if self.steps else "", config=jsonable(self.kwargs),
                      prompt_ids=self.prompt_ids, steps=list(self.steps), texts=list(self.texts),
-                     model_name=self.model_name, elapsed_s=self.elapsed_s)
+                     model_name=self.model_name, elapsed_s=self.elapsed_s, seed=self.seed,
+                     stopped=self.stopped or "cancelled")
 
     @classmethod
     def from_trace(cls, name: str, label: str, trace: Trace) -> "Run":
         return cls(name, label, kwargs=dict(trace.config), prompt_ids=trace.prompt_ids, steps=list(trace.steps),
                    tokens=returned_tokens(trace), texts=list(trace.texts), trace=trace, model_name=trace.model_name,
                    elapsed_s=trace.elapsed_s, first_token_s=trace.steps[0].elapsed_s if trace.steps else None,
-                   done=True)
+                   done=True, stopped=trace.stopped, seed=trace.seed)
 
 
 def returned_tokens(trace: Trace) -> list[list[int]]:
@@ -219,15 +222,18 @@ def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def stream_run(run: Run, loaded, input_ids, attention_mask, *, top_n: int = 10,
-               seed: int | None = None, **model_kwargs) -> Iterator[Run]:
-    """Iterate ``core.stream`` into ``run``, yielding it after each event. Closing this generator
-    closes the core's stream, which sets its cancel event: the worker stops within one step."""
-    if seed is not None:
-        torch.manual_seed(int(seed))  # the core samples from torch's default generator
+def stream_run(run: Run, loaded, input_ids, attention_mask, *, top_n: int = 10, seed: int | None = None,
+               max_seconds: float | None = None, **model_kwargs) -> Iterator[Run]:
+    """Iterate ``core.stream`` into ``run``, yielding it after each event. The run draws from a generator of its
+    own, seeded with ``seed`` (a fresh random seed when ``None``; ``run.seed`` tells which), and stops at the
+    ``max_seconds`` wall-clock cap. Closing this generator closes the core's stream, which sets its cancel
+    event: the worker stops within one step."""
+    generator = new_generator(seed)
+    run.seed = generator.initial_seed()
     run.prompt_ids, run.model_name, run.started = input_ids.tolist(), loaded.name, time.perf_counter()
     events = core.stream(loaded.model, input_ids, tokenizer=loaded.tokenizer, top_n=top_n,
-                         attention_mask=attention_mask, **run.kwargs, **model_kwargs)
+                         attention_mask=attention_mask, generator=generator, max_seconds=max_seconds,
+                         **run.kwargs, **model_kwargs)
     run.streaming.set()
     try:
         for event in events:
@@ -268,13 +274,10 @@ class Throttle:
 
 
 # --- trace files -------------------------------------------------------------------------------------
-TRACE_DIR = Path(tempfile.gettempdir()) / "decoding-playground-traces"
-
-
-def save_runs(tab: str, runs: dict[str, Run]) -> str:
-    """Write a tab's runs as JSON: a plain ``Trace`` for one run (what ``Trace.from_json`` reads),
-    ``{"tab": ..., "runs": {name: trace}}`` for several. Returns the file path."""
-    TRACE_DIR.mkdir(parents=True, exist_ok=True)
+def save_runs(tab: str, runs: dict[str, Run], folder: Path) -> str:
+    """Write a tab's runs as JSON into the session's ``folder``: a plain ``Trace`` for one run (what
+    ``Trace.from_json`` reads), ``{"tab": ..., "runs": {name: trace}}`` for several. The tab's earlier file goes:
+    a session keeps one trace file per tab. Returns the file path."""
     traces = {name: run.to_trace() for name, run in runs.items()}
     if len(traces) == 1:
         text = next(iter(traces.values())).to_json()
@@ -282,7 +285,9 @@ def save_runs(tab: str, runs: dict[str, Run]) -> str:
         text = json.dumps({"tab": tab, "runs": {n: t.to_dict() for n, t in traces.items()},
                            "labels": {n: r.label for n, r in runs.items()}}, allow_nan=True)
     main = next(iter(traces.values()))
-    path = TRACE_DIR / f"{tab}-{main.strategy or 'trace'}-{uuid.uuid4().hex[:8]}.json"
+    for old in folder.glob(f"{tab}-*.json"):
+        old.unlink(missing_ok=True)
+    path = folder / f"{tab}-{main.strategy or 'trace'}-{uuid.uuid4().hex[:8]}.json"
     path.write_text(text)
     return str(path)
 
@@ -312,14 +317,20 @@ def join_texts(texts: list[str]) -> str:
     return "\n\n".join(f"[{i}] {t}" for i, t in enumerate(texts))
 
 
-def status_line(runs: dict[str, Run], note: str = "") -> str:
+STOPPED = {"cancelled": " (stopped)", "time cap": " (stopped at the server's time limit; it ends every run there)"}
+
+
+def status_line(runs: dict[str, Run], note: str = "", seeded: bool = False) -> str:
+    """One line per run: mode, tokens, speed, how it ended; with ``seeded``, the seed it drew from."""
     parts = []
     for run in runs.values():
-        state = "" if run.done else " (stopped)" if run.stopped else " (running)" if run.steps else " (waiting)"
+        state = (STOPPED.get(run.stopped, f" ({run.stopped})") if run.stopped else "" if run.done
+                 else " (running)" if run.steps else " (waiting)")
         first = f", first token {run.first_token_s:.2f} s" if run.first_token_s is not None else ""
         mode = f" (`{run.steps[0].strategy}`)" if run.steps and run.steps[0].strategy else ""
+        seed = f", seed {run.seed}" if seeded and run.seed is not None else ""
         parts.append(f"**{run.label}**{mode}: {run.new_tokens} tokens in {run.elapsed_s:.2f} s "
-                     f"({run.tokens_per_s:.1f} tokens/s{first}){state}")
+                     f"({run.tokens_per_s:.1f} tokens/s{first}{seed}){state}")
     if note:
         parts.append(f"_{note}_")
     return "  \n".join(parts)

@@ -13,6 +13,7 @@ Environment, read when asked (so that a test or a restart sees the current value
     PLAYGROUND_MAX_PARAMS  public mode: the largest Hub model loaded, in parameters (default 2e9: ~8 GB in
                            float32 on CPU)
     PLAYGROUND_MAX_MODELS  models kept loaded at once, the startup model included (default 2)
+    PLAYGROUND_MAX_SECONDS the wall-clock cap of every generation, public or not (default 120)
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ except ImportError:  # pragma: no cover - older huggingface_hub releases use htt
 PUBLIC_ENV = "PLAYGROUND_PUBLIC"
 MAX_PARAMS_ENV = "PLAYGROUND_MAX_PARAMS"
 MAX_MODELS_ENV = "PLAYGROUND_MAX_MODELS"
+MAX_SECONDS_ENV = "PLAYGROUND_MAX_SECONDS"
+DEFAULT_MAX_SECONDS = 120.0
 DEFAULT_MAX_PARAMS = 2_000_000_000
 DEFAULT_MAX_MODELS = 2
 EXAMPLE_HUB_ID = "HuggingFaceTB/SmolLM2-360M-Instruct"
@@ -68,6 +71,18 @@ def max_params() -> int:
     if not (math.isfinite(value) and value >= 1):
         raise ValueError(f"{MAX_PARAMS_ENV} must be a number of parameters such as 2e9; got {raw!r}")
     return int(value)
+
+
+def max_seconds() -> float:
+    """``PLAYGROUND_MAX_SECONDS``, default 120: the wall-clock cap of every generation (public mode or not)."""
+    raw = os.environ.get(MAX_SECONDS_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_MAX_SECONDS
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{MAX_SECONDS_ENV} must be a number of seconds > 0 such as 120; got {raw!r}")
+    return value
 
 
 def max_models() -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -167,10 +166,13 @@ def save_config(config: GenerationConfig, folder: str | os.PathLike, config_file
     return path / name
 
 
-def download_copy(path: Path) -> Path:
-    """A copy of a saved file in a fresh temp folder, with the same name, for the browser to download."""
-    target = Path(tempfile.mkdtemp(prefix="generation-config-")) / path.name
-    shutil.copyfile(path, target)
+def download_copy(path: Path, folder: Path) -> Path:
+    """A copy of a saved file under ``folder`` (the session's), with the same name, for the browser to download
+    (the file itself, when it already lies there)."""
+    target = Path(folder) / "downloads" / path.name
+    if Path(path).resolve() != target.resolve():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
     return target
 
 

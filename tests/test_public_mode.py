@@ -25,9 +25,8 @@ import app
 import core
 from core import models as core_models
 from core.models import DEFAULT_NAME, LoadedModel
-from playground import policy, share
+from playground import policy, session, share
 from playground.state import ModelBusy, ModelCache
-from playground.tabs import TABS
 from conftest import tiny_llama
 from test_models import tiny_tokenizer
 from tests.fake_hub import FakeHub, point_hub_at, safetensors_header
@@ -96,11 +95,10 @@ def assert_no_server_path(message: str, typed: str = "", *extra) -> None:
 
 def speculative_status(demo, assistant: str) -> str:
     """The speculative tab's status line after Generate with ``assistant`` typed in its assistant_model box."""
-    tab = TABS["speculative"]
     handle = next(h for h in demo.handles if h.key == "speculative")
-    widgets = [handle.controls[name].value for name in tab.control_names]
-    first = next(tab.generate(demo.startup_model, "Name a fruit.", True, 0, {}, assistant, *widgets))
-    return first[tab.n_texts]
+    widgets = [handle.controls[name].value for name in handle.ui.control_names]
+    first = next(handle.ui.generate(demo.startup_model, "Name a fruit.", True, 0, {}, assistant, *widgets))
+    return first[handle.ui.n_texts]
 
 
 # --- the switch and the limits ------------------------------------------------------------------------------------
@@ -297,6 +295,7 @@ def test_locally_a_folder_loads_and_nothing_is_sized(local, hub, tmp_path):
 @pytest.fixture
 def panel(tmp_path, monkeypatch):
     monkeypatch.setattr(share, "DEFAULT_FOLDER", str(tmp_path / "configs"))
+    monkeypatch.setattr(session, "root", lambda: tmp_path / "sessions")
     demo, panel, handles, active = small_app()
     p = panel.panel
     data = {active: "sampling", **{c: c.value for h in handles for c in h.controls.values()},
@@ -311,7 +310,7 @@ def test_config_and_share_uses_only_the_sessions_folder_and_shows_no_path(public
     assert p.folder.interactive is False and p.folder.value == ""
     saved = panel.save(data, visitor)
     assert saved[p.status] == "Saved as creative.json (download below)."
-    assert (tmp_path / "configs" / "visitor1" / "creative.json").is_file()
+    assert (tmp_path / "sessions" / "visitor1" / "configs" / "creative.json").is_file()  # goes with the session
     assert not (tmp_path / "typed").exists()  # the typed folder is never touched
     loaded = panel.load_folder(data, visitor)
     assert loaded[p.status].startswith("Loaded `creative.json` from this session's folder into the **Sampling** tab")
