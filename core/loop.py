@@ -27,8 +27,8 @@ from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from . import config as config_checks
-from .rng import global_generator
 from .records import Candidate, CacheInfo, ProcessorEffect, Recorder, RowStep, StepRecord, Trace
+from .rng import global_generator
 from .strategies import get_strategy
 
 

@@ -21,6 +21,8 @@ import core
 from core.records import StepRecord, Trace
 from core.rng import new_generator
 
+from . import session
+
 # Fields whose widget gives a float but transformers expects an int.
 INT_FIELDS = {"max_new_tokens", "top_k", "num_beams", "num_return_sequences", "no_repeat_ngram_size",
               "num_beam_groups", "prompt_lookup_num_tokens", "num_assistant_tokens", "max_length"}
@@ -242,6 +244,7 @@ def stream_run(run: Run, loaded, input_ids, attention_mask, *, top_n: int = 10, 
     finally:
         events.close()  # joins the worker
         run.streaming.clear()
+        session.trim_heap()  # the run's tensors are freed: hand their memory back
 
 
 def wait_stopped(runs: dict[str, Run], timeout: float = 10.0) -> None:
