@@ -114,3 +114,15 @@ def test_sweep_removes_folders_nobody_touched(tmp_path, monkeypatch):
     for path in (old, old / "t.json"):
         os.utime(path, (time.time() - 7200, time.time() - 7200))
     assert session.sweep(3600) == 1 and not old.exists() and new.exists()
+
+
+def test_a_sessions_gradio_config_does_not_grow_with_its_runs(served):
+    """Gradio 6.31 filed a per-session copy of every prop-updated output under a new id on each run (~11
+    components, each with its last value, per run); ``session.keep_component_ids`` keeps the copies' ids."""
+    client = Client(served.local_url, verbose=False)
+    sizes = []
+    for i in range(3):
+        client.submit(api_name="/sampling_generate", prompt=PROMPT, seed=i, **SAMPLING).result(timeout=120)
+        sizes.append(len(served.state_holder.session_data[client.session_hash].blocks_config.blocks))
+    client.close()
+    assert sizes[0] == sizes[-1] <= len(served.blocks)
