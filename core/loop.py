@@ -19,6 +19,7 @@ import json
 import queue
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -27,7 +28,7 @@ from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from . import config as config_checks
-from .records import Candidate, CacheInfo, ProcessorEffect, Recorder, RowStep, StepRecord, Trace
+from .records import Candidate, CacheInfo, Origin, ProcessorEffect, Recorder, RowStep, StepRecord, Trace
 from .rng import global_generator
 from .strategies import get_strategy
 
@@ -86,7 +87,11 @@ class RunContext:
 
     # --- randomness ---------------------------------------------------------------------------------
     def multinomial(self, probs: torch.Tensor, num_samples: int) -> torch.LongTensor:
-        """``torch.multinomial`` drawing from the run's generator."""
+        """``torch.multinomial`` of ``probs`` [B, N] drawing from the run's generator; with one generator per batch
+        row (a list), row b draws from its own, exactly what a run of that row alone would draw."""
+        if isinstance(self.generator, (list, tuple)):
+            return torch.cat([torch.multinomial(probs[b:b + 1], num_samples=num_samples, generator=g)
+                              for b, g in enumerate(self.generator)])
         return torch.multinomial(probs, num_samples=num_samples, generator=self.generator)
 
     @contextlib.contextmanager
@@ -175,7 +180,9 @@ class RunContext:
                     removed_total=int(removed_mask.sum()),
                 ))
                 before = after
-            out.append(RowStep(row, self.candidates(logits[row], scores[row], ids), effects, [int(c) for c in chosen[row]]))
+            entropy = float(torch.special.entr(scores[row].float().softmax(-1)).sum())
+            out.append(RowStep(row, self.candidates(logits[row], scores[row], ids), effects,
+                               [int(c) for c in chosen[row]], entropy))
         return out
 
     # --- reporting ------------------------------------------------------------------------------
@@ -253,8 +260,8 @@ class GenerationResult:
 def generate(model, input_ids: torch.LongTensor | None = None, generation_config: GenerationConfig | None = None, *,
              attention_mask: torch.LongTensor | None = None, recorder: Recorder | None = None, streamer=None,
              assistant_model=None, tokenizer=None, cancel: threading.Event | None = None,
-             generator: torch.Generator | None = None, max_seconds: float | None = None,
-             logits_processor: LogitsProcessorList | None = None,
+             generator: torch.Generator | list[torch.Generator] | None = None, max_seconds: float | None = None,
+             origin: Origin | None = None, logits_processor: LogitsProcessorList | None = None,
              stopping_criteria: StoppingCriteriaList | None = None, **kwargs) -> GenerationResult:
     """Generate like ``model.generate`` with any strategy of the generation guide, recording each step
     into ``recorder`` when one is given. ``kwargs`` override fields of ``generation_config``, which
@@ -262,7 +269,9 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
 
     ``generator`` is the run's source of randomness (a CPU ``torch.Generator`` seeded with s draws what
     ``torch.manual_seed(s)`` would, so seeded runs equal transformers'); without one the run draws from torch's
-    default generator, as transformers does. ``max_seconds`` caps the run's wall-clock time: it then ends with
+    default generator, as transformers does. A list of generators, one per row, samples many runs in one batch:
+    row i draws what a run of its own with ``generator[i]`` would (sampling and beam sampling; ``origin`` names
+    the run this one continues, see ``Origin``). ``max_seconds`` caps the run's wall-clock time: it then ends with
     what it has, like a cancel (``GenerationResult.stopped`` says which). The assistant fields
     (``num_assistant_tokens``, its schedule, ``assistant_confidence_threshold``) apply to this run's assistant
     only; transformers 5.x would read them from the assistant's own ``generation_config``, which stays as it is."""
@@ -313,8 +322,10 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
             texts=tokenizer.batch_decode(new, skip_special_tokens=True) if tokenizer is not None else [],
             model_name=getattr(model, "name_or_path", "") or "",
             elapsed_s=time.perf_counter() - ctx.t0,
-            seed=generator.initial_seed() if generator is not None else None,
+            seed=generator.initial_seed() if isinstance(generator, torch.Generator) else None,
             stopped=ctx.stopped,
+            run_id=uuid.uuid4().hex[:12],
+            origin=origin,
         )
         recorder.on_end(trace)
     return GenerationResult(sequences=sequences, trace=trace, stopped=ctx.stopped)

@@ -44,6 +44,7 @@ class RowStep:
     candidates: list[Candidate]
     effects: list[ProcessorEffect]
     chosen: list[int]  # token(s) appended to this row at this step
+    entropy: float | None = None  # nats, of the distribution the token was chosen from (after the processors)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class BeamNode:
     final_score: float | None = None  # set when ``fate == "finished"``: the hypothesis' score in the final ranking
     forced: bool = False  # constrained beam search: proposed by a constraint, not by the top-k
     bank: int | None = None  # constrained beam search: the constraint progress it was ranked by (higher first)
+    slot: int | None = None  # the running beam it became (row ``slot`` of its batch row's beams at the next step)
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,19 @@ class StepRecord:
     best_nodes: list[int] | None = None  # beam family: the ``BeamNode`` ending each row of ``best`` (-1: empty row)
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a run continues another: row ``row`` of run ``parent`` up to (not including) its step ``step``, then
+    ``token_id`` forced at that step (``None``: nothing forced, the run resumes there). ``prefix`` holds the
+    tokens the new run starts from after the prompt: the parent's tokens before the step, then the forced one."""
+
+    parent: str  # the parent's ``Trace.run_id``
+    step: int
+    row: int = 0
+    token_id: int | None = None
+    prefix: list[int] = field(default_factory=list)
+
+
 @dataclass
 class Trace:
     """All records of one generation plus the settings that produced it."""
@@ -134,6 +149,8 @@ class Trace:
     elapsed_s: float = 0.0
     seed: int | None = None  # initial seed of the run's generator (replays a sampled run)
     stopped: str = ""  # "" when it ran to its end; "cancelled" or "time cap" when it was cut short
+    run_id: str = ""  # unique per run, named by the ``Origin`` of runs that continue it
+    origin: Origin | None = None  # set when the run continues another (a branch, a step, a resume)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

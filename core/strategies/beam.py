@@ -25,14 +25,14 @@ from .steps import Forward, reorder_cache
 
 
 def top_k_continuations(accumulated_log_probs, running_sequences, running_beam_indices, cur_len, decoder_prompt_len,
-                        do_sample, beams_to_keep, num_beams, batch_size, generator=None):
+                        do_sample, beams_to_keep, num_beams, batch_size, multinomial=torch.multinomial):
     """transformers' ``_get_top_k_continuations``, also returning each continuation's source beam and token
-    (``generator``: where beam sampling draws from).
+    (``multinomial(probs, n)``: how beam sampling draws, ``RunContext.multinomial`` from the run's generator).
     accumulated_log_probs [B, K*V] -> (log_probs, sequences, beam_indices, source_beams, tokens), 2K = beams_to_keep:
     [B, 2K], [B, 2K, S_max], [B, 2K, S_max - prompt], [B, 2K], [B, 2K]."""
     if do_sample:  # sampled without replacement, then sorted: the same RNG draws as transformers
         probs = nn.functional.softmax(accumulated_log_probs, dim=-1)
-        topk_indices = torch.multinomial(probs, num_samples=beams_to_keep, generator=generator)
+        topk_indices = multinomial(probs, beams_to_keep)
         topk_log_probs = torch.gather(input=accumulated_log_probs, dim=1, index=topk_indices)
         topk_log_probs, order = topk_log_probs.sort(dim=-1, descending=True)
         topk_indices = topk_indices.gather(dim=-1, index=order)
@@ -164,7 +164,7 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
         # c. top 2K continuations over all beams of a batch row
         topk_log_probs, topk_running_sequences, topk_running_beam_indices, source_beams, topk_ids = top_k_continuations(
             log_probs, running_sequences, running_beam_indices, cur_len, decoder_prompt_len, do_sample,
-            beams_to_keep, num_beams, batch_size, ctx.generator)  # [B, 2K], [B, 2K, S_max], ...
+            beams_to_keep, num_beams, batch_size, ctx.multinomial)  # [B, 2K], [B, 2K, S_max], ...
 
         # d. which continuations hit a stopping criterion
         next_token_hits_stopping_criteria = stopping_criteria(

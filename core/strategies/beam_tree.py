@@ -56,6 +56,7 @@ class _Open:
     details: dict[str, Any] = field(default_factory=dict)  # strategy fields of ``BeamNode`` (group, forced, ...)
     fate: str = "pruned"
     final_score: float | None = None
+    slot: int | None = None
 
 
 class BeamTree:
@@ -89,6 +90,8 @@ class BeamTree:
     def set_running(self, batch: int, slot: int, node_id: int) -> None:
         """From the next step on, running beam ``slot`` of ``batch`` continues ``node_id``."""
         self._next_running[batch][slot] = node_id
+        if node_id in self._open:
+            self._open[node_id].slot = slot
 
     def next_running(self) -> list[list[int]]:
         """[B][K] the node each running beam will continue from the next step (as set so far this step)."""
@@ -98,7 +101,7 @@ class BeamTree:
         """This step's nodes as records, in expansion order; the new running beams become current."""
         nodes = [BeamNode(node_id=n.node_id, parent=n.parent, batch=n.batch, token_id=n.token_id,
                           text=self.text(n.token_id), score=n.score, normalized_score=n.normalized_score, fate=n.fate,
-                          final_score=n.final_score, **n.details)
+                          final_score=n.final_score, slot=n.slot, **n.details)
                  for n in self._open.values()]
         self._open = {}
         self.running = [row[:] for row in self._next_running]

@@ -63,7 +63,8 @@ class Appended(NamedTuple):
 class Rows:
     """The tail of a loop that appends one token per row per step (greedy, sampling, contrastive, DoLa):
     finished rows get padding, the tokens are appended, recorded (``record(chosen)`` with one token list per
-    row, only while recording), streamed, and the stopping criteria decide which rows are finished."""
+    row, only while recording: empty for a row that had finished, which appended padding only), streamed, and
+    the stopping criteria decide which rows are finished."""
 
     def __init__(self, input_ids, generation_config, stopping_criteria, ctx):
         pad_token_id = generation_config._pad_token_tensor
@@ -79,7 +80,7 @@ class Rows:
             next_tokens = next_tokens * self.unfinished + self.pad_token_id * (1 - self.unfinished)
         input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)  # [B, S+1]
         if self.ctx.recording and record is not None:
-            record([[t] for t in next_tokens.tolist()])
+            record([[t] if running else [] for t, running in zip(next_tokens.tolist(), self.unfinished.tolist())])
         self.ctx.put(next_tokens)
         self.unfinished = self.unfinished & ~self.stopping_criteria(input_ids, None)
         return Appended(input_ids, bool(self.unfinished.max() == 0))
