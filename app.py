@@ -19,7 +19,8 @@ import gradio as gr
 
 import core
 from core.models import DEFAULT_NAME, available_models
-from playground import policy, session
+from playground import branches_panel, policy, session
+from playground.branches import Branches
 from playground.state import MODELS, ModelCache
 from playground.tabs import TabHandle, all_tabs
 from playground.tabs.base import AppContext
@@ -71,6 +72,7 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
         gr.Markdown("# Decoding Playground\nHow a language model picks its next token, strategy by strategy: "
                     "the text streams in while the figures show what each step considered.", label="Title")
         model_state = session.state(startup)
+        branches = session.state(Branches())  # every run of the session, as a tree of forks
         with gr.Row(equal_height=False):
             pick = gr.Dropdown(list(dict.fromkeys([*choices, startup])), value=startup, label="Model",
                                scale=2)
@@ -82,13 +84,14 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
             load = gr.Button("Load model", scale=1)
         model_status = gr.Markdown(describe(loaded), label="Model status")
         app = AppContext(models=models, model_state=model_state, startup=loaded, model_choices=choices, slots=slots,
-                         max_seconds=max_seconds)
+                         max_seconds=max_seconds, branches=branches)
         tabs = all_tabs()
         active_tab = session.state(tabs[0].key)
         with gr.Tabs():
             handles: list[TabHandle] = [tab.build(app) for tab in tabs]
             for handle in handles:
                 handle.tab.select(lambda key=handle.key: key, None, active_tab, api_name=False)
+            branches_panel.build(branches)  # the session's runs as a tree, compared, downloaded
             if importlib.util.find_spec("playground.config_panel") is not None:  # save / load / share settings
                 from playground import config_panel
 

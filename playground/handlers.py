@@ -7,6 +7,7 @@ Nothing here builds widgets; ``playground/tabs`` does, and calls these.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import json
 import threading
 import time
@@ -19,7 +20,6 @@ import torch
 
 import core
 from core.records import StepRecord, Trace
-from core.rng import new_generator
 
 from . import session
 
@@ -152,7 +152,10 @@ def encode_prompt(tokenizer, prompt: str, chat: bool) -> tuple[torch.Tensor, tor
 # --- runs ------------------------------------------------------------------------------------------
 @dataclass
 class Run:
-    """One generation shown in a tab, filled as its stream events arrive (or rebuilt from a trace)."""
+    """One generation shown in a tab, filled as its stream events arrive (or rebuilt from a trace).
+
+    A run may continue a paused step-mode run (``base``): its records and tokens then come first, the new ones
+    after them, and the finished trace is the two joined (``joined``) under the base's run id."""
 
     name: str
     label: str
@@ -170,21 +173,38 @@ class Run:
     stopped: str = ""  # why it ended early: "cancelled" (Stop), "time cap" (the server's wall-clock limit)
     seed: int | None = None  # the seed its generator started from (a sampled run replays with it)
     streaming: threading.Event = field(default_factory=threading.Event)  # set while core.stream runs
+    prompt: str = ""  # the prompt as typed (the branch tree shows it)
+    base: Trace | None = None  # the paused step-mode run this one continues from its end
+    paused: bool = False  # step mode: Next token may add more
+    generator_state: torch.Tensor | None = None  # where its generator stopped: step mode draws on from there
+    lead: list[int] = field(default_factory=list)  # tokens before its own (a branch's prefix), shown first
+    lead_texts: list[str] = field(default_factory=list)
 
-    def feed(self, event: core.StreamEvent) -> None:
+    def feed(self, event: core.StreamEvent, decode=None) -> None:
+        """One stream event. ``decode(ids)`` makes the texts when tokens come before the run's own (``lead``, the
+        prefix of a branch, or a ``base`` it extends): the texts show them, the token counts do not."""
         self.elapsed_s = time.perf_counter() - self.started
+        offset = len(self.base.steps) if self.base is not None else 0
         if event.record is not None:
-            self.steps.append(event.record)
+            self.steps.append(dataclasses.replace(event.record, step=offset + event.record.step) if offset
+                              else event.record)
             if self.first_token_s is None:
                 self.first_token_s = self.elapsed_s
-        self.tokens, self.texts = event.tokens, event.texts
+        before = returned_tokens(self.base)[0] if self.base is not None else []
+        self.tokens = [before + t for t in event.tokens]
+        self.texts = [decode(self.lead + t) for t in self.tokens] if decode is not None and (self.lead or before) \
+            else event.texts
         if event.done:
             self.done = True
             self.stopped = event.stopped
-            self.trace = event.result.trace if event.result is not None else None
+            trace = event.result.trace if event.result is not None else None
+            if trace is not None and self.base is not None:
+                trace = joined(self.base, trace, self.texts)
+            self.trace = trace
             if self.trace is not None:  # the returned sequences, ranked as generate returns them
                 self.tokens = returned_tokens(self.trace)
-                self.texts = list(self.trace.texts) or self.texts
+                self.texts = ([decode(self.lead + t) for t in self.tokens] if decode is not None and self.lead
+                              else list(self.trace.texts) or self.texts)
 
     @property
     def new_tokens(self) -> int:
@@ -207,11 +227,26 @@ class Run:
                      stopped=self.stopped or "cancelled")
 
     @classmethod
-    def from_trace(cls, name: str, label: str, trace: Trace) -> "Run":
+    def from_trace(cls, name: str, label: str, trace: Trace, prompt: str = "", text_of=None) -> "Run":
+        """A finished run from its trace; ``text_of(id)`` spells the prefix a branch continues from (shown first)."""
+        lead = list(trace.origin.prefix) if trace.origin is not None else []
+        lead_texts = [text_of(t) for t in lead] if text_of is not None else []
+        texts = ["".join(lead_texts) + t for t in trace.texts] if lead_texts else list(trace.texts)
         return cls(name, label, kwargs=dict(trace.config), prompt_ids=trace.prompt_ids, steps=list(trace.steps),
-                   tokens=returned_tokens(trace), texts=list(trace.texts), trace=trace, model_name=trace.model_name,
+                   tokens=returned_tokens(trace), texts=texts, trace=trace, model_name=trace.model_name,
                    elapsed_s=trace.elapsed_s, first_token_s=trace.steps[0].elapsed_s if trace.steps else None,
-                   done=True, stopped=trace.stopped, seed=trace.seed)
+                   done=True, stopped=trace.stopped, seed=trace.seed, prompt=prompt, lead=lead, lead_texts=lead_texts)
+
+
+def joined(base: Trace, segment: Trace, texts: list[str]) -> Trace:
+    """A paused step-mode run (``base``) and the run that continued it from its end (``segment``), as one trace:
+    the segment's records renumbered after the base's, its sequences (they start with the base's), the base's run
+    id and origin, the segment's settings; ``texts`` are the whole continuation's texts."""
+    offset = len(base.steps)
+    return dataclasses.replace(
+        base, steps=list(base.steps) + [dataclasses.replace(r, step=offset + r.step) for r in segment.steps],
+        sequences=segment.sequences, texts=list(texts), config=segment.config, stopped=segment.stopped,
+        elapsed_s=base.elapsed_s + segment.elapsed_s)
 
 
 def returned_tokens(trace: Trace) -> list[list[int]]:
@@ -224,27 +259,54 @@ def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def stream_run(run: Run, loaded, input_ids, attention_mask, *, top_n: int = 10, seed: int | None = None,
-               max_seconds: float | None = None, **model_kwargs) -> Iterator[Run]:
-    """Iterate ``core.stream`` into ``run``, yielding it after each event. The run draws from a generator of its
-    own, seeded with ``seed`` (a fresh random seed when ``None``; ``run.seed`` tells which), and stops at the
-    ``max_seconds`` wall-clock cap. Closing this generator closes the core's stream, which sets its cancel
-    event: the worker stops within one step."""
-    generator = new_generator(seed)
-    run.seed = generator.initial_seed()
+def stream_run(run: Run, loaded, input_ids, attention_mask, *, generator, top_n: int = 10,
+               max_seconds: float | None = None, origin: core.Origin | None = None,
+               **model_kwargs) -> Iterator[Run]:
+    """Iterate ``core.stream`` into ``run``, yielding it after each event. The run draws from ``generator`` (its
+    own: ``core.rng.new_generator(seed)``, or a list of them, one per row), stops at the ``max_seconds`` wall-clock
+    cap, and names ``origin`` when it continues another run. Closing this generator closes the core's stream,
+    which sets its cancel event: the worker stops within one step."""
+    if isinstance(generator, torch.Generator):
+        run.seed = generator.initial_seed() if run.base is None else run.base.seed
     run.prompt_ids, run.model_name, run.started = input_ids.tolist(), loaded.name, time.perf_counter()
+    if run.base is not None:
+        run.prompt_ids = run.base.prompt_ids
     events = core.stream(loaded.model, input_ids, tokenizer=loaded.tokenizer, top_n=top_n,
-                         attention_mask=attention_mask, generator=generator, max_seconds=max_seconds,
+                         attention_mask=attention_mask, generator=generator, max_seconds=max_seconds, origin=origin,
                          **run.kwargs, **model_kwargs)
+    def decode(ids):
+        return loaded.tokenizer.decode(ids, skip_special_tokens=True)
+
     run.streaming.set()
     try:
         for event in events:
-            run.feed(event)
+            run.feed(event, decode)
             yield run
     finally:
         events.close()  # joins the worker
         run.streaming.clear()
+        if isinstance(generator, torch.Generator):
+            run.generator_state = generator.get_state()
         session.trim_heap()  # the run's tensors are freed: hand their memory back
+
+
+def parse_token(tokenizer, text: str | None, vocab_size: int) -> int | None:
+    """``#<id>`` or a token's text -> its id (``None`` for empty). Text must be exactly one token of the model."""
+    text = "" if text is None else str(text)
+    if not text.strip():
+        return None
+    if text.strip().startswith("#") and text.strip()[1:].isdigit():
+        token_id = int(text.strip()[1:])
+        if not 0 <= token_id < vocab_size:
+            raise ValueError(f"`token` must be a token id in [0, {vocab_size - 1}] (#<id>) or one token's text; "
+                             f"got {text!r}")
+        return token_id
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        pieces = " + ".join(repr(tokenizer.decode([i])) for i in ids)
+        raise ValueError(f"`token` must be one token of the model's vocabulary (or #<id>); {text!r} is {len(ids)} "
+                         f"tokens: {pieces}")
+    return ids[0]
 
 
 def wait_stopped(runs: dict[str, Run], timeout: float = 10.0) -> None:

@@ -79,3 +79,13 @@ def browser():
         b = launch_chromium(p)
         yield b
         b.close()
+
+
+def kernels_ready(timeout: float = 600) -> None:
+    """Wait for the app's background warm-up of quanto's kernels (the cache tab's quantized cache answers "not
+    ready yet" until then, as it should for a visitor)."""
+    from core import kernels
+
+    kernel = kernels.KERNELS["quanto"]
+    if kernel.state == "building":
+        assert kernel.done.wait(timeout), "quanto's kernels did not build"

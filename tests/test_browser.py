@@ -25,6 +25,7 @@ import app
 from browser_helpers import (ANY_TEXT, SCREENSHOTS, nudge_slider, open_tab, set_number,
                              status_of, text_of, time_to_first_token, wait_done, wait_for_plot,
                              wait_until_stable)
+from conftest import kernels_ready
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -60,6 +61,7 @@ def free_port() -> int:
 def server(embedded):
     """The app on the embedded model, in this process (so tests can see its worker threads)."""
     demo = app.build_demo()
+    kernels_ready()
     app.launch(demo, prevent_thread_lock=True, quiet=True, server_port=free_port())
     yield demo
     demo.close()

@@ -317,8 +317,9 @@ def test_alternatives_table_names_the_processor_that_removed_each_token(sampled)
     assert len(rows) == len(rec.candidates)
     assert all(len(r) == len(F.ALTERNATIVES_HEADERS) for r in rows)
     removed = F.candidates.removed_by(rec)
-    for token, prob, prob_after, by in rows:
-        cand = next(c for c in rec.candidates if F.tokens.visible(c.text) == token.removeprefix("★ "))
+    for token, token_id, prob, prob_after, by in rows:
+        cand = next(c for c in rec.candidates if c.token_id == token_id)
+        assert F.tokens.visible(cand.text) == token.removeprefix("★ ")
         assert (prob, prob_after) == (round(cand.prob, 4), round(cand.prob_after, 4))
         assert ("TopKLogitsWarper" in by) == (cand.token_id in removed)
         assert (prob_after == 0) == (cand.token_id in removed)
@@ -349,7 +350,7 @@ def test_tokens_html_and_candidates_of_multi_token_steps():
     assert "dp-pna" not in out  # every appended token has its own recorded distribution
     fig = F.candidates_figure(steps, step=0, position=3)
     assert fig.data[0].x == ("★ ␣fix40",) and "(token 4)" in fig.layout.title.text
-    assert F.alternatives_table(steps, 0, position=3) == [["★ ␣fix40", 0.5, 0.53, ""]]
+    assert F.alternatives_table(steps, 0, position=3) == [["★ ␣fix40", 40, 0.5, 0.53, ""]]
 
 
 def test_tokens_html_of_beam_records_follows_the_best_hypothesis():

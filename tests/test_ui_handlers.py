@@ -21,6 +21,7 @@ from gradio_client import Client, handle_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import app
+from conftest import kernels_ready
 import core
 from core.records import Trace
 from playground import handlers
@@ -54,6 +55,7 @@ def served(tiny_folder):
     """The app on the tiny model, in this process; yields (demo, client, model cache)."""
     models = ModelCache()
     demo = app.build_demo(tiny_folder, models=models)
+    kernels_ready()
     app.launch(demo, prevent_thread_lock=True, quiet=True, server_port=None)
     client = Client(demo.local_url, verbose=False)
     yield demo, client, models
@@ -65,7 +67,7 @@ def outputs_of(key: str, values: tuple) -> dict:
     """Name a generate endpoint's outputs the way ``StrategyTab.build`` orders them."""
     tab = TABS[key]
     names = [f"text{i}" for i in range(len(tab.text_labels))] + ["status"]
-    names += [f"figure:{f.label}" for f in tab.figures] + ["tokens", "step", "alternatives", "download"]
+    names += [f"figure:{f.label}" for f in tab.all_figures()] + ["tokens", "step", "alternatives", "download"]
     return dict(zip(names, values))
 
 
@@ -100,7 +102,7 @@ def test_every_tab_streams_text_and_figures(served, key):
     assert updates > 1, "the text should stream, one update per step"
     assert isinstance(out["text0"], str) and out["text0"].strip(), out
     assert "tokens" in out["status"] and "Not run" not in out["status"], out["status"]
-    for fig in TABS[key].figures:
+    for fig in TABS[key].all_figures():
         assert figure(out, fig.label).data, f"{fig.label} drew nothing"
     assert 'class="dp-tok' in out["tokens"]
     assert out["alternatives"]["data"] and out["alternatives"]["data"][0][0], out["alternatives"]

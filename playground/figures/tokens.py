@@ -20,7 +20,7 @@ CAPTION = ("The generated text, each token shaded by the probability it had when
 
 # Lower bounds of the probability buckets dp-p5 … dp-p1; below the last is dp-p0.
 BUCKETS = (0.9, 0.7, 0.5, 0.3, 0.1)
-ALTERNATIVES_HEADERS = ["token", "prob", "prob after", "removed by"]
+ALTERNATIVES_HEADERS = ["token", "id", "prob", "prob after", "removed by"]
 _ALTERNATIVES_IN_TOOLTIP = 5
 
 
@@ -79,7 +79,7 @@ def _beam_spans(steps: Steps, row: int) -> list[str]:
     return spans
 
 
-def tokens_html(steps: Steps, row: int = 0, legend: bool = True) -> str:
+def tokens_html(steps: Steps, row: int = 0, legend: bool = True, lead: list[str] | None = None) -> str:
     """HTML of the tokens generated so far for ``row`` (for the beam family: the current best hypothesis
     of returned row ``row``, uncoloured: beams carry scores, not one chosen probability); each token is a
     ``span`` with ``data-step``, ``data-pos`` and a ``title`` tooltip listing its alternatives."""
@@ -89,6 +89,9 @@ def tokens_html(steps: Steps, row: int = 0, legend: bool = True) -> str:
         spans = _beam_spans(recs, row)
     else:
         spans = [s for rec in recs for s in _row_spans(rec.step, row_steps(rec, row))]
+    if lead:  # the prefix a branch continues from: the parent's tokens, then the forced one
+        spans = [f'<span class="dp-tok dp-lead" title="from the run this one continues">{html.escape(t)}</span>'
+                 for t in lead] + spans
     if not spans:
         return '<div class="dp-tokens dp-empty">Generated tokens will appear here, coloured by probability.</div>'
     out = f'<div class="dp-tokens">{"".join(spans)}</div>'
@@ -100,7 +103,7 @@ def tokens_html(steps: Steps, row: int = 0, legend: bool = True) -> str:
 
 
 def alternatives_table(steps: Steps, step: int, row: int = 0, position: int = 0) -> list[list]:
-    """Rows ``[token, prob, prob after, removed by]`` for every recorded candidate of one step (most
+    """Rows ``[token, id, prob, prob after, removed by]`` for every recorded candidate of one step (most
     probable first under the model; the chosen token starred); headers in ``ALTERNATIVES_HEADERS``.
     ``step`` and ``position`` are a token span's ``data-step`` and ``data-pos``."""
     rs = row_of(pick(records(steps), step), row, position)
@@ -108,8 +111,9 @@ def alternatives_table(steps: Steps, step: int, row: int = 0, position: int = 0)
         return []
     removed = removed_by(rs)
     chosen = set(rs.chosen)
-    return [[("★ " if c.token_id in chosen else "") + visible(c.text), round(c.prob, 4), round(c.prob_after, 4),
-             ", ".join(removed.get(c.token_id, []))] for c in sorted(rs.candidates, key=lambda c: -c.prob)]
+    return [[("★ " if c.token_id in chosen else "") + visible(c.text), c.token_id, round(c.prob, 4),
+             round(c.prob_after, 4), ", ".join(removed.get(c.token_id, []))]
+            for c in sorted(rs.candidates, key=lambda c: -c.prob)]
 
 
 __all__ = ["CAPTION", "ALTERNATIVES_HEADERS", "BUCKETS", "bucket_class", "tokens_html", "alternatives_table"]

@@ -30,9 +30,13 @@ from gradio.components.plot import PlotData
 from ..figures import candidates
 from ..figures.common import figure_json
 from ..figures.tokens import ALTERNATIVES_HEADERS, alternatives_table, tokens_html
-from .. import policy, session
-from ..handlers import (Run, Throttle, encode_prompt, error_line, generate_kwargs, join_texts, load_runs, save_runs,
-                        status_line, stream_run, wait_stopped, widget_value)
+from core.rng import new_generator
+
+from .. import policy, session, steering
+from ..branches import Branches, Entry, entropy_per_step, sample_tree, samples, token_texts
+from ..figures import branches as branch_figures
+from ..handlers import (Run, Throttle, encode_prompt, error_line, generate_kwargs, join_texts, load_runs, parse_token,
+                        save_runs, status_line, stream_run, wait_stopped, widget_value)
 from ..state import ModelCache
 from . import TabHandle
 
@@ -48,6 +52,7 @@ class AppContext:
     startup: Any  # LoadedModel the app started with (initial values of model-dependent widgets)
     model_choices: list[str] = field(default_factory=list)  # named models, for pickers (speculative)
     slots: int = 2  # generations running at once, across all tabs
+    branches: gr.State | None = None  # the session's runs (``playground.branches.Branches``)
     max_seconds: float | None = None  # the wall-clock cap of every generation (``PLAYGROUND_MAX_SECONDS``)
 
 
@@ -58,6 +63,7 @@ class View:
     runs: dict[str, Run]
     step: int = -1
     row: int = 0
+    branches: Branches | None = None  # the session's runs, for the branch tree
 
     @property
     def main(self) -> Run:
@@ -83,6 +89,31 @@ def candidates_panel(label: str = "Candidates at the picked step") -> Figure:
     """The candidate bars of the picked step and row, shared by every tab."""
     return Figure(label, lambda v: candidates.candidates_figure(v.steps, v.step, v.row), candidates.CAPTION,
                   picked=True)
+
+
+def branch_tree_panel() -> Figure:
+    """The session's runs on the shown run's prompt as a tree of forks; every tab draws it (click a node)."""
+    def draw(view: View):
+        main = view.main
+        trace = main.trace
+        if view.branches is None or trace is None or not trace.run_id:
+            return branch_figures.branch_tree_figure(None, None, None, str)
+        entry_key = Entry(trace.run_id, "", "", "", trace).prompt_key
+        return branch_figures.branch_tree_figure(view.branches, entry_key, trace.run_id, token_texts(view.branches))
+
+    return Figure("Branch tree", draw, branch_figures.TREE_CAPTION)
+
+
+def samples_panels() -> tuple[Figure, Figure]:
+    """Sample N's prefix tree of the samples (counts and probabilities) and the entropy per step."""
+    def tree(view: View):
+        runs = samples(view.steps)
+        seeds = view.main.label.rpartition("(seeds ")[2].rstrip(")") if "(seeds " in view.main.label else ""
+        return branch_figures.sample_tree_figure(sample_tree(runs) if runs else None, seeds)
+
+    return (Figure("Samples", tree, branch_figures.SAMPLES_CAPTION),
+            Figure("Entropy per step", lambda v: branch_figures.entropy_figure(entropy_per_step(v.steps)),
+                   branch_figures.ENTROPY_CAPTION))
 
 
 @dataclass
@@ -133,6 +164,9 @@ class StrategyTab:
     intro = ""  # markdown shown at the top of the tab
     fixed: dict = {}  # fields that define the tab; no loaded config overrides them
     seeded = False  # random strategies get a seed box
+    steppable = False  # step mode: Next token advances one token with the tab's strategy
+    samples = False  # Sample N: many seeded runs at once, merged into one prefix tree
+    beam = False  # the beam family: branch from a node of the beam tree too
     text_labels: tuple[str, ...] = ("Generated text",)
     text_lines = 4
     figures: tuple[Figure, ...] = ()
@@ -172,6 +206,10 @@ class StrategyTab:
         """Extra status text after a run (e.g. bytes per cache kind)."""
         return ""
 
+    def all_figures(self) -> tuple[Figure, ...]:
+        """The tab's figures, then what every tab shows: the session's branch tree."""
+        return (*self.figures, branch_tree_panel())
+
     def build(self, app: AppContext) -> TabHandle:
         """Lay the tab out and wire its handlers (call inside the app's ``gr.Tabs``)."""
         return TabUI(self, app).build()
@@ -179,7 +217,11 @@ class StrategyTab:
 
 class TabUI:
     """One build of a tab: what it made (the app context, the order of its widgets) and its handlers. Handlers
-    read everything per session from their inputs (the session's states) and the request."""
+    read everything per session from their inputs (the session's states) and the request.
+
+    Every handler that runs something streams a ``steering.Start`` through ``_stream``: Generate (from the prompt,
+    or resuming a paused step-mode run), Continue with this token (a branch), Next token (step mode) and Sample N.
+    Each finished main run joins the session's branch tree."""
 
     def __init__(self, tab: StrategyTab, app: AppContext):
         self.tab, self.app = tab, app
@@ -187,6 +229,7 @@ class TabUI:
         self.side_names: list[str] = []
         self.n_texts = len(tab.text_labels)
         self.n_model_panel = 0
+        self.figures = tab.all_figures()
 
     # --- layout ----------------------------------------------------------------------------------
     def build(self) -> TabHandle:
@@ -212,12 +255,18 @@ class TabUI:
                     with gr.Row():
                         generate = gr.Button("Generate", variant="primary")
                         stop = gr.Button("Stop", variant="stop")
+                    if tab.samples:
+                        with gr.Row():
+                            n_samples = gr.Slider(2, steering.SAMPLE_MANY_MAX, value=16, step=1, label="n",
+                                                  info="runs with seeds seed, seed+1, ... merged into one tree",
+                                                  scale=3)
+                            sample_many = gr.Button("Sample N", scale=1)
                     status = gr.Markdown(label="Status", elem_classes=["dp-status"])
                 with gr.Column(scale=3, min_width=420):
                     texts = [gr.Textbox(label=lab, lines=tab.text_lines, max_lines=16, interactive=False)
                              for lab in tab.text_labels]
                     plots = []
-                    for fig in tab.figures:
+                    for fig in self.figures:
                         plots.append(gr.Plot(label=fig.label))
                         if fig.caption:
                             gr.Markdown(fig.caption, label=f"{fig.label} caption", elem_classes=["dp-caption"])
@@ -230,9 +279,22 @@ class TabUI:
                                         info="returned sequence or beam")
                     alternatives = gr.Dataframe(headers=ALTERNATIVES_HEADERS, label="Top alternatives at the picked step",
                                                 interactive=False, wrap=True)
+                    with gr.Group(elem_classes=["dp-steer"]):
+                        with gr.Row():
+                            token = gr.Textbox(label="token", scale=3, placeholder="#1234 or a token's text",
+                                               info="click an alternative above, or type a token (its text or "
+                                                    "#<id>); it replaces the picked step's choice")
+                            node = gr.Number(label="beam node", value=None, precision=0, visible=tab.beam, scale=1,
+                                             info="click a node of the beam tree")
+                        with gr.Row():
+                            branch = gr.Button("Continue with this token")
+                            from_node = gr.Button("Continue from this node", visible=tab.beam)
+                            next_token = gr.Button("Next token", visible=tab.steppable)
                     with gr.Row():
                         download = gr.DownloadButton("Download trace (JSON)", value=None)
                         upload = gr.UploadButton("Load trace (JSON)", file_types=[".json"])
+                    clicks = gr.HTML("", label="Plot clicks", elem_classes=["dp-plot-clicks"],
+                                     js_on_load=(ASSETS / "plot_click.js").read_text())
             # States inside the Tab: a State left among gr.Tabs' children shifts the tab order the
             # browser indexes its tab bar by (the selected tab then shows up in another tab's place).
             extra = session.state({})
@@ -241,23 +303,41 @@ class TabUI:
         self.control_names, self.side_names = list(controls), list(side)
         self.n_model_panel = len(model_panel)
 
-        outputs = [*texts, status, *plots, tokens, step, alternatives, runs_state, download]
-        inputs = [app.model_state, prompt, chat, seed, extra, *side.values(), *controls.values()]
+        outputs = [*texts, status, *plots, tokens, step, alternatives, runs_state, download, app.branches]
+        settings = [app.model_state, prompt, chat, seed, extra, *side.values(), *controls.values()]
         names = ["model", "prompt", "chat", "seed", "extra", *side, *controls]
-        event = generate.click(named(self.generate, names), inputs, outputs, api_name=f"{tab.key}_generate",
-                               concurrency_id="generate", concurrency_limit=app.slots)
-        # Stop cancels Generate: Gradio closes the handler's generator, which closes core.stream, whose
+        lane = dict(concurrency_id="generate", concurrency_limit=app.slots)
+        states = [runs_state, app.branches]
+        event = generate.click(named(self.generate, ["runs", "branches", *names]), [*states, *settings], outputs,
+                               api_name=f"{tab.key}_generate", **lane)
+        runs_events = [event]
+        runs_events.append(branch.click(named(self.branch, ["runs", "branches", *names, "step", "row", "token"]),
+                                        [*states, *settings, step, row, token], outputs, api_name=f"{tab.key}_branch",
+                                        **lane))
+        runs_events.append(from_node.click(named(self.branch_node, ["runs", "branches", *names, "node"]),
+                                           [*states, *settings, node], outputs,
+                                           api_name=f"{tab.key}_branch_node" if tab.beam else False, **lane))
+        runs_events.append(next_token.click(named(self.next_token, ["runs", "branches", *names]), [*states, *settings],
+                                            outputs, api_name=f"{tab.key}_next_token" if tab.steppable else False,
+                                            **lane))
+        if tab.samples:
+            runs_events.append(sample_many.click(named(self.sample_many, ["runs", "branches", *names, "n"]),
+                                                 [*states, *settings, n_samples], outputs,
+                                                 api_name=f"{tab.key}_sample_many", **lane))
+        # Stop cancels what runs: Gradio closes the handler's generator, which closes core.stream, whose
         # worker stops within a step. The browser sends the cancel as it dispatches the listener that
         # carries ``cancels``, before the next one, so ``stopped`` (registered second, and waiting for
         # the worker) sums up what streamed after the last stream update. API clients: ``job.cancel()``.
-        stop.click(None, None, None, cancels=[event])
+        stop.click(None, None, None, cancels=runs_events)
         stop.click(self.stopped, [runs_state], [status, download], concurrency_limit=None, api_name=False)
-        picked = [p for p, f in zip(plots, tab.figures) if f.picked]
+        picked = [p for p, f in zip(plots, self.figures) if f.picked]
         for widget in (step, row):
             widget.input(self.pick, [runs_state, step, row], [alternatives, *picked], trigger_mode="always_last",
                          api_name=False)
         tokens.select(self.pick_token, [runs_state, row], [step, alternatives, *picked], trigger_mode="always_last",
                       api_name=False)
+        alternatives.select(self.pick_alternative, None, token, api_name=False)
+        clicks.select(self.clicked, [runs_state, app.branches], [*outputs, node], api_name=False)
         upload.upload(self.load_trace, [upload, runs_state], outputs, api_name=f"{tab.key}_load_trace")
         if presets:
             preset.change(self.apply_preset, [preset, extra], [*controls.values(), extra], api_name=False)
@@ -266,26 +346,110 @@ class TabUI:
         return TabHandle(tab.key, tab.title, controls, extra, fixed=dict(tab.fixed), tab=tab_block,
                          generate=generate, ui=self)
 
-    # --- handlers --------------------------------------------------------------------------------
-    def generate(self, model_name, prompt, chat, seed, extra, *values, request: gr.Request | None = None
-                 ) -> Iterator[tuple]:
-        tab, n_side = self.tab, len(self.side_names)
+    # --- handlers: runs --------------------------------------------------------------------------
+    def _setup(self, model_name, prompt, chat, extra, values):
+        """The session's model, the tab's plans from its widgets, the prompt ids (raises ValueError)."""
+        n_side = len(self.side_names)
         side, widget_values = dict(zip(self.side_names, values[:n_side])), values[n_side:]
+        loaded = policy.load(self.app.models, model_name, "model")
+        kwargs = generate_kwargs(dict(zip(self.control_names, widget_values)), extra, self.tab.fixed)
+        input_ids, mask, note = encode_prompt(loaded.tokenizer, prompt or "", chat)
+        return loaded, self.tab.plans(kwargs, side, loaded, self.app), input_ids, mask, note
+
+    def _seed(self, seed) -> int | None:
+        return int(seed) if self.tab.seeded and seed is not None else None  # None: a fresh random seed
+
+    def generate(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
+        """From the prompt; or, when the tab shows a paused step-mode run of this prompt, from where it stopped."""
         try:
-            loaded = policy.load(self.app.models, model_name, "model")
-            kwargs = generate_kwargs(dict(zip(self.control_names, widget_values)), extra, tab.fixed)
-            input_ids, mask, note = encode_prompt(loaded.tokenizer, prompt or "", chat)
-            plans = tab.plans(kwargs, side, loaded, self.app)
+            loaded, plans, input_ids, mask, note = self._setup(model_name, prompt, chat, extra, values)
+            current = next(iter(runs.values()), None) if runs else None
+            if steering.is_paused(current, prompt, loaded.name):
+                starts = [(plans[0], steering.resume(current, plans[0].kwargs, plans[0].label))]
+            else:
+                starts = [(plan, steering.Start(input_ids, mask, new_generator(self._seed(seed)), plan.kwargs,
+                                                plan.label)) for plan in plans]
         except (ValueError, OSError) as err:
             yield self._error(err)
             return
-        view = View({p.name: Run(p.name, p.label, p.kwargs) for p in plans})
-        run_seed = int(seed) if tab.seeded and seed is not None else None  # None: a fresh random seed
+        yield from self._stream(starts, loaded, prompt, branches, note, request)
+
+    def branch(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
+        """Continue the tab's run from the picked step with ``token`` forced there."""
+        *values, step, row, token = values
+        try:
+            parent = self._parent(runs)
+            loaded, plans, _, _, note = self._setup(model_name, parent.prompt, chat, extra, values)
+            vocab = loaded.model.config.get_text_config().vocab_size
+            token_id = parse_token(loaded.tokenizer, token, vocab)
+            if token_id is None:
+                raise ValueError("`token` is empty: click one of the alternatives, or type a token's text or #<id>")
+            start = steering.branch_at(parent, int(step or 0), int(row or 0), token_id, plans[0].kwargs,
+                                       self._seed(seed), vocab, f"{plans[0].label} · branch")
+        except (ValueError, OSError) as err:
+            yield self._error(err)
+            return
+        yield from self._stream([(plans[0], start)], loaded, parent.prompt, branches, note, request)
+
+    def branch_node(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
+        """Continue the hypothesis of a node of the run's beam tree."""
+        *values, node = values
+        try:
+            parent = self._parent(runs)
+            if node is None or node < 0:
+                raise ValueError("`beam node` is empty: click a node of the beam tree (or type its id)")
+            loaded, plans, _, _, note = self._setup(model_name, parent.prompt, chat, extra, values)
+            start = steering.branch_at_node(parent, int(node), plans[0].kwargs, self._seed(seed),
+                                            f"{plans[0].label} · from node {int(node)}")
+        except (ValueError, OSError) as err:
+            yield self._error(err)
+            return
+        yield from self._stream([(plans[0], start)], loaded, parent.prompt, branches, note, request)
+
+    def next_token(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
+        """Step mode: one more token with the tab's strategy (the first one from the prompt)."""
+        try:
+            loaded, plans, input_ids, _, note = self._setup(model_name, prompt, chat, extra, values)
+            current = next(iter(runs.values()), None) if runs else None
+            paused = current if steering.is_paused(current, prompt, loaded.name) else None
+            start = steering.next_token(paused, input_ids, plans[0].kwargs, self._seed(seed),
+                                        f"{plans[0].label} · step by step")
+        except (ValueError, OSError) as err:
+            yield self._error(err)
+            return
+        yield from self._stream([(plans[0], start)], loaded, prompt, branches, note, request)
+
+    def sample_many(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
+        """N runs with seeds seed..seed+N-1 in one batch, merged into the samples' prefix tree."""
+        *values, n = values
+        try:
+            loaded, plans, input_ids, _, note = self._setup(model_name, prompt, chat, extra, values)
+            start = steering.sample_many(input_ids, plans[0].kwargs, int(n), self._seed(seed), plans[0].label)
+        except (ValueError, OSError) as err:
+            yield self._error(err)
+            return
+        yield from self._stream([(plans[0], start)], loaded, prompt, branches, note, request)
+
+    def _parent(self, runs) -> Run:
+        parent = next(iter(runs.values()), None) if runs else None
+        if parent is None or parent.trace is None:
+            raise ValueError("there is no finished run in this tab to continue: Generate first")
+        return parent
+
+    def _stream(self, starts, loaded, prompt, branches, note, request) -> Iterator[tuple]:
+        """Stream each (plan, start) in order into one view; the first is the tab's main run, which joins the
+        session's branch tree when it ends (a paused step-mode run too, growing in place)."""
+        branches = branches if isinstance(branches, Branches) else Branches()
+        view = View({plan.name: Run(plan.name, start.label, start.kwargs, prompt=prompt, base=start.base,
+                                    paused=start.paused, lead=list(start.lead),
+                                    lead_texts=[loaded.tokenizer.decode([t]) for t in start.lead])
+                     for plan, start in starts}, branches=branches)
         throttle = Throttle()
         try:
-            for plan in plans:
-                for _ in stream_run(view.runs[plan.name], loaded, input_ids, mask, seed=run_seed,
-                                    max_seconds=self.app.max_seconds, **plan.model_kwargs):
+            for plan, start in starts:
+                for _ in stream_run(view.runs[plan.name], loaded, start.input_ids, start.attention_mask,
+                                    generator=start.generator, max_seconds=self.app.max_seconds, origin=start.origin,
+                                    **plan.model_kwargs):
                     if throttle.due():
                         started = time.perf_counter()
                         out = self._outputs(view, note=note)
@@ -298,6 +462,13 @@ class TabUI:
                 traceback.print_exc()
             yield self._error(err)
             return
+        main = view.main
+        if main.paused and main.trace is not None:
+            eos = loaded.model.generation_config.eos_token_id
+            eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+            main.paused = not steering.ended(main, starts[0][1].budget, eos)
+        if main.trace is not None and main.trace.run_id:
+            branches.add(self.tab.key, main.label, prompt or "", main.trace)
         yield self._outputs(view, note=note, final=True, request=request)
 
     def stopped(self, runs: dict[str, Run], request: gr.Request = None):
@@ -309,15 +480,34 @@ class TabUI:
         return ("Stopped.  \n" + status_line(runs, seeded=self.tab.seeded),
                 save_runs(self.tab.key, runs, session.folder(request)))
 
+    # --- handlers: picking ----------------------------------------------------------------------------
     def pick(self, runs: dict[str, Run], step, row):
         if not runs:
-            return (gr.skip(),) * (1 + sum(f.picked for f in self.tab.figures))
+            return (gr.skip(),) * (1 + sum(f.picked for f in self.figures))
         view = View(runs, step=int(step or 0), row=int(row or 0))
-        return (self._alternatives(view), *(self._draw(f, view) for f in self.tab.figures if f.picked))
+        return (self._alternatives(view), *(self._draw(f, view) for f in self.figures if f.picked))
 
     def pick_token(self, runs: dict[str, Run], row, evt: gr.SelectData):
         """A click on a generated token: its step goes to the step slider and the picked figures."""
         return (gr.Slider(value=int(evt.index)), *self.pick(runs, evt.index, row))
+
+    @staticmethod
+    def pick_alternative(evt: gr.SelectData):
+        """A click on a row of the alternatives: its token (by id) goes to the token box."""
+        row = evt.row_value or []
+        return f"#{int(row[1])}" if len(row) > 1 and row[1] not in (None, "") else gr.skip()
+
+    def clicked(self, runs, branches, evt: gr.SelectData):
+        """A click on a point of a figure: a run of the branch tree shows that run; a beam-tree node fills the
+        beam node box."""
+        skip_all = [gr.skip()] * (self.n_texts + 1 + len(self.figures) + 6)
+        if evt.value == "nodes":  # the beam tree's node markers carry their node id
+            return (*skip_all, int(evt.index))
+        if evt.value != "runs" or not isinstance(branches, Branches) or evt.index not in branches.entries:
+            return (*skip_all, gr.skip())
+        entry = branches.get(evt.index)
+        run = Run.from_trace("main", entry.label, entry.trace, prompt=entry.prompt, text_of=token_texts(branches))
+        return (*self._outputs(View({"main": run}, branches=branches), final=True, download=False), gr.skip())
 
     def load_trace(self, path, previous):
         try:
@@ -342,7 +532,7 @@ class TabUI:
     def _error(self, err: Exception) -> tuple:
         """Everything on screen stays (gr.skip); only the status says what was wrong."""
         gr.Warning(str(err))
-        n_outputs = self.n_texts + 1 + len(self.tab.figures) + 5
+        n_outputs = self.n_texts + 1 + len(self.figures) + 6
         out = [gr.skip()] * n_outputs
         out[self.n_texts] = error_line(err)
         return tuple(out)
@@ -358,24 +548,33 @@ class TabUI:
             return None
 
     def _tokens(self, view: View) -> str:
-        return tokens_html(view.steps, row=view.row) if view.steps else ""
+        return tokens_html(view.steps, row=view.row, lead=view.main.lead_texts) if view.steps or view.main.lead \
+            else ""
 
     def _alternatives(self, view: View):
         step = view.step if 0 <= view.step < len(view.steps) else len(view.steps) - 1
         rows = alternatives_table(view.steps, step, row=view.row) if view.steps else []
-        return rows or [["", None, None, ""]]
+        return rows or [["", None, None, None, ""]]
 
     def _outputs(self, view: View, *, figures: bool = True, final: bool = False, note: str = "",
-                 saved: str | None = None, request: gr.Request | None = None) -> tuple:
+                 saved: str | None = None, request: gr.Request | None = None, download: bool = True) -> tuple:
+        """The outputs of a run handler; ``final`` also writes the trace download (``saved``: an existing file;
+        ``download=False``: leave the button as it is)."""
         tab = self.tab
         texts = tab.texts(view)
         extra_note = tab.note(view) if final else ""
+        if final and view.main.paused:
+            extra_note = "; ".join(n for n in (extra_note, "step by step: Next token goes on, Generate runs to the "
+                                               "end, Continue with this token replaces the picked step's") if n)
         status = status_line(view.runs, "; ".join(n for n in (note, extra_note) if n), seeded=tab.seeded)
+        branches = view.branches if view.branches is not None else gr.skip()
         if not figures:  # the runs still go to the session state, so that Stop can save what streamed
-            skips = [gr.skip()] * (len(tab.figures) + 3)
-            return (*texts, status, *skips, view.runs, gr.skip())
-        plots = [self._draw(f, view) for f in tab.figures]
+            skips = [gr.skip()] * (len(self.figures) + 3)
+            return (*texts, status, *skips, view.runs, gr.skip(), branches)
+        plots = [self._draw(f, view) for f in self.figures]
         n_steps = len(view.steps)
         step = gr.Slider(maximum=max(n_steps - 1, 1), value=max(n_steps - 1, 0)) if final else gr.skip()
-        download = (saved or save_runs(tab.key, view.runs, session.folder(request))) if final else gr.skip()
-        return (*texts, status, *plots, self._tokens(view), step, self._alternatives(view), view.runs, download)
+        trace_file = (saved or save_runs(tab.key, view.runs, session.folder(request))) if final and download \
+            else gr.skip()
+        return (*texts, status, *plots, self._tokens(view), step, self._alternatives(view), view.runs, trace_file,
+                branches)

@@ -35,6 +35,7 @@ class BeamSearch(StrategyTab):
              "its most probable tokens; finished hypotheses are ranked by `score / length ** length_penalty`. "
              "The streamed text is the current best hypothesis; the tree shows every candidate it tried.")
     fixed = {"do_sample": False}
+    beam = True
     figures = (beam_tree_panel(), candidates_panel("Candidates of the picked beam at the picked step"))
 
     def controls(self):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from . import register
-from .base import StrategyTab, candidates_panel
+from .base import StrategyTab, candidates_panel, samples_panels
 from .beam import beam_tree_panel
 
 
@@ -17,7 +17,10 @@ class BeamSample(StrategyTab):
              "does. The same seed gives the same beams.")
     fixed = {"do_sample": True}
     seeded = True
-    figures = (beam_tree_panel(), candidates_panel("Candidates of the picked beam at the picked step"))
+    beam = True
+    samples = True
+    figures = (beam_tree_panel(), candidates_panel("Candidates of the picked beam at the picked step"),
+               *samples_panels())
 
     def controls(self):
         return {

@@ -16,6 +16,7 @@ class Contrastive(StrategyTab):
              "tokens, runs the model on each, and picks the one whose hidden state is least similar to the "
              "context, weighted by `penalty_alpha`. `penalty_alpha=0` is greedy search.")
     fixed = {"do_sample": False, "num_beams": 1}
+    steppable = True
     figures = (Figure("Contrastive scores", lambda v: contrastive.contrastive_figure(v.steps, v.step, v.row),
                       contrastive.CAPTION, picked=True),
                candidates_panel())

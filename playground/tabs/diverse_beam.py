@@ -17,6 +17,7 @@ class DiverseBeam(StrategyTab):
              "after the other at each step; a group's scores lose `diversity_penalty` for every time an earlier "
              "group picked the same token at this step (Hamming diversity). The tree colours beams by group.")
     fixed = {"do_sample": False}
+    beam = True
     figures = (beam_tree_panel(), candidates_panel("Candidates of the picked beam at the picked step"))
 
     def controls(self):

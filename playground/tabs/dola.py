@@ -20,6 +20,7 @@ class Dola(StrategyTab):
              "decoding with the same `repetition_penalty`, for comparison.")
     fixed = {"do_sample": False, "num_beams": 1}
     text_labels = ("DoLa text", "Greedy text (same settings, no dola_layers)")
+    steppable = True
     figures = (Figure("Layer divergences", lambda v: dola.dola_figure(v.steps, v.row), dola.CAPTION),
                candidates_panel())
 

@@ -36,6 +36,7 @@ class Greedy(StrategyTab):
     intro = ("**Greedy search** appends the single most probable token at every step "
              "(`do_sample=False`, `num_beams=1`): deterministic, fast, and prone to repetition.")
     fixed = {"do_sample": False, "num_beams": 1}
+    steppable = True
     figures = (candidates_panel(),)
 
     def controls(self):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from . import register
-from .base import StrategyTab, candidates_panel
+from .base import StrategyTab, candidates_panel, samples_panels
 
 
 def sampling_controls(num_return_sequences: bool = True) -> dict:
@@ -36,7 +36,9 @@ class Sampling(StrategyTab):
              "same text.")
     fixed = {"do_sample": True, "num_beams": 1}
     seeded = True
-    figures = (candidates_panel(),)
+    steppable = True
+    samples = True
+    figures = (candidates_panel(), *samples_panels())
 
     def controls(self):
         return sampling_controls()

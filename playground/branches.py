@@ -1,0 +1,296 @@
+"""The session's runs as a tree of forks (no Gradio here; ``playground/figures/branches.py`` draws it).
+
+Every run a session makes on a prompt is a node. A run that continues another (a branch with a forced token, a
+step-mode run, a resume) hangs from its parent, named by its trace's ``Origin``; a fresh run hangs from the prompt.
+Edges are labelled with the forced token and the settings that differ from the parent. Everything comes from the
+runs' traces: the tree never re-runs or re-simulates anything.
+
+``Branches`` lives in one ``gr.State`` per session; it keeps at most ``MAX_RUNS`` runs (the oldest runs nobody
+continues go first) and round-trips through JSON (``to_json`` / ``from_json``) with every trace in it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from core.records import Trace
+
+MAX_RUNS = 200  # per session: a run holds its records (tens to hundreds of KB)
+FORMAT = "decoding-playground/branches"
+
+
+@dataclass
+class Entry:
+    """One run of the session: which tab made it, its label, the prompt text and its trace (records)."""
+
+    run_id: str
+    tab: str
+    label: str
+    prompt: str
+    trace: Trace
+
+    @property
+    def parent(self) -> str | None:
+        return self.trace.origin.parent if self.trace.origin is not None else None
+
+    @property
+    def prompt_key(self) -> tuple[int, ...]:
+        """The user's prompt ids: the run's prompt without the prefix it continued from."""
+        ids = list(self.trace.prompt_ids[0]) if self.trace.prompt_ids else []
+        prefix = self.trace.origin.prefix if self.trace.origin is not None else []
+        return tuple(ids[:len(ids) - len(prefix)] if prefix else ids)
+
+    @property
+    def offset(self) -> int:
+        """Where its own tokens start, counted from the end of the user's prompt."""
+        return len(self.trace.origin.prefix) if self.trace.origin is not None else 0
+
+    def tokens(self, row: int = 0) -> list[int]:
+        """Every token after the user's prompt: the prefix it started from, then its own (returned row ``row``)."""
+        prefix = list(self.trace.origin.prefix) if self.trace.origin is not None else []
+        prompt_len = len(self.trace.prompt_ids[0]) if self.trace.prompt_ids else 0
+        own = self.trace.sequences[row][prompt_len:] if len(self.trace.sequences) > row else \
+            [t for rec in self.trace.steps for rs in rec.rows if rs.row == row for t in rs.chosen]
+        return prefix + list(own)
+
+
+@dataclass
+class Branches:
+    """The session's runs by id, oldest first."""
+
+    entries: "OrderedDict[str, Entry]" = field(default_factory=OrderedDict)
+
+    def add(self, tab: str, label: str, prompt: str, trace: Trace) -> Entry:
+        """Keep a finished (or paused) run; an entry of the same run id is replaced (a step-mode run grows)."""
+        if not trace.run_id:
+            raise ValueError("a run needs a run_id to join the branch tree")
+        entry = Entry(trace.run_id, tab, label, prompt, trace)
+        self.entries[trace.run_id] = entry
+        self.entries.move_to_end(trace.run_id)
+        self._bound()
+        return entry
+
+    def get(self, run_id: str) -> Entry:
+        if run_id not in self.entries:
+            raise ValueError(f"`run` must be a run of this session's branch tree; got {run_id!r}")
+        return self.entries[run_id]
+
+    def on_prompt(self, key: tuple[int, ...]) -> list[Entry]:
+        """The runs on the user prompt ``key`` (ids), oldest first."""
+        return [e for e in self.entries.values() if e.prompt_key == key]
+
+    def children(self, run_id: str) -> list[Entry]:
+        return [e for e in self.entries.values() if e.parent == run_id]
+
+    def _bound(self) -> None:
+        while len(self.entries) > MAX_RUNS:
+            parents = {e.parent for e in self.entries.values()}
+            victim = next((k for k in self.entries if k not in parents), next(iter(self.entries)))
+            del self.entries[victim]
+
+    # --- JSON ---------------------------------------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, "runs": [
+            {"run_id": e.run_id, "tab": e.tab, "label": e.label, "prompt": e.prompt, "trace": e.trace.to_dict()}
+            for e in self.entries.values()]}, allow_nan=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Branches":
+        try:
+            data = json.loads(text)
+            if data.get("format") != FORMAT:
+                raise KeyError("format")
+            out = cls()
+            for run in data["runs"]:
+                out.add(run["tab"], run["label"], run["prompt"], Trace.from_dict(run["trace"]))
+            return out
+        except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as err:
+            raise ValueError(f"the file must be a branch tree this playground wrote (format {FORMAT!r}); "
+                             f"could not read {err}") from None
+
+
+# --- what an edge says -------------------------------------------------------------------------------------------
+def settings_diff(child: dict[str, Any], parent: dict[str, Any]) -> dict[str, Any]:
+    """The settings of ``child`` that differ from ``parent``'s (new or changed values; a dropped one is None)."""
+    keys = [k for k in dict.fromkeys([*child, *parent]) if child.get(k) != parent.get(k)]
+    return {k: child.get(k) for k in keys}
+
+
+SKIPPED = {"max_new_tokens", "max_length"}  # a continuation's budget differs by construction: not a setting change
+
+
+def edge_label(entry: Entry, branches: Branches, text_of) -> str:
+    """The edge into ``entry``: its forced token (``text_of(id)`` decodes it) and its settings that differ from the
+    parent's (a fresh run: from the previous fresh run on the same prompt)."""
+    origin = entry.trace.origin
+    if origin is not None and origin.parent in branches.entries:
+        parent = branches.entries[origin.parent]
+        forced = (f"{text_of(origin.token_id)!r} at step {origin.step}" if origin.token_id is not None
+                  else f"resumed at step {origin.step}")
+    else:
+        roots = [e for e in branches.on_prompt(entry.prompt_key) if e.parent is None]
+        earlier = roots[:roots.index(entry)] if entry in roots else []
+        parent, forced = (earlier[-1] if earlier else None), ""
+    diff = {k: v for k, v in settings_diff(entry.trace.config, parent.trace.config if parent else {}).items()
+            if k not in SKIPPED}
+    shown = ", ".join(f"{k}={v!r}" for k, v in diff.items())
+    return "; ".join(part for part in (forced, shown) if part)
+
+
+# --- comparing two runs ----------------------------------------------------------------------------------------
+class Series(NamedTuple):
+    tokens: list[int]  # every token after the user's prompt
+    logprobs: list[float | None]  # per position: log p the model gave that token there (None: not recorded)
+
+
+def series(entry: Entry, branches: Branches, row: int = 0) -> Series:
+    """The run's tokens after the user's prompt with the model's log-probability of each, read from the records of
+    the run and, for the prefix it continued from, of its ancestors (``None`` where no record has it)."""
+    tokens = entry.tokens(row)
+    logprobs: list[float | None] = [None] * len(tokens)
+    origin = entry.trace.origin
+    if origin is not None and origin.parent in branches.entries:
+        parent = series(branches.entries[origin.parent], branches, origin.row)
+        inherited = len(origin.prefix) - (1 if origin.token_id is not None else 0)
+        logprobs[:inherited] = parent.logprobs[:inherited]
+        if origin.token_id is not None:  # the forced token: its probability in the parent's record of that step
+            logprobs[inherited] = _logprob_at(branches.entries[origin.parent].trace, origin.step, origin.row,
+                                              origin.token_id)
+    own = _own_logprobs(entry.trace, row)
+    for i, lp in enumerate(own):
+        if entry.offset + i < len(logprobs):
+            logprobs[entry.offset + i] = lp
+    return Series(tokens, logprobs)
+
+
+def _logprob_at(trace: Trace, step: int, row: int, token_id: int) -> float | None:
+    rec = trace.steps[step] if 0 <= step < len(trace.steps) else None
+    rs = next((r for r in rec.rows if r.row == row), None) if rec is not None else None
+    cand = next((c for c in rs.candidates if c.token_id == token_id), None) if rs is not None else None
+    return math.log(cand.prob) if cand is not None and cand.prob > 0 else None
+
+
+def _own_logprobs(trace: Trace, row: int) -> list[float | None]:
+    """Per generated token of returned row ``row``: the model's log-probability of it, from the step records
+    (the beam family: the differences of the cumulative scores along the returned hypothesis' nodes)."""
+    if any(rec.beam is not None for rec in trace.steps):
+        last = next((rec.best_nodes for rec in reversed(trace.steps) if rec.best_nodes is not None), None)
+        if not last or row >= len(last):
+            return []
+        nodes = {n.node_id: n for rec in trace.steps for n in rec.beam or ()}
+        path, node_id = [], last[row]
+        while node_id in nodes:
+            path.append(nodes[node_id])
+            node_id = nodes[node_id].parent
+        path.reverse()
+        return [n.score - (path[i - 1].score if i else 0.0) for i, n in enumerate(path)]
+    out: list[float | None] = []
+    for rec in trace.steps:
+        for rs in (r for r in rec.rows if r.row == row):
+            for i, token in enumerate(rs.chosen):
+                cand = next((c for c in rs.candidates if c.token_id == token), None) if i == 0 else None
+                out.append(math.log(cand.prob) if cand is not None and cand.prob > 0 else None)
+    return out
+
+
+class Comparison(NamedTuple):
+    first: Series
+    second: Series
+    diverge: int | None  # the first position (after the prompt) where their tokens differ; None: one extends the other
+
+
+def compare(first: Entry, second: Entry, branches: Branches) -> Comparison:
+    a, b = series(first, branches), series(second, branches)
+    diverge = next((i for i, (x, y) in enumerate(zip(a.tokens, b.tokens)) if x != y), None)
+    return Comparison(a, b, diverge)
+
+
+# --- sample many -----------------------------------------------------------------------------------------------
+@dataclass
+class SampleNode:
+    """A branch of the samples' prefix tree: the token, how many samples took it, the model's probability of it there
+    (as the records give it, before and after the processors) and the entropy of the distribution it was drawn from."""
+
+    token_id: int
+    text: str
+    count: int = 0
+    prob: float | None = None
+    prob_after: float | None = None
+    entropy: float | None = None
+    children: dict[int, "SampleNode"] = field(default_factory=dict)
+    rows: list[int] = field(default_factory=list)  # the samples (batch rows) that took it
+
+
+class Sampled(NamedTuple):
+    """One token of one sample, as the records give it."""
+
+    token_id: int
+    text: str
+    prob: float | None  # the model's probability of it there
+    prob_after: float | None  # after the processors (what it was drawn from)
+    entropy: float | None  # of the distribution it was drawn from
+
+
+def samples(steps) -> list[list[Sampled]]:
+    """Each sample of a run (a batch row; for the beam family each returned hypothesis) as its tokens with what the
+    records say of them: the rows' candidates and entropies, or the beam nodes' scores along the returned paths."""
+    steps = list(steps)
+    best_nodes = next((rec.best_nodes for rec in reversed(steps) if rec.best_nodes is not None), None)
+    if best_nodes is not None:
+        nodes = {n.node_id: n for rec in steps for n in rec.beam or ()}
+        out = []
+        for node_id in best_nodes:
+            path = []
+            while node_id in nodes:
+                path.append(nodes[node_id])
+                node_id = nodes[node_id].parent
+            path.reverse()
+            out.append([Sampled(n.token_id, n.text, None, math.exp(n.score - (path[i - 1].score if i else 0.0)), None)
+                        for i, n in enumerate(path)])
+        return out
+    rows: dict[int, list[Sampled]] = {}
+    for rec in steps:
+        for rs in rec.rows:
+            for i, token in enumerate(rs.chosen):
+                cand = next((c for c in rs.candidates if c.token_id == token), None) if i == 0 else None
+                rows.setdefault(rs.row, []).append(Sampled(
+                    token, cand.text if cand else f"#{token}", cand.prob if cand else None,
+                    cand.prob_after if cand else None, rs.entropy if i == 0 else None))
+            rows.setdefault(rs.row, [])
+    return [rows[r] for r in sorted(rows)]
+
+
+def sample_tree(runs: list[list[Sampled]]) -> SampleNode:
+    """The samples merged into a prefix tree: each node counts the samples that took its token there."""
+    root = SampleNode(-1, "", count=len(runs))
+    for index, tokens in enumerate(runs):
+        node = root
+        for t in tokens:
+            child = node.children.get(t.token_id)
+            if child is None:
+                child = node.children[t.token_id] = SampleNode(t.token_id, t.text, prob=t.prob,
+                                                               prob_after=t.prob_after, entropy=t.entropy)
+            child.count += 1
+            child.rows.append(index)
+            node = child
+    return root
+
+
+def entropy_per_step(steps) -> list[list[float]]:
+    """Per step, the entropy (nats) of every row's sampled distribution there (rows that had finished excluded)."""
+    return [[rs.entropy for rs in rec.rows if rs.entropy is not None and rs.chosen] for rec in steps]
+
+
+def token_texts(branches: Branches | None):
+    """``text_of(token_id)``: a token's text as the session's records hold it (``#id`` where none does)."""
+    texts: dict[int, str] = {}
+    for entry in (branches.entries.values() if branches is not None else ()):
+        for rec in entry.trace.steps:
+            for rs in rec.rows:
+                texts.update((c.token_id, c.text) for c in rs.candidates)
+            texts.update((n.token_id, n.text) for n in rec.beam or ())
+    return lambda token_id: texts.get(token_id, f"#{token_id}")

@@ -1,0 +1,182 @@
+"""The "Branches" tab: the session's tree of runs on a prompt, any run shown again, two runs compared, and the whole
+tree downloaded as JSON and loaded back. Everything is read from the session's ``Branches`` state (the runs'
+traces); the strategy tabs add to it (``TabUI._stream``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+from gradio.components.plot import PlotData
+
+from . import session
+from .branches import Branches, compare, token_texts
+from .figures import branches as branch_figures
+from .figures.common import figure_json
+from .figures.tokens import tokens_html
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+INTRO = ("**Branches**: every run of this session, as a tree of forks per prompt. Continue a run with another "
+         "token in any strategy tab (or step through it, or sample many) and the runs grow into a tree here. Click a "
+         "node to read that run; pick two runs to see where they diverge and which one the model prefers.")
+
+
+def run_choices(branches: Branches, key: tuple[int, ...] | None = None) -> list[tuple[str, str]]:
+    """(label, run id) of the session's runs (on prompt ``key`` only, when given), newest first."""
+    number = branch_figures.numbered(branches)
+    text_of = token_texts(branches)
+    out = []
+    for entry in reversed(list(branches.entries.values())):
+        if key is not None and entry.prompt_key != key:
+            continue
+        words = "".join(text_of(t) for t in entry.tokens()[:8]).replace("\n", " ")
+        out.append((f"{branch_figures.run_title(entry, number[entry.run_id])} · {words!r}", entry.run_id))
+    return out
+
+
+def prompt_choices(branches: Branches) -> list[tuple[str, str]]:
+    """(the prompt as typed, its key) of every prompt the session ran, newest first."""
+    seen: dict[str, str] = {}
+    for entry in reversed(list(branches.entries.values())):
+        key = ",".join(map(str, entry.prompt_key))
+        label = entry.prompt.strip().replace("\n", " ")[:80] or f"({len(entry.prompt_key)} prompt tokens)"
+        seen.setdefault(key, label)
+    return [(label, key) for key, label in seen.items()]
+
+
+def _key(value: str | None) -> tuple[int, ...] | None:
+    return tuple(int(t) for t in value.split(",") if t) if value else None
+
+
+def _plot(fig):
+    return PlotData(type="plotly", plot=figure_json(fig))
+
+
+@dataclass
+class BranchesPanel:
+    """The tab's handlers over the session's ``branches`` state (an ``AppContext.branches``)."""
+
+    branches: gr.State
+
+    def refresh(self, branches, prompt_key, first, second, request: gr.Request = None):
+        """The prompts, the tree on the chosen (else newest) prompt, the run pickers, and the whole tree as a JSON
+        file to download (in the session's folder)."""
+        branches = branches if isinstance(branches, Branches) else Branches()
+        prompts = prompt_choices(branches)
+        keys = [k for _, k in prompts]
+        prompt_key = prompt_key if prompt_key in keys else (keys[0] if keys else None)
+        runs = run_choices(branches)
+        ids = [r for _, r in runs]
+        tree = branch_figures.branch_tree_figure(branches, _key(prompt_key), None, token_texts(branches))
+        return (gr.Dropdown(choices=prompts, value=prompt_key), _plot(tree),
+                gr.Dropdown(choices=runs, value=first if first in ids else (ids[1] if len(ids) > 1 else None)),
+                gr.Dropdown(choices=runs, value=second if second in ids else (ids[0] if ids else None)),
+                self.write(branches, request) if branches.entries else None)
+
+    def show(self, branches, run_id):
+        """One run of the tree: its text (the prefix it continued from included) and its tokens."""
+        if not isinstance(branches, Branches) or run_id not in branches.entries:
+            return gr.skip(), gr.skip(), gr.skip()
+        entry = branches.get(run_id)
+        text_of = token_texts(branches)
+        number = branch_figures.numbered(branches)[run_id]
+        origin = entry.trace.origin
+        about = (f"**{branch_figures.run_title(entry, number)}** (`{entry.trace.strategy}`, {entry.tab} tab)"
+                 + (f", seed {entry.trace.seed}" if entry.trace.seed is not None else "")
+                 + (f"; continues run #{branch_figures.numbered(branches).get(origin.parent, '?')} at step "
+                    f"{origin.step}" if origin is not None else ""))
+        lead = [text_of(t) for t in (origin.prefix if origin is not None else [])]
+        return ("".join(text_of(t) for t in entry.tokens()), about, tokens_html(entry.trace.steps, lead=lead))
+
+    def clicked(self, branches, evt: gr.SelectData):
+        if evt.value != "runs":
+            return (gr.skip(),) * 3
+        return self.show(branches, evt.index)
+
+    def compare(self, branches, first, second):
+        """Two runs side by side: their texts, where they diverge, and the model's log-probability of each token."""
+        if not isinstance(branches, Branches) or first not in branches.entries or second not in branches.entries:
+            message = "Pick two runs of this session to compare (run something first)."
+            return gr.skip(), gr.skip(), message, _plot(branch_figures.compare_figure(None, ("", ""), str))
+        a, b = branches.get(first), branches.get(second)
+        text_of = token_texts(branches)
+        result = compare(a, b, branches)
+        number = branch_figures.numbered(branches)
+        labels = (f"#{number[first]}", f"#{number[second]}")
+        if a.prompt_key != b.prompt_key:
+            where = "They start from different prompts."
+        elif result.diverge is None:
+            where = "One run continues the other: they never diverge."
+        else:
+            pa, pb = result.first.logprobs[result.diverge], result.second.logprobs[result.diverge]
+            prefer = ("" if pa is None or pb is None else
+                      f" There the model gives {labels[0]}'s token log p = {pa:.2f} and {labels[1]}'s {pb:.2f}.")
+            where = (f"They diverge at position {result.diverge} after the prompt: "
+                     f"{text_of(result.first.tokens[result.diverge])!r} vs "
+                     f"{text_of(result.second.tokens[result.diverge])!r}.{prefer}")
+        return ("".join(text_of(t) for t in result.first.tokens), "".join(text_of(t) for t in result.second.tokens),
+                where, _plot(branch_figures.compare_figure(result, labels, text_of)))
+
+    @staticmethod
+    def write(branches: Branches, request: gr.Request | None) -> str:
+        """The tree as JSON in the session's folder (removed with the session); returns its path."""
+        path = session.folder(request) / "branch-tree.json"
+        path.write_text(branches.to_json())
+        return str(path)
+
+    def load(self, branches, path):
+        """A downloaded tree back into the session (its runs join the current ones)."""
+        if not path:
+            return gr.skip(), gr.skip()
+        try:
+            loaded = Branches.from_json(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            return gr.skip(), f"Not loaded: {err}"
+        branches = branches if isinstance(branches, Branches) else Branches()
+        for entry in loaded.entries.values():
+            branches.add(entry.tab, entry.label, entry.prompt, entry.trace)
+        return branches, f"Loaded {len(loaded.entries)} runs."
+
+    def build(self) -> None:
+        with gr.Tab("Branches", id="branches") as tab:
+            gr.Markdown(INTRO, label="About Branches")
+            with gr.Row():
+                prompt = gr.Dropdown([], label="Prompt", info="the session's prompts, newest first", scale=4)
+                refresh = gr.Button("Refresh", scale=1)
+            tree = gr.Plot(label="Branch tree")
+            gr.Markdown(branch_figures.TREE_CAPTION, label="Branch tree caption", elem_classes=["dp-caption"])
+            about = gr.Markdown(label="Shown run")
+            text = gr.Textbox(label="Run text", lines=4, max_lines=16, interactive=False)
+            tokens = gr.HTML(label="Run tokens", show_label=True, container=True, padding=True)
+            with gr.Row():
+                first = gr.Dropdown([], label="Run A")
+                second = gr.Dropdown([], label="Run B")
+                go = gr.Button("Compare two runs", variant="primary")
+            where = gr.Markdown(label="Where they diverge")
+            with gr.Row():
+                text_a = gr.Textbox(label="Run A text", lines=4, max_lines=16, interactive=False)
+                text_b = gr.Textbox(label="Run B text", lines=4, max_lines=16, interactive=False)
+            evidence = gr.Plot(label="Log-probability per position")
+            gr.Markdown(branch_figures.COMPARE_CAPTION, label="Compare caption", elem_classes=["dp-caption"])
+            with gr.Row():
+                download = gr.DownloadButton("Download branch tree (JSON)")
+                upload = gr.UploadButton("Load branch tree (JSON)", file_types=[".json"])
+            loaded_status = gr.Markdown(label="Branch tree file")
+            clicks = gr.HTML("", label="Plot clicks", elem_classes=["dp-plot-clicks"],
+                             js_on_load=(ASSETS / "plot_click.js").read_text())
+        state = self.branches
+        views = [prompt, tree, first, second, download]
+        quiet = dict(show_progress="hidden")
+        tab.select(self.refresh, [state, prompt, first, second], views, api_name=False, **quiet)
+        refresh.click(self.refresh, [state, prompt, first, second], views, api_name="branches_refresh", **quiet)
+        prompt.input(self.refresh, [state, prompt, first, second], views, api_name=False, **quiet)
+        clicks.select(self.clicked, [state], [text, about, tokens], api_name=False)
+        go.click(self.compare, [state, first, second], [text_a, text_b, where, evidence], api_name="branches_compare")
+        upload.upload(self.load, [state, upload], [state, loaded_status], api_name="branches_load").then(
+            self.refresh, [state, prompt, first, second], views, api_name=False)
+
+
+def build(branches: gr.State) -> None:
+    """Build the "Branches" tab (call inside the app's ``gr.Tabs``) over the session's ``branches`` state."""
+    BranchesPanel(branches).build()

@@ -1,0 +1,208 @@
+"""The session's branch tree, two runs compared, and many samples merged into one prefix tree.
+
+All drawn from ``playground.branches`` (which reads the runs' traces): positions from the tree's shape (networkx),
+probabilities and entropies as the records hold them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import plotly.graph_objects as go
+
+from ..branches import Branches, Comparison, Entry, SampleNode, edge_label
+from .common import (ACCEPTED, CHOSEN, HIGHLIGHT, PALETTE, empty_figure, finish, plotly_text, visible)
+
+TREE_CAPTION = ("Every run of this session on this prompt. A run that continues another (a token you forced, a "
+                "step-by-step run, a resume) hangs from it; the edge says which token was forced at which step and "
+                "which settings changed. Click a node to show that run.")
+COMPARE_CAPTION = ("The log-probability the model gave each run's token at every position after the prompt (from "
+                   "the runs' records): where the lines part the runs diverge; the higher line is the continuation "
+                   "the model prefers there.")
+SAMPLES_CAPTION = ("Many samples of the same prompt merged into one prefix tree: each branch says how many samples "
+                   "took it and the probability the model gave that token there; colour is the entropy of the "
+                   "distribution the token was drawn from (darker: more uncertain).")
+ENTROPY_CAPTION = "Entropy of the distribution each token was drawn from, step by step (mean over the samples, with range)."
+_ROOT = "prompt"
+
+
+def run_title(entry: Entry, number: int) -> str:
+    return f"#{number} {entry.label}"
+
+
+def numbered(branches: Branches) -> dict[str, int]:
+    """Run id -> its number in the session (1 = its first run), as the figures and pickers label runs."""
+    return {run_id: i + 1 for i, run_id in enumerate(branches.entries)}
+
+
+def branch_tree_figure(branches: Branches | None, prompt_key: tuple[int, ...] | None, current: str | None,
+                       text_of) -> go.Figure:
+    """Nodes are the runs on ``prompt_key`` (x: where after the prompt the run starts; y: networkx's layered
+    layout), edges labelled by ``edge_label``; ``current`` (the run on screen) is ringed in gold."""
+    entries = branches.on_prompt(prompt_key) if branches is not None and prompt_key is not None else []
+    if not entries:
+        return empty_figure("Generate, then continue with another token: the runs grow into a tree here.",
+                            "Branch tree")
+    ids = {e.run_id for e in entries}
+    graph = nx.DiGraph()
+    graph.add_node(_ROOT)
+    for e in entries:
+        graph.add_edge(e.parent if e.parent in ids else _ROOT, e.run_id)
+    depth = nx.shortest_path_length(graph, _ROOT)
+    layers: dict[int, list[str]] = {}
+    for node in nx.dfs_preorder_nodes(graph, _ROOT):
+        layers.setdefault(depth[node], []).append(node)
+    pos = nx.multipartite_layout(graph, subset_key=layers, align="vertical")
+    number = numbered(branches)
+    by_id = {e.run_id: e for e in entries}
+    x = {n: (by_id[n].offset if n in by_id else -1) + 0.2 * depth[n] for n in graph}  # where the run starts
+    y = {n: float(pos[n][1]) for n in graph}
+
+    fig = go.Figure()
+    xs, ys, label_x, label_y, labels = [], [], [], [], []
+    for parent, child in graph.edges:
+        xs += [x[parent], x[child], None]
+        ys += [y[parent], y[child], None]
+        label_x.append((x[parent] + x[child]) / 2)
+        label_y.append((y[parent] + y[child]) / 2)
+        labels.append(plotly_text(visible(edge_label(by_id[child], branches, text_of)))[:60])
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="rgba(110,110,110,0.6)", width=1.5),
+                             hoverinfo="skip", showlegend=False, meta="edges"))
+    fig.add_trace(go.Scatter(x=label_x, y=label_y, mode="text", text=labels, textfont=dict(size=10, color="#555"),
+                             hoverinfo="skip", showlegend=False, meta="edge labels"))
+    fig.add_trace(go.Scatter(x=[x[_ROOT]], y=[y[_ROOT]], mode="markers+text", text=["prompt"],
+                             textposition="middle left", marker=dict(size=12, color="#888", symbol="square"),
+                             hoverinfo="skip", showlegend=False, meta="root"))
+    tabs = sorted({e.tab for e in entries})
+    nodes = [e for e in entries]
+    fig.add_trace(go.Scatter(
+        x=[x[e.run_id] for e in nodes], y=[y[e.run_id] for e in nodes], mode="markers+text", meta="runs",
+        text=[run_title(e, number[e.run_id]) for e in nodes], textposition="top center", textfont=dict(size=11),
+        customdata=[e.run_id for e in nodes], hoverinfo="text",
+        hovertext=[_hover(e, number[e.run_id], text_of) for e in nodes],
+        marker=dict(size=[20 if e.run_id == current else 14 for e in nodes],
+                    color=[PALETTE[tabs.index(e.tab) % len(PALETTE)] for e in nodes],
+                    line=dict(color=[HIGHLIGHT if e.run_id == current else "white" for e in nodes], width=3)),
+        showlegend=False))
+    finish(fig, f"Branch tree · {len(entries)} runs on this prompt", height=max(320, 90 + 55 * max(map(len, layers.values()))),
+           uirevision="branch-tree")
+    fig.update_layout(hovermode="closest", xaxis=dict(title="token position where the run starts", zeroline=False),
+                      yaxis=dict(visible=False))
+    return fig
+
+
+def _hover(entry: Entry, number: int, text_of) -> str:
+    tokens = entry.tokens()
+    text = "".join(text_of(t) for t in tokens[:60])
+    origin = entry.trace.origin
+    lines = [f"<b>{plotly_text(run_title(entry, number))}</b> · {entry.trace.strategy or entry.tab}",
+             f"{len(tokens)} tokens after the prompt" + (f" · seed {entry.trace.seed}" if entry.trace.seed is not None
+                                                         else "")]
+    if origin is not None:
+        lines.append(f"continues run {origin.parent[:6]} at step {origin.step}")
+    lines.append(plotly_text(text if len(tokens) <= 60 else text + "…").replace("\n", "<br>"))
+    return "<br>".join(lines)
+
+
+def compare_figure(comparison: Comparison | None, labels: tuple[str, str], text_of) -> go.Figure:
+    """Per position after the prompt, the model's log-probability of each run's token; the divergence marked."""
+    if comparison is None:
+        return empty_figure("Pick two runs to compare them.", "Compare two runs")
+    fig = go.Figure()
+    for series, label, colour in ((comparison.first, labels[0], PALETTE[0]), (comparison.second, labels[1], CHOSEN)):
+        fig.add_trace(go.Scatter(
+            x=list(range(len(series.tokens))), y=series.logprobs, mode="lines+markers", name=label, meta="logprob",
+            line=dict(color=colour), connectgaps=False,
+            hovertext=[f"{plotly_text(label)} · position {i}: {plotly_text(repr(text_of(t)))} "
+                       + (f"log p = {lp:.3f}" if lp is not None else "not recorded")
+                       for i, (t, lp) in enumerate(zip(series.tokens, series.logprobs))], hoverinfo="text"))
+    title = "Compare two runs"
+    if comparison.diverge is not None:
+        fig.add_vline(x=comparison.diverge, line=dict(color=HIGHLIGHT, width=2, dash="dash"))
+        title += f" · they diverge at position {comparison.diverge}"
+    else:
+        title += " · one run continues the other (no divergence)"
+    finish(fig, title, height=360, uirevision="compare-runs")
+    fig.update_layout(hovermode="x unified", xaxis=dict(title="position after the prompt"),
+                      yaxis=dict(title="log p of the run's token"))
+    return fig
+
+
+def sample_tree_figure(root: SampleNode | None, seeds: str = "") -> go.Figure:
+    """The samples' prefix tree: x = step, one marker per branch sized and labelled by its count."""
+    if root is None or not root.children:
+        return empty_figure("Sample N to merge N runs into one prefix tree here.", "Samples")
+    graph = nx.DiGraph()
+    info: dict[int, tuple[SampleNode, int]] = {}
+    counter = [0]
+
+    def walk(node: SampleNode, node_id: int, depth: int) -> None:
+        for child in sorted(node.children.values(), key=lambda c: -c.count):
+            counter[0] += 1
+            child_id = counter[0]
+            info[child_id] = (child, depth + 1)
+            graph.add_edge(node_id, child_id)
+            walk(child, child_id, depth + 1)
+
+    graph.add_node(0)
+    info[0] = (root, 0)
+    walk(root, 0, 0)
+    order = list(nx.dfs_preorder_nodes(graph, 0))
+    layers: dict[int, list[int]] = {}
+    for n in order:
+        layers.setdefault(info[n][1], []).append(n)
+    pos = nx.multipartite_layout(graph, subset_key=layers, align="vertical")
+    fig = go.Figure()
+    xs, ys = [], []
+    for a, b in graph.edges:
+        xs += [info[a][1], info[b][1], None]
+        ys += [pos[a][1], pos[b][1], None]
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="rgba(120,120,120,0.5)", width=1),
+                             hoverinfo="skip", showlegend=False, meta="edges"))
+    shown = [n for n in order if n != 0]
+    total = root.count or 1
+    entropies = [info[n][0].entropy for n in shown]
+    fig.add_trace(go.Scatter(
+        x=[info[n][1] for n in shown], y=[pos[n][1] for n in shown], mode="markers+text", meta="branches",
+        text=[f"{visible(info[n][0].text)} ×{info[n][0].count}" if info[n][0].count > 1 or len(shown) < 80 else ""
+              for n in shown],
+        textposition="middle right", textfont=dict(size=10), customdata=[info[n][0].count for n in shown],
+        hoverinfo="text", hovertext=[_sample_hover(info[n][0], info[n][1], total) for n in shown],
+        marker=dict(size=[6 + 18 * math.sqrt(info[n][0].count / total) for n in shown],
+                    color=[e if e is not None else 0 for e in entropies], colorscale="Blues", cmin=0,
+                    colorbar=dict(title="entropy", len=0.6), line=dict(color="white", width=1)),
+        showlegend=False))
+    finish(fig, f"Samples · {total} runs{(' (seeds ' + seeds + ')') if seeds else ''} · "
+                f"{sum(1 for n in shown if not info[n][0].children)} distinct continuations",
+           height=int(min(900, max(360, 80 + 16 * max(map(len, layers.values()))))), uirevision="samples")
+    fig.update_layout(hovermode="closest", dragmode="pan", xaxis=dict(title="step", dtick=1 if len(layers) < 30 else 5),
+                      yaxis=dict(visible=False))
+    return fig
+
+
+def _sample_hover(node: SampleNode, step: int, total: int) -> str:
+    prob = f"{node.prob:.3f}" if node.prob is not None else "not recorded"
+    after = f"{node.prob_after:.3f}" if node.prob_after is not None else "not recorded"
+    entropy = f"{node.entropy:.3f} nats" if node.entropy is not None else "not recorded"
+    return (f"<b>{plotly_text(repr(node.text))}</b> (id {node.token_id}) at step {step - 1}<br>"
+            f"taken by {node.count} of {total} samples ({node.count / total:.0%})<br>"
+            f"model probability {prob} · after the processors {after}<br>entropy there {entropy}")
+
+
+def entropy_figure(per_step: list[list[float]]) -> go.Figure:
+    """Mean and range over the samples of the entropy each step drew from."""
+    steps = [i for i, values in enumerate(per_step) if values]
+    if not steps:
+        return empty_figure("Sample N to see how uncertain each step was.", "Entropy per step")
+    means = [sum(per_step[i]) / len(per_step[i]) for i in steps]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=steps + steps[::-1], y=[max(per_step[i]) for i in steps] +
+                             [min(per_step[i]) for i in steps][::-1], fill="toself", mode="lines",
+                             line=dict(width=0), fillcolor="rgba(31,119,180,0.15)", name="range", hoverinfo="skip",
+                             meta="range"))
+    fig.add_trace(go.Scatter(x=steps, y=means, mode="lines+markers", name="mean", line=dict(color=ACCEPTED),
+                             meta="mean", hovertemplate="step %{x}: mean %{y:.3f} nats<extra></extra>"))
+    finish(fig, "Entropy of the sampled distribution per step", height=300, uirevision="entropy")
+    fig.update_layout(xaxis=dict(title="step"), yaxis=dict(title="entropy (nats)", rangemode="tozero"))
+    return fig
