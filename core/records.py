@@ -34,6 +34,13 @@ class ProcessorEffect:
     removed: list[int]  # recorded candidates it set to -inf
     changed: list[int]  # recorded candidates whose score it changed without removing them
     removed_total: int = 0  # tokens of the whole vocabulary it set to -inf
+    # the funnel, after this stage: its name in the chain (``core.chain``: "top_k", "dry", "grammar", ...), how many
+    # tokens still have a finite score, how much of the model's own probability they hold, and the probability of
+    # the chosen token under this stage's output (None: the row chose none)
+    stage: str = ""
+    kept: int = 0
+    mass: float = 1.0
+    chosen_prob: float | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class RowStep:
     candidates: list[Candidate]
     effects: list[ProcessorEffect]
     chosen: list[int]  # token(s) appended to this row at this step
+    entropy: float | None = None  # nats, of the final distribution (after every processor) the token came from
 
 
 @dataclass(frozen=True)
