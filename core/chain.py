@@ -29,8 +29,9 @@ from transformers.generation import logits_process as lp
 from . import grammar
 from . import processors as community
 
-# the GenerationConfig fields the core adds to transformers' (kept as attributes; None: unset)
-FIELDS: dict = {**community.FIELDS, **grammar.FIELDS, "sampler_order": None}
+# the GenerationConfig fields the core adds to transformers' (kept as attributes; None: unset); ``negative_prompt``
+# is classifier-free guidance's negative prompt as text (``core.requests`` encodes it into ``negative_prompt_ids``)
+FIELDS: dict = {**community.FIELDS, **grammar.FIELDS, "sampler_order": None, "negative_prompt": None}
 
 # transformers' processor classes -> the GenerationConfig field that switches each on
 FIELD_OF: dict[type, str] = {

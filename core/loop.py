@@ -31,7 +31,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.stopping_criteria import StopStringCriteria
 
-from . import chain, requests
+from . import chain, requests, watermark
 from . import config as config_checks
 from .records import Candidate, CacheInfo, ProcessorEffect, Recorder, RowStep, StepRecord, Trace
 from .rng import global_generator
@@ -341,9 +341,19 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
             elapsed_s=time.perf_counter() - ctx.t0,
             seed=generator.initial_seed() if generator is not None else None,
             stopped=ctx.stopped,
+            watermark=watermark_reports(model, input_ids, sequences, ctx.generation_config),
         )
         recorder.on_end(trace)
     return GenerationResult(sequences=sequences, trace=trace, stopped=ctx.stopped)
+
+
+def watermark_reports(model, input_ids, sequences, cfg):
+    """Per returned sequence, the green-list membership of each token and the detector's z-score (decoder-only runs
+    with ``watermarking_config``); None otherwise."""
+    wm = getattr(cfg, "watermarking_config", None)
+    if not watermark.detectable(wm) or model.config.is_encoder_decoder or input_ids is None:
+        return None
+    return watermark.reports(model, input_ids.tolist(), sequences.tolist(), cfg.watermarking_config)
 
 
 ASSISTANT_FIELDS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")

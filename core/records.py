@@ -128,6 +128,18 @@ class StepRecord:
     best_nodes: list[int] | None = None  # beam family: the ``BeamNode`` ending each row of ``best`` (-1: empty row)
 
 
+@dataclass(frozen=True)
+class WatermarkReport:
+    """Watermark detection on one returned sequence (``core.watermark``): per generated token whether it was in
+    its green list, and transformers' ``WatermarkDetector`` z-score for the text."""
+
+    green: list[bool]
+    z_score: float | None  # None: too few tokens to score
+    p_value: float | None
+    scored: int  # tokens the z-score counts
+    greenlist_ratio: float
+
+
 @dataclass
 class Trace:
     """All records of one generation plus the settings that produced it."""
@@ -142,6 +154,7 @@ class Trace:
     elapsed_s: float = 0.0
     seed: int | None = None  # initial seed of the run's generator (replays a sampled run)
     stopped: str = ""  # "" when it ran to its end; "cancelled" or "time cap" when it was cut short
+    watermark: list[WatermarkReport] | None = None  # per returned sequence, when ``watermarking_config`` was set
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

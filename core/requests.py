@@ -7,7 +7,8 @@
    config can say ``"bad_words_ids": [" sorry"]``;
 3. a ``watermarking_config`` given as a dict becomes transformers' ``WatermarkingConfig`` (transformers converts a
    dict only in the ``GenerationConfig`` constructor, not in ``generate``'s keyword arguments);
-4. ``token_healing`` is applied here with the tokenizer (``model.heal_tokens``): transformers drops the tokenizer on
+4. ``negative_prompt`` (text) is encoded into transformers' ``negative_prompt_ids`` for classifier-free guidance;
+5. ``token_healing`` is applied here with the tokenizer (``model.heal_tokens``): transformers drops the tokenizer on
    the ``custom_generate`` path the core runs on, so it would heal nothing and fail.
 """
 
@@ -74,7 +75,7 @@ def words_to_ids(field: str, value, tokenizer):
 
 def prepare(model, input_ids, generation_config: GenerationConfig | None, kwargs: dict, tokenizer,
             attention_mask) -> tuple[Any, GenerationConfig | None, dict, Any]:
-    """Steps 1-4 of the module docstring; returns ``(input_ids, generation_config, kwargs, attention_mask)``."""
+    """Steps 1-5 of the module docstring; returns ``(input_ids, generation_config, kwargs, attention_mask)``."""
     kwargs = dict(kwargs)
     own = {k: kwargs.pop(k) for k in list(kwargs) if k in CORE_FIELDS}
     fixes: dict[str, Any] = {}
@@ -82,6 +83,12 @@ def prepare(model, input_ids, generation_config: GenerationConfig | None, kwargs
         value = effective(generation_config, kwargs, field)
         if value is not None and has_words(value):
             fixes[field] = words_to_ids(field, value, tokenizer)
+    negative = own.get("negative_prompt") or getattr(generation_config, "negative_prompt", None)
+    if negative and kwargs.get("negative_prompt_ids") is None:
+        if tokenizer is None:
+            raise ValueError("`negative_prompt` needs `tokenizer=` to encode it; got no tokenizer (or pass "
+                             "`negative_prompt_ids`)")
+        kwargs["negative_prompt_ids"] = tokenizer(negative, return_tensors="pt")["input_ids"].to(input_ids.device)
     watermark = effective(generation_config, kwargs, "watermarking_config")
     if isinstance(watermark, dict):
         fixes["watermarking_config"] = WatermarkingConfig.from_dict(watermark)

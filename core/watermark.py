@@ -9,20 +9,16 @@ transformers advises: the prompt would dilute it), so it scores the tokens after
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from transformers.generation import WatermarkDetector
 from transformers.generation.configuration_utils import WatermarkingConfig
 
+from .records import WatermarkReport
 
-@dataclass(frozen=True)
-class WatermarkReport:
-    green: list[bool]  # per generated token: in its green list
-    z_score: float | None  # None: too few tokens to score
-    p_value: float | None
-    scored: int  # tokens the z-score counts
-    greenlist_ratio: float
+
+def detectable(watermarking_config) -> bool:
+    """A green-list watermark ``WatermarkDetector`` can score (SynthID has a detector model of its own)."""
+    return isinstance(watermarking_config, (dict, WatermarkingConfig))
 
 
 def as_config(watermarking_config) -> WatermarkingConfig:
@@ -57,4 +53,17 @@ def detect(model_config, prompt: list[int], generated: list[int], watermarking_c
                            config.greenlist_ratio)
 
 
-__all__ = ["WatermarkReport", "detect"]
+
+
+def reports(model, prompt_ids: list[list[int]], sequences: list[list[int]], watermarking_config) -> list[WatermarkReport]:
+    """``detect`` on every returned sequence of a decoder-only run (sequences start with their prompt; with several
+    returned rows per prompt, rows follow their prompt in order)."""
+    per_prompt = max(len(sequences) // max(len(prompt_ids), 1), 1)
+    out = []
+    for i, seq in enumerate(sequences):
+        prompt = prompt_ids[min(i // per_prompt, len(prompt_ids) - 1)]
+        out.append(detect(model.config.get_text_config(), prompt, seq[len(prompt):], watermarking_config, model.device))
+    return out
+
+
+__all__ = ["WatermarkReport", "detect", "reports"]

@@ -35,6 +35,7 @@ from ..handlers import (Run, Throttle, encode_prompt, error_line, generate_kwarg
                         status_line, stream_run, wait_stopped, widget_value)
 from ..state import ModelCache
 from . import TabHandle
+from .advanced import with_advanced
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
@@ -138,6 +139,7 @@ class StrategyTab:
     figures: tuple[Figure, ...] = ()
     max_new_tokens = 32
     examples_label = "Example prompts"
+    advanced: tuple[str, ...] = ()  # groups of ``playground.fields`` in the tab's "Advanced" accordion
 
     # --- what subclasses fill in -----------------------------------------------------------------
     def controls(self) -> dict[str, gr.components.Component]:
@@ -204,7 +206,7 @@ class TabUI:
                     stop_strings = gr.Textbox("", label="stop_strings", placeholder="comma-separated; \\n for a newline")
                     seed = gr.Number(label="seed", value=0, precision=0, visible=tab.seeded,
                                      info="the same seed gives the same text; empty: a new random seed each run")
-                    own = tab.controls()
+                    own = with_advanced(tab.controls(), tab.advanced)
                     side = tab.side_inputs(app)
                     model_panel = tab.model_panel(app)
                     presets = tab.presets()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..fields import BEAM_GROUPS
 from . import register
 from .base import StrategyTab, candidates_panel
 from .beam import beam_tree_panel
@@ -18,6 +19,7 @@ class BeamSample(StrategyTab):
     fixed = {"do_sample": True}
     seeded = True
     figures = (beam_tree_panel(), candidates_panel("Candidates of the picked beam at the picked step"))
+    advanced = tuple(g for g in BEAM_GROUPS if g != "constraints")  # constrained beam search does not sample
 
     def controls(self):
         return {
