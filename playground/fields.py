@@ -4,7 +4,7 @@ tabs' own controls leave out, the community samplers (``core.processors``), stru
 groups that apply to it (``StrategyTab.advanced``) and ``playground.tabs.advanced`` builds them. No Gradio here:
 ``playground.handlers`` reads the same list for the widget <-> config codecs.
 
-Widget kinds: ``slider`` (``lo``, ``hi``, ``step``; 0 means "off" where ``off`` is 0), ``number`` (empty: unset),
+Widget kinds: ``slider`` (``lo``, ``hi``, ``step``; 0 means "off" where ``off`` is 0), ``number`` (a number typed as text; empty: unset),
 ``checkbox``, ``json`` (JSON text, empty: unset), ``text`` (a string, empty: unset), ``lines`` (a longer string),
 ``names`` (comma-separated names, a list in the config).
 """

@@ -119,6 +119,23 @@ def text_codec(value):
     return value if isinstance(value, str) and value.strip() else None
 
 
+def number_codec(name: str):
+    """(parse, format) for a number shown as text: empty is unset."""
+
+    def parse(value):
+        if value is None or isinstance(value, (int, float)):
+            return value
+        text = str(value).strip()
+        if not text:
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"`{name}` must be a number (or empty: unset); got {text!r}") from None
+
+    return parse, lambda v: "" if v is None else str(v)
+
+
 def parse_names(value) -> list[str] | None:
     """Comma-separated names (or a list) -> a list, None when empty."""
     if value is None or isinstance(value, (list, tuple)):
@@ -138,6 +155,8 @@ for _field in ADVANCED.values():  # the Advanced fields shown as text (``playgro
         PARSERS[_field.name], FORMATTERS[_field.name] = json_codec(_field.name)
     elif _field.kind in ("text", "lines"):
         PARSERS[_field.name], FORMATTERS[_field.name] = text_codec, lambda v: v or ""
+    elif _field.kind == "number":
+        PARSERS[_field.name], FORMATTERS[_field.name] = number_codec(_field.name)
     elif _field.kind == "names":
         PARSERS[_field.name], FORMATTERS[_field.name] = parse_names, format_names
 

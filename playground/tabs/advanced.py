@@ -13,8 +13,8 @@ def widget(field: Field) -> gr.components.Component:
     label, info = field.name, field.info
     if field.kind == "slider":
         return gr.Slider(field.lo, field.hi, value=field.default, step=field.step, label=label, info=info)
-    if field.kind == "number":
-        return gr.Number(value=field.default, label=label, info=info)
+    if field.kind == "number":  # text, so that empty (unset) has a value the API can default to
+        return gr.Textbox("" if field.default is None else str(field.default), label=label, info=info)
     if field.kind == "checkbox":
         return gr.Checkbox(value=field.default, label=label, info=info)
     lines = 3 if field.kind in ("lines", "json") else 1
