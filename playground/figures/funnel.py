@@ -68,7 +68,7 @@ def funnel_figure(steps: Steps, step: int = -1, row: int = 0) -> go.Figure:
     finish(fig, f"Step {rec.step} · row {row}: chose {plotly_text(picked)}{note}", uirevision=f"funnel-{row}")
     fig.update_layout(yaxis=dict(title="tokens left", type="log"),
                       yaxis2=dict(title="probability", overlaying="y", side="right", range=[0, 1.05]),
-                      xaxis=dict(title="stage (in the order it ran)"), bargap=0.3)
+                      xaxis=dict(title="stage (in the order it ran)"), bargap=0.3, margin=dict(r=70))
     return fig
 
 
@@ -98,7 +98,8 @@ def entropy_figure(steps: Steps, row: int = 0) -> go.Figure:
                                                "<extra></extra>"))
     finish(fig, f"Entropy per step · row {row}", height=340, uirevision=f"entropy-{row}")
     fig.update_layout(xaxis=dict(title="step"), yaxis=dict(title="nats", rangemode="tozero"),
-                      yaxis2=dict(title="removed", overlaying="y", side="right", range=[0, 1.05], tickformat=".0%"))
+                      yaxis2=dict(title="removed", overlaying="y", side="right", range=[0, 1.05], tickformat=".0%"),
+                      margin=dict(r=70))
     return fig
 
 
@@ -112,11 +113,12 @@ def chosen_texts(steps: Steps, row: int = 0) -> list[str]:
     return out
 
 
-def watermark_figure(trace: Trace | None, row: int = 0) -> go.Figure | None:
-    """The generated tokens of returned row ``row`` coloured by green-list membership, with the z-score. None when
-    the run had no watermark."""
+def watermark_figure(trace: Trace | None, row: int = 0) -> go.Figure:
+    """The generated tokens of returned row ``row`` coloured by green-list membership, with the z-score (a hint
+    while the run has none)."""
     if trace is None or not trace.watermark:
-        return None
+        return empty_figure("Set watermarking_config under Advanced to see which tokens fell in the green list.",
+                            "Watermark")
     texts = chosen_texts(trace, row)
     report = trace.watermark[min(row, len(trace.watermark) - 1)]
     if not report.green:
