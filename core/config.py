@@ -288,33 +288,41 @@ def _token_fields(env: Env) -> None:
                "bad_words_ids", f"a non-empty list of non-empty lists of {allowed}", bad)
 
 
+def _is_bias_pair(pair, vocab: int) -> bool:
+    """``[token ids in the vocabulary, a finite bias]``."""
+    return (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], (list, tuple))
+            and len(pair[0]) > 0 and all(_is_int(i) and 0 <= i < vocab for i in pair[0]) and _is_real(pair[1]))
+
+
 @rule
 def _sequence_bias(env: Env) -> None:
-    bias = env.cfg.sequence_bias
-    if bias is None:
-        return
-    pairs = list(bias.items()) if isinstance(bias, dict) else bias
-    vocab = env.vocab_size
-    _check(isinstance(pairs, (list, tuple)) and len(pairs) > 0 and all(
-        isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], (list, tuple)) and len(p[0]) > 0
-        and all(_is_int(i) and 0 <= i < vocab for i in p[0]) and _is_real(p[1]) for p in pairs),
-        "sequence_bias", f"a non-empty list of [token ids in [0, {vocab - 1}], bias] pairs, e.g. [[[5, 9], -2.0]]", bias)
+    pairs = env.cfg.sequence_bias
+    if isinstance(pairs, dict):  # transformers 4.x's form: {(ids...): bias}
+        pairs = list(pairs.items())
+    if pairs is not None:
+        vocab = env.vocab_size
+        _check(isinstance(pairs, (list, tuple)) and len(pairs) > 0 and all(_is_bias_pair(p, vocab) for p in pairs),
+               "sequence_bias", f"a non-empty list of [token ids in [0, {vocab - 1}], bias] pairs, e.g. "
+               "[[[5, 9], -2.0]]", env.cfg.sequence_bias)
+
+
+# ``watermarking_config``'s keys (transformers' WatermarkingConfig), each alone
+WATERMARK_RANGES: dict[str, Range] = {
+    "greenlist_ratio": Range("in (0, 1)", _between(0, 1, lo_open=True, hi_open=True)),
+    "bias": Range("a number >= 0", lambda v: _is_real(v) and v >= 0),
+    "context_width": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "seeding_scheme": Range('"lefthash" or "selfhash"', lambda v: v in ("lefthash", "selfhash")),
+    "hashing_key": Range("an integer", _is_int),
+}
 
 
 @rule
 def _watermarking(env: Env) -> None:
     wm = env.cfg.watermarking_config
-    if wm is None:
-        return
-    values = wm if isinstance(wm, dict) else wm.to_dict()
-    checks = {"greenlist_ratio": ("in (0, 1)", _between(0, 1, lo_open=True, hi_open=True)),
-              "bias": ("a number >= 0", lambda v: _is_real(v) and v >= 0),
-              "context_width": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
-              "seeding_scheme": ('"lefthash" or "selfhash"', lambda v: v in ("lefthash", "selfhash")),
-              "hashing_key": ("an integer", _is_int)}
-    for key, (allowed, test) in checks.items():
-        if key in values:
-            _check(test(values[key]), f'watermarking_config["{key}"]', allowed, values[key])
+    given = {} if wm is None else wm if isinstance(wm, dict) else wm.to_dict()
+    for key in WATERMARK_RANGES.keys() & given.keys():
+        rng = WATERMARK_RANGES[key]
+        _check(rng.test(given[key]), f'watermarking_config["{key}"]', rng.allowed, given[key])
 
 
 @rule
