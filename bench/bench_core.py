@@ -4,7 +4,10 @@ For each strategy it times ``core.generate`` with recording off (no recorder), w
 (``ListRecorder``) and transformers' own ``model.generate`` where 5.x still has the strategy, interleaved
 (off, on, transformers, off, on, ...) so that the machine's load hits all three alike, and prints the
 median tokens/s of each with the ratios core / transformers. Targets: off >= 1.0x, on >= 0.9x.
-Strategies no module implements yet are listed with a note; so are those 5.x moved to the Hub.
+Strategies no module implements yet are listed with a note; so are those 5.x moved to the Hub. The community
+samplers (DRY, XTC, top-nσ, mirostat, dynamic temperature, presence/frequency penalties) have a row each, on top of
+sampling; DRY and the penalties also run in transformers as ``logits_processor``. The grammar row is greedy decoding
+constrained by a JSON Schema (xgrammar): compare it with the greedy row, the same decoding without the grammar.
 
     python bench/bench_core.py [--tokens 32] [--repeats 5] [--only greedy,beam]
 """
@@ -26,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core  # noqa: E402
 from core import config as config_checks  # noqa: E402
+from core.chain import FIELDS as CORE_FIELDS  # noqa: E402
+from core.processors import DRYLogitsProcessor, PresenceFrequencyPenaltyLogitsProcessor  # noqa: E402
 from core.strategies import get_strategy  # noqa: E402
 from transformers.generation.utils import GENERATION_MODES_MAPPING  # noqa: E402
 
@@ -34,10 +39,18 @@ PROMPT = "Write a short story about a robot who learns to paint."
 
 @dataclass
 class Setup:
-    """What one strategy needs: settings, and optionally an assistant model."""
+    """What one strategy needs: settings, and optionally an assistant model. ``hf_processors(lm, prompt_len)``
+    gives transformers' ``generate`` the same community processors as ``logits_processor`` (it puts them where the
+    core puts DRY and the penalties); without it a row with core-only fields has no transformers column."""
 
     kwargs: dict
     assistant: object | None = None
+    hf_processors: Callable | None = None
+
+
+SCHEMA = {"type": "object", "properties": {"title": {"type": "string", "maxLength": 40},
+                                           "colours": {"type": "array", "items": {"type": "string"}, "maxItems": 4}},
+          "required": ["title", "colours"], "additionalProperties": False}
 
 
 def draft_model(model, layers: int = 4):
@@ -64,6 +77,18 @@ STRATEGIES: dict[str, Callable[[core.LoadedModel], Setup]] = {
                                                                          ["input_ids"]])),
     "prompt lookup": lambda lm: Setup(dict(prompt_lookup_num_tokens=5)),
     "assisted": lambda lm: Setup(dict(), assistant=draft_model(lm.model)),
+    # community samplers (core.processors), each on top of sampling with top_k 50
+    "DRY": lambda lm: Setup(dict(do_sample=True, top_k=50, dry_multiplier=0.8), hf_processors=lambda lm, n: [
+        DRYLogitsProcessor.from_strings(0.8, tokenizer=lm.tokenizer)]),
+    "presence/frequency": lambda lm: Setup(dict(do_sample=True, top_k=50, presence_penalty=0.5, frequency_penalty=0.5),
+                                           hf_processors=lambda lm, n: [
+                                               PresenceFrequencyPenaltyLogitsProcessor(0.5, 0.5, prompt_length=n)]),
+    "XTC": lambda lm: Setup(dict(do_sample=True, top_k=50, xtc_probability=0.5, xtc_threshold=0.1)),
+    "top-nσ": lambda lm: Setup(dict(do_sample=True, top_k=0, top_n_sigma=1.0)),
+    "mirostat": lambda lm: Setup(dict(do_sample=True, top_k=0, mirostat_tau=5.0)),
+    "dynatemp": lambda lm: Setup(dict(do_sample=True, top_k=50, dynatemp_low=0.5, dynatemp_high=1.5)),
+    # structured output: compare with the greedy row (the same decoding without the grammar)
+    "grammar (json_schema)": lambda lm: Setup(dict(do_sample=False, json_schema=SCHEMA)),
 }
 
 
@@ -119,12 +144,19 @@ def bench(lm: core.LoadedModel, names: list[str], new_tokens: int, repeats: int)
         kwargs = dict(setup.kwargs, max_new_tokens=new_tokens)
         extra = {"assistant_model": setup.assistant} if setup.assistant is not None else {}
         variants = {
-            "off": lambda: core.generate(model, ids, **extra, **kwargs).sequences,
+            "off": lambda: core.generate(model, ids, tokenizer=lm.tokenizer, **extra, **kwargs).sequences,
             "on": lambda: core.generate(model, ids, recorder=core.ListRecorder(), tokenizer=lm.tokenizer, **extra,
                                         **kwargs).sequences,
         }
         hf_note = hf_missing(lm, setup)
-        if not hf_note:
+        own = [k for k in kwargs if k in CORE_FIELDS]
+        if own and setup.hf_processors is None:
+            hf_note = f"transformers has no {', '.join(own)}"
+        elif own:  # the same processors handed to transformers
+            hf_kwargs = {k: v for k, v in kwargs.items() if k not in CORE_FIELDS}
+            variants["hf"] = lambda: model.generate(ids, logits_processor=setup.hf_processors(lm, prompt_len),
+                                                    **hf_kwargs)
+        elif not hf_note:
             variants["hf"] = lambda: model.generate(ids, **extra, **kwargs)
         row.note = hf_note
         outputs = {key: tokens_per_s(run, prompt_len)[1] for key, run in variants.items()}  # warm-up

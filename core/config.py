@@ -27,7 +27,8 @@ from transformers import GenerationConfig
 from transformers.generation.configuration_utils import ALL_CACHE_IMPLEMENTATIONS
 from transformers.utils import is_hqq_available, is_optimum_quanto_available
 
-from . import kernels
+from . import chain, grammar, kernels
+from . import processors as community
 
 BEAM_MODES = {"beam_search", "beam_sample", "group_beam_search", "constrained_beam_search"}
 SAMPLING_MODES = {"sample", "beam_sample"}
@@ -82,7 +83,7 @@ def merged_config(model, generation_config: GenerationConfig | None, kwargs: dic
             if getattr(cfg, key, None) is None:
                 setattr(cfg, key, value)
     for key, value in kwargs.items():
-        if hasattr(cfg, key):
+        if hasattr(cfg, key) or key in chain.FIELDS:
             setattr(cfg, key, value)
     if cfg.cache_implementation == "hybrid":  # transformers drops this legacy Hub default too
         cfg.cache_implementation = None
@@ -146,10 +147,22 @@ RANGES: dict[str, Range] = {
     "num_assistant_tokens_schedule": Range('"constant", "heuristic" or "heuristic_transient"',
                                            lambda v: v in ("constant", "heuristic", "heuristic_transient")),
     "assistant_confidence_threshold": Range("in [0, 1]", _between(0, 1)),
+    "top_h": Range("in (0, 1]", _between(0, 1, lo_open=True)),
+    "guidance_scale": Range("a finite number (1 = off; > 1 follows the prompt more, < 1 the negative prompt)", _is_real),
+    "exponential_decay_length_penalty": Range(
+        "a pair [start_index, decay_factor]: an integer >= 0 and a number > 0",
+        lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and _is_int(v[0]) and v[0] >= 0 and _is_real(v[1])
+        and v[1] > 0),
+    "renormalize_logits": Range("True or False", lambda v: isinstance(v, bool)),
+    "remove_invalid_values": Range("True or False", lambda v: isinstance(v, bool)),
+    "token_healing": Range("True or False", lambda v: isinstance(v, bool)),
     "cache_implementation": Range(
         "one of " + ", ".join(f'"{c}"' for c in ("dynamic", "static", "quantized", "offloaded", "offloaded_static")),
         lambda v: v in ALL_CACHE_IMPLEMENTATIONS),
 }
+
+
+RANGES.update(community.RANGES)  # the community samplers' fields (``core.processors``)
 
 
 @dataclass(frozen=True)
@@ -273,6 +286,54 @@ def _token_fields(env: Env) -> None:
                and all(isinstance(w, list) and len(w) > 0 for w in bad)
                and all(_is_int(i) and 0 <= i < vocab for i in _token_ids(bad)),
                "bad_words_ids", f"a non-empty list of non-empty lists of {allowed}", bad)
+
+
+def _is_bias_pair(pair, vocab: int) -> bool:
+    """``[token ids in the vocabulary, a finite bias]``."""
+    return (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], (list, tuple))
+            and len(pair[0]) > 0 and all(_is_int(i) and 0 <= i < vocab for i in pair[0]) and _is_real(pair[1]))
+
+
+@rule
+def _sequence_bias(env: Env) -> None:
+    pairs = env.cfg.sequence_bias
+    if isinstance(pairs, dict):  # transformers 4.x's form: {(ids...): bias}
+        pairs = list(pairs.items())
+    if pairs is not None:
+        vocab = env.vocab_size
+        _check(isinstance(pairs, (list, tuple)) and len(pairs) > 0 and all(_is_bias_pair(p, vocab) for p in pairs),
+               "sequence_bias", f"a non-empty list of [token ids in [0, {vocab - 1}], bias] pairs, e.g. "
+               "[[[5, 9], -2.0]]", env.cfg.sequence_bias)
+
+
+# ``watermarking_config``'s keys (transformers' WatermarkingConfig), each alone
+WATERMARK_RANGES: dict[str, Range] = {
+    "greenlist_ratio": Range("in (0, 1)", _between(0, 1, lo_open=True, hi_open=True)),
+    "bias": Range("a number >= 0", lambda v: _is_real(v) and v >= 0),
+    "context_width": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "seeding_scheme": Range('"lefthash" or "selfhash"', lambda v: v in ("lefthash", "selfhash")),
+    "hashing_key": Range("an integer", _is_int),
+}
+
+
+@rule
+def _watermarking(env: Env) -> None:
+    wm = env.cfg.watermarking_config
+    given = {} if wm is None else wm if isinstance(wm, dict) else wm.to_dict()
+    for key in WATERMARK_RANGES.keys() & given.keys():
+        rng = WATERMARK_RANGES[key]
+        _check(rng.test(given[key]), f'watermarking_config["{key}"]', rng.allowed, given[key])
+
+
+@rule
+def _community(env: Env) -> None:
+    """The community samplers' dependent fields, the grammar fields, ``sampler_order`` and the stages that need
+    one token per row per step."""
+    community.validate(env.cfg)
+    grammar.validate(env.cfg)
+    chain.check_order(getattr(env.cfg, "sampler_order", None))
+    if env.mode:
+        chain.check_modes(env.cfg, env.mode)
 
 
 @rule

@@ -348,3 +348,21 @@ class ConstraintListState:
                 new_state.inprogress_constraint = self.inprogress_constraint.copy(stateful=True)
             new_state.pending_constraints = [constraint.copy() for constraint in self.pending_constraints]
         return new_state
+
+
+def contains(tokens: list[int], word: list[int]) -> bool:
+    """Whether ``word`` occurs in ``tokens`` as a contiguous run."""
+    n = len(word)
+    return any(tokens[i:i + n] == word for i in range(len(tokens) - n + 1))
+
+
+def unmet_words(tokens: list[int], force_words_ids) -> list[int]:
+    """Indices of the entries of ``force_words_ids`` that ``tokens`` does not fulfil: a word (a token list) that
+    does not occur, or a group (a list of token lists) none of whose words occurs. Constrained beam search returns
+    such rows when too few beams fulfilled every constraint by the end."""
+    missing = []
+    for i, entry in enumerate(force_words_ids or []):
+        words = entry if entry and isinstance(entry[0], list) else [entry]
+        if not any(contains(list(tokens), list(w)) for w in words):
+            missing.append(i)
+    return missing

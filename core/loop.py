@@ -8,8 +8,13 @@ Pipeline of ``generate``:
 2. ``model.generate(custom_generate=<dispatch>)``: transformers prepares inputs, expands rows for
    beams / return sequences, builds its own logits processors, stopping criteria and KV cache, then
    hands them to ``dispatch``;
-3. ``dispatch`` validates the final config (``core.config``), looks the strategy up in the registry
-   and runs it with a ``RunContext``; the context records steps, streams tokens and honours cancel.
+3. ``dispatch`` validates the final config (``core.config``), adds the community samplers and the grammar to
+   transformers' processors in the order of ``core.chain`` (``sampler_order`` reorders them), looks the strategy
+   up in the registry and runs it with a ``RunContext``; the context records steps, streams tokens and honours
+   cancel.
+
+Before 2, ``core.requests.prepare`` moves the core's own fields into the config, turns words into token ids and
+heals the prompt's last token (``token_healing``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.stopping_criteria import StopStringCriteria
 
+from . import chain, requests, watermark
 from . import config as config_checks
 from .records import Candidate, CacheInfo, Origin, ProcessorEffect, Recorder, RowStep, StepRecord, Trace
 from .rng import global_generator
@@ -135,7 +141,7 @@ class RunContext:
         scores = logits
         for proc in processors:
             scores = proc(input_ids, scores.clone())
-            stages.append((type(proc).__name__, scores))
+            stages.append((proc, scores))
         return scores, stages
 
     def candidate_ids(self, logits: torch.Tensor, scores: torch.Tensor, chosen) -> list[int]:
@@ -167,22 +173,28 @@ class RunContext:
         for row in range(logits.shape[0]):
             ids = self.candidate_ids(logits[row], scores[row], chosen[row])
             index = torch.tensor(ids, device=logits.device)
+            model_probs = inputs[row].float().softmax(-1)  # [V]: the model's own distribution
+            first = int(chosen[row][0]) if chosen[row] else None
             effects, before = [], inputs[row]
-            for name, stage in stages or ():
+            for proc, stage in stages or ():
                 after = stage[row]
                 changed_mask = before != after
                 removed_mask = changed_mask & torch.isinf(after) & (after < 0)
                 sub_changed, sub_removed = changed_mask[index].tolist(), removed_mask[index].tolist()
+                alive = torch.isfinite(after)  # [V]
                 effects.append(ProcessorEffect(
-                    name,
+                    type(proc).__name__,
                     removed=[i for i, r in zip(ids, sub_removed) if r],
                     changed=[i for i, c, r in zip(ids, sub_changed, sub_removed) if c and not r],
                     removed_total=int(removed_mask.sum()),
+                    stage=chain.stage_name(proc),
+                    kept=int(alive.sum()),
+                    mass=float(model_probs[alive].sum()),
+                    chosen_prob=None if first is None else float(after.float().softmax(-1)[first]),
                 ))
                 before = after
-            entropy = float(torch.special.entr(scores[row].float().softmax(-1)).sum())
             out.append(RowStep(row, self.candidates(logits[row], scores[row], ids), effects,
-                               [int(c) for c in chosen[row]], entropy))
+                               [int(c) for c in chosen[row]], entropy=entropy(scores[row])))
         return out
 
     # --- reporting ------------------------------------------------------------------------------
@@ -202,6 +214,13 @@ class RunContext:
     def end_stream(self) -> None:
         if self.streamer is not None:
             self.streamer.end()
+
+
+def entropy(scores: torch.Tensor) -> float:
+    """Entropy in nats of ``softmax(scores)`` for one row [V] (tokens at -inf hold no probability)."""
+    log_p = scores.float().log_softmax(-1)
+    p = log_p.exp()
+    return float(-torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum())
 
 
 def cache_bytes(obj, seen: set[int] | None = None) -> int:
@@ -276,6 +295,8 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
     (``num_assistant_tokens``, its schedule, ``assistant_confidence_threshold``) apply to this run's assistant
     only; transformers 5.x would read them from the assistant's own ``generation_config``, which stays as it is."""
     config_checks.check_prompt(input_ids, kwargs)
+    input_ids, generation_config, kwargs, attention_mask = requests.prepare(model, input_ids, generation_config, kwargs,
+                                                                            tokenizer, attention_mask)
     assistant_tokenizer = kwargs.pop("assistant_tokenizer", None)
     config_checks.check_assistant(model, assistant_model, tokenizer, assistant_tokenizer)
     config_checks.check_request(model, generation_config, kwargs, assistant_model)
@@ -300,6 +321,9 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
         ctx.inputs_tensor = inputs_tensor
         config_checks.validate(generation_config, ctx.mode, model, ctx)
         strategy = get_strategy(ctx.mode)
+        logits_processor = chain.sampler_chain(
+            logits_processor, generation_config, mode=ctx.mode, tokenizer=ctx.tokenizer, generator=ctx.generator,
+            prompt_length=input_ids.shape[1], vocab_size=model.config.get_text_config().vocab_size)
         stopping_criteria.append(CancelCriteria(ctx))
         ctx.generation_config = generation_config
         if ctx.streamer is not None:  # the beam family streams its final best row only (row 0)
@@ -326,9 +350,19 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
             stopped=ctx.stopped,
             run_id=uuid.uuid4().hex[:12],
             origin=origin,
+            watermark=watermark_reports(model, input_ids, sequences, ctx.generation_config),
         )
         recorder.on_end(trace)
     return GenerationResult(sequences=sequences, trace=trace, stopped=ctx.stopped)
+
+
+def watermark_reports(model, input_ids, sequences, cfg):
+    """Per returned sequence, the green-list membership of each token and the detector's z-score (decoder-only runs
+    with ``watermarking_config``); None otherwise."""
+    wm = getattr(cfg, "watermarking_config", None)
+    if not watermark.detectable(wm) or model.config.is_encoder_decoder or input_ids is None:
+        return None
+    return watermark.reports(model, input_ids.tolist(), sequences.tolist(), cfg.watermarking_config)
 
 
 ASSISTANT_FIELDS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")

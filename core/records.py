@@ -34,6 +34,13 @@ class ProcessorEffect:
     removed: list[int]  # recorded candidates it set to -inf
     changed: list[int]  # recorded candidates whose score it changed without removing them
     removed_total: int = 0  # tokens of the whole vocabulary it set to -inf
+    # the funnel, after this stage: its name in the chain (``core.chain``: "top_k", "dry", "grammar", ...), how many
+    # tokens still have a finite score, how much of the model's own probability they hold, and the probability of
+    # the chosen token under this stage's output (None: the row chose none)
+    stage: str = ""
+    kept: int = 0
+    mass: float = 1.0
+    chosen_prob: float | None = None
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ class RowStep:
     candidates: list[Candidate]
     effects: list[ProcessorEffect]
     chosen: list[int]  # token(s) appended to this row at this step
-    entropy: float | None = None  # nats, of the distribution the token was chosen from (after the processors)
+    entropy: float | None = None  # nats, of the final distribution (after every processor) the token came from
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,18 @@ class Origin:
     prefix: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class WatermarkReport:
+    """Watermark detection on one returned sequence (``core.watermark``): per generated token whether it was in
+    its green list, and transformers' ``WatermarkDetector`` z-score for the text."""
+
+    green: list[bool]
+    z_score: float | None  # None: too few tokens to score
+    p_value: float | None
+    scored: int  # tokens the z-score counts
+    greenlist_ratio: float
+
+
 @dataclass
 class Trace:
     """All records of one generation plus the settings that produced it."""
@@ -151,6 +170,7 @@ class Trace:
     stopped: str = ""  # "" when it ran to its end; "cancelled" or "time cap" when it was cut short
     run_id: str = ""  # unique per run, named by the ``Origin`` of runs that continue it
     origin: Origin | None = None  # set when the run continues another (a branch, a step, a resume)
+    watermark: list[WatermarkReport] | None = None  # per returned sequence, when ``watermarking_config`` was set
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -22,16 +22,20 @@ import core
 from core.records import StepRecord, Trace
 
 from . import session
+from .fields import BY_NAME as ADVANCED
 
 # Fields whose widget gives a float but transformers expects an int.
 INT_FIELDS = {"max_new_tokens", "top_k", "num_beams", "num_return_sequences", "no_repeat_ngram_size",
-              "num_beam_groups", "prompt_lookup_num_tokens", "num_assistant_tokens", "max_length"}
+              "num_beam_groups", "prompt_lookup_num_tokens", "num_assistant_tokens", "max_length",
+              *(f.name for f in ADVANCED.values() if f.integer)}
 # Fields transformers' processors accept only as floats (TemperatureLogitsWarper refuses the int 2),
 # while a slider sitting on a whole number sends an int.
 FLOAT_FIELDS = {"temperature", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "repetition_penalty",
-                "length_penalty", "diversity_penalty", "penalty_alpha"}
+                "length_penalty", "diversity_penalty", "penalty_alpha",
+                *(f.name for f in ADVANCED.values() if f.kind in ("slider", "number") and not f.integer)}
 # Fields where 0 on a slider means "off"; transformers' own "off" is None for these.
-ZERO_IS_OFF = {"min_p", "epsilon_cutoff", "eta_cutoff", "no_repeat_ngram_size"}
+ZERO_IS_OFF = {"min_p", "epsilon_cutoff", "eta_cutoff", "no_repeat_ngram_size",
+               *(f.name for f in ADVANCED.values() if f.off == 0)}
 
 
 # --- field codecs: config value <-> widget value ------------------------------------------------
@@ -89,13 +93,84 @@ def format_cache_config(value) -> str:
     return "" if not value else json.dumps(value)
 
 
+def json_codec(name: str):
+    """(parse, format) for a field shown as JSON text: empty text is unset."""
+
+    def parse(value):
+        if value is None or isinstance(value, (list, dict, tuple)):
+            return value or None
+        text = str(value).strip()
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            example = ADVANCED[name].info if name in ADVANCED else "a JSON value"
+            raise ValueError(f"`{name}` must be JSON ({example}); got {text!r} ({err.msg})") from None
+
+    def format_(value):
+        return "" if value is None else json.dumps(value, ensure_ascii=False)
+
+    return parse, format_
+
+
+def text_codec(value):
+    """A string field: empty (or only blanks) is unset."""
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def number_codec(name: str):
+    """(parse, format) for a number shown as text: empty is unset."""
+
+    def parse(value):
+        if value is None or isinstance(value, (int, float)):
+            return value
+        text = str(value).strip()
+        if not text:
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"`{name}` must be a number (or empty: unset); got {text!r}") from None
+
+    return parse, lambda v: "" if v is None else str(v)
+
+
+def parse_names(value) -> list[str] | None:
+    """Comma-separated names (or a list) -> a list, None when empty."""
+    if value is None or isinstance(value, (list, tuple)):
+        return list(value) or None if value is not None else None
+    return [p.strip() for p in str(value).split(",") if p.strip()] or None
+
+
+def format_names(value) -> str:
+    return ", ".join(value) if value else ""
+
+
 PARSERS = {"stop_strings": parse_stop_strings, "dola_layers": parse_dola_layers, "cache_config": parse_cache_config}
 FORMATTERS = {"stop_strings": format_stop_strings, "dola_layers": format_dola_layers,
               "cache_config": format_cache_config}
+for _field in ADVANCED.values():  # the Advanced fields shown as text (``playground.fields``)
+    if _field.kind == "json":
+        PARSERS[_field.name], FORMATTERS[_field.name] = json_codec(_field.name)
+    elif _field.kind in ("text", "lines"):
+        PARSERS[_field.name], FORMATTERS[_field.name] = text_codec, lambda v: v or ""
+    elif _field.kind == "number":
+        PARSERS[_field.name], FORMATTERS[_field.name] = number_codec(_field.name)
+    elif _field.kind == "names":
+        PARSERS[_field.name], FORMATTERS[_field.name] = parse_names, format_names
 
 
 def config_value(name: str, widget_value: Any) -> Any:
-    """The ``GenerationConfig`` value of field ``name`` from its widget's value."""
+    """The ``GenerationConfig`` value of field ``name`` from its widget's value. An Advanced field at its widget's
+    default is unset, so a saved config holds only what was changed (the core's defaults are the same)."""
+    value = _config_value(name, widget_value)
+    if name in ADVANCED and value is not None and value == _config_value(name, ADVANCED[name].default):
+        return None
+    return value
+
+
+def _config_value(name: str, widget_value: Any) -> Any:
     if name in PARSERS:
         return PARSERS[name](widget_value)
     if widget_value is None:
@@ -113,6 +188,8 @@ def config_value(name: str, widget_value: Any) -> Any:
 
 def widget_value(name: str, config_value_: Any) -> Any:
     """The widget value showing ``config_value_`` of field ``name`` (inverse of ``config_value``)."""
+    if config_value_ is None and name in ADVANCED:
+        return ADVANCED[name].default
     if name in FORMATTERS:
         return FORMATTERS[name](config_value_)
     if name in ZERO_IS_OFF and config_value_ is None:

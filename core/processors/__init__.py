@@ -70,10 +70,16 @@ def validate(generation_config) -> None:
 
 def community_processors(generation_config, *, tokenizer=None, generator=None,
                          prompt_length: int = 0) -> list[LogitsProcessor]:
-    """The community processors ``generation_config`` switches on, in ``ORDER``."""
-    built = (STAGES[stage].build(generation_config, tokenizer=tokenizer, generator=generator,
-                                 prompt_length=prompt_length) for stage in ORDER)
-    return [proc for proc in built if proc is not None]
+    """The community processors ``generation_config`` switches on, in ``ORDER``, each with its stage name as
+    ``stage``."""
+    out = []
+    for stage in ORDER:
+        proc = STAGES[stage].build(generation_config, tokenizer=tokenizer, generator=generator,
+                                   prompt_length=prompt_length)
+        if proc is not None:
+            proc.stage = stage  # its name in a sampler chain (``core.chain``)
+            out.append(proc)
+    return out
 
 
 __all__ = [

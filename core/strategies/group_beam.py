@@ -13,6 +13,7 @@ groups of the batch row.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -349,7 +350,7 @@ class _StepRecording:
         self.logits = logits[:, -1, :].to(dtype=torch.float32)  # [B*K, V]
         self.log_probs = torch.empty_like(self.logits)
         self.processed = torch.empty_like(self.logits)
-        self.stages: list[tuple[str, torch.Tensor]] | None = None
+        self.stages: list[tuple[Any, torch.Tensor]] | None = None  # (processor, its scores)
         self.chosen: list[list[int]] = [[] for _ in range(self.logits.shape[0])]
         self.normalized: dict[int, float] = {}  # node -> normalised score, this step's nodes
 

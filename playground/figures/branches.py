@@ -10,6 +10,7 @@ import math
 
 import networkx as nx
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from ..branches import Branches, Comparison, Entry, SampleNode, edge_label
 from .common import (ACCEPTED, CHOSEN, HIGHLIGHT, PALETTE, empty_figure, finish, plotly_text, visible)
@@ -21,9 +22,9 @@ COMPARE_CAPTION = ("The log-probability the model gave each run's token at every
                    "the runs' records): where the lines part the runs diverge; the higher line is the continuation "
                    "the model prefers there.")
 SAMPLES_CAPTION = ("Many samples of the same prompt merged into one prefix tree: each branch says how many samples "
-                   "took it and the probability the model gave that token there; colour is the entropy of the "
-                   "distribution the token was drawn from (darker: more uncertain).")
-ENTROPY_CAPTION = "Entropy of the distribution each token was drawn from, step by step (mean over the samples, with range)."
+                   "took it and the probability the model gave that token there (hover); colour is the entropy of "
+                   "the distribution the token was drawn from (darker: more uncertain). Below, that entropy per step: "
+                   "the mean over the samples and their range.")
 _ROOT = "prompt"
 
 
@@ -129,55 +130,65 @@ def compare_figure(comparison: Comparison | None, labels: tuple[str, str], text_
     return fig
 
 
-def sample_tree_figure(root: SampleNode | None, seeds: str = "") -> go.Figure:
-    """The samples' prefix tree: x = step, one marker per branch sized and labelled by its count."""
+def sample_tree_figure(root: SampleNode | None, entropies: list[list[float]] | None = None,
+                       seeds: str = "") -> go.Figure:
+    """The samples' prefix tree (x = step, one marker per branch sized and labelled by its count) above the entropy
+    each step drew from (mean over the samples, with their range), on the same steps."""
     if root is None or not root.children:
         return empty_figure("Sample N to merge N runs into one prefix tree here.", "Samples")
     graph = nx.DiGraph()
-    info: dict[int, tuple[SampleNode, int]] = {}
-    counter = [0]
-
-    def walk(node: SampleNode, node_id: int, depth: int) -> None:
-        for child in sorted(node.children.values(), key=lambda c: -c.count):
-            counter[0] += 1
-            child_id = counter[0]
-            info[child_id] = (child, depth + 1)
-            graph.add_edge(node_id, child_id)
-            walk(child, child_id, depth + 1)
-
+    info: dict[int, tuple[SampleNode, int]] = {0: (root, 0)}
     graph.add_node(0)
-    info[0] = (root, 0)
-    walk(root, 0, 0)
+    stack = [(root, 0)]
+    while stack:  # every branch gets a node id; children most taken first
+        node, node_id = stack.pop()
+        for child in sorted(node.children.values(), key=lambda c: -c.count):
+            child_id = len(info)
+            info[child_id] = (child, info[node_id][1] + 1)
+            graph.add_edge(node_id, child_id)
+            stack.append((child, child_id))
     order = list(nx.dfs_preorder_nodes(graph, 0))
     layers: dict[int, list[int]] = {}
     for n in order:
         layers.setdefault(info[n][1], []).append(n)
     pos = nx.multipartite_layout(graph, subset_key=layers, align="vertical")
-    fig = go.Figure()
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25], vertical_spacing=0.06)
     xs, ys = [], []
-    for a, b in graph.edges:
-        xs += [info[a][1], info[b][1], None]
+    for a, b in graph.edges:  # x: the step a token was drawn at
+        xs += [info[a][1] - 1, info[b][1] - 1, None]
         ys += [pos[a][1], pos[b][1], None]
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="rgba(120,120,120,0.5)", width=1),
-                             hoverinfo="skip", showlegend=False, meta="edges"))
+                             hoverinfo="skip", showlegend=False, meta="edges"), row=1, col=1)
     shown = [n for n in order if n != 0]
     total = root.count or 1
-    entropies = [info[n][0].entropy for n in shown]
     fig.add_trace(go.Scatter(
-        x=[info[n][1] for n in shown], y=[pos[n][1] for n in shown], mode="markers+text", meta="branches",
+        x=[info[n][1] - 1 for n in shown], y=[pos[n][1] for n in shown], mode="markers+text", meta="branches",
         text=[f"{visible(info[n][0].text)} ×{info[n][0].count}" if info[n][0].count > 1 or len(shown) < 80 else ""
               for n in shown],
         textposition="middle right", textfont=dict(size=10), customdata=[info[n][0].count for n in shown],
-        hoverinfo="text", hovertext=[_sample_hover(info[n][0], info[n][1], total) for n in shown],
+        hoverinfo="text", hovertext=[_sample_hover(info[n][0], info[n][1] - 1, total) for n in shown],
         marker=dict(size=[6 + 18 * math.sqrt(info[n][0].count / total) for n in shown],
-                    color=[e if e is not None else 0 for e in entropies], colorscale="Blues", cmin=0,
-                    colorbar=dict(title="entropy", len=0.6), line=dict(color="white", width=1)),
-        showlegend=False))
+                    color=[info[n][0].entropy if info[n][0].entropy is not None else 0 for n in shown],
+                    colorscale="Blues", cmin=0, colorbar=dict(title="entropy", len=0.55, y=0.72),
+                    line=dict(color="grey", width=0.5)),
+        showlegend=False), row=1, col=1)
+    steps = [i for i, values in enumerate(entropies or []) if values]
+    if steps:
+        means = [sum(entropies[i]) / len(entropies[i]) for i in steps]
+        fig.add_trace(go.Scatter(x=steps + steps[::-1], y=[max(entropies[i]) for i in steps] +
+                                 [min(entropies[i]) for i in steps][::-1], fill="toself", mode="lines",
+                                 line=dict(width=0), fillcolor="rgba(31,119,180,0.15)", name="entropy range",
+                                 hoverinfo="skip", meta="entropy range"), row=2, col=1)
+        fig.add_trace(go.Scatter(x=steps, y=means, mode="lines+markers", name="mean entropy",
+                                 line=dict(color=ACCEPTED), meta="entropy",
+                                 hovertemplate="step %{x}: mean %{y:.3f} nats<extra></extra>"), row=2, col=1)
     finish(fig, f"Samples · {total} runs{(' (seeds ' + seeds + ')') if seeds else ''} · "
                 f"{sum(1 for n in shown if not info[n][0].children)} distinct continuations",
-           height=int(min(900, max(360, 80 + 16 * max(map(len, layers.values()))))), uirevision="samples")
-    fig.update_layout(hovermode="closest", dragmode="pan", xaxis=dict(title="step", dtick=1 if len(layers) < 30 else 5),
-                      yaxis=dict(visible=False))
+           height=int(min(950, max(460, 160 + 16 * max(map(len, layers.values()))))), uirevision="samples")
+    fig.update_layout(hovermode="closest", dragmode="pan")
+    fig.update_xaxes(title_text="step", dtick=1 if len(layers) < 30 else 5, row=2, col=1)
+    fig.update_yaxes(visible=False, row=1, col=1)
+    fig.update_yaxes(title_text="entropy (nats)", rangemode="tozero", row=2, col=1)
     return fig
 
 
@@ -188,21 +199,3 @@ def _sample_hover(node: SampleNode, step: int, total: int) -> str:
     return (f"<b>{plotly_text(repr(node.text))}</b> (id {node.token_id}) at step {step - 1}<br>"
             f"taken by {node.count} of {total} samples ({node.count / total:.0%})<br>"
             f"model probability {prob} · after the processors {after}<br>entropy there {entropy}")
-
-
-def entropy_figure(per_step: list[list[float]]) -> go.Figure:
-    """Mean and range over the samples of the entropy each step drew from."""
-    steps = [i for i, values in enumerate(per_step) if values]
-    if not steps:
-        return empty_figure("Sample N to see how uncertain each step was.", "Entropy per step")
-    means = [sum(per_step[i]) / len(per_step[i]) for i in steps]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=steps + steps[::-1], y=[max(per_step[i]) for i in steps] +
-                             [min(per_step[i]) for i in steps][::-1], fill="toself", mode="lines",
-                             line=dict(width=0), fillcolor="rgba(31,119,180,0.15)", name="range", hoverinfo="skip",
-                             meta="range"))
-    fig.add_trace(go.Scatter(x=steps, y=means, mode="lines+markers", name="mean", line=dict(color=ACCEPTED),
-                             meta="mean", hovertemplate="step %{x}: mean %{y:.3f} nats<extra></extra>"))
-    finish(fig, "Entropy of the sampled distribution per step", height=300, uirevision="entropy")
-    fig.update_layout(xaxis=dict(title="step"), yaxis=dict(title="entropy (nats)", rangemode="tozero"))
-    return fig

@@ -39,6 +39,7 @@ from ..handlers import (Run, Throttle, encode_prompt, error_line, generate_kwarg
                         save_runs, status_line, stream_run, wait_stopped, widget_value)
 from ..state import ModelCache
 from . import TabHandle
+from .advanced import with_advanced
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
@@ -104,16 +105,15 @@ def branch_tree_panel() -> Figure:
     return Figure("Branch tree", draw, branch_figures.TREE_CAPTION)
 
 
-def samples_panels() -> tuple[Figure, Figure]:
-    """Sample N's prefix tree of the samples (counts and probabilities) and the entropy per step."""
+def samples_panel() -> Figure:
+    """Sample N's prefix tree of the samples (counts, probabilities) above the entropy per step over them."""
     def tree(view: View):
         runs = samples(view.steps)
         seeds = view.main.label.rpartition("(seeds ")[2].rstrip(")") if "(seeds " in view.main.label else ""
-        return branch_figures.sample_tree_figure(sample_tree(runs) if runs else None, seeds)
+        return branch_figures.sample_tree_figure(sample_tree(runs) if runs else None, entropy_per_step(view.steps),
+                                                 seeds)
 
-    return (Figure("Samples", tree, branch_figures.SAMPLES_CAPTION),
-            Figure("Entropy per step", lambda v: branch_figures.entropy_figure(entropy_per_step(v.steps)),
-                   branch_figures.ENTROPY_CAPTION))
+    return Figure("Samples", tree, branch_figures.SAMPLES_CAPTION)
 
 
 @dataclass
@@ -172,6 +172,7 @@ class StrategyTab:
     figures: tuple[Figure, ...] = ()
     max_new_tokens = 32
     examples_label = "Example prompts"
+    advanced: tuple[str, ...] = ()  # groups of ``playground.fields`` in the tab's "Advanced" accordion
 
     # --- what subclasses fill in -----------------------------------------------------------------
     def controls(self) -> dict[str, gr.components.Component]:
@@ -247,7 +248,7 @@ class TabUI:
                     stop_strings = gr.Textbox("", label="stop_strings", placeholder="comma-separated; \\n for a newline")
                     seed = gr.Number(label="seed", value=0, precision=0, visible=tab.seeded,
                                      info="the same seed gives the same text; empty: a new random seed each run")
-                    own = tab.controls()
+                    own = with_advanced(tab.controls(), tab.advanced)
                     side = tab.side_inputs(app)
                     model_panel = tab.model_panel(app)
                     presets = tab.presets()

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 
+from core.constraints import unmet_words
+
+from ..fields import BEAM_GROUPS
 from ..figures import beam_tree
+from ..handlers import join_texts
 from . import register
-from .base import Figure, StrategyTab, candidates_panel
+from .base import Figure, StrategyTab, View, candidates_panel
 
 
 def beam_tree_panel() -> Figure:
@@ -37,9 +43,28 @@ class BeamSearch(StrategyTab):
     fixed = {"do_sample": False}
     beam = True
     figures = (beam_tree_panel(), candidates_panel("Candidates of the picked beam at the picked step"))
+    advanced = BEAM_GROUPS
 
     def controls(self):
         return beam_controls()
+
+    def texts(self, view: View):
+        return [join_texts(flag_forced_words(view))]
+
+
+def flag_forced_words(view: View) -> list[str]:
+    """The returned texts, each that misses a forced word (``force_words_ids``) flagged with the words it misses."""
+    trace, texts = view.main.trace, list(view.main.texts)
+    words = (trace.config.get("force_words_ids") if trace is not None else None) or []  # as token ids
+    if not words or len(trace.sequences) != len(texts):
+        return texts
+    asked = view.main.kwargs.get("force_words_ids") or words  # as the user wrote them (words), same order
+    prompt = len(trace.prompt_ids[0]) if trace.prompt_ids else 0
+    flagged = []
+    for seq, text in zip(trace.sequences, texts):
+        missing = [json.dumps(asked[i], ensure_ascii=False) for i in unmet_words(seq[prompt:], words)]
+        flagged.append(text if not missing else f"✗ misses {', '.join(missing)}: {text}")
+    return flagged
 
 
 register(BeamSearch())

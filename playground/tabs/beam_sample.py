@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..fields import BEAM_GROUPS
 from . import register
-from .base import StrategyTab, candidates_panel, samples_panels
+from .base import StrategyTab, candidates_panel, samples_panel
 from .beam import beam_tree_panel
 
 
@@ -20,7 +21,8 @@ class BeamSample(StrategyTab):
     beam = True
     samples = True
     figures = (beam_tree_panel(), candidates_panel("Candidates of the picked beam at the picked step"),
-               *samples_panels())
+               samples_panel())
+    advanced = tuple(g for g in BEAM_GROUPS if g != "constraints")  # constrained beam search does not sample
 
     def controls(self):
         return {

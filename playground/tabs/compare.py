@@ -6,13 +6,23 @@ import gradio as gr
 
 from ..figures import compare
 from ..handlers import join_texts
-from . import register
+from . import all_tabs, register
 from .base import AppContext, Figure, Plan, StrategyTab, View, candidates_panel, load_presets
 
 
 def speed(view: View):
     """Tokens/s as the status line counts them (wall time of each run, recording included)."""
     return compare.compare_figure({r.label: r.tokens_per_s for r in view.runs.values() if r.new_tokens})
+
+
+def all_presets() -> dict[str, dict]:
+    """The compare presets, then every other tab's as "<tab title> · <preset>", each with the fields that define its
+    tab (a Sampling preset samples), so any preset can run beside any other."""
+    out = dict(load_presets("compare"))
+    for tab in all_tabs():
+        if tab.key != "compare":
+            out.update({f"{tab.title} · {name}": {**values, **tab.fixed} for name, values in tab.presets().items()})
+    return out
 
 
 class Compare(StrategyTab):
@@ -30,15 +40,20 @@ class Compare(StrategyTab):
         return {}  # its presets are the strategies it compares
 
     def side_inputs(self, app: AppContext):
-        strategies = load_presets("compare")
-        return {"strategies": gr.CheckboxGroup(list(strategies), value=list(strategies)[:4], label="Strategies")}
+        strategies = all_presets()
+        return {"strategies": gr.CheckboxGroup(list(strategies), value=list(strategies)[:4], label="Strategies",
+                                               info="the strategies of assets/presets/compare.json, then every "
+                                                    "tab's presets (e.g. Sampling · min_p 0.1, top-nσ 1.0, XTC)")}
 
     def plans(self, kwargs, side, loaded, app):
         chosen = side["strategies"]
-        strategies = load_presets("compare")
+        strategies = all_presets()
         if not chosen:
             raise ValueError("`Strategies` must name at least one strategy to compare; got none")
-        return [Plan(name, name, {**strategies[name], **kwargs}) for name in chosen if name in strategies]
+        unknown = [name for name in chosen if name not in strategies]
+        if unknown:
+            raise ValueError(f"`Strategies` must be among {list(strategies)}; got unknown {unknown}")
+        return [Plan(name, name, {**strategies[name], **kwargs}) for name in chosen]
 
     def texts(self, view: View):
         return ["\n\n".join(f"[{r.label}] {join_texts(r.texts)}" for r in view.runs.values() if r.steps or r.done)]

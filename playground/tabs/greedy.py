@@ -12,8 +12,10 @@ import json
 import gradio as gr
 from transformers import GenerationConfig
 
+from ..fields import GREEDY_GROUPS
 from . import register
 from .base import AppContext, Plan, StrategyTab, candidates_panel
+from .sampling import chain_panels
 
 
 def model_defaults(loaded) -> tuple[str, str]:
@@ -37,7 +39,8 @@ class Greedy(StrategyTab):
              "(`do_sample=False`, `num_beams=1`): deterministic, fast, and prone to repetition.")
     fixed = {"do_sample": False, "num_beams": 1}
     steppable = True
-    figures = (candidates_panel(),)
+    figures = (candidates_panel(), *chain_panels())
+    advanced = GREEDY_GROUPS
 
     def controls(self):
         return {"repetition_penalty": gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="repetition_penalty",

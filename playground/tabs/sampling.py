@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..fields import SAMPLING_GROUPS
+from ..figures import funnel
 from . import register
-from .base import StrategyTab, candidates_panel, samples_panels
+from .base import Figure, StrategyTab, candidates_panel, samples_panel
+
+
+def chain_panels() -> tuple[Figure, ...]:
+    """The sampler chain at the picked step, the entropy over the run, the watermark (drawn when a run set one)."""
+    return (Figure("Sampler chain at the picked step", lambda v: funnel.funnel_figure(v.steps, v.step, v.row),
+                   funnel.CAPTION, picked=True),
+            Figure("Entropy per step", lambda v: funnel.entropy_figure(v.steps, v.row), funnel.RUN_CAPTION),
+            Figure("Watermark", lambda v: funnel.watermark_figure(v.main.trace, v.row), funnel.WATERMARK_CAPTION))
 
 
 def sampling_controls(num_return_sequences: bool = True) -> dict:
@@ -38,7 +48,8 @@ class Sampling(StrategyTab):
     seeded = True
     steppable = True
     samples = True
-    figures = (candidates_panel(), *samples_panels())
+    figures = (candidates_panel(), *chain_panels(), samples_panel())
+    advanced = SAMPLING_GROUPS
 
     def controls(self):
         return sampling_controls()

@@ -1,0 +1,121 @@
+"""The "Advanced" settings, declared once: every decoding field of transformers 5.24's ``GenerationConfig`` that the
+tabs' own controls leave out, the community samplers (``core.processors``), structured output (``core.grammar``) and
+``sampler_order`` (``core.chain``). Each ``Field`` names its widget kind, range and one line of help; a tab lists the
+groups that apply to it (``StrategyTab.advanced``) and ``playground.tabs.advanced`` builds them. No Gradio here:
+``playground.handlers`` reads the same list for the widget <-> config codecs.
+
+Widget kinds: ``slider`` (``lo``, ``hi``, ``step``; 0 means "off" where ``off`` is 0), ``number`` (a number typed as text; empty: unset),
+``checkbox``, ``json`` (JSON text, empty: unset), ``text`` (a string, empty: unset), ``lines`` (a longer string),
+``names`` (comma-separated names, a list in the config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from core.chain import LLAMA_CPP_ORDER, STAGE_NAMES
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str  # the GenerationConfig field (or core field) it sets
+    kind: str
+    default: Any = None  # the widget's value when nothing is loaded
+    info: str = ""
+    lo: float = 0.0
+    hi: float = 1.0
+    step: float = 0.01
+    off: Any = None  # the widget value that means "unset" (sliders: usually 0)
+    integer: bool = False
+
+
+@dataclass(frozen=True)
+class Group:
+    title: str
+    fields: tuple[Field, ...]
+
+
+DEFAULT_BREAKERS = '["\\n", ":", "\\"", "*"]'
+
+GROUPS: dict[str, Group] = {
+    "penalties": Group("Penalties and banned words", (
+        Field("repetition_penalty", "slider", 1.0, "1.0 = off; > 1 discourages tokens already in the text", 0.5, 2.0,
+              0.05),
+        Field("no_repeat_ngram_size", "slider", 0, "0 = off; no n-gram of this size twice", 0, 6, 1, off=0,
+              integer=True),
+        Field("presence_penalty", "slider", 0.0, "[-2, 2], OpenAI's: subtracted once from every generated token",
+              -2.0, 2.0, 0.05, off=0),
+        Field("frequency_penalty", "slider", 0.0, "[-2, 2], OpenAI's: subtracted per occurrence in the generated text",
+              -2.0, 2.0, 0.05, off=0),
+        Field("dry_multiplier", "slider", 0.0, "DRY: 0 = off; try 0.8. Penalises tokens that extend a repetition",
+              0.0, 3.0, 0.05, off=0),
+        Field("dry_base", "slider", 1.75, "DRY: > 1; the penalty grows as base ** (length - allowed length)", 1.01, 4.0,
+              0.01),
+        Field("dry_allowed_length", "slider", 2, "DRY: integer >= 1; repeats this long are free", 1, 10, 1,
+              integer=True),
+        Field("dry_sequence_breakers", "json", DEFAULT_BREAKERS, "DRY: JSON list of strings that end a repetition"),
+        Field("sequence_bias", "json", "", 'JSON [[word or token ids, bias], ...], e.g. [[" sorry", -5.0]]'),
+        Field("bad_words_ids", "json", "", 'JSON list of words or token-id lists never generated, e.g. [" sorry"]'),
+        Field("suppress_tokens", "json", "", "JSON list of token ids never generated"),
+        Field("begin_suppress_tokens", "json", "", "JSON list of token ids not generated as the first token"),
+        Field("min_new_tokens", "slider", 0, "0 = off; EOS is banned before this many new tokens", 0, 64, 1, off=0,
+              integer=True),
+        Field("exponential_decay_length_penalty", "json", "",
+              "JSON [start_index, decay_factor], e.g. [16, 1.2]: EOS grows likelier after start_index"),
+        Field("renormalize_logits", "checkbox", False, "log-softmax after every processor"),
+        Field("remove_invalid_values", "checkbox", False, "replace nan / inf scores so nothing crashes"),
+        Field("token_healing", "checkbox", False,
+              "re-tokenize the prompt's last token (untick the chat template: healing strips it)"),
+    )),
+    "guidance": Group("Guidance and watermark", (
+        Field("guidance_scale", "slider", 1.0, "classifier-free guidance: 1 = off; > 1 follows the prompt more", 0.0,
+              5.0, 0.1),
+        Field("negative_prompt", "lines", "", "the unconditional branch of guidance (plain text; empty: the prompt's "
+              "last token)"),
+        Field("watermarking_config", "json", "",
+              'JSON, e.g. {"greenlist_ratio": 0.25, "bias": 2.0, "seeding_scheme": "lefthash"}'),
+    )),
+    "samplers": Group("Samplers (truncation and temperature)", (
+        Field("top_h", "slider", 0.0, "(0, 1]; 0 = off; entropy-bounded truncation (Top-H)", 0.0, 1.0, 0.01, off=0),
+        Field("top_n_sigma", "slider", 0.0, "> 0; 0 = off; keep logits within n σ of the largest", 0.0, 5.0, 0.05,
+              off=0),
+        Field("xtc_probability", "slider", 0.0, "XTC: [0, 1]; 0 = off; how often the top choices are excluded", 0.0,
+              1.0, 0.05, off=0),
+        Field("xtc_threshold", "slider", 0.1, "XTC: [0, 0.5]; tokens at least this likely are top choices", 0.0, 0.5,
+              0.01),
+        Field("dynatemp_low", "number", None, "dynamic temperature: lower bound (empty: off; set both)"),
+        Field("dynatemp_high", "number", None, "dynamic temperature: upper bound (empty: off)"),
+        Field("dynatemp_exponent", "slider", 1.0, "dynamic temperature: > 0; shapes entropy -> temperature", 0.1,
+              4.0, 0.1),
+        Field("mirostat_tau", "slider", 0.0, "mirostat v2: target surprise in bits; 0 = off; try 5", 0.0, 10.0, 0.1,
+              off=0),
+        Field("mirostat_eta", "slider", 0.1, "mirostat v2: learning rate > 0", 0.01, 1.0, 0.01),
+    )),
+    "order": Group("Sampler chain order", (
+        Field("sampler_order", "names", "", "comma-separated stage names, reordered among their places; empty: "
+              "transformers' order. llama.cpp's: " + ", ".join(LLAMA_CPP_ORDER) + ". Known: "
+              + ", ".join(STAGE_NAMES)),
+    )),
+    "structured": Group("Structured output (xgrammar)", (
+        Field("json_schema", "json", "", 'a JSON Schema; output is compact JSON, e.g. {"type": "object", '
+              '"properties": {"name": {"type": "string"}}, "required": ["name"]}'),
+        Field("regex", "text", "", r"the whole output matches it, e.g. \d{3}-\d{4}"),
+        Field("grammar", "lines", "", 'EBNF (xgrammar / GBNF), e.g. root ::= "yes" | "no"'),
+    )),
+    "constraints": Group("Forced words (constrained beam search)", (
+        Field("force_words_ids", "json", "", 'JSON list: every word must appear; a nested list is one of its words, '
+              'e.g. [" paint", [" red", " blue"]]'),
+    )),
+}
+BY_NAME: dict[str, Field] = {f.name: f for g in GROUPS.values() for f in g.fields}
+SAMPLING_GROUPS = ("penalties", "guidance", "samplers", "order", "structured")
+GREEDY_GROUPS = ("penalties", "guidance", "order", "structured")
+BEAM_GROUPS = ("penalties", "constraints", "order", "structured")
+
+
+def fields_of(groups) -> list[Field]:
+    return [f for g in groups for f in GROUPS[g].fields]
+
+
+__all__ = ["Field", "Group", "GROUPS", "BY_NAME", "fields_of", "SAMPLING_GROUPS", "GREEDY_GROUPS", "BEAM_GROUPS"]

@@ -1,0 +1,43 @@
+"""The sampler lab in a real browser (Playwright driving Debian's chromium) on the embedded model: the Sampling tab's
+Advanced accordion with DRY and a reordered chain generates, and the funnel draws the stages in the new order."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from browser_helpers import SCREENSHOTS, open_tab, set_number, status_of, wait_done, wait_for_plot
+from test_browser import generate, page, server  # noqa: F401 - fixtures
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+FUNNEL = "Sampler chain at the picked step"
+
+
+def test_sampling_with_dry_and_a_reordered_chain_draws_the_funnel(page):
+    panel = open_tab(page, "Sampling")
+    set_number(panel, "min_p", 0.05)
+    set_number(panel, "temperature", 0.7)
+    panel.get_by_text("Advanced", exact=True).click()
+    expect(panel.get_by_role("spinbutton", name="number input for dry_multiplier")).to_be_visible()
+    set_number(panel, "dry_multiplier", 0.8)
+    order = panel.get_by_role("textbox", name="sampler_order")  # the name also holds the info line
+    order.fill("min_p, temperature")
+    order.press("Tab")
+    generate(panel, max_new_tokens=12, prompt="List the days of the week, then list them again.")
+    status = status_of(panel)
+    expect(status).to_be_visible()
+    assert "Not run" not in status.inner_text(), status.inner_text()
+    wait_done(panel)
+    summary = wait_for_plot(page, panel, FUNNEL, "s.bars >= 4")
+    assert summary["traces"] == 3, summary
+    stages = page.evaluate("""(block) => block.querySelector('.js-plotly-plot').data[0].x""",
+                           panel.get_by_text(FUNNEL, exact=True).locator(
+                               "xpath=ancestor::div[contains(concat(' ', normalize-space(@class), ' '), ' block ')][1]"
+                           ).element_handle())
+    assert stages[:2] == ["model", "dry"] and stages.index("min_p") < stages.index("top_k")
+    assert stages[-1] == "temperature"  # moved to min_p's place, after top_k
+    wait_for_plot(page, panel, "Entropy per step", "s.points > 0")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    panel.get_by_text(FUNNEL, exact=True).scroll_into_view_if_needed()
+    page.screenshot(path=SCREENSHOTS / "sampler_lab.png", full_page=True)
