@@ -131,12 +131,13 @@ def edge_label(entry: Entry, branches: Branches, text_of) -> str:
         parent = branches.entries[origin.parent]
         forced = (f"{text_of(origin.token_id)!r} at step {origin.step}" if origin.token_id is not None
                   else f"resumed at step {origin.step}")
-    else:
+    else:  # a fresh run: what changed since the previous fresh run on the prompt (the first one is the baseline)
         roots = [e for e in branches.on_prompt(entry.prompt_key) if e.parent is None]
         earlier = roots[:roots.index(entry)] if entry in roots else []
-        parent, forced = (earlier[-1] if earlier else None), ""
-    diff = {k: v for k, v in settings_diff(entry.trace.config, parent.trace.config if parent else {}).items()
-            if k not in SKIPPED}
+        if not earlier:
+            return ""
+        parent, forced = earlier[-1], ""
+    diff = {k: v for k, v in settings_diff(entry.trace.config, parent.trace.config).items() if k not in SKIPPED}
     shown = ", ".join(f"{k}={v!r}" for k, v in diff.items())
     return "; ".join(part for part in (forced, shown) if part)
 

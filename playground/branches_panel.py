@@ -60,8 +60,8 @@ class BranchesPanel:
     branches: gr.State
 
     def refresh(self, branches, prompt_key, first, second, request: gr.Request = None):
-        """The prompts, the tree on the chosen (else newest) prompt, the run pickers, and the whole tree as a JSON
-        file to download (in the session's folder)."""
+        """The prompts, the tree on the chosen (else newest) prompt, the run pickers, the newest run shown, and the
+        whole tree as a JSON file to download (in the session's folder)."""
         branches = branches if isinstance(branches, Branches) else Branches()
         prompts = prompt_choices(branches)
         keys = [k for _, k in prompts]
@@ -72,7 +72,8 @@ class BranchesPanel:
         return (gr.Dropdown(choices=prompts, value=prompt_key), _plot(tree),
                 gr.Dropdown(choices=runs, value=first if first in ids else (ids[1] if len(ids) > 1 else None)),
                 gr.Dropdown(choices=runs, value=second if second in ids else (ids[0] if ids else None)),
-                self.write(branches, request) if branches.entries else None)
+                self.write(branches, request) if branches.entries else None,
+                *self.show(branches, ids[0] if ids else None))
 
     def show(self, branches, run_id):
         """One run of the tree: its text (the prefix it continued from included) and its tokens."""
@@ -166,7 +167,7 @@ class BranchesPanel:
             clicks = gr.HTML("", label="Plot clicks", elem_classes=["dp-plot-clicks"],
                              js_on_load=(ASSETS / "plot_click.js").read_text())
         state = self.branches
-        views = [prompt, tree, first, second, download]
+        views = [prompt, tree, first, second, download, text, about, tokens]
         quiet = dict(show_progress="hidden")
         tab.select(self.refresh, [state, prompt, first, second], views, api_name=False, **quiet)
         refresh.click(self.refresh, [state, prompt, first, second], views, api_name="branches_refresh", **quiet)

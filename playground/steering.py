@@ -31,14 +31,15 @@ class Start(NamedTuple):
     base: core.Trace | None = None  # a paused run this one extends from its end
     lead: list[int] = []  # tokens shown before the run's own: the prefix it continues from
     paused: bool = False  # step mode: stop after this run's tokens and wait for Next token
-    budget: int | None = None  # step mode: the user's max_new_tokens, counted from the prompt
+    budget: int | None = None  # step mode: the user's max_new_tokens, the tokens the run generates itself
 
 
 def ended(run: Run, budget: int | None, eos_token_ids: set[int]) -> bool:
-    """Has a step-mode run met an end: an EOS, a stop, or ``budget`` tokens after the user's prompt?"""
+    """Has a step-mode run met an end: an EOS, a stop, or ``budget`` tokens of its own (a branch's prefix not
+    counted)?"""
     tokens = run.tokens[0] if run.tokens else []
     return bool(tokens and tokens[-1] in eos_token_ids) or bool(run.stopped) or (
-        budget is not None and len(run.lead) + len(tokens) >= budget)
+        budget is not None and len(tokens) >= budget)
 
 
 def _ids(ids: list[int]) -> tuple[torch.LongTensor, torch.LongTensor]:
@@ -52,20 +53,15 @@ def is_paused(run: Run | None, prompt: str, model_name: str) -> bool:
         and run.model_name == model_name
 
 
-def _budget(kwargs: dict, used: int) -> int:
-    """What is left of ``max_new_tokens`` (counted from the user's prompt) after ``used`` tokens."""
-    return int(kwargs.get("max_new_tokens", 20)) - used
-
-
 def resume(run: Run, kwargs: dict, label: str) -> Start:
-    """Generate from where the paused step-mode ``run`` stopped to the end (``max_new_tokens`` counted from the
-    user's prompt), drawing on from its generator's state."""
+    """Generate from where the paused step-mode ``run`` stopped to the end (``max_new_tokens`` counts the run's own
+    tokens, those it already has included), drawing on from its generator's state."""
     trace = run.trace
-    done = _lead(trace) + returned_tokens(trace)[0]
-    left = _budget(kwargs, len(done))
+    done = returned_tokens(trace)[0]
+    left = int(kwargs.get("max_new_tokens", 20)) - len(done)
     if left < 1:
-        raise ValueError(f"`max_new_tokens` must be above {len(done)} to continue this run: it already holds "
-                         f"{len(done)} tokens after the prompt; got {kwargs.get('max_new_tokens')}")
+        raise ValueError(f"`max_new_tokens` must be above {len(done)} to continue this run: it already generated "
+                         f"{len(done)} tokens; got {kwargs.get('max_new_tokens')}")
     ids, mask = _ids(list(trace.prompt_ids[0]) + returned_tokens(trace)[0])
     return Start(ids, mask, _generator(run), {**kwargs, "max_new_tokens": left}, label,
                  base=trace, lead=_lead(trace))
@@ -87,8 +83,8 @@ def next_token(run: Run | None, prompt_ids: torch.LongTensor, kwargs: dict, seed
 def branch_at(parent: Run, step: int, row: int, token_id: int, kwargs: dict, seed: int | None, vocab_size: int,
               label: str) -> Start:
     """Continue ``parent``'s row ``row`` before ``step`` with ``token_id`` forced there (core.steer reads the prefix
-    from the parent's records); what is left of ``max_new_tokens`` after that prefix is generated. A paused parent
-    gives a paused branch (step mode goes on from the forced token)."""
+    from the parent's records), generating ``max_new_tokens`` more, as ``generate`` would from that prefix. A paused
+    parent gives a paused branch (step mode goes on from the forced token)."""
     if parent.trace is None:
         raise ValueError("the run to branch from has not finished; wait for it (or Stop it) first")
     ids, origin = branch(parent.trace, step, row, token_id, vocab_size)
@@ -110,11 +106,8 @@ def branch_at_node(parent: Run, node_id: int, kwargs: dict, seed: int | None, la
 
 def _continue(ids: torch.LongTensor, origin: core.Origin, kwargs: dict, seed: int | None, label: str,
               paused: bool) -> Start:
-    left = _budget(kwargs, len(origin.prefix))
-    if left < 1 and not paused:
-        raise ValueError(f"`max_new_tokens` must be above {len(origin.prefix)} to continue after step {origin.step}: "
-                         f"the prefix already holds {len(origin.prefix)} tokens; got {kwargs.get('max_new_tokens')}")
-    settings = {**kwargs, "max_new_tokens": 1 if paused else max(left, 1)}
+    """A run from the prefix ``ids``: ``max_new_tokens`` more tokens (one, in step mode), as ``generate`` from it."""
+    settings = {**kwargs, "max_new_tokens": 1} if paused else dict(kwargs)
     return Start(ids, torch.ones_like(ids), new_generator(seed), settings, label, origin=origin,
                  lead=list(origin.prefix), paused=paused, budget=kwargs.get("max_new_tokens"))
 

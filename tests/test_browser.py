@@ -205,3 +205,57 @@ def test_time_to_first_token(page, record_property):
     print(f"\ntime to first token (browser, greedy, embedded model): {', '.join(f'{t:.2f}' for t in times)} s; "
           f"median {median(times):.2f} s")
     assert median(times) < 5.0
+
+
+# --- steering: force a token and branch, sample many ------------------------------------------------------------
+RUN_NODES = "s.points > 0 && s.title.includes('runs on this prompt')"
+
+
+def test_continue_with_an_alternative_grows_the_branch_tree(page):
+    """Generate, click a token of the text (its step), click an alternative that was not chosen, Continue with this
+    token: a second run streams, and the branch tree shows both runs."""
+    panel = open_tab(page, "Greedy")
+    generate(panel, max_new_tokens=8, prompt="Name three fruits.")
+    wait_done(panel)
+    wait_for_plot(page, panel, "Branch tree", "s.title.includes('1 runs')")
+    panel.locator(".dp-tok[data-step='2']").first.click()  # the third token: its step's alternatives
+    expect(panel.get_by_role("spinbutton", name="number input for step")).to_have_value("2")
+    grid = panel.get_by_role("grid", name="Top alternatives at the picked step")
+    alternative = grid.get_by_role("row").filter(has_not_text="★").nth(1)  # a data row the run did not choose
+    alternative.get_by_role("gridcell").first.click()
+    token = panel.get_by_role("textbox", name="token")
+    expect(token).to_have_value(re.compile(r"^#\d+$"))
+    panel.get_by_role("button", name="Continue with this token").click()
+    expect(status_of(panel)).to_contain_text("branch")
+    wait_done(panel)
+    summary = wait_for_plot(page, panel, "Branch tree", "s.title.includes('2 runs')")
+    assert summary["markers"] >= 3, summary  # the prompt and two runs
+    expect(panel.locator(".dp-lead").first).to_be_visible()  # the branch shows the prefix it continued from
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "steer_branch.png", full_page=True)
+    # the Branches tab: the tree, and the two runs compared
+    branches = open_tab(page, "Branches")
+    wait_for_plot(page, branches, "Branch tree", "s.title.includes('2 runs')")
+    branches.get_by_role("button", name="Compare two runs").click()
+    expect(branches.get_by_text(re.compile("They diverge at position 2"))).to_be_visible()
+    wait_for_plot(page, branches, "Log-probability per position", "s.points > 0")
+    page.screenshot(path=SCREENSHOTS / "steer_branches_tab.png", full_page=True)
+    shot = SCREENSHOTS / "steer_readme.png"
+    page.screenshot(path=shot, full_page=True, clip={"x": 0, "y": 150, "width": 1400, "height": 1100})
+    Image.open(shot).convert("RGB").quantize(colors=128).save(shot, optimize=True)
+    if os.environ.get("PLAYGROUND_UPDATE_DOCS"):  # refresh the committed copy only when asked
+        shutil.copy(shot, DOCS / "steer.png")
+
+
+def test_sample_n_draws_the_tree_of_samples(page):
+    panel = open_tab(page, "Sampling")
+    panel.get_by_role("textbox", name="Prompt", exact=True).fill("Name a colour.")
+    set_number(panel, "max_new_tokens", 6)
+    set_number(panel, "samples N", 8)
+    panel.get_by_role("button", name="Sample N").click()
+    expect(status_of(panel)).to_contain_text("×8")
+    wait_done(panel)
+    summary = wait_for_plot(page, panel, "Samples", "s.title.includes('8 runs')")
+    assert summary["points"] > 0, summary
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "steer_samples.png", full_page=True)

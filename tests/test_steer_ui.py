@@ -57,7 +57,7 @@ def test_a_branch_continues_like_transformers_from_its_prefix(served, client, ke
     ids = torch.tensor(child.prompt_ids)
     assert ids[0].tolist() == parent.prompt_ids[0] + prefix
     loaded = model_of(served)
-    reference = dict(do_sample=key == "sampling", max_new_tokens=8 - len(prefix), num_beams=settings.get("num_beams", 1))
+    reference = dict(do_sample=key == "sampling", max_new_tokens=8, num_beams=settings.get("num_beams", 1))
     if key == "sampling":
         reference.update(temperature=1.0, top_k=0)
         torch.manual_seed(3)
@@ -119,7 +119,7 @@ def test_the_branch_tree_downloads_loads_back_and_compares(client):
     tree = json.loads(out["figure:Branch tree"]["plot"])
     runs = [p for t in tree["data"] if t.get("meta") == "runs" for p in t["customdata"]]
     assert set(runs) >= {first.run_id, second.run_id}
-    _, _, first_pick, second_pick, path = client.predict(None, None, None, api_name="/branches_refresh")
+    _, _, first_pick, second_pick, path, *_ = client.predict(None, None, None, api_name="/branches_refresh")
     branches = Branches.from_json(open(path).read())
     assert {first.run_id, second.run_id} <= set(branches.entries)
     assert json.loads(Branches.from_json(branches.to_json()).to_json()) == json.loads(branches.to_json())
@@ -129,3 +129,34 @@ def test_the_branch_tree_downloads_loads_back_and_compares(client):
     status = fresh.predict(handle_file(path), api_name="/branches_load")
     fresh.close()
     assert status == f"Loaded {len(branches.entries)} runs."
+
+
+def test_a_beam_node_branch_continues_its_hypothesis(served, client):  # noqa: F811
+    parent = trace_of(call(client, "beam_generate", "beam", max_new_tokens=6, num_beams=3))
+    node = next(n for n in parent.steps[2].beam if n.fate == "pruned")
+    out = call(client, "beam_branch_node", "beam", max_new_tokens=4, num_beams=3, node=node.node_id)
+    assert "Not run" not in out["status"], out["status"]
+    child = trace_of(out)
+    nodes = {n.node_id: n for rec in parent.steps for n in rec.beam}
+    path, cursor = [], node.node_id
+    while cursor in nodes:
+        path.append(nodes[cursor].token_id)
+        cursor = nodes[cursor].parent
+    assert child.origin.prefix == path[::-1] and child.origin.parent == parent.run_id
+    ids = torch.tensor(child.prompt_ids)
+    expected = model_of(served).model.generate(ids, attention_mask=torch.ones_like(ids), num_beams=3, do_sample=False,
+                                               max_new_tokens=4)
+    assert child.sequences[0] == expected[0].tolist()
+
+
+def test_clicking_a_run_of_the_branch_tree_shows_it(served, client):  # noqa: F811
+    """The branch tree's click (a select event with the run id, from assets/plot_click.js) shows that run."""
+    demo, _, _ = served
+    first = trace_of(call(client, "greedy_generate", "greedy", max_new_tokens=5))
+    call(client, "greedy_generate", "greedy", max_new_tokens=3)
+    ui = next(h.ui for h in demo.handles if h.key == "greedy")
+    branches = demo.state_holder.session_data[client.session_hash]
+    state = next(v for v in branches.state_data.values() if type(v).__name__ == "Branches")
+    out = ui.clicked({}, state, type("Evt", (), {"value": "runs", "index": first.run_id})())
+    assert out[0] == first.texts[0]
+    assert "Greedy" in out[ui.n_texts]

@@ -67,11 +67,12 @@ def branch_tree_figure(branches: Branches | None, prompt_key: tuple[int, ...] | 
         ys += [y[parent], y[child], None]
         label_x.append((x[parent] + x[child]) / 2)
         label_y.append((y[parent] + y[child]) / 2)
-        labels.append(plotly_text(visible(edge_label(by_id[child], branches, text_of)))[:60])
+        labels.append(plotly_text(edge_label(by_id[child], branches, text_of))[:60])
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="rgba(110,110,110,0.6)", width=1.5),
                              hoverinfo="skip", showlegend=False, meta="edges"))
-    fig.add_trace(go.Scatter(x=label_x, y=label_y, mode="text", text=labels, textfont=dict(size=10, color="#555"),
-                             hoverinfo="skip", showlegend=False, meta="edge labels"))
+    fig.add_trace(go.Scatter(x=label_x, y=label_y, mode="text", text=labels, textposition="bottom center",
+                             textfont=dict(size=10, color="#555"), hoverinfo="skip", showlegend=False,
+                             meta="edge labels"))
     fig.add_trace(go.Scatter(x=[x[_ROOT]], y=[y[_ROOT]], mode="markers+text", text=["prompt"],
                              textposition="middle left", marker=dict(size=12, color="#888", symbol="square"),
                              hoverinfo="skip", showlegend=False, meta="root"))

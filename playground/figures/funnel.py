@@ -39,10 +39,7 @@ def funnel_figure(steps: Steps, step: int = -1, row: int = 0) -> go.Figure:
     rs = row_of(rec, row)
     if rs is None:
         return empty_figure("Generate to see the sampler chain of each step here.", "Sampler chain")
-    if not rs.effects:
-        return empty_figure("No processor ran at this step: the token came from the model's own probabilities.",
-                            "Sampler chain")
-    rows = stages(rs)
+    rows = stages(rs)  # without processors the chain is the model alone
     names = [r[0] for r in rows]
     kept = [r[1] for r in rows]
     mass = [r[2] for r in rows]
@@ -61,7 +58,7 @@ def funnel_figure(steps: Steps, step: int = -1, row: int = 0) -> go.Figure:
     fig.add_trace(go.Scatter(x=names, y=chosen, name=f"p({picked})", mode="lines+markers", yaxis="y2",
                              line=dict(color=CHOSEN, dash="dot"), hovertext=hover, hoverinfo="text", meta="chosen"))
     grammar = next((e for e in rs.effects if e.stage == "grammar"), None)
-    note = ""
+    note = "" if rs.effects else " · no processor ran: the model's own probabilities"
     if grammar is not None:
         before = rows[[r[0] for r in rows].index("grammar") - 1][2]
         note = f" · grammar allowed {grammar.kept:,} tokens, removed {before - grammar.mass:.1%} of the probability"

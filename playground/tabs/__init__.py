@@ -57,7 +57,7 @@ def register(tab: "StrategyTab") -> "StrategyTab":
 
 
 def all_tabs() -> list["StrategyTab"]:
-    """Every tab, in ``_MODULES`` order."""
+    """Every tab, in ``_MODULES`` order (each module registers the tab of its own name, whatever imported it first)."""
     for name in _MODULES:
         importlib.import_module(f"{__name__}.{name}")
-    return list(TABS.values())
+    return [TABS[name] for name in _MODULES] + [tab for key, tab in TABS.items() if key not in _MODULES]

@@ -35,6 +35,7 @@ from core.rng import new_generator
 from .. import policy, session, steering
 from ..branches import Branches, Entry, entropy_per_step, sample_tree, samples, token_texts
 from ..figures import branches as branch_figures
+from ..figures import funnel
 from ..handlers import (Run, Throttle, encode_prompt, error_line, generate_kwargs, join_texts, load_runs, parse_token,
                         save_runs, status_line, stream_run, wait_stopped, widget_value)
 from ..state import ModelCache
@@ -78,18 +79,29 @@ class View:
 @dataclass
 class Figure:
     """One plot beside the text: ``draw(view)`` returns a plotly figure (or None to leave it empty).
-    ``picked`` figures follow the picked token and redraw when the user picks another."""
+    ``picked`` figures follow the picked token and redraw when the user picks another; ``only_with`` names the
+    setting a figure needs to show anything (it shows a hint to set it otherwise)."""
 
     label: str
     draw: Callable[[View], Any]
     caption: str = ""
     picked: bool = False
+    only_with: str = ""
 
 
 def candidates_panel(label: str = "Candidates at the picked step") -> Figure:
     """The candidate bars of the picked step and row, shared by every tab."""
     return Figure(label, lambda v: candidates.candidates_figure(v.steps, v.step, v.row), candidates.CAPTION,
                   picked=True)
+
+
+def chain_panels() -> tuple[Figure, ...]:
+    """The sampler chain at the picked step, the entropy over the run, the watermark (drawn when a run set one)."""
+    return (Figure("Sampler chain at the picked step", lambda v: funnel.funnel_figure(v.steps, v.step, v.row),
+                   funnel.CAPTION, picked=True),
+            Figure("Entropy per step", lambda v: funnel.entropy_figure(v.steps, v.row), funnel.RUN_CAPTION),
+            Figure("Watermark", lambda v: funnel.watermark_figure(v.main.trace, v.row), funnel.WATERMARK_CAPTION,
+                   only_with="watermarking_config"))
 
 
 def branch_tree_panel() -> Figure:
@@ -258,7 +270,7 @@ class TabUI:
                         stop = gr.Button("Stop", variant="stop")
                     if tab.samples:
                         with gr.Row():
-                            n_samples = gr.Slider(2, steering.SAMPLE_MANY_MAX, value=16, step=1, label="n",
+                            n_samples = gr.Slider(2, steering.SAMPLE_MANY_MAX, value=16, step=1, label="samples N",
                                                   info="runs with seeds seed, seed+1, ... merged into one tree",
                                                   scale=3)
                             sample_many = gr.Button("Sample N", scale=1)

@@ -14,8 +14,7 @@ from transformers import GenerationConfig
 
 from ..fields import GREEDY_GROUPS
 from . import register
-from .base import AppContext, Plan, StrategyTab, candidates_panel
-from .sampling import chain_panels
+from .base import AppContext, Plan, StrategyTab, candidates_panel, chain_panels
 
 
 def model_defaults(loaded) -> tuple[str, str]:

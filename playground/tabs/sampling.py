@@ -5,17 +5,8 @@ from __future__ import annotations
 import gradio as gr
 
 from ..fields import SAMPLING_GROUPS
-from ..figures import funnel
 from . import register
-from .base import Figure, StrategyTab, candidates_panel, samples_panel
-
-
-def chain_panels() -> tuple[Figure, ...]:
-    """The sampler chain at the picked step, the entropy over the run, the watermark (drawn when a run set one)."""
-    return (Figure("Sampler chain at the picked step", lambda v: funnel.funnel_figure(v.steps, v.step, v.row),
-                   funnel.CAPTION, picked=True),
-            Figure("Entropy per step", lambda v: funnel.entropy_figure(v.steps, v.row), funnel.RUN_CAPTION),
-            Figure("Watermark", lambda v: funnel.watermark_figure(v.main.trace, v.row), funnel.WATERMARK_CAPTION))
+from .base import StrategyTab, candidates_panel, chain_panels, samples_panel
 
 
 def sampling_controls(num_return_sequences: bool = True) -> dict:
