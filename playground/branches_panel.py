@@ -84,7 +84,8 @@ class BranchesPanel:
         number = branch_figures.numbered(branches)[run_id]
         origin = entry.trace.origin
         about = (f"**{branch_figures.run_title(entry, number)}** (`{entry.trace.strategy}`, {entry.tab} tab)"
-                 + (f", seed {entry.trace.seed}" if entry.trace.seed is not None else "")
+                 + (f", seed {entry.trace.seed}" if entry.trace.seed is not None and entry.trace.config.get("do_sample")
+                    else "")
                  + (f"; continues run #{branch_figures.numbered(branches).get(origin.parent, '?')} at step "
                     f"{origin.step}" if origin is not None else ""))
         lead = [text_of(t) for t in (origin.prefix if origin is not None else [])]
