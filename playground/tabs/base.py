@@ -374,23 +374,21 @@ class TabUI:
 
     def generate(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
         """From the prompt; or, when the tab shows a paused step-mode run of this prompt, from where it stopped."""
-        try:
+        def starts():
             loaded, plans, input_ids, mask, note = self._setup(model_name, prompt, chat, extra, values)
             current = next(iter(runs.values()), None) if runs else None
             if steering.is_paused(current, prompt, loaded.name):
-                starts = [(plans[0], steering.resume(current, plans[0].kwargs, plans[0].label))]
-            else:
-                starts = [(plan, steering.Start(input_ids, mask, new_generator(self._seed(seed)), plan.kwargs,
-                                                plan.label)) for plan in plans]
-        except (ValueError, OSError) as err:
-            yield self._error(err)
-            return
-        yield from self._stream(starts, loaded, prompt, branches, note, request)
+                return [(plans[0], steering.resume(current, plans[0].kwargs, plans[0].label))], loaded, prompt, note
+            return ([(plan, steering.Start(input_ids, mask, new_generator(self._seed(seed)), plan.kwargs, plan.label))
+                     for plan in plans], loaded, prompt, note)
+
+        yield from self._run(starts, branches, request)
 
     def branch(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
         """Continue the tab's run from the picked step with ``token`` forced there."""
         *values, step, row, token = values
-        try:
+
+        def starts():
             parent = self._parent(runs)
             loaded, plans, _, _, note = self._setup(model_name, parent.prompt, chat, extra, values)
             vocab = loaded.model.config.get_text_config().vocab_size
@@ -399,49 +397,57 @@ class TabUI:
                 raise ValueError("`token` is empty: click one of the alternatives, or type a token's text or #<id>")
             start = steering.branch_at(parent, int(step or 0), int(row or 0), token_id, plans[0].kwargs,
                                        self._seed(seed), vocab, f"{plans[0].label} · branch")
-        except (ValueError, OSError) as err:
-            yield self._error(err)
-            return
-        yield from self._stream([(plans[0], start)], loaded, parent.prompt, branches, note, request)
+            return [(plans[0], start)], loaded, parent.prompt, note
+
+        yield from self._run(starts, branches, request)
 
     def branch_node(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
         """Continue the hypothesis of a node of the run's beam tree."""
         *values, node = values
-        try:
+
+        def starts():
             parent = self._parent(runs)
             if node is None or node < 0:
                 raise ValueError("`beam node` is empty: click a node of the beam tree (or type its id)")
             loaded, plans, _, _, note = self._setup(model_name, parent.prompt, chat, extra, values)
             start = steering.branch_at_node(parent, int(node), plans[0].kwargs, self._seed(seed),
                                             f"{plans[0].label} · from node {int(node)}")
-        except (ValueError, OSError) as err:
-            yield self._error(err)
-            return
-        yield from self._stream([(plans[0], start)], loaded, parent.prompt, branches, note, request)
+            return [(plans[0], start)], loaded, parent.prompt, note
+
+        yield from self._run(starts, branches, request)
 
     def next_token(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
         """Step mode: one more token with the tab's strategy (the first one from the prompt)."""
-        try:
+        def starts():
             loaded, plans, input_ids, _, note = self._setup(model_name, prompt, chat, extra, values)
             current = next(iter(runs.values()), None) if runs else None
             paused = current if steering.is_paused(current, prompt, loaded.name) else None
             start = steering.next_token(paused, input_ids, plans[0].kwargs, self._seed(seed),
                                         f"{plans[0].label} · step by step")
-        except (ValueError, OSError) as err:
-            yield self._error(err)
-            return
-        yield from self._stream([(plans[0], start)], loaded, prompt, branches, note, request)
+            return [(plans[0], start)], loaded, prompt, note
+
+        yield from self._run(starts, branches, request)
 
     def sample_many(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
         """N runs with seeds seed..seed+N-1 in one batch, merged into the samples' prefix tree."""
         *values, n = values
-        try:
+
+        def starts():
             loaded, plans, input_ids, _, note = self._setup(model_name, prompt, chat, extra, values)
             start = steering.sample_many(input_ids, plans[0].kwargs, int(n), self._seed(seed), plans[0].label)
+            return [(plans[0], start)], loaded, prompt, note
+
+        yield from self._run(starts, branches, request)
+
+    def _run(self, starts, branches, request) -> Iterator[tuple]:
+        """``starts()`` -> (the (plan, ``steering.Start``) pairs, the model, the prompt, a note); a ``ValueError``
+        it raises is the status (what is on screen stays); otherwise stream them."""
+        try:
+            pairs, loaded, prompt, note = starts()
         except (ValueError, OSError) as err:
             yield self._error(err)
             return
-        yield from self._stream([(plans[0], start)], loaded, prompt, branches, note, request)
+        yield from self._stream(pairs, loaded, prompt, branches, note, request)
 
     def _parent(self, runs) -> Run:
         parent = next(iter(runs.values()), None) if runs else None
