@@ -103,19 +103,37 @@ GROUPS: dict[str, Group] = {
         Field("regex", "text", "", r"the whole output matches it, e.g. \d{3}-\d{4}"),
         Field("grammar", "lines", "", 'EBNF (xgrammar / GBNF), e.g. root ::= "yes" | "no"'),
     )),
+    "limits": Group("Lengths, forced tokens and encoder-decoder models", (
+        Field("min_length", "slider", 0, "0 = off; EOS is banned before the whole sequence (prompt included) is this "
+              "long", 0, 512, 1, off=0, integer=True),
+        Field("max_time", "number", "", "seconds; empty: unset. generate stops after this long (the server also "
+              "stops every run at its own limit)"),
+        Field("forced_eos_token_id", "number", "", "token id; empty: unset. Forced as the last token when max_length "
+              "is reached", integer=True),
+        Field("forced_bos_token_id", "number", "", "token id; empty: unset. Encoder-decoder models: forced as the "
+              "first generated token", integer=True),
+        Field("encoder_repetition_penalty", "slider", 1.0, "encoder-decoder models: 1.0 = off; > 1 favours tokens "
+              "of the input", 0.5, 2.0, 0.05),
+        Field("encoder_no_repeat_ngram_size", "slider", 0, "encoder-decoder models: 0 = off; no n-gram of the input "
+              "is repeated", 0, 6, 1, off=0, integer=True),
+    )),
     "constraints": Group("Forced words (constrained beam search)", (
         Field("force_words_ids", "json", "", 'JSON list: every word must appear; a nested list is one of its words, '
               'e.g. [" paint", [" red", " blue"]]'),
     )),
 }
 BY_NAME: dict[str, Field] = {f.name: f for g in GROUPS.values() for f in g.fields}
-SAMPLING_GROUPS = ("penalties", "guidance", "samplers", "order", "structured")
-GREEDY_GROUPS = ("penalties", "guidance", "order", "structured")
-BEAM_GROUPS = ("penalties", "constraints", "order", "structured")
+SAMPLING_GROUPS = ("penalties", "guidance", "samplers", "order", "structured", "limits")
+GREEDY_GROUPS = ("penalties", "guidance", "order", "structured", "limits")
+BEAM_GROUPS = ("penalties", "constraints", "order", "structured", "limits")
+# the processors run before the ported strategies choose (contrastive's top-k, DoLa's contrast, each group's beams)
+PORTED_GROUPS = ("penalties", "order", "limits")
+ASSISTED_GROUPS = ("penalties", "limits")
 
 
 def fields_of(groups) -> list[Field]:
     return [f for g in groups for f in GROUPS[g].fields]
 
 
-__all__ = ["Field", "Group", "GROUPS", "BY_NAME", "fields_of", "SAMPLING_GROUPS", "GREEDY_GROUPS", "BEAM_GROUPS"]
+__all__ = ["Field", "Group", "GROUPS", "BY_NAME", "fields_of", "SAMPLING_GROUPS", "GREEDY_GROUPS", "BEAM_GROUPS",
+           "PORTED_GROUPS", "ASSISTED_GROUPS"]

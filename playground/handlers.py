@@ -119,19 +119,20 @@ def text_codec(value):
     return value if isinstance(value, str) and value.strip() else None
 
 
-def number_codec(name: str):
-    """(parse, format) for a number shown as text: empty is unset."""
+def number_codec(name: str, integer: bool = False):
+    """(parse, format) for a number shown as text: empty is unset; ``integer`` fields (token ids) parse to ints."""
+    kind = "an integer" if integer else "a number"
 
     def parse(value):
-        if value is None or isinstance(value, (int, float)):
+        if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
             return value
         text = str(value).strip()
         if not text:
             return None
         try:
-            return float(text)
+            return int(text) if integer else float(text)
         except ValueError:
-            raise ValueError(f"`{name}` must be a number (or empty: unset); got {text!r}") from None
+            raise ValueError(f"`{name}` must be {kind} (or empty: unset); got {text!r}") from None
 
     return parse, lambda v: "" if v is None else str(v)
 
@@ -156,7 +157,7 @@ for _field in ADVANCED.values():  # the Advanced fields shown as text (``playgro
     elif _field.kind in ("text", "lines"):
         PARSERS[_field.name], FORMATTERS[_field.name] = text_codec, lambda v: v or ""
     elif _field.kind == "number":
-        PARSERS[_field.name], FORMATTERS[_field.name] = number_codec(_field.name)
+        PARSERS[_field.name], FORMATTERS[_field.name] = number_codec(_field.name, _field.integer)
     elif _field.kind == "names":
         PARSERS[_field.name], FORMATTERS[_field.name] = parse_names, format_names
 

@@ -366,3 +366,19 @@ def test_grammar_fields_are_validated_with_their_names(embedded):
             core.generate(embedded.model, ids, max_new_tokens=2, tokenizer=embedded.tokenizer, **kwargs)
     with pytest.raises(ValueError, match="`regex` needs `tokenizer=`"):
         core.generate(embedded.model, ids, max_new_tokens=2, regex="a")
+
+
+@pytest.mark.parametrize("kwargs", [dict(encoder_repetition_penalty=1.5), dict(encoder_no_repeat_ngram_size=2)],
+                         ids=["encoder_repetition_penalty", "encoder_no_repeat_ngram_size"])
+def test_encoder_fields_give_transformers_tokens_on_an_encoder_decoder_model(kwargs):
+    """The Advanced fields for encoder-decoder models (a tiny BART), greedy and seeded sampling."""
+    from test_beam import tiny_bart
+
+    bart = tiny_bart(0)
+    ids = torch.tensor([[5, 9, 13, 17, 21, 25, 9, 13]])
+    for sample in (False, True):
+        torch.manual_seed(3)
+        ref = bart.generate(ids, max_new_tokens=8, do_sample=sample, top_k=0, **kwargs)
+        ours = core.generate(bart, ids, max_new_tokens=8, do_sample=sample, top_k=0, generator=new_generator(3),
+                             **kwargs).sequences
+        assert ours.tolist() == ref.tolist()

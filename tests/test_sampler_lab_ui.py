@@ -94,6 +94,8 @@ CHANGED = {  # a value per Advanced field, as its widget shows it, away from the
     "dynatemp_high": 1.5, "dynatemp_exponent": 2.0, "mirostat_tau": 4.0, "mirostat_eta": 0.2,
     "sampler_order": "min_p, temperature", "json_schema": '{"type": "object"}', "regex": r"\d+",
     "grammar": 'root ::= "yes" | "no"', "force_words_ids": '[" paint", [" red", " blue"]]',
+    "min_length": 12, "max_time": "30", "forced_eos_token_id": "2", "forced_bos_token_id": "40",
+    "encoder_repetition_penalty": 1.3, "encoder_no_repeat_ngram_size": 2,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..figures import contrastive
+from ..fields import PORTED_GROUPS
 from . import register
 from .base import Figure, StrategyTab, candidates_panel
 
@@ -16,6 +17,7 @@ class Contrastive(StrategyTab):
              "tokens, runs the model on each, and picks the one whose hidden state is least similar to the "
              "context, weighted by `penalty_alpha`. `penalty_alpha=0` is greedy search.")
     fixed = {"do_sample": False, "num_beams": 1}
+    advanced = PORTED_GROUPS
     steppable = True
     figures = (Figure("Contrastive scores", lambda v: contrastive.contrastive_figure(v.steps, v.step, v.row),
                       contrastive.CAPTION, picked=True),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..fields import PORTED_GROUPS
 from . import register
 from .base import StrategyTab, candidates_panel
 from .beam import beam_tree_panel
@@ -17,6 +18,7 @@ class DiverseBeam(StrategyTab):
              "after the other at each step; a group's scores lose `diversity_penalty` for every time an earlier "
              "group picked the same token at this step (Hamming diversity). The tree colours beams by group.")
     fixed = {"do_sample": False}
+    advanced = PORTED_GROUPS
     beam = True
     figures = (beam_tree_panel(), candidates_panel("Candidates of the picked beam at the picked step"))
 

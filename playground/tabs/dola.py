@@ -6,6 +6,7 @@ import gradio as gr
 
 from ..figures import dola
 from ..handlers import join_texts
+from ..fields import PORTED_GROUPS
 from . import register
 from .base import Figure, Plan, StrategyTab, View, candidates_panel
 
@@ -19,6 +20,7 @@ class Dola(StrategyTab):
              "upper half of the layers as candidates, or give a list. The right-hand text is plain greedy "
              "decoding with the same `repetition_penalty`, for comparison.")
     fixed = {"do_sample": False, "num_beams": 1}
+    advanced = PORTED_GROUPS
     text_labels = ("DoLa text", "Greedy text (same settings, no dola_layers)")
     steppable = True
     figures = (Figure("Layer divergences", lambda v: dola.dola_figure(v.steps, v.row), dola.CAPTION),

@@ -6,6 +6,7 @@ import gradio as gr
 
 from .. import policy
 from ..figures import speculative
+from ..fields import ASSISTED_GROUPS
 from . import register
 from .base import AppContext, Figure, Plan, StrategyTab, View, candidates_panel
 
@@ -27,6 +28,7 @@ class Speculative(StrategyTab):
              "n-grams from the prompt. Under greedy decoding the text equals plain greedy's; only the speed "
              "changes, measured below against a plain greedy run of the same prompt.")
     fixed = {"do_sample": False, "num_beams": 1}
+    advanced = ASSISTED_GROUPS
     text_labels = ("Assisted text", "Greedy text (no assistant)")
     figures = (Figure("Drafted tokens", lambda v: speculative.speculative_figure(v.steps, v.row),
                       speculative.CAPTION),
