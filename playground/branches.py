@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from core.records import Trace
 
-MAX_RUNS = 200  # per session: a run holds its records (tens to hundreds of KB)
+MAX_RUNS = 64  # per session: a run holds its records (tens to hundreds of KB)
 FORMAT = "decoding-playground/branches"
 
 

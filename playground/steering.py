@@ -19,6 +19,7 @@ from core.steer import branch, node_path
 from .handlers import Run, returned_tokens
 
 SAMPLE_MANY_MAX = 64  # "Sample N" on CPU
+SAMPLE_MANY_TOP_N = 3  # its tree needs each chosen token's probability, not ten alternatives per row
 
 
 class Start(NamedTuple):
@@ -32,6 +33,7 @@ class Start(NamedTuple):
     lead: list[int] = []  # tokens shown before the run's own: the prefix it continues from
     paused: bool = False  # step mode: stop after this run's tokens and wait for Next token
     budget: int | None = None  # step mode: the user's max_new_tokens, the tokens the run generates itself
+    top_n: int = 10  # candidates recorded per row and step
 
 
 def ended(run: Run, budget: int | None, eos_token_ids: set[int]) -> bool:
@@ -120,7 +122,8 @@ def sample_many(prompt_ids: torch.LongTensor, kwargs: dict, n: int, seed: int | 
     first = new_generator(seed).initial_seed()
     ids = prompt_ids.expand(n, -1).contiguous()
     return Start(ids, torch.ones_like(ids), [new_generator(first + i) for i in range(n)],
-                 {**kwargs, "num_return_sequences": 1}, f"{label} ×{n} (seeds {first}..{first + n - 1})")
+                 {**kwargs, "num_return_sequences": 1}, f"{label} ×{n} (seeds {first}..{first + n - 1})",
+                 top_n=SAMPLE_MANY_TOP_N)
 
 
 def _generator(run: Run) -> torch.Generator:

@@ -112,3 +112,18 @@ def test_many_samples_in_one_batch_equal_their_seeded_single_runs(tiny_model, kw
         row = batch.sequences[i].tolist()
         # then padding where it ended early (beam search pads with EOS when pad_token_id is 0, as transformers)
         assert row[:len(single)] == single and set(row[len(single):]) <= {0, 2}, i
+
+
+def test_the_session_tree_keeps_at_most_max_runs_dropping_runs_nobody_continues(tiny_model):
+    from playground.branches import MAX_RUNS, Branches
+
+    branches = Branches()
+    first = run(tiny_model, max_new_tokens=2, do_sample=False).trace
+    branches.add("greedy", "first", "p", first)
+    ids, origin = branch(first, 1, 0, other_token(first.steps[1]))
+    child = run(tiny_model, ids, max_new_tokens=2, do_sample=False, origin=origin).trace
+    branches.add("greedy", "child", "p", child)
+    for _ in range(MAX_RUNS + 3):
+        branches.add("greedy", "more", "p", run(tiny_model, max_new_tokens=1, do_sample=False).trace)
+    assert len(branches.entries) == MAX_RUNS
+    assert first.run_id in branches.entries  # a parent stays while a run continues it

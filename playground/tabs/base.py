@@ -468,7 +468,7 @@ class TabUI:
             for plan, start in starts:
                 for _ in stream_run(view.runs[plan.name], loaded, start.input_ids, start.attention_mask,
                                     generator=start.generator, max_seconds=self.app.max_seconds, origin=start.origin,
-                                    **plan.model_kwargs):
+                                    top_n=start.top_n, **plan.model_kwargs):
                     if throttle.due():
                         started = time.perf_counter()
                         out = self._outputs(view, note=note)
