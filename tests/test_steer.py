@@ -123,7 +123,10 @@ def test_the_session_tree_keeps_at_most_max_runs_dropping_runs_nobody_continues(
     ids, origin = branch(first, 1, 0, other_token(first.steps[1]))
     child = run(tiny_model, ids, max_new_tokens=2, do_sample=False, origin=origin).trace
     branches.add("greedy", "child", "p", child)
-    for _ in range(MAX_RUNS + 3):
+    for i in range(MAX_RUNS + 3):
         branches.add("greedy", "more", "p", run(tiny_model, max_new_tokens=1, do_sample=False).trace)
+        if i < MAX_RUNS - 2:  # the first eviction takes an unrelated run, not the parent
+            assert first.run_id in branches.entries and child.run_id in branches.entries
+        # a parent never goes while a run that continues it stays
+        assert all(e.parent is None or e.parent in branches.entries for e in branches.entries.values())
     assert len(branches.entries) == MAX_RUNS
-    assert first.run_id in branches.entries  # a parent stays while a run continues it
