@@ -6,11 +6,12 @@ Public face: ``load_model``, ``generate``, ``stream`` and the record types. No U
 from .constraints import DisjunctiveConstraint, PhrasalConstraint
 from .loop import GenerationResult, RunContext, StreamEvent, generate, stream
 from .models import LoadedModel, load_model
-from .records import (AssistedStep, BeamNode, CacheInfo, Candidate, ContrastiveCandidate, DolaStep, ListRecorder,
-                      ProcessorEffect, Recorder, RowStep, StepRecord, Trace)
+from .records import (AssistedStep, BeamNode, CacheInfo, Candidate, ContrastiveCandidate, DolaStep, LayerLens,
+                      ListRecorder, ProcessorEffect, Recorder, RowStep, StepRecord, Trace)
 
 __all__ = [
     "generate", "stream", "load_model", "LoadedModel", "GenerationResult", "StreamEvent", "RunContext",
     "Recorder", "ListRecorder", "Trace", "StepRecord", "RowStep", "Candidate", "ProcessorEffect", "BeamNode",
-    "ContrastiveCandidate", "DolaStep", "AssistedStep", "CacheInfo", "PhrasalConstraint", "DisjunctiveConstraint",
+    "ContrastiveCandidate", "DolaStep", "AssistedStep", "CacheInfo", "LayerLens", "PhrasalConstraint",
+    "DisjunctiveConstraint",
 ]

@@ -27,6 +27,7 @@ from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from . import config as config_checks
+from . import lens
 from .records import Candidate, CacheInfo, ProcessorEffect, Recorder, RowStep, StepRecord, Trace
 from .rng import global_generator
 from .strategies import get_strategy
@@ -54,6 +55,7 @@ class RunContext:
         self.recorder = recorder
         self.recording = recorder is not None
         self.top_n = getattr(recorder, "top_n", 10)
+        self.lens = self.recording and bool(getattr(recorder, "lens", False))  # record the logit lens per step
         self.streamer = streamer
         self.tokenizer = tokenizer
         self.assistant_model = assistant_model
@@ -177,6 +179,12 @@ class RunContext:
                 before = after
             out.append(RowStep(row, self.candidates(logits[row], scores[row], ids), effects, [int(c) for c in chosen[row]]))
         return out
+
+    def lens_rows(self, states, final_logits, chosen):
+        """The logit lens of each row (``core.lens.layer_lens``) for ``StepRecord.lens``; None when not asked."""
+        if states is None:
+            return None
+        return lens.layer_lens(self.model, states, final_logits, chosen, self.text, min(self.top_n, lens.LENS_TOP_N))
 
     # --- reporting ------------------------------------------------------------------------------
     def emit(self, rows: list[RowStep], cache=None, **details) -> None:
@@ -349,8 +357,8 @@ class StreamEvent:
 
 
 class _QueueRecorder:
-    def __init__(self, q: queue.Queue, top_n: int):
-        self.q, self.top_n = q, top_n
+    def __init__(self, q: queue.Queue, top_n: int, lens: bool = False):
+        self.q, self.top_n, self.lens = q, top_n, lens
 
     def on_step(self, record: StepRecord) -> None:
         self.q.put(("step", record))
@@ -363,10 +371,11 @@ GRACE_S = 15.0  # past the cap, how long ``stream`` waits for a worker stuck out
 
 
 def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConfig | None = None, *,
-           tokenizer=None, top_n: int = 10, cancel: threading.Event | None = None, max_seconds: float | None = None,
-           **kwargs) -> Iterator[StreamEvent]:
+           tokenizer=None, top_n: int = 10, lens: bool = False, cancel: threading.Event | None = None,
+           max_seconds: float | None = None, **kwargs) -> Iterator[StreamEvent]:
     """Run ``generate`` in a worker thread and yield a ``StreamEvent`` per step. Closing the iterator
-    (or setting ``cancel``) stops the generation within one step. Errors are re-raised here.
+    (or setting ``cancel``) stops the generation within one step. Errors are re-raised here. ``top_n`` and ``lens``
+    are what a ``ListRecorder`` takes: candidates per row, and whether to record the logit lens.
 
     With ``max_seconds`` the run stops at that wall-clock cap, and nothing here waits much longer: a worker
     stuck outside the decoding loop (a lock, a kernel build) is left behind after ``GRACE_S`` more seconds and
@@ -377,7 +386,7 @@ def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConf
 
     def work():
         try:
-            result = generate(model, input_ids, generation_config, recorder=_QueueRecorder(q, top_n),
+            result = generate(model, input_ids, generation_config, recorder=_QueueRecorder(q, top_n, lens),
                               tokenizer=tokenizer, cancel=cancel, max_seconds=max_seconds, **kwargs)
             q.put(("done", result))
         except BaseException as err:  # handed to the consumer, raised there

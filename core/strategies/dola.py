@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from transformers.generation.utils import GenerationMode
 
-from ..lens import head_rows, no_logits, plain_head
+from ..lens import head_rows, last_states, lens_problem, no_logits, plain_head
 from ..records import DolaStep
 from . import register
 from .steps import Forward, Rows
@@ -127,6 +127,8 @@ def dola(model, input_ids, logits_processor, stopping_criteria, generation_confi
     if not layers:
         raise ValueError(f"`dola_layers` must name at least one layer below the final one "
                          f"({model.config.get_text_config().num_hidden_layers}); got {generation_config.dola_layers!r}")
+    if ctx.lens and lens_problem(model):
+        raise ValueError(f"`lens` must be off for this model: {lens_problem(model)}")
     # every forward returns the hidden states, which the candidate layers are read from
     model_kwargs["output_hidden_states"] = True
     head, prefill = None, True  # head, after the prefill: the LM head, when the final layer is read with the others
@@ -152,6 +154,7 @@ def dola(model, input_ids, logits_processor, stopping_criteria, generation_confi
             else:
                 both = layer_logits(head, outputs.hidden_states, [*layers, -1], input_ids.device)  # [L+1, B, V]
                 premature, final_logits = both[:-1], both[-1].float()  # [L, B, V], [B, V]
+            states = last_states(outputs.hidden_states) if ctx.lens else None  # [L, B, H]
             del outputs
 
             # c. contrast, then the processors on the contrasted scores
@@ -165,7 +168,8 @@ def dola(model, input_ids, logits_processor, stopping_criteria, generation_confi
             # e. append, record, stream, check stopping
             def record(chosen):
                 ctx.emit(ctx.row_steps(contrasted, scores, stages, chosen), cache=model_kwargs.get("cache"),
-                         dola=_steps(ctx, layers, js, chosen_layer, final_logits, contrasted, chosen))
+                         dola=_steps(ctx, layers, js, chosen_layer, final_logits, contrasted, chosen),
+                         lens=ctx.lens_rows(states, final_logits, chosen))
 
             input_ids, done = rows.append(input_ids, next_tokens, record)
             if done:
