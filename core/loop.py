@@ -62,6 +62,7 @@ class RunContext:
         self.assistant_tokenizer = assistant_tokenizer
         self.cancel = cancel
         self.generator = generator  # every draw of the run; None: torch's default generator, as transformers
+        self._device_generators: dict[str, torch.Generator] = {}  # its seed on the model's device (``generator_for``)
         self.deadline = time.monotonic() + max_seconds if max_seconds is not None else None
         self.stopped = ""  # why the run ended early: "cancelled" or "time cap"
         self.assistant_settings = dict(assistant_settings or {})  # this run's num_assistant_tokens, ...
@@ -87,9 +88,21 @@ class RunContext:
         return None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
 
     # --- randomness ---------------------------------------------------------------------------------
+    def generator_for(self, device) -> torch.Generator | None:
+        """The run's generator for draws on ``device``: itself on its own kind of device; elsewhere (a model on CUDA,
+        the run's generator on the CPU) a generator there seeded with the run's seed, made once per run, which
+        draws what ``torch.manual_seed(seed)`` makes that device's default generator draw, as transformers does."""
+        generator = self.generator
+        if generator is None or torch.device(device).type == generator.device.type:
+            return generator
+        key = str(device)
+        if key not in self._device_generators:
+            self._device_generators[key] = torch.Generator(device=device).manual_seed(generator.initial_seed())
+        return self._device_generators[key]
+
     def multinomial(self, probs: torch.Tensor, num_samples: int) -> torch.LongTensor:
         """``torch.multinomial`` drawing from the run's generator."""
-        return torch.multinomial(probs, num_samples=num_samples, generator=self.generator)
+        return torch.multinomial(probs, num_samples=num_samples, generator=self.generator_for(probs.device))
 
     @contextlib.contextmanager
     def drawing_globally(self) -> Iterator[None]:
@@ -291,6 +304,9 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
                      assistant_tokenizer=assistant_tokenizer, cancel=cancel or threading.Event(), generator=generator,
                      max_seconds=max_seconds, assistant_settings=assistant_settings(generation_config, kwargs))
     prompt_len = input_ids.shape[1] if input_ids is not None else 0
+    if input_ids is not None and input_ids.device != model.device:  # a prompt tokenized on the CPU, a model on a GPU
+        input_ids = input_ids.to(model.device)
+        attention_mask = attention_mask.to(model.device) if attention_mask is not None else None
 
     def dispatch(model, input_ids, logits_processor, stopping_criteria, generation_config, inputs_tensor=None,
                  **model_kwargs):

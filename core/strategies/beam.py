@@ -164,7 +164,7 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
         # c. top 2K continuations over all beams of a batch row
         topk_log_probs, topk_running_sequences, topk_running_beam_indices, source_beams, topk_ids = top_k_continuations(
             log_probs, running_sequences, running_beam_indices, cur_len, decoder_prompt_len, do_sample,
-            beams_to_keep, num_beams, batch_size, ctx.generator)  # [B, 2K], [B, 2K, S_max], ...
+            beams_to_keep, num_beams, batch_size, ctx.generator_for(input_ids.device))  # [B, 2K], [B, 2K, S_max], ...
 
         # d. which continuations hit a stopping criterion
         next_token_hits_stopping_criteria = stopping_criteria(
