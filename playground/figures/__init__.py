@@ -2,7 +2,7 @@
 ``StepRecord`` or a ``Trace``), safe to call after every streamed step and on no records at all.
 Each module has a ``CAPTION`` for newcomers. Plotly and networkx only; no Gradio here."""
 
-from . import beam_tree, cache, candidates, compare, contrastive, dola, speculative, tokens
+from . import beam_tree, cache, candidates, compare, contrastive, dola, lens, speculative, tokens
 from .beam_tree import beam_tree_figure, node_count, returned_paths
 from .cache import cache_figure, divergence_index
 from .candidates import candidates_figure, processor_summary
@@ -10,6 +10,7 @@ from .common import PLOT_CONFIG, figure_json
 from .compare import compare_figure, tokens_per_second
 from .contrastive import contrastive_figure
 from .dola import dola_figure
+from .lens import lens_figure, lens_step_figure
 from .speculative import acceptance_rate, speculative_figure, timing_figure
 from .tokens import ALTERNATIVES_HEADERS, alternatives_table, tokens_html
 
@@ -17,13 +18,14 @@ from .tokens import ALTERNATIVES_HEADERS, alternatives_table, tokens_html
 CAPTIONS = {
     "beam_tree": beam_tree.CAPTION, "candidates": candidates.CAPTION, "contrastive": contrastive.CAPTION,
     "dola": dola.CAPTION, "speculative": speculative.CAPTION, "timing": speculative.TIMING_CAPTION,
-    "cache": cache.CAPTION, "tokens": tokens.CAPTION, "compare": compare.CAPTION,
+    "cache": cache.CAPTION, "tokens": tokens.CAPTION, "compare": compare.CAPTION, "lens": lens.CAPTION,
+    "lens_step": lens.STEP_CAPTION,
 }
 
 __all__ = [
     "beam_tree_figure", "node_count", "returned_paths", "candidates_figure", "processor_summary",
     "contrastive_figure", "dola_figure", "speculative_figure", "timing_figure", "acceptance_rate",
     "cache_figure", "divergence_index", "tokens_html", "alternatives_table", "ALTERNATIVES_HEADERS",
-    "compare_figure", "tokens_per_second", "PLOT_CONFIG", "figure_json", "CAPTIONS",
-    "beam_tree", "cache", "candidates", "compare", "contrastive", "dola", "speculative", "tokens",
+    "compare_figure", "tokens_per_second", "PLOT_CONFIG", "figure_json", "CAPTIONS", "lens_figure", "lens_step_figure",
+    "beam_tree", "cache", "candidates", "compare", "contrastive", "dola", "lens", "speculative", "tokens",
 ]

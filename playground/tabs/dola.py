@@ -8,6 +8,7 @@ from ..figures import dola
 from ..handlers import join_texts
 from . import register
 from .base import Figure, Plan, StrategyTab, View, candidates_panel
+from .lens_panel import lens_figures, with_lens
 
 
 class Dola(StrategyTab):
@@ -21,7 +22,7 @@ class Dola(StrategyTab):
     fixed = {"do_sample": False, "num_beams": 1}
     text_labels = ("DoLa text", "Greedy text (same settings, no dola_layers)")
     figures = (Figure("Layer divergences", lambda v: dola.dola_figure(v.steps, v.row), dola.CAPTION),
-               candidates_panel())
+               candidates_panel(), *lens_figures())
 
     def controls(self):
         return {
@@ -33,7 +34,7 @@ class Dola(StrategyTab):
 
     def plans(self, kwargs, side, loaded, app):
         greedy = {k: v for k, v in kwargs.items() if k != "dola_layers"}
-        return [Plan("main", "DoLa", kwargs), Plan("greedy", "Greedy", greedy)]
+        return [with_lens(Plan("main", "DoLa", kwargs), loaded), Plan("greedy", "Greedy", greedy)]
 
     def texts(self, view: View):
         greedy = view.runs.get("greedy")

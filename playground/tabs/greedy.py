@@ -14,6 +14,7 @@ from transformers import GenerationConfig
 
 from . import register
 from .base import AppContext, Plan, StrategyTab, candidates_panel
+from .lens_panel import lens_figures, with_lens
 
 
 def model_defaults(loaded) -> tuple[str, str]:
@@ -36,7 +37,7 @@ class Greedy(StrategyTab):
     intro = ("**Greedy search** appends the single most probable token at every step "
              "(`do_sample=False`, `num_beams=1`): deterministic, fast, and prone to repetition.")
     fixed = {"do_sample": False, "num_beams": 1}
-    figures = (candidates_panel(),)
+    figures = (candidates_panel(), *lens_figures())
 
     def controls(self):
         return {"repetition_penalty": gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="repetition_penalty",
@@ -58,7 +59,7 @@ class Greedy(StrategyTab):
     def plans(self, kwargs, side, loaded, app):
         if side["defaults_only"]:
             kwargs = {k: v for k, v in kwargs.items() if k != "max_new_tokens"}
-        return [Plan("main", self.title, kwargs)]
+        return [with_lens(Plan("main", self.title, kwargs), loaded)]
 
 
 register(Greedy())

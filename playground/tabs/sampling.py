@@ -5,7 +5,8 @@ from __future__ import annotations
 import gradio as gr
 
 from . import register
-from .base import StrategyTab, candidates_panel
+from .base import Plan, StrategyTab, candidates_panel
+from .lens_panel import lens_figures, with_lens
 
 
 def sampling_controls(num_return_sequences: bool = True) -> dict:
@@ -36,10 +37,13 @@ class Sampling(StrategyTab):
              "same text.")
     fixed = {"do_sample": True, "num_beams": 1}
     seeded = True
-    figures = (candidates_panel(),)
+    figures = (candidates_panel(), *lens_figures())
 
     def controls(self):
         return sampling_controls()
+
+    def plans(self, kwargs, side, loaded, app):
+        return [with_lens(Plan("main", self.title, kwargs), loaded)]
 
 
 register(Sampling())
