@@ -79,11 +79,14 @@ def resolve_dtype(dtype: str | None, device: str = "cpu", *, cpu_bf16: bool | No
     return "bfloat16" if (cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16) else "float32"
 
 
-def placement(weight_bytes: int, gpu_free_bytes: list[int]) -> str | dict:
+def placement(weight_bytes: int, gpu_free_bytes: list[int]) -> str | dict | None:
     """Where a model whose weights take ``weight_bytes`` goes when CUDA is present (``gpu_free_bytes``: free memory
     per GPU): ``{"": 0}``, all on the first GPU, when it fits there with ``HEADROOM``; else ``"auto"``, accelerate's
-    spread over the GPUs (and the CPU for what is left)."""
-    if gpu_free_bytes and weight_bytes * HEADROOM <= gpu_free_bytes[0]:
+    spread over the GPUs (and the CPU for what is left). None when the free memory cannot be read (a ZeroGPU Space
+    outside a GPU task): the model is loaded whole and then moved to the GPU, as ZeroGPU expects."""
+    if not gpu_free_bytes:
+        return None
+    if weight_bytes * HEADROOM <= gpu_free_bytes[0]:
         return {"": 0}
     return "auto"
 
@@ -218,6 +221,8 @@ def load_pretrained(name: str, dtype: str = "float32", device: str = "cpu") -> L
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     device_map = placement(weight_bytes(config, dtype), gpu_free_bytes()) if device == "cuda" else None
     model = auto.from_pretrained(name, dtype=DTYPES[dtype], device_map=device_map, trust_remote_code=False).eval()
+    if device == "cuda" and device_map is None:
+        model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
     return LoadedModel(model, tokenizer, name, name, dtype=dtype, device=describe_device(model))
 

@@ -21,7 +21,7 @@ import core
 from core.records import StepRecord, Trace
 from core.rng import new_generator
 
-from . import session
+from . import session, zerogpu
 
 # Fields whose widget gives a float but transformers expects an int.
 INT_FIELDS = {"max_new_tokens", "top_k", "num_beams", "num_return_sequences", "no_repeat_ngram_size",
@@ -226,16 +226,16 @@ def jsonable(value: Any) -> Any:
 
 def stream_run(run: Run, loaded, input_ids, attention_mask, *, top_n: int = 10, seed: int | None = None,
                max_seconds: float | None = None, **model_kwargs) -> Iterator[Run]:
-    """Iterate ``core.stream`` into ``run``, yielding it after each event. The run draws from a generator of its
-    own, seeded with ``seed`` (a fresh random seed when ``None``; ``run.seed`` tells which), and stops at the
-    ``max_seconds`` wall-clock cap. Closing this generator closes the core's stream, which sets its cancel
-    event: the worker stops within one step."""
+    """Iterate ``core.stream`` into ``run``, yielding it after each event (on a ZeroGPU Space inside a GPU task:
+    ``zerogpu.stream``). The run draws from a generator of its own, seeded with ``seed`` (a fresh random seed when
+    ``None``; ``run.seed`` tells which), and stops at the ``max_seconds`` wall-clock cap. Closing this generator
+    closes the core's stream, which sets its cancel event: the worker stops within one step."""
     generator = new_generator(seed)
     run.seed = generator.initial_seed()
     run.prompt_ids, run.model_name, run.started = input_ids.tolist(), loaded.name, time.perf_counter()
-    events = core.stream(loaded.model, input_ids, tokenizer=loaded.tokenizer, top_n=top_n,
-                         attention_mask=attention_mask, generator=generator, max_seconds=max_seconds,
-                         **run.kwargs, **model_kwargs)
+    events = zerogpu.stream(loaded.model, input_ids, tokenizer=loaded.tokenizer, top_n=top_n,
+                            attention_mask=attention_mask, generator=generator, max_seconds=max_seconds,
+                            **run.kwargs, **model_kwargs)
     run.streaming.set()
     try:
         for event in events:
