@@ -131,7 +131,7 @@ class StepRecord:
     cache: CacheInfo | None = None
     best: list[list[int]] | None = None  # current best continuation per returned row (beam family)
     best_nodes: list[int] | None = None  # beam family: the ``BeamNode`` ending each row of ``best`` (-1: empty row)
-    lens: list[list[LayerLens]] | None = None  # per batch row, one per layer (embeddings first): ``ListRecorder(lens=True)``
+    lens: list[list[LayerLens]] | None = None  # per batch row, one per layer, embeddings first (``lens=True``)
 
 
 @dataclass

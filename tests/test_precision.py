@@ -25,18 +25,10 @@ STRATEGIES = {
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_in(dtype: torch.dtype, seed: int = 0, layers: int = 2):
-    """``tiny_llama`` with its weights cast to ``dtype`` and its buffers (rotary frequencies) left in float32, as
-    ``from_pretrained(dtype=...)`` builds a model."""
-    model = tiny_llama(seed, layers=layers)
-    for param in model.parameters():
-        param.data = param.data.to(dtype)
-    return model
-
-
-def _pair(model, ids, seed=0, **settings):
+def parity_pair(model, ids, seed=0, lens=False, **settings):
+    """(core's result, transformers' sequences, core's trace) from the same seed; also run on CUDA (test_cuda)."""
     torch.manual_seed(seed)
-    recorder = ListRecorder(top_n=5)
+    recorder = ListRecorder(top_n=5, lens=lens)
     ours = core.generate(model, ids, max_new_tokens=10, recorder=recorder, **settings)
     torch.manual_seed(seed)
     theirs = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, **settings)
@@ -46,8 +38,8 @@ def _pair(model, ids, seed=0, **settings):
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 def test_tiny_parity_with_transformers_in_the_same_dtype(prompt, dtype, strategy):
-    model = tiny_in(dtype)
-    ours, theirs, trace = _pair(model, prompt, seed=3, **STRATEGIES[strategy])
+    model = tiny_llama(0, dtype=dtype)
+    ours, theirs, trace = parity_pair(model, prompt, seed=3, **STRATEGIES[strategy])
     assert ours.sequences.tolist() == theirs.tolist()
     _assert_float32_records(trace, dtype)
 
@@ -68,7 +60,7 @@ def _assert_float32_records(trace, dtype, raw: bool = True):
 def test_ported_strategies_run_in_low_precision_with_float32_records(prompt, dtype, settings):
     """No 5.x reference runs these; float32 and bfloat16 of the same tiny model agree on the first tokens."""
     recorder = ListRecorder(lens=True) if "dola_layers" in settings else ListRecorder()
-    low = core.generate(tiny_in(dtype, layers=4), prompt, max_new_tokens=6, recorder=recorder, **settings)
+    low = core.generate(tiny_llama(0, layers=4, dtype=dtype), prompt, max_new_tokens=6, recorder=recorder, **settings)
     full = core.generate(tiny_llama(0, layers=4), prompt, max_new_tokens=6, **settings)
     assert low.sequences[0, :8].tolist() == full.sequences[0, :8].tolist()
     _assert_float32_records(recorder.trace, dtype, raw="dola_layers" not in settings)
@@ -144,7 +136,7 @@ def test_embedded_parity_with_transformers_in_the_same_dtype(embedded_low, strat
     ids = embedded_low.tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
     settings = {"greedy": {}, "beam": dict(num_beams=4, num_return_sequences=2),
                 "sample": dict(do_sample=True, top_k=50, temperature=0.8)}[strategy]
-    ours, theirs, trace = _pair(embedded_low.model, ids, seed=1, **settings)
+    ours, theirs, trace = parity_pair(embedded_low.model, ids, seed=1, **settings)
     assert ours.sequences.tolist() == theirs.tolist()
     _assert_float32_records(trace, models.DTYPES[embedded_low.dtype])
 
