@@ -7,9 +7,14 @@ any name ``core.load_model`` takes: a named model, a ``.gguf`` file, a local fol
 ``PLAYGROUND_SLOTS`` generations run at once (default 2); ``PLAYGROUND_QUEUE`` more may wait (default 16).
 Public mode (on a Space, or ``PLAYGROUND_PUBLIC=1``; see ``playground.policy``) lets visitors load only named
 models and Hub ids of at most ``PLAYGROUND_MAX_PARAMS`` parameters; ``PLAYGROUND_MAX_MODELS`` stay loaded.
+``PLAYGROUND_DTYPE`` is the precision models load in (float32, bfloat16, float16 or auto; default float32), which
+the picker beside the model changes per session. Models go to the GPU where CUDA is present; on a ZeroGPU Space
+each generation runs inside ``@spaces.GPU`` (``playground.zerogpu``).
 """
 
 from __future__ import annotations
+
+from playground import zerogpu  # noqa: F401, I001 - first: on a ZeroGPU Space it imports spaces before torch
 
 import importlib.util
 import os
@@ -18,7 +23,7 @@ from pathlib import Path
 import gradio as gr
 
 import core
-from core.models import DEFAULT_NAME, available_models
+from core.models import DEFAULT_NAME, DTYPE_CHOICES, available_models
 from playground import branches_panel, policy, session
 from playground.branches import Branches
 from playground.state import MODELS, ModelCache
@@ -34,7 +39,8 @@ def describe(loaded: core.LoadedModel) -> str:
     params = sum(p.numel() for p in model.parameters())
     chat = "yes" if getattr(loaded.tokenizer, "chat_template", None) else "no"
     return (f"Model: **{loaded.name}** · {params / 1e6:.0f}M parameters · "
-            f"{model.config.get_text_config().num_hidden_layers} layers · chat template: {chat}")
+            f"{model.config.get_text_config().num_hidden_layers} layers · {loaded.dtype} on {loaded.device} · "
+            f"chat template: {chat}")
 
 
 def load_handler(models: ModelCache):
@@ -42,25 +48,29 @@ def load_handler(models: ModelCache):
     session. It runs in its own queue lane, so a slow load never holds a generation slot. In public mode
     ``policy.load`` takes only named models and Hub ids, sizes a Hub model first, and words every refusal."""
 
-    def load(choice: str | None, path: str | None, progress=gr.Progress()):
+    def load(choice: str | None, path: str | None, dtype: str | None = None, progress=gr.Progress()):
         name = (path or "").strip() or choice or DEFAULT_NAME
         progress(0.1, desc=f"Loading {name} (first load of a GGUF dequantizes it: ~15 s)")
         try:
-            loaded = policy.load(models, name, "model")
+            key = policy.model_key(name, dtype or policy.default_dtype())
+            loaded = policy.load(models, key, "model")
         except (ValueError, OSError) as err:
             gr.Warning(str(err))
             return gr.skip(), f"**Model not loaded:** {err}"
         progress(1.0, desc="Loaded")
-        return name, describe(loaded)
+        return key, describe(loaded)
 
     return load
 
 
 def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: int = 2,
-               max_seconds: float | None = None) -> gr.Blocks:
-    """The whole app. ``startup`` names the model every new session starts on (loaded here, pinned); every
-    generation stops at ``max_seconds`` of wall-clock time (default ``PLAYGROUND_MAX_SECONDS``, 120)."""
-    startup = startup or DEFAULT_NAME
+               max_seconds: float | None = None, dtype: str | None = None) -> gr.Blocks:
+    """The whole app. ``startup`` names the model every new session starts on (loaded here, pinned), in precision
+    ``dtype`` (default ``PLAYGROUND_DTYPE``, float32); every generation stops at ``max_seconds`` of wall-clock time
+    (default ``PLAYGROUND_MAX_SECONDS``, 120)."""
+    dtype = dtype or policy.default_dtype()
+    startup_name = startup or DEFAULT_NAME
+    startup = policy.model_key(startup_name, dtype)
     loaded = models.get(startup)
     models.pin(startup)
     choices = available_models()
@@ -74,13 +84,15 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
         model_state = session.state(startup)
         branches = session.state(Branches())  # every run of the session, as a tree of forks
         with gr.Row(equal_height=False):
-            pick = gr.Dropdown(list(dict.fromkeys([*choices, startup])), value=startup, label="Model",
+            pick = gr.Dropdown(list(dict.fromkeys([*choices, startup_name])), value=startup_name, label="Model",
                                scale=2)
             public = policy.public_mode()  # a public server loads no local path a visitor types
             path = gr.Textbox(label="Or a Hub id" if public else "Or a Hub id, local folder or .gguf file",
                               placeholder="HuggingFaceTB/SmolLM2-360M", scale=3,
                               info=f"safetensors models of at most {policy.max_params() / 1e9:g}B parameters"
                               if public else None)
+            precision = gr.Dropdown(list(DTYPE_CHOICES), value=dtype, label="dtype", scale=1,
+                                    info="precision of the weights; auto: bfloat16 where the hardware has it")
             load = gr.Button("Load model", scale=1)
         model_status = gr.Markdown(describe(loaded), label="Model status")
         app = AppContext(models=models, model_state=model_state, startup=loaded, model_choices=choices, slots=slots,
@@ -97,18 +109,18 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
 
                 config_panel.build(handles, active_tab)
         loader = load_handler(models)
-        load.click(loader, [pick, path], [model_state, model_status], concurrency_id="load", concurrency_limit=1,
-                   api_name="load_model")
-        for trigger in (pick.input, path.submit):
-            trigger(loader, [pick, path], [model_state, model_status], concurrency_id="load", concurrency_limit=1,
-                    api_name=False)
+        load.click(loader, [pick, path, precision], [model_state, model_status], concurrency_id="load",
+                   concurrency_limit=1, api_name="load_model")
+        for trigger in (pick.input, path.submit, precision.input):
+            trigger(loader, [pick, path, precision], [model_state, model_status], concurrency_id="load",
+                    concurrency_limit=1, api_name=False)
 
         def end_session(request: gr.Request) -> None:  # the session's runs and files go with it
             session.end(demo, request)
 
         demo.unload(end_session)
     demo.handles = handles  # for tests and for panels built later
-    demo.startup_model = loaded.name
+    demo.startup_model = startup  # the session's first model key (its name, @precision unless float32)
     return demo
 
 
@@ -122,6 +134,7 @@ def main() -> None:
     startup = os.environ.get(MODEL_ENV) or None
     slots = int(os.environ.get("PLAYGROUND_SLOTS", "2"))
     max_params = policy.max_params()  # read now, so that a malformed value stops the start, not a visitor's load
+    policy.default_dtype()
     demo = build_demo(startup, models=ModelCache(policy.max_models()), slots=slots)
     print(f"Decoding Playground: serving model {demo.startup_model!r} "
           f"(set {MODEL_ENV} to choose another)", flush=True)

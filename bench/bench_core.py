@@ -1,15 +1,22 @@
-"""Speed of the decoding core against transformers 5.x, per strategy, on the embedded model.
+"""Speed of the decoding core against transformers 5.x, per strategy and precision, on the embedded model.
 
 For each strategy it times ``core.generate`` with recording off (no recorder), with recording on
-(``ListRecorder``) and transformers' own ``model.generate`` where 5.x still has the strategy, interleaved
-(off, on, transformers, off, on, ...) so that the machine's load hits all three alike, and prints the
-median tokens/s of each with the ratios core / transformers. Targets: off >= 1.0x, on >= 0.9x.
-Strategies no module implements yet are listed with a note; so are those 5.x moved to the Hub. The community
-samplers (DRY, XTC, top-nσ, mirostat, dynamic temperature, presence/frequency penalties) have a row each, on top of
-sampling; DRY and the penalties also run in transformers as ``logits_processor``. The grammar row is greedy decoding
-constrained by a JSON Schema (xgrammar): compare it with the greedy row, the same decoding without the grammar.
+(``ListRecorder``) and transformers' own ``model.generate`` where 5.x still has the strategy, all interleaved
+(every variant of every strategy in every precision, then again) so that the machine's load hits them alike, and
+prints the median tokens/s of each with the ratios core / transformers (targets: off >= 1.0x, on >= 0.9x) and
+core / greedy in the same precision. Strategies no module implements yet are listed with a note; so are those 5.x
+moved to the Hub. The community samplers (DRY, XTC, top-nσ, mirostat, dynamic temperature, presence/frequency
+penalties) have a row each, on top of sampling; DRY and the penalties also run in transformers as
+``logits_processor``. The grammar row is greedy decoding constrained by a JSON Schema (xgrammar): compare it with the
+greedy row, the same decoding without the grammar. A second table puts the two ported strategies 5.x dropped beside the targets for their speed
+(contrastive >= 0.85x greedy, DoLa >= 0.75x) and beside transformers 4.55.4, measured by hand with
+``bench_455.py`` (``REFERENCE_4_55_4``).
 
-    python bench/bench_core.py [--tokens 32] [--repeats 5] [--only greedy,beam]
+    python bench/bench_core.py [--tokens 32] [--repeats 5] [--only greedy,beam] [--dtype float32,bfloat16]
+                               [--threads 1]
+
+On a machine whose cores other processes use too, ``--threads 1``: two threads per process there oversubscribe
+the CPU and every figure drops several-fold.
 """
 
 from __future__ import annotations
@@ -29,12 +36,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core  # noqa: E402
 from core import config as config_checks  # noqa: E402
-from core.chain import FIELDS as CORE_FIELDS  # noqa: E402
-from core.processors import DRYLogitsProcessor, PresenceFrequencyPenaltyLogitsProcessor  # noqa: E402
 from core.strategies import get_strategy  # noqa: E402
 from transformers.generation.utils import GENERATION_MODES_MAPPING  # noqa: E402
 
+from core.chain import FIELDS as CORE_FIELDS  # noqa: E402
+from core.processors import DRYLogitsProcessor, PresenceFrequencyPenaltyLogitsProcessor  # noqa: E402
+
 PROMPT = "Write a short story about a robot who learns to paint."
+
+# transformers 4.55.4's own generate on the same prompt ids and settings, float32, one thread, 32 new tokens, median
+# of 7 interleaved runs: /tmp/venv455/bin/python bench/bench_455.py --threads 1 (see its docstring), on the machine
+# of the README's table, just before that table's run.
+REFERENCE_4_55_4 = {"greedy": 10.57, "contrastive": 5.94, "DoLa": 4.80}
+PORT_TARGETS = {"contrastive": 0.85, "DoLa": 0.75}  # tokens/s as a share of greedy's, in one run
 
 
 @dataclass
@@ -61,7 +75,7 @@ def draft_model(model, layers: int = 4):
     missing, _ = draft.load_state_dict(model.state_dict(), strict=False)
     assert not [k for k in missing if "lm_head" not in k], missing  # lm_head is tied to the embeddings
     draft.generation_config = copy.deepcopy(model.generation_config)  # candidate generators may update it
-    return draft
+    return draft.to(device=model.device, dtype=model.dtype)
 
 
 # name -> function (loaded model) -> Setup
@@ -95,6 +109,7 @@ STRATEGIES: dict[str, Callable[[core.LoadedModel], Setup]] = {
 @dataclass
 class Row:
     name: str
+    dtype: str = "float32"
     off: list[float] = field(default_factory=list)
     on: list[float] = field(default_factory=list)
     hf: list[float] = field(default_factory=list)
@@ -106,6 +121,8 @@ def tokens_per_s(run: Callable[[], torch.Tensor], prompt_len: int) -> tuple[floa
     torch.manual_seed(0)  # sampling strategies draw the same tokens in every variant
     t0 = time.perf_counter()
     sequences = run()
+    if sequences.is_cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     new = (sequences.shape[1] - prompt_len) * sequences.shape[0]
     return new / seconds, sequences
@@ -128,58 +145,97 @@ def hf_missing(lm, setup: Setup) -> str:
     return "transformers 5.x: moved to the Hub" if "/" in GENERATION_MODES_MAPPING[mode] else ""
 
 
-def bench(lm: core.LoadedModel, names: list[str], new_tokens: int, repeats: int) -> list[Row]:
-    ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
-                                           return_tensors="pt", return_dict=True)["input_ids"]
-    model, prompt_len = lm.model, ids.shape[1]
-    rows = []
-    for name in names:
-        row = Row(name)
-        rows.append(row)
-        setup = STRATEGIES[name](lm)
-        row.note = core_missing(lm, setup)
-        if row.note:
-            print(f"{name}: skipped ({row.note})", file=sys.stderr)
-            continue
-        kwargs = dict(setup.kwargs, max_new_tokens=new_tokens)
-        extra = {"assistant_model": setup.assistant} if setup.assistant is not None else {}
-        variants = {
-            "off": lambda: core.generate(model, ids, tokenizer=lm.tokenizer, **extra, **kwargs).sequences,
-            "on": lambda: core.generate(model, ids, recorder=core.ListRecorder(), tokenizer=lm.tokenizer, **extra,
-                                        **kwargs).sequences,
-        }
-        hf_note = hf_missing(lm, setup)
-        own = [k for k in kwargs if k in CORE_FIELDS]
-        if own and setup.hf_processors is None:
-            hf_note = f"transformers has no {', '.join(own)}"
-        elif own:  # the same processors handed to transformers
-            hf_kwargs = {k: v for k, v in kwargs.items() if k not in CORE_FIELDS}
-            variants["hf"] = lambda: model.generate(ids, logits_processor=setup.hf_processors(lm, prompt_len),
-                                                    **hf_kwargs)
-        elif not hf_note:
-            variants["hf"] = lambda: model.generate(ids, **extra, **kwargs)
-        row.note = hf_note
-        outputs = {key: tokens_per_s(run, prompt_len)[1] for key, run in variants.items()}  # warm-up
-        if "hf" in outputs:
-            row.same_tokens = outputs["off"].tolist() == outputs["hf"].tolist() == outputs["on"].tolist()
-        for _ in range(repeats):
-            for key, run in variants.items():
-                getattr(row, key).append(tokens_per_s(run, prompt_len)[0])
-        print(f"{name}: done", file=sys.stderr)
+def runners(lm: core.LoadedModel, ids: torch.Tensor, setup: Setup, new_tokens: int) -> tuple[dict[str, Callable], str]:
+    """The variants timed for one strategy (core without and with a recorder, and transformers where it has the
+    strategy and its processors), and the note saying why transformers is missing."""
+    kwargs = dict(setup.kwargs, max_new_tokens=new_tokens)
+    if setup.assistant is not None:
+        kwargs["assistant_model"] = setup.assistant
+    variants = {
+        "off": lambda: core.generate(lm.model, ids, tokenizer=lm.tokenizer, **kwargs).sequences,
+        "on": lambda: core.generate(lm.model, ids, recorder=core.ListRecorder(), tokenizer=lm.tokenizer,
+                                    **kwargs).sequences,
+    }
+    note = hf_missing(lm, setup)
+    own = [k for k in kwargs if k in CORE_FIELDS]
+    if own and setup.hf_processors is None:
+        note = f"transformers has no {', '.join(own)}"
+    elif own:  # the same processors handed to transformers
+        hf_kwargs = {k: v for k, v in kwargs.items() if k not in CORE_FIELDS}
+        variants["hf"] = lambda: lm.model.generate(ids, logits_processor=setup.hf_processors(lm, ids.shape[1]),
+                                                   **hf_kwargs)
+    elif not note:
+        variants["hf"] = lambda: lm.model.generate(ids, **kwargs)
+    return variants, note
+
+
+def bench(models: dict[str, core.LoadedModel], names: list[str], new_tokens: int, repeats: int) -> list[Row]:
+    """One ``Row`` per precision and strategy; after one warm-up run each, ``repeats`` rounds over all of them."""
+    rows, runs = [], []
+    for dtype, lm in models.items():
+        ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
+                                               return_tensors="pt", return_dict=True)["input_ids"]
+        prompt_len = ids.shape[1]
+        for name in names:
+            row = Row(name, dtype)
+            rows.append(row)
+            setup = STRATEGIES[name](lm)
+            row.note = core_missing(lm, setup)
+            if row.note:
+                print(f"{name}: skipped ({row.note})", file=sys.stderr)
+                continue
+            variants, row.note = runners(lm, ids, setup, new_tokens)
+            outputs = {key: tokens_per_s(run, prompt_len)[1] for key, run in variants.items()}  # warm-up
+            if "hf" in outputs:
+                row.same_tokens = outputs["off"].tolist() == outputs["hf"].tolist() == outputs["on"].tolist()
+            runs += [(row, key, run, prompt_len) for key, run in variants.items()]
+            print(f"{name} ({dtype}): warmed up", file=sys.stderr)
+    for repeat in range(repeats):
+        for row, key, run, prompt_len in runs:
+            getattr(row, key).append(tokens_per_s(run, prompt_len)[0])
+        print(f"round {repeat + 1}/{repeats}: done", file=sys.stderr)
     return rows
 
 
+def _median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def _fmt(x: float | None) -> str:
+    return f"{x:.1f}" if x is not None else "-"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "-"
+
+
 def table(rows: list[Row]) -> str:
-    med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
-    fmt = lambda x: f"{x:.1f}" if x is not None else "-"  # noqa: E731
-    ratio = lambda a, b: f"{a / b:.2f}x" if a is not None and b else "-"  # noqa: E731
-    lines = ["| strategy | core off tok/s | core on tok/s | transformers tok/s | off / tf | on / tf | on / off "
-             "| same tokens | note |", "|---|---:|---:|---:|---:|---:|---:|:---:|---|"]
+    greedy = {r.dtype: _median(r.off) for r in rows if r.name == "greedy"}
+    lines = ["| strategy | dtype | core off tok/s | core on tok/s | transformers tok/s | off / tf | on / tf | on / off "
+             "| off / greedy | same tokens | note |", "|---|---|---:|---:|---:|---:|---:|---:|---:|:---:|---|"]
     for r in rows:
-        off, on, hf = med(r.off), med(r.on), med(r.hf)
+        off, on, hf = _median(r.off), _median(r.on), _median(r.hf)
         same = {True: "yes", False: "NO", None: "-"}[r.same_tokens]
-        lines.append(f"| {r.name} | {fmt(off)} | {fmt(on)} | {fmt(hf)} | {ratio(off, hf)} | {ratio(on, hf)} | "
-                     f"{ratio(on, off)} | {same} | {r.note} |")
+        lines.append(f"| {r.name} | {r.dtype} | {_fmt(off)} | {_fmt(on)} | {_fmt(hf)} | {_ratio(off, hf)} | "
+                     f"{_ratio(on, hf)} | {_ratio(on, off)} | {_ratio(off, greedy.get(r.dtype))} | {same} | {r.note} |")
+    return "\n".join(lines)
+
+
+def ports_table(rows: list[Row]) -> str:
+    """The ported strategies against their targets (share of greedy's tokens/s in this run) and against 4.55.4
+    (its tokens/s, measured by hand, and its own share of greedy's, which the machine's speed cancels out of)."""
+    greedy = {r.dtype: _median(r.off) for r in rows if r.name == "greedy"}
+    ref_greedy = REFERENCE_4_55_4["greedy"]
+    lines = ["| port | dtype | core tok/s | / greedy | target | met | 4.55.4 tok/s (fp32, by hand) | 4.55.4 / greedy "
+             "| / greedy vs 4.55.4's |", "|---|---|---:|---:|---:|:---:|---:|---:|---:|"]
+    for r in rows:
+        if r.name not in PORT_TARGETS or not r.off or not greedy.get(r.dtype):
+            continue
+        share = _median(r.off) / greedy[r.dtype]
+        ref_share = REFERENCE_4_55_4[r.name] / ref_greedy
+        met = "yes" if share >= PORT_TARGETS[r.name] else "no"
+        lines.append(f"| {r.name} | {r.dtype} | {_fmt(_median(r.off))} | {share:.2f}x | {PORT_TARGETS[r.name]:.2f}x "
+                     f"| {met} | {REFERENCE_4_55_4[r.name]:.1f} | {ref_share:.2f}x | {share / ref_share:.2f}x |")
     return "\n".join(lines)
 
 
@@ -189,6 +245,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant (after one warm-up)")
     parser.add_argument("--only", default="", help="comma-separated strategy names (default: all)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--dtype", default="float32",
+                        help="comma-separated precisions to load the model in (float32, bfloat16, float16, auto)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -196,11 +254,17 @@ def main() -> None:
     unknown = set(names) - set(STRATEGIES)
     if unknown:
         parser.error(f"unknown strategies {sorted(unknown)}; known: {list(STRATEGIES)}")
-    lm = core.load_model(None)
-    rows = bench(lm, names, args.tokens, args.repeats)
-    print(f"\n{lm.name}, {args.tokens} new tokens, median of {args.repeats} interleaved runs, "
+    models = {}
+    for dtype in (d.strip() for d in args.dtype.split(",") if d.strip()):
+        lm = core.load_model(None, dtype=dtype)
+        models[lm.dtype] = lm
+    rows = bench(models, names, args.tokens, args.repeats)
+    lm = next(iter(models.values()))
+    print(f"\n{lm.name} on {lm.device}, {args.tokens} new tokens, median of {args.repeats} interleaved runs, "
           f"torch {torch.__version__} on {torch.get_num_threads()} threads\n")
     print(table(rows))
+    if any(r.name in PORT_TARGETS for r in rows):
+        print("\n" + ports_table(rows))
 
 
 if __name__ == "__main__":

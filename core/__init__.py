@@ -6,12 +6,12 @@ Public face: ``load_model``, ``generate``, ``stream`` and the record types. No U
 from .constraints import DisjunctiveConstraint, PhrasalConstraint
 from .loop import GenerationResult, RunContext, StreamEvent, generate, stream
 from .models import LoadedModel, load_model
-from .records import (AssistedStep, BeamNode, CacheInfo, Candidate, ContrastiveCandidate, DolaStep, ListRecorder,
-                      Origin, ProcessorEffect, Recorder, RowStep, StepRecord, Trace)
+from .records import (AssistedStep, BeamNode, CacheInfo, Candidate, ContrastiveCandidate, DolaStep, LayerLens,
+                      ListRecorder, Origin, ProcessorEffect, Recorder, RowStep, StepRecord, Trace)
 
 __all__ = [
     "generate", "stream", "load_model", "LoadedModel", "GenerationResult", "StreamEvent", "RunContext",
     "Recorder", "ListRecorder", "Trace", "StepRecord", "RowStep", "Candidate", "ProcessorEffect", "BeamNode",
-    "ContrastiveCandidate", "DolaStep", "Origin", "AssistedStep", "CacheInfo", "PhrasalConstraint",
+    "ContrastiveCandidate", "DolaStep", "Origin", "AssistedStep", "CacheInfo", "LayerLens", "PhrasalConstraint",
     "DisjunctiveConstraint",
 ]

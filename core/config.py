@@ -242,6 +242,11 @@ def _beam_groups(env: Env) -> None:
 def _contrastive(env: Env) -> None:
     if env.mode == "contrastive_search":
         _check(env.cfg.top_k > 1, "top_k", "an integer > 1 for contrastive search", env.cfg.top_k)
+        # it repeats and selects cache rows per candidate: layers that grow by concatenation only (checked on the
+        # cache itself too, for one passed as past_key_values); said before a quantized cache's backend is readied
+        _check(env.cfg.cache_implementation in (None, "dynamic", "offloaded"), "cache_implementation",
+               "'dynamic' (or unset) for contrastive search, which repeats and selects cache rows per candidate",
+               env.cfg.cache_implementation)
 
 
 @rule

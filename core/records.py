@@ -3,7 +3,8 @@
 Records are frozen dataclasses holding plain Python values, so a trace is JSON as it stands:
 ``Trace.to_json()`` writes it and ``Trace.from_json()`` reads it back into the same objects.
 Each strategy fills the common fields of ``StepRecord`` and, where it has one, its own detail
-field (``beam``, ``contrastive``, ``dola``, ``assisted``); the others stay ``None``.
+field (``beam``, ``contrastive``, ``dola``, ``assisted``); the others stay ``None``. ``lens`` (the logit
+lens, per layer) is filled only when the recorder asks for it (``ListRecorder(lens=True)``).
 """
 
 from __future__ import annotations
@@ -106,6 +107,18 @@ class AssistedStep:
 
 
 @dataclass(frozen=True)
+class LayerLens:
+    """The logit lens at one layer for one row and step: the layer's hidden state read through the final norm and
+    the LM head (``core.lens``). Layer 0 is the embedding output; the last layer is the model's own logits."""
+
+    layer: int
+    top: list[Candidate]  # the layer's most probable tokens (``logit``/``prob``: this layer; ``score`` = ``logit``)
+    chosen_prob: float  # this layer's probability of the token the step chose
+    chosen_rank: int  # how many tokens this layer finds more likely than the chosen one (0: its top token)
+    kl_to_final: float  # KL(final || this layer) in nats; 0 at the final layer
+
+
+@dataclass(frozen=True)
 class CacheInfo:
     kind: str  # class name, e.g. "DynamicCache", "QuantizedCache"
     bytes: int  # bytes held by its key/value tensors after this step
@@ -127,6 +140,7 @@ class StepRecord:
     cache: CacheInfo | None = None
     best: list[list[int]] | None = None  # current best continuation per returned row (beam family)
     best_nodes: list[int] | None = None  # beam family: the ``BeamNode`` ending each row of ``best`` (-1: empty row)
+    lens: list[list[LayerLens]] | None = None  # per batch row, one per layer, embeddings first (``lens=True``)
 
 
 @dataclass(frozen=True)
@@ -213,10 +227,13 @@ class Recorder(Protocol):
 
 
 class ListRecorder:
-    """Keeps every record; ``top_n`` is how many candidates per row the strategies record."""
+    """Keeps every record; ``top_n`` is how many candidates per row the strategies record. With ``lens=True`` the
+    strategies that run one token per row (greedy, sampling, DoLa) also fill ``StepRecord.lens``; it costs nothing
+    when off (the forwards then return no hidden states)."""
 
-    def __init__(self, top_n: int = 10):
+    def __init__(self, top_n: int = 10, lens: bool = False):
         self.top_n = top_n
+        self.lens = lens
         self.steps: list[StepRecord] = []
         self.trace: Trace | None = None
 

@@ -21,7 +21,7 @@ import torch
 import core
 from core.records import StepRecord, Trace
 
-from . import session
+from . import session, zerogpu
 from .fields import BY_NAME as ADVANCED
 
 # Fields whose widget gives a float but transformers expects an int.
@@ -340,18 +340,19 @@ def jsonable(value: Any) -> Any:
 def stream_run(run: Run, loaded, input_ids, attention_mask, *, generator, top_n: int = 10,
                max_seconds: float | None = None, origin: core.Origin | None = None,
                **model_kwargs) -> Iterator[Run]:
-    """Iterate ``core.stream`` into ``run``, yielding it after each event. The run draws from ``generator`` (its
-    own: ``core.rng.new_generator(seed)``, or a list of them, one per row), stops at the ``max_seconds`` wall-clock
-    cap, and names ``origin`` when it continues another run. Closing this generator closes the core's stream,
-    which sets its cancel event: the worker stops within one step."""
+    """Iterate ``core.stream`` into ``run``, yielding it after each event (on a ZeroGPU Space inside a GPU task:
+    ``zerogpu.stream``). The run draws from ``generator`` (its own: ``core.rng.new_generator(seed)``, or a list of
+    them, one per row), stops at the ``max_seconds`` wall-clock cap, and names ``origin`` when it continues another
+    run. Closing this generator closes the core's stream, which sets its cancel event: the worker stops within one
+    step."""
     if isinstance(generator, torch.Generator):
         run.seed = generator.initial_seed() if run.base is None else run.base.seed
     run.prompt_ids, run.model_name, run.started = input_ids.tolist(), loaded.name, time.perf_counter()
     if run.base is not None:
         run.prompt_ids = run.base.prompt_ids
-    events = core.stream(loaded.model, input_ids, tokenizer=loaded.tokenizer, top_n=top_n,
-                         attention_mask=attention_mask, generator=generator, max_seconds=max_seconds, origin=origin,
-                         **run.kwargs, **model_kwargs)
+    events = zerogpu.stream(loaded.model, input_ids, tokenizer=loaded.tokenizer, top_n=top_n,
+                            attention_mask=attention_mask, generator=generator, max_seconds=max_seconds,
+                            origin=origin, **run.kwargs, **model_kwargs)
     def decode(ids):
         return loaded.tokenizer.decode(ids, skip_special_tokens=True)
 

@@ -14,6 +14,11 @@ Environment, read when asked (so that a test or a restart sees the current value
                            float32 on CPU)
     PLAYGROUND_MAX_MODELS  models kept loaded at once, the startup model included (default 2)
     PLAYGROUND_MAX_SECONDS the wall-clock cap of every generation, public or not (default 120)
+    PLAYGROUND_DTYPE       the precision models load in unless a visitor picks another: float32 (default),
+                           bfloat16, float16 or auto (``core.models.resolve_dtype``)
+
+A model is asked for by a *key*: its name, with ``@bfloat16`` (or another precision) appended when it is to be
+loaded in anything but float32 (``model_key``); the cache holds one model per key.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidation
                                     RepositoryNotFoundError, RevisionNotFoundError, SafetensorsParsingError)
 from huggingface_hub.utils import validate_repo_id
 
-from core.models import DEFAULT_NAME, NAMED_GGUF, LoadedModel, available_models, hub_parameter_count
+from core.models import (DEFAULT_NAME, DTYPE_CHOICES, NAMED_GGUF, LoadedModel, available_models, choose_device,
+                         hub_parameter_count, resolve_dtype)
 
 try:  # the HTTP client huggingface_hub 2.x ships with; its transport errors mean "could not reach the Hub"
     from httpx2 import TransportError
@@ -39,6 +45,7 @@ PUBLIC_ENV = "PLAYGROUND_PUBLIC"
 MAX_PARAMS_ENV = "PLAYGROUND_MAX_PARAMS"
 MAX_MODELS_ENV = "PLAYGROUND_MAX_MODELS"
 MAX_SECONDS_ENV = "PLAYGROUND_MAX_SECONDS"
+DTYPE_ENV = "PLAYGROUND_DTYPE"
 DEFAULT_MAX_SECONDS = 120.0
 DEFAULT_MAX_PARAMS = 2_000_000_000
 DEFAULT_MAX_MODELS = 2
@@ -93,6 +100,32 @@ def max_models() -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError(f"{MAX_MODELS_ENV} must be a whole number of models, at least 1; got {raw!r}")
     return int(raw)
+
+
+def default_dtype() -> str:
+    """``PLAYGROUND_DTYPE``, default float32: the precision models load in unless a visitor picks another."""
+    raw = os.environ.get(DTYPE_ENV, "").strip() or "float32"
+    if raw not in DTYPE_CHOICES:
+        raise ValueError(f"{DTYPE_ENV} must be one of {', '.join(DTYPE_CHOICES)}; got {raw!r}")
+    return raw
+
+
+# --- which model, in which precision ---------------------------------------------------------------------------
+def model_key(name: str | None, dtype: str | None = None) -> str:
+    """The cache key of model ``name`` in precision ``dtype`` ("auto" resolved for this machine): the name alone for
+    float32, ``name@bfloat16`` for the others."""
+    name = name or DEFAULT_NAME
+    dtype = resolve_dtype(dtype, choose_device())
+    return name if dtype == "float32" else f"{name}@{dtype}"
+
+
+def split_key(key: str | None) -> tuple[str | None, str | None]:
+    """``(name, dtype)`` of a ``model_key``; ``dtype`` is None for a plain name (float32)."""
+    if key and "@" in key:
+        name, dtype = key.rsplit("@", 1)
+        if dtype in DTYPE_CHOICES:
+            return name, dtype
+    return key, None
 
 
 # --- what a visitor may load ----------------------------------------------------------------------------------
@@ -183,19 +216,23 @@ def check_size(repo_id: str, field: str, count: Callable[[str], int] = hub_param
 
 
 def load(models, name: str | None, field: str) -> LoadedModel:
-    """The model a visitor asked for in the field ``field``, from the shared ``models`` cache (a ``ModelCache``).
+    """The model a visitor asked for in the field ``field`` (a ``model_key``), from the shared ``models`` cache (a
+    ``ModelCache``).
 
     Locally this is ``models.get(name)``, every name ``core.load_model`` takes. In public mode, in this order:
     the name is checked (``check_model_name``; the pinned startup model is allowed), a Hub model not yet
     loaded is sized (``check_size``), then loaded; a failure is told in our words (``PublicError``)."""
     if not public_mode():
         return models.get(name)
+    key = name or DEFAULT_NAME
     pinned = getattr(models, "pinned", None)
-    name = check_model_name(name or DEFAULT_NAME, field, allowed=[pinned] if pinned else ())
-    if name not in NAMED_GGUF and name != pinned and name not in models.loaded():
+    name, dtype = split_key(key)
+    name = check_model_name(name, field, allowed=[split_key(pinned)[0]] if pinned else ())
+    key = model_key(name, dtype)
+    if name not in NAMED_GGUF and key != pinned and key not in models.loaded():
         check_size(name, field)
     try:
-        return models.get(name)
+        return models.get(key)
     except PublicError:  # already written for visitors (e.g. the cache's "still loading")
         raise
     except Exception as err:  # noqa: BLE001 - transformers' messages carry server paths (the cache folder)

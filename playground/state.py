@@ -19,7 +19,7 @@ from collections import OrderedDict
 import core
 from core.models import DEFAULT_NAME, LoadedModel
 
-from .policy import PublicError, max_models
+from .policy import PublicError, max_models, split_key
 
 LOAD_WAIT_S = 120.0  # how long a visitor waits for another visitor's load of the same model
 
@@ -44,8 +44,9 @@ class ModelCache:
         self._guard = threading.Lock()
 
     def get(self, name: str | None) -> LoadedModel:
-        """The model called ``name`` (``None``: the embedded default), loading it on first use. Raises
-        ``ModelBusy`` when another load of ``name`` takes longer than ``wait_s``, or when no slot can be freed."""
+        """The model called ``name`` (``None``: the embedded default; a ``policy.model_key`` such as
+        ``name@bfloat16`` loads it in that precision), loading it on first use. Raises ``ModelBusy`` when another
+        load of ``name`` takes longer than ``wait_s``, or when no slot can be freed."""
         key = name or DEFAULT_NAME
         with self._guard:
             if key in self._models:
@@ -65,7 +66,7 @@ class ModelCache:
             if evicted:
                 gc.collect()  # free the dropped weights now (if no session uses them), before new ones arrive
             try:
-                loaded = self.loader(None if key == DEFAULT_NAME else key)
+                loaded = self._load(key)
             finally:
                 with self._guard:
                     self._loading.discard(key)
@@ -74,6 +75,12 @@ class ModelCache:
             return loaded
         finally:
             lock.release()
+
+    def _load(self, key: str) -> LoadedModel:
+        """``loader(name)``, or ``loader(name, dtype=...)`` for a key that names a precision."""
+        name, dtype = split_key(key)
+        name = None if name == DEFAULT_NAME else name
+        return self.loader(name) if dtype is None else self.loader(name, dtype=dtype)
 
     def pin(self, name: str) -> None:
         """Keep ``name`` (the startup model) loaded whatever else is loaded later."""

@@ -7,7 +7,9 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip
-# The CPU build first: a plain `torch` requirement would otherwise pull GBs of CUDA wheels.
+# torch first, so that requirements.txt's CPU index (for the Space) is not needed here: where a local CPU wheel is
+# on pip's find-links (as on the project's CI machines) pip takes it; where pip sees only PyPI it takes the CUDA
+# build, which GPU machines need (bench/gpu_check.sh).
 pip install -q torch==2.13.0
 # requirements.txt starts with the CPU index for Hugging Face Spaces; here torch is already installed,
 # and that index is out of reach on machines that only see PyPI, so it is left out.

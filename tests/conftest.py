@@ -10,14 +10,18 @@ from transformers.generation.streamers import BaseStreamer
 VOCAB = 64
 
 
-def tiny_llama(seed: int = 0, vocab: int = VOCAB, layers: int = 2) -> LlamaForCausalLM:
-    """A 2-layer Llama with a 64-token vocabulary and random weights (deterministic per seed)."""
+def tiny_llama(seed: int = 0, vocab: int = VOCAB, layers: int = 2, dtype: torch.dtype = torch.float32
+               ) -> LlamaForCausalLM:
+    """A 2-layer Llama with a 64-token vocabulary and random weights (deterministic per seed). In another ``dtype``
+    the same weights are cast and the buffers (rotary frequencies) stay float32, as ``from_pretrained`` builds it."""
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
     model = LlamaForCausalLM(config).eval()
     model.generation_config.pad_token_id = 0
+    for param in model.parameters():
+        param.data = param.data.to(dtype)
     return model
 
 

@@ -196,3 +196,72 @@ def test_rejects_caches_that_cannot_repeat_rows(tiny_model, cache_implementation
     with pytest.raises(ValueError, match="cache_implementation"):
         core.generate(tiny_model, torch.tensor(PROMPT), max_new_tokens=3, penalty_alpha=0.6, top_k=4,
                       cache_implementation=cache_implementation, **extra)
+
+
+# --- the cache kept one row per sequence, the head on the chosen row ------------------------------------------
+def tiny_gemma2(seed: int = 0):
+    """A 2-layer Gemma2: a sliding window of 4 on every other layer (``DynamicSlidingWindowLayer``) and logits
+    softcapped after the LM head, so that they are not the plain head on the last hidden state."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256,
+                          sliding_window=4, final_logit_softcapping=5.0, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    model = Gemma2ForCausalLM(config).eval()
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def _as_4_55_4(monkeypatch):
+    """Contrastive search as 4.55.4 runs it: the cache repeated per candidate, the logits of every candidate."""
+    from core.strategies import contrastive
+
+    monkeypatch.setattr(contrastive.SharedPrefix, "fits", staticmethod(lambda cache, model: False))
+    monkeypatch.setattr(contrastive, "plain_head", lambda model, outputs: None)
+
+
+@pytest.mark.parametrize("model_name, ids, mask", [
+    ("llama", PADDED_3, PAD_MASK),
+    ("gemma2", [[1, 5, 9, 13, 17, 21, 25, 29]], None),  # longer than the sliding window
+])
+def test_same_records_as_repeating_the_cache(tiny_model, monkeypatch, model_name, ids, mask):
+    """The shared prefix gives attention the very tensors 4.55.4's repeated cache gives it (penalties equal to the
+    bit); the chosen row's logits come from the head on one row rather than on K, so they agree to float rounding."""
+    model = tiny_model if model_name == "llama" else tiny_gemma2()
+    ids = torch.tensor(ids)
+    ours, ours_trace = _record(model, ids, mask, penalty_alpha=0.6, top_k=4)
+    with monkeypatch.context() as patch:
+        _as_4_55_4(patch)
+        theirs, theirs_trace = _record(model, ids, mask, penalty_alpha=0.6, top_k=4)
+    assert ours.sequences.tolist() == theirs.sequences.tolist()
+    for a, b in zip(ours_trace.steps, theirs_trace.steps):
+        for row_a, row_b in zip(a.contrastive, b.contrastive):
+            assert [c.degeneration_penalty for c in row_a] == [c.degeneration_penalty for c in row_b]
+            assert [c.token_id for c in row_a] == [c.token_id for c in row_b]
+            assert [c.confidence for c in row_a] == pytest.approx([c.confidence for c in row_b], rel=1e-5, abs=1e-7)
+        assert a.cache == b.cache
+
+
+def test_the_cache_is_never_repeated_per_candidate(tiny_model, monkeypatch):
+    from transformers.cache_utils import DynamicLayer
+
+    def refuse(self, *args):
+        raise AssertionError("the cache was copied per candidate")
+
+    monkeypatch.setattr(DynamicLayer, "batch_repeat_interleave", refuse)
+    monkeypatch.setattr(DynamicLayer, "batch_select_indices", refuse)
+    result = core.generate(tiny_model, torch.tensor(PADDED_3), attention_mask=torch.tensor(PAD_MASK),
+                           max_new_tokens=10, penalty_alpha=0.6, top_k=4)
+    assert result.sequences.tolist() == ORACLE_4_55_4[4][-1]
+
+
+def test_the_head_runs_alone_only_where_the_logits_are_the_plain_head(tiny_model):
+    from core.lens import plain_head
+
+    def prefill(model):
+        with torch.no_grad():
+            return model(torch.tensor(PROMPT), output_hidden_states=True)
+
+    assert plain_head(tiny_model, prefill(tiny_model)) is tiny_model.lm_head
+    assert plain_head(tiny_gemma2(), prefill(tiny_gemma2())) is None  # softcapped after the head

@@ -21,7 +21,7 @@ from core.records import (AssistedStep, BeamNode, CacheInfo, Candidate, Contrast
 from core.strategies import get_strategy
 from playground import figures as F
 from playground.figures import beam_tree as bt
-from playground.figures.common import ACCEPTED, CORRECTED, HIGHLIGHT, REJECTED
+from playground.figures.common import ACCEPTED, CORRECTED, HIGHLIGHT, REJECTED, visible
 
 CSS = Path(__file__).resolve().parents[1] / "assets" / "style.css"
 
@@ -403,6 +403,46 @@ def test_dola_heatmap_cells_and_premature_layer_marks():
     assert list(marks.x) == [r.step for r in steps]
 
 
+@pytest.fixture(scope="module")
+def lensed():
+    import torch
+
+    from conftest import tiny_llama
+
+    recorder = ListRecorder(top_n=10, lens=True)
+    core.generate(tiny_llama(0, layers=3), torch.tensor([[3, 3, 1, 5, 9, 13], [1, 5, 9, 13, 17, 21]]),
+                  attention_mask=torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6]), max_new_tokens=5, recorder=recorder)
+    return recorder.trace
+
+
+@pytest.mark.parametrize("row", [0, 1])
+def test_lens_heatmap_holds_each_layers_probability_of_the_chosen_token(lensed, row):
+    (heat,) = F.lens_figure(lensed, row=row).data
+    assert heat.meta == "chosen_prob" and list(heat.y) == ["embeddings", "layer 1", "layer 2", "final"]
+    assert list(heat.x) == [r.step for r in lensed.steps]
+    for j, record in enumerate(lensed.steps):
+        for layer in record.lens[row]:
+            assert heat.z[layer.layer][j] == layer.chosen_prob
+            assert f"rank {layer.chosen_rank + 1}" in heat.hovertext[layer.layer][j]
+            assert repr(layer.top[0].text) in heat.hovertext[layer.layer][j]
+
+
+def test_lens_step_figure_shows_each_layers_top_tokens_and_marks_the_chosen_one(lensed):
+    record = lensed.steps[2]
+    fig = F.lens_step_figure(lensed, step=2, row=1)
+    heat = next(t for t in fig.data if t.meta == "top")
+    chosen = record.rows[1].chosen[0]
+    for i, layer in enumerate(record.lens[1]):
+        assert list(heat.z[i][:len(layer.top)]) == [c.prob for c in layer.top]
+        assert [t.removeprefix("★ ") for t in heat.text[i]] == [visible(c.text) for c in layer.top]
+    marks = next(t for t in fig.data if t.meta == "chosen")
+    assert "final" in marks.y and marks.x[list(marks.y).index("final")] == "#1"  # greedy: the final layer's top
+    assert fig.layout.title.text.startswith("Step 2 · row 1")
+    again = Trace.from_json(lensed.to_json())
+    assert F.lens_step_figure(again, 2, 1).to_json() == fig.to_json()
+    assert F.lens_figure(again, 0).to_json() == F.lens_figure(lensed, 0).to_json()
+
+
 def test_speculative_colours_each_draft_token_by_fate():
     steps = synthetic_assisted()
     fig = F.speculative_figure(steps)
@@ -449,7 +489,8 @@ def test_cache_lines_and_divergence_index():
 # --- empty inputs, round trip, real traces -----------------------------------------------------------------
 
 
-BUILDERS = [F.beam_tree_figure, F.candidates_figure, F.contrastive_figure, F.dola_figure, F.speculative_figure]
+BUILDERS = [F.beam_tree_figure, F.candidates_figure, F.contrastive_figure, F.dola_figure, F.speculative_figure,
+            F.lens_figure, F.lens_step_figure]
 
 
 @pytest.mark.parametrize("empty", [[], None, Trace("greedy_search", {}, [[1]])])
@@ -466,7 +507,8 @@ def test_empty_inputs_give_a_hint(empty):
 
 
 def test_figures_ignore_records_of_other_strategies(greedy):
-    for build in (F.beam_tree_figure, F.contrastive_figure, F.dola_figure, F.speculative_figure):
+    for build in (F.beam_tree_figure, F.contrastive_figure, F.dola_figure, F.speculative_figure, F.lens_figure,
+                  F.lens_step_figure):
         assert not build(greedy).data
 
 
@@ -500,7 +542,8 @@ def test_figures_import_no_gradio_and_every_module_has_a_caption():
     for path in Path(F.__file__).parent.glob("*.py"):
         assert not re.search(r"^\s*(import|from)\s+gradio", path.read_text(), re.M), path.name
     assert all(len(c) > 40 for c in F.CAPTIONS.values())
-    for module in (F.beam_tree, F.candidates, F.contrastive, F.dola, F.speculative, F.cache, F.tokens, F.compare):
+    for module in (F.beam_tree, F.candidates, F.contrastive, F.dola, F.speculative, F.cache, F.tokens, F.compare,
+                   F.lens):
         assert isinstance(module.CAPTION, str)
 
 

@@ -100,8 +100,9 @@ def test_step_mode_to_the_end_equals_one_generate(tiny_model, kwargs):
     assert torch.equal(ids, whole.sequences)
 
 
-@pytest.mark.parametrize("kwargs", [dict(do_sample=True, top_k=0), dict(do_sample=True, num_beams=2)],
-                         ids=["sample", "beam_sample"])
+@pytest.mark.parametrize("kwargs", [dict(do_sample=True, top_k=0), dict(do_sample=True, num_beams=2),
+                                    dict(do_sample=True, top_k=0, xtc_probability=0.5, xtc_threshold=0.02)],
+                         ids=["sample", "beam_sample", "sample_xtc"])
 def test_many_samples_in_one_batch_equal_their_seeded_single_runs(tiny_model, kwargs):
     n, seed = 6, 40
     batch = core.generate(tiny_model, PROMPT.expand(n, -1), generator=[new_generator(seed + i) for i in range(n)],

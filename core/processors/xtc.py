@@ -47,7 +47,7 @@ class XTCLogitsProcessor(LogitsProcessor):
     Tokens already at -inf never count as meeting the threshold (threshold 0 would otherwise keep one of them).
 
     Randomness comes only from ``generator`` (a ``torch.Generator``; None uses torch's default generator, so a
-    generator seeded s draws what ``torch.manual_seed(s)`` draws). Each call draws one uniform number per row,
+    generator seeded s draws what ``torch.manual_seed(s)`` draws; a list of them, one per row, as Sample N runs). Each call draws one uniform number per row,
     on the generator's device, whatever the outcome; a row acts when its number is below ``xtc_probability``
     (text-generation-webui draws one ``random.random()`` per call for its single row).
 
@@ -64,11 +64,18 @@ class XTCLogitsProcessor(LogitsProcessor):
         self.special_token_ids = special_token_ids
         self.generator = generator
 
+    def _uniform(self, batch: int) -> torch.Tensor:
+        """One uniform number per row [B]: from the generator, or from row b's own in a per-row list (what that row
+        alone would draw)."""
+        if isinstance(self.generator, (list, tuple)):
+            return torch.cat([torch.rand(1, generator=g, device=g.device) for g in self.generator[:batch]])
+        device = self.generator.device if self.generator is not None else torch.device("cpu")
+        return torch.rand(batch, generator=self.generator, device=device)
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.to(torch.float32)
         batch, vocab = scores.shape
-        device = self.generator.device if self.generator is not None else torch.device("cpu")
-        acts = torch.rand(batch, generator=self.generator, device=device).to(scores.device) < self.probability  # [B]
+        acts = self._uniform(batch).to(scores.device) < self.probability  # [B]
 
         probs = scores.softmax(-1)  # [B, V]
         sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)  # [B, V]

@@ -4,14 +4,27 @@ and keeps the one with the best ``(1 - penalty_alpha) * probability - penalty_al
 penalty``, where the penalty is the candidate's largest cosine similarity to the hidden states of
 the context. A port of transformers 4.55.4 ``_contrastive_search`` (its ``low_memory=False`` path) and
 ``_ranking_fast`` onto 5.x's ``Cache`` API; tokens are identical to 4.55.4.
+
+Two things 4.55.4 does at every step are left out where the model allows, without changing what is computed:
+- copying the cache: 4.55.4 repeats the whole KV cache ``top_k`` times before the candidates' forward and cuts it
+  back to the chosen rows after it. Here a decoder-only model's dynamic cache stays as it is; during the
+  candidates' forward each layer hands attention its states repeated once per candidate (the same tensors 4.55.4
+  attends to, built in one write) and keeps the new entries aside; then only the chosen candidate's entry is
+  appended (``SharedPrefix``). Encoder-decoder models and offloaded caches take 4.55.4's way (``RepeatedRows``).
+- the LM head on every candidate: only the chosen candidate's logits are used, so where the model's logits are
+  its LM head applied to its last hidden state (checked on the prompt), the candidates' forward computes no
+  logits and the head runs on the chosen row alone (for SmolLM2 in float32 the head on 4 rows costs ~2x one row).
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
-from transformers.cache_utils import BaseQuantizedLayer, DynamicLayer
+from transformers.cache_utils import BaseQuantizedLayer, DynamicLayer, DynamicSlidingWindowLayer
 from transformers.generation.utils import GenerationMode
 
+from ..lens import no_logits, plain_head
 from ..records import ContrastiveCandidate
 from . import register
 from .steps import Rows
@@ -41,8 +54,8 @@ def _last_hidden(model, outputs) -> torch.Tensor:
 
 
 def _check_cache(cache) -> None:
-    """Contrastive search repeats the cache ``top_k`` times per row and then keeps one copy: it needs a cache
-    whose layers can do both in place (dynamic ones; quantized and static layers cannot)."""
+    """Contrastive search reads the cache ``top_k`` times per row and then keeps one candidate's entry: it needs a
+    cache whose layers grow by concatenation (dynamic ones; quantized and static layers cannot)."""
     if cache is None:
         raise ValueError("`use_cache` must be True for contrastive search (it rolls the KV cache back to the chosen "
                          "candidate); got no cache")
@@ -53,6 +66,89 @@ def _check_cache(cache) -> None:
     if bad:
         raise ValueError("`cache_implementation` must be 'dynamic' (or unset) for contrastive search, which repeats "
                          f"and selects cache rows per candidate; got a {type(cache).__name__} with {', '.join(bad)}")
+
+
+def _repeated_then(prefix: torch.Tensor, new: torch.Tensor, top_k: int) -> torch.Tensor:
+    """``prefix`` [B, h, S, d] repeated ``top_k`` times per row, followed by ``new`` [B*K, h, n, d]: what
+    ``repeat_interleave`` then ``cat`` give, written once. Returns [B*K, h, S+n, d]."""
+    batch, heads, length, dim = prefix.shape
+    out = prefix.new_empty(batch, top_k, heads, length + new.shape[-2], dim)  # [B, K, h, S+n, d]
+    out[:, :, :, :length] = prefix[:, None]
+    out[:, :, :, length:] = new.view(batch, top_k, heads, -1, dim)
+    return out.view(batch * top_k, heads, -1, dim)
+
+
+class _CandidateLayer(DynamicLayer):
+    """One layer of the cache as the candidates' forward sees it: attention reads the base layer's states repeated
+    for each candidate plus that candidate's new entry, and nothing is stored until ``keep``."""
+
+    def __init__(self, base: DynamicLayer, top_k: int):
+        super().__init__()
+        self.base, self.top_k = base, top_k
+        self.is_sliding = base.is_sliding
+        self.is_initialized = True
+        self.new: tuple[torch.Tensor, torch.Tensor] | None = None  # the candidates' keys and values [B*K, h, 1, d]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        self.new = (key_states, value_states)
+        return (_repeated_then(self.base.keys, key_states, self.top_k),
+                _repeated_then(self.base.values, value_states, self.top_k))
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.base.get_mask_sizes(query_length)
+
+    def get_seq_length(self) -> int:
+        return self.base.get_seq_length()
+
+    def get_max_length(self) -> int:
+        return self.base.get_max_length()
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Append the new entries of ``rows`` [B] (indices into the B*K candidates) to the base layer."""
+        keys, values = self.new
+        self.base.update(keys[rows], values[rows])
+        self.new = None
+
+
+class SharedPrefix:
+    """The cache stays one row per sequence; the candidates' forward runs against a view of it (``_CandidateLayer``
+    per layer), after which the chosen candidates' entries are appended to it."""
+
+    def __init__(self, cache, top_k: int):
+        self.cache = cache
+        self.view = copy.copy(cache)  # the same cache object but for its layers
+        self.view.layers = [_CandidateLayer(layer, top_k) for layer in cache.layers]
+
+    @staticmethod
+    def fits(cache, model) -> bool:
+        """Decoder-only models with a resident cache of dynamic (or dynamic sliding-window) layers."""
+        return (not model.config.is_encoder_decoder and not getattr(cache, "offloading", False)
+                and all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in cache.layers))
+
+    def for_candidates(self):
+        return self.view
+
+    def keep(self, rows: torch.Tensor):
+        """The cache with the entries of ``rows`` [B] appended; returns it for ``model_kwargs``."""
+        for layer in self.view.layers:
+            layer.keep(rows.to(layer.base.keys.device))
+        return self.cache
+
+
+class RepeatedRows:
+    """4.55.4's way: the cache itself repeated ``top_k`` times per row for the candidates' forward, then cut back
+    to the chosen rows (encoder-decoder caches, whose cross-attention layers are read directly, and offloaded ones)."""
+
+    def __init__(self, cache, top_k: int):
+        self.cache, self.top_k = cache, top_k
+
+    def for_candidates(self):
+        self.cache.batch_repeat_interleave(self.top_k)  # rows [B] -> [B*K]
+        return self.cache
+
+    def keep(self, rows: torch.Tensor):
+        self.cache.batch_select_indices(rows)  # rows [B*K] -> [B]
+        return self.cache
 
 
 @register(GenerationMode.CONTRASTIVE_SEARCH)
@@ -84,13 +180,18 @@ def contrastive_search(model, input_ids, logits_processor, stopping_criteria, ge
     outputs = model._prefill(input_ids, generation_config, {**model_kwargs, "output_hidden_states": True})
     context_hidden = _last_hidden(model, outputs)  # [B, S, H]
     next_logits = outputs.logits[:, -1, :].to(copy=True, dtype=torch.float32, device=input_ids.device)  # [B, V]
+    head = plain_head(model, outputs)
     model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder=enc_dec)
     del outputs
+    cache = model_kwargs["cache"]
+    candidates_cache = (SharedPrefix if SharedPrefix.fits(cache, model) else RepeatedRows)(cache, top_k)
     # every later forward runs the K candidates of each row as one batch: attention mask, positions and
-    # encoder outputs are repeated once here; the cache is repeated before each candidate forward
+    # encoder outputs are repeated once here
     _, model_kwargs = model._expand_inputs_for_generation(input_ids=input_ids, expand_size=top_k,
                                                           is_encoder_decoder=enc_dec, **model_kwargs)
     model_kwargs["output_hidden_states"] = True
+    if head is not None:  # the candidates' forward computes no logits: the head runs on the chosen rows only
+        model_kwargs["logits_to_keep"] = no_logits(input_ids.device)
 
     with model._optimize_model_for_decode():
         while True:
@@ -99,13 +200,12 @@ def contrastive_search(model, input_ids, logits_processor, stopping_criteria, ge
             probs = torch.nn.functional.softmax(scores, dim=-1)
             top_k_probs, top_k_ids = torch.topk(probs, dim=-1, k=top_k)  # [B, K]
 
-            # b. one forward for all candidates: their hidden states and the logits that follow them
-            model_kwargs["cache"].batch_repeat_interleave(top_k)  # rows [B] -> [B*K]
+            # b. one forward for all candidates: their hidden states (and, without a plain head, their logits)
+            model_kwargs["cache"] = candidates_cache.for_candidates()  # rows [B] read as [B*K]
             model_inputs = model.prepare_inputs_for_generation(top_k_ids.view(-1, 1), **model_kwargs)
             outputs = model(**model_inputs, return_dict=True)
             del model_inputs
             candidate_hidden = _last_hidden(model, outputs)  # [B*K, 1, H]
-            candidate_logits = outputs.logits[:, -1, :].float()  # [B*K, V]
 
             # c. re-rank by confidence minus degeneration penalty
             selected, penalty, contrastive_score = _ranking_fast(
@@ -115,15 +215,18 @@ def contrastive_search(model, input_ids, logits_processor, stopping_criteria, ge
             selected = selected.to("cpu")
             flat_selected = torch.tensor([x + i * top_k for i, x in enumerate(selected.tolist())])  # [B] into [B*K]
 
-            # d. keep only the chosen candidate: its token, hidden state, logits and cache row
+            # d. keep only the chosen candidate: its token, hidden state, logits and cache entry
             next_tokens = top_k_ids[range(batch_size), selected]  # [B]
             chosen_hidden = torch.stack(torch.split(candidate_hidden.squeeze(dim=1), top_k))[range(batch_size), selected, :]
             context_hidden = torch.cat([context_hidden, chosen_hidden.unsqueeze(1)], dim=1)  # [B, S+1, H]
-            outputs.cache.batch_select_indices(flat_selected)  # rows [B*K] -> [B]
             raw_next_logits = next_logits
-            next_logits = torch.stack(torch.split(candidate_logits, top_k))[range(batch_size), selected, :]  # [B, V]
-            next_logits = next_logits.to(input_ids.device)
+            if head is not None:
+                next_logits = head(chosen_hidden.to(head.weight.device))  # [B, V]
+            else:
+                next_logits = torch.stack(torch.split(outputs.logits[:, -1, :], top_k))[range(batch_size), selected, :]
+            next_logits = next_logits.to(dtype=torch.float32, device=input_ids.device)  # [B, V]
             model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder=enc_dec)
+            model_kwargs["cache"] = candidates_cache.keep(flat_selected)  # rows [B]
             del outputs
 
             # e. append, record, stream, check stopping

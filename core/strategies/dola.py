@@ -5,6 +5,11 @@ distribution is furthest from the final layer's (Jensen-Shannon divergence, aver
 is contrasted. Then greedy or sampling as usual. A port of transformers 4.55.4 ``_dola_decoding``,
 ``_dola_select_contrast`` and ``_relative_top_filter`` onto 5.x's prefill / cache loop; tokens are
 identical to 4.55.4.
+
+Where 4.55.4 applies the LM head once per candidate layer, and the model once more for the final layer, each step
+here reads the LM head's weights once: the candidate layers' last hidden states and (after the prefill, for models
+whose logits are the plain head on the final hidden state) the final one go through it in one call, and the
+model's forward computes no logits. The logits then differ from 4.55.4's in the last bits (another GEMM shape).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from transformers.generation.utils import GenerationMode
 
+from ..lens import head_rows, last_states, lens_problem, no_logits, plain_head
 from ..records import DolaStep
 from . import register
 from .steps import Forward, Rows
@@ -50,8 +56,8 @@ def _relative_top_filter(scores: torch.Tensor, baseline_scores: torch.Tensor, re
     ``filter_value`` (final) and ``base_filter_value`` (premature), so their difference stays -inf."""
     scores_normalized = scores.log_softmax(dim=-1)  # [B, V]
     baseline_scores_normalized = baseline_scores.log_softmax(dim=-1)  # [B, V]
-    sorted_logits, _ = torch.sort(scores_normalized, descending=True)
-    min_thresh = sorted_logits[..., min_tokens_to_keep - 1]
+    # the value 4.55.4 reads from a full sort of the vocabulary; topk finds the same value without sorting it all
+    min_thresh = scores_normalized.topk(min_tokens_to_keep, dim=-1).values[..., min_tokens_to_keep - 1]
     probs_max = torch.max(scores_normalized, dim=-1).values
     probs_thresh = probs_max + np.log(relative_top)
     probs_thresh = torch.min(min_thresh, probs_thresh).unsqueeze(-1)  # [B, 1]
@@ -69,28 +75,41 @@ def js_divergences(final_logits: torch.Tensor, premature_logits: torch.Tensor) -
     avg_dist = 0.5 * (softmax_mature[None, :, :] + softmax_premature)  # [L, B, V]
     log_softmax_mature = F.log_softmax(final_logits, dim=-1)  # [B, V]
     log_softmax_premature = F.log_softmax(premature_logits, dim=-1)  # [L, B, V]
-    kl1 = F.kl_div(log_softmax_mature[None, :, :], avg_dist, reduction="none").mean(-1)  # [L, B]
-    kl2 = F.kl_div(log_softmax_premature, avg_dist, reduction="none").mean(-1)  # [L, B]
+    # 4.55.4 calls F.kl_div(input, target), which is xlogy(target, target) - target * input, twice with the same
+    # target: its first term is computed once here, as p * log p with 0 where p = 0 (xlogy's values, to the last
+    # bit or so: torch's vectorised log may round differently), several times faster on CPU
+    avg_log_avg = (avg_dist * avg_dist.log()).masked_fill_(avg_dist == 0, 0.0)  # [L, B, V]
+    kl1 = (avg_log_avg - avg_dist * log_softmax_mature[None, :, :]).mean(-1)  # [L, B]
+    kl2 = (avg_log_avg - avg_dist * log_softmax_premature).mean(-1)  # [L, B]
     return 0.5 * (kl1 + kl2)  # [L, B]
 
 
-def select_contrast(layers: list[int], premature: dict[int, torch.Tensor], final_logits: torch.Tensor,
+def layer_logits(lm_head, hidden_states, layers: list[int], device) -> torch.Tensor:
+    """The LM head read at each of ``layers``' last position, as 4.55.4 reads the candidate layers (no final norm;
+    ``-1``, the final hidden state, is already normed), in one call: the head's weights are read once per step,
+    not once per layer. ``hidden_states`` is the model's tuple of [B, S, H]; returns [L, B, V] on ``device``."""
+    weight_device = lm_head.weight.device  # with device_map="auto" the layers may sit on other devices
+    stacked = torch.stack([hidden_states[layer][:, -1, :].to(weight_device) for layer in layers])  # [L, B, H]
+    n_layers, batch, hidden = stacked.shape
+    return head_rows(lm_head, stacked.view(n_layers * batch, hidden)).view(n_layers, batch, -1).to(device)  # [L, B, V]
+
+
+def select_contrast(layers: list[int], premature: torch.Tensor, final_logits: torch.Tensor,
                     want_divergences: bool = False):
     """4.55.4 ``_dola_select_contrast``: pick the premature layer (one for the whole batch: the largest
-    batch-mean JS divergence) and contrast it with the final layer. Returns ``(contrasted [B, V], layer,
-    js [L, B] or None)``; with a single candidate layer no divergence is needed, so it is computed only
-    when ``want_divergences`` (recording)."""
+    batch-mean JS divergence) and contrast it with the final layer. ``premature`` [L, B, V] holds the candidate
+    layers' logits in ``layers`` order. Returns ``(contrasted [B, V], layer, js [L, B] or None)``; with a single
+    candidate layer no divergence is needed, so it is computed only when ``want_divergences`` (recording)."""
     js = None
     if len(layers) == 1:
-        layer = layers[0]
+        index = 0
         if want_divergences:
-            js = js_divergences(final_logits, premature[layer][None])
+            js = js_divergences(final_logits, premature)
     else:
-        stacked = torch.stack([premature[i] for i in layers], dim=0)  # [L, B, V]
-        js = js_divergences(final_logits, stacked)  # [L, B]
-        layer = layers[int(js.mean(-1).argmax().item())]
-    final_normalized, base_normalized = _relative_top_filter(final_logits, premature[layer])
-    return final_normalized - base_normalized, layer, js
+        js = js_divergences(final_logits, premature)  # [L, B]
+        index = int(js.mean(-1).argmax().item())
+    final_normalized, base_normalized = _relative_top_filter(final_logits, premature[index])
+    return final_normalized - base_normalized, layers[index], js
 
 
 @register(GenerationMode.DOLA_GENERATION)
@@ -108,8 +127,11 @@ def dola(model, input_ids, logits_processor, stopping_criteria, generation_confi
     if not layers:
         raise ValueError(f"`dola_layers` must name at least one layer below the final one "
                          f"({model.config.get_text_config().num_hidden_layers}); got {generation_config.dola_layers!r}")
+    if ctx.lens and lens_problem(model):
+        raise ValueError(f"`lens` must be off for this model: {lens_problem(model)}")
     # every forward returns the hidden states, which the candidate layers are read from
     model_kwargs["output_hidden_states"] = True
+    head, prefill = None, True  # head, after the prefill: the LM head, when the final layer is read with the others
 
     # 2. prefill: the whole prompt in one forward
     forward = Forward(model, input_ids, generation_config, model_kwargs)
@@ -120,10 +142,19 @@ def dola(model, input_ids, logits_processor, stopping_criteria, generation_confi
             # a. the next token's outputs (the prefill's on the first step)
             outputs, model_kwargs = forward(input_ids, model_kwargs)
 
-            # b. final-layer logits and the LM head read at each candidate layer (as 4.55.4: no final norm)
-            final_logits = outputs.logits[:, -1, :].float()  # [B, V]
-            premature = {layer: lm_head(outputs.hidden_states[layer][:, -1, :]).to(final_logits.device)
-                         for layer in layers}  # layer -> [B, V]
+            # b. final-layer logits and the LM head read at every candidate layer at once (as 4.55.4: no final norm);
+            #    after the prefill, where the model's logits are its plain head on the final hidden state, the final
+            #    layer is read in the same call and the model computes no logits of its own
+            if head is None:
+                final_logits = outputs.logits[:, -1, :].float()  # [B, V]
+                premature = layer_logits(lm_head, outputs.hidden_states, layers, final_logits.device)  # [L, B, V]
+                if prefill and "logits_to_keep" in model_kwargs and plain_head(model, outputs) is not None:
+                    head, model_kwargs["logits_to_keep"] = lm_head, no_logits(input_ids.device)
+                prefill = False
+            else:
+                both = layer_logits(head, outputs.hidden_states, [*layers, -1], input_ids.device)  # [L+1, B, V]
+                premature, final_logits = both[:-1], both[-1].float()  # [L, B, V], [B, V]
+            states = last_states(outputs.hidden_states) if ctx.lens else None  # [L, B, H]
             del outputs
 
             # c. contrast, then the processors on the contrasted scores
@@ -137,7 +168,8 @@ def dola(model, input_ids, logits_processor, stopping_criteria, generation_confi
             # e. append, record, stream, check stopping
             def record(chosen):
                 ctx.emit(ctx.row_steps(contrasted, scores, stages, chosen), cache=model_kwargs.get("cache"),
-                         dola=_steps(ctx, layers, js, chosen_layer, final_logits, contrasted, chosen))
+                         dola=_steps(ctx, layers, js, chosen_layer, final_logits, contrasted, chosen),
+                         lens=ctx.lens_rows(states, final_logits, chosen))
 
             input_ids, done = rows.append(input_ids, next_tokens, record)
             if done:

@@ -1,10 +1,12 @@
-"""Greedy search and multinomial sampling: one token per row per step (transformers ``_sample``)."""
+"""Greedy search and multinomial sampling: one token per row per step (transformers ``_sample``). With the logit
+lens asked for (``ListRecorder(lens=True)``), every forward also returns the hidden states, read per layer."""
 
 from __future__ import annotations
 
 import torch
 from transformers.generation.utils import GenerationMode
 
+from ..lens import last_states, lens_problem
 from . import register
 from .steps import Forward, Rows
 
@@ -12,6 +14,11 @@ from .steps import Forward, Rows
 @register(GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
 def sample(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx, **model_kwargs):
     # 1. setup, and the prefill: the whole prompt in one forward
+    if ctx.lens:
+        problem = lens_problem(model)
+        if problem:
+            raise ValueError(f"`lens` must be off for this model: {problem}")
+        model_kwargs["output_hidden_states"] = True
     forward = Forward(model, input_ids, generation_config, model_kwargs)
     rows = Rows(input_ids, generation_config, stopping_criteria, ctx)
 
@@ -22,6 +29,7 @@ def sample(model, input_ids, logits_processor, stopping_criteria, generation_con
 
             # b. processors on float32 logits
             logits = outputs.logits[:, -1].to(copy=True, dtype=torch.float32, device=input_ids.device)  # [B, V]
+            states = last_states(outputs.hidden_states) if ctx.lens else None  # [L, B, H]
             del outputs
             scores, stages = ctx.process(input_ids, logits, logits_processor)  # [B, V]
 
@@ -31,7 +39,8 @@ def sample(model, input_ids, logits_processor, stopping_criteria, generation_con
             # d. append, record, stream, check stopping
             input_ids, done = rows.append(
                 input_ids, next_tokens,
-                lambda chosen: ctx.emit(ctx.row_steps(logits, scores, stages, chosen), cache=model_kwargs.get("cache")))
+                lambda chosen: ctx.emit(ctx.row_steps(logits, scores, stages, chosen), cache=model_kwargs.get("cache"),
+                                        lens=ctx.lens_rows(states, logits, chosen)))
             if done:
                 break
 

@@ -9,6 +9,7 @@ from ..handlers import join_texts
 from ..fields import PORTED_GROUPS
 from . import register
 from .base import Figure, Plan, StrategyTab, View, candidates_panel
+from .lens_panel import lens_figures, with_lens
 
 
 class Dola(StrategyTab):
@@ -24,7 +25,7 @@ class Dola(StrategyTab):
     text_labels = ("DoLa text", "Greedy text (same settings, no dola_layers)")
     steppable = True
     figures = (Figure("Layer divergences", lambda v: dola.dola_figure(v.steps, v.row), dola.CAPTION),
-               candidates_panel())
+               candidates_panel(), *lens_figures())
 
     def controls(self):
         return {
@@ -36,7 +37,7 @@ class Dola(StrategyTab):
 
     def plans(self, kwargs, side, loaded, app):
         greedy = {k: v for k, v in kwargs.items() if k != "dola_layers"}
-        return [Plan("main", "DoLa", kwargs), Plan("greedy", "Greedy", greedy)]
+        return [with_lens(Plan("main", "DoLa", kwargs), loaded), Plan("greedy", "Greedy", greedy)]
 
     def texts(self, view: View):
         greedy = view.runs.get("greedy")

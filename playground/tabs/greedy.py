@@ -15,6 +15,7 @@ from transformers import GenerationConfig
 from ..fields import GREEDY_GROUPS
 from . import register
 from .base import AppContext, Plan, StrategyTab, candidates_panel, chain_panels
+from .lens_panel import lens_figures, with_lens
 
 
 def model_defaults(loaded) -> tuple[str, str]:
@@ -38,7 +39,7 @@ class Greedy(StrategyTab):
              "(`do_sample=False`, `num_beams=1`): deterministic, fast, and prone to repetition.")
     fixed = {"do_sample": False, "num_beams": 1}
     steppable = True
-    figures = (candidates_panel(), *chain_panels())
+    figures = (candidates_panel(), *chain_panels(), *lens_figures())
     advanced = GREEDY_GROUPS
 
     def controls(self):
@@ -61,7 +62,7 @@ class Greedy(StrategyTab):
     def plans(self, kwargs, side, loaded, app):
         if side["defaults_only"]:
             kwargs = {k: v for k, v in kwargs.items() if k != "max_new_tokens"}
-        return [Plan("main", self.title, kwargs)]
+        return [with_lens(Plan("main", self.title, kwargs), loaded)]
 
 
 register(Greedy())

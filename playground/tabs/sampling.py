@@ -6,7 +6,8 @@ import gradio as gr
 
 from ..fields import SAMPLING_GROUPS
 from . import register
-from .base import StrategyTab, candidates_panel, chain_panels, samples_panel
+from .base import Plan, StrategyTab, candidates_panel, chain_panels, samples_panel
+from .lens_panel import lens_figures, with_lens
 
 
 def sampling_controls(num_return_sequences: bool = True) -> dict:
@@ -39,11 +40,14 @@ class Sampling(StrategyTab):
     seeded = True
     steppable = True
     samples = True
-    figures = (candidates_panel(), *chain_panels(), samples_panel())
+    figures = (candidates_panel(), *chain_panels(), *lens_figures(), samples_panel())
     advanced = SAMPLING_GROUPS
 
     def controls(self):
         return sampling_controls()
+
+    def plans(self, kwargs, side, loaded, app):
+        return [with_lens(Plan("main", self.title, kwargs), loaded)]
 
 
 register(Sampling())

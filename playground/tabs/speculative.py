@@ -59,7 +59,8 @@ class Speculative(StrategyTab):
         if not assistant or assistant == PROMPT_LOOKUP:
             assisted = {k: v for k, v in kwargs.items() if k not in ASSISTANT_FIELDS}
             return [Plan("main", "Prompt lookup", assisted), Plan("greedy", "Greedy", greedy)]
-        helper = policy.load(app.models, assistant, "assistant_model")  # public mode: checked, sized, worded
+        # in the main model's precision; in public mode checked, sized and worded
+        helper = policy.load(app.models, policy.model_key(assistant, loaded.dtype), "assistant_model")
         assisted = {k: v for k, v in kwargs.items() if k != "prompt_lookup_num_tokens"}
         model_kwargs = {"assistant_model": helper.model}
         if helper.model.config.get_text_config().vocab_size != loaded.model.config.get_text_config().vocab_size:

@@ -1,0 +1,127 @@
+"""Per-layer readouts: the LM head applied to hidden states other than the final one.
+
+DoLa reads its candidate (premature) layers through the LM head as transformers 4.55.4 does, without the final
+norm (``head_rows``). The logit lens (nostalgebraist 2020) reads every layer through the final norm and the LM
+head (``readout``) and compares each layer's next-token distribution with the final one (``layer_lens``): the
+probability and rank it gives the token the step chose, its top tokens, and its KL divergence from the final
+layer. Shapes follow the legend in ``core.loop``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .records import Candidate, LayerLens
+
+HEAD_SLICE = 512  # output features per slice of the LM head's weight in ``head_rows``
+
+# Where a decoder keeps its final norm, by the names transformers' architectures give it.
+NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "ln_f", "norm_f")
+LENS_TOP_N = 5  # top tokens recorded per layer (at most the recorder's ``top_n``)
+
+
+def head_rows(lm_head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """``lm_head`` on a few rows of hidden states [N, H] -> [N, V]. On CPU in float32 a plain ``nn.Linear`` head is
+    applied in slices of ``HEAD_SLICE`` output features: MKL's GEMM for a handful of rows against the whole
+    vocabulary runs ~1.4x slower than on slices of it (measured with 8 rows on SmolLM2's 49152 x 576 head), and
+    each logit is the same dot product either way, so the result is the same."""
+    weight = getattr(lm_head, "weight", None)
+    if (type(lm_head) is not torch.nn.Linear or hidden.shape[0] < 2 or weight.device.type != "cpu"
+            or weight.dtype != torch.float32):
+        return lm_head(hidden)
+    bias = lm_head.bias.split(HEAD_SLICE) if lm_head.bias is not None else [None] * -(-weight.shape[0] // HEAD_SLICE)
+    return torch.cat([F.linear(hidden, w, b) for w, b in zip(weight.split(HEAD_SLICE), bias)], dim=-1)  # [N, V]
+
+
+def plain_head(model, outputs) -> torch.nn.Module | None:
+    """The LM head of a decoder-only ``model`` when its logits are that head applied to the last hidden state and
+    its forward can skip computing them (``logits_to_keep``), else None. Checked on ``outputs`` of a forward with
+    ``output_hidden_states`` (the prefill's): the head on the last hidden state must give the model's logits to
+    float rounding (a plain head gives them to the bit: the same GEMM on the same rows), and the config must name no
+    softcapping, which small logits could hide. Strategies that need logits for only some rows skip the model's own
+    and apply this head to those rows."""
+    head = model.get_output_embeddings()
+    if (head is None or model.config.is_encoder_decoder or not model._supports_logits_to_keep()
+            or getattr(model.config.get_text_config(), "final_logit_softcapping", None) is not None):
+        return None
+    with torch.no_grad():
+        logits = outputs.logits[:, -1, :].float()  # [B, V]
+        again = head(outputs.hidden_states[-1][:, -1, :].to(head.weight.device)).float().to(logits.device)  # [B, V]
+    scale = float(logits.abs().max().clamp(min=1.0))
+    return head if torch.allclose(again, logits, rtol=1e-5, atol=1e-6 * scale) else None
+
+
+def no_logits(device) -> torch.Tensor:
+    """The ``logits_to_keep`` that makes a forward compute no logits (its ``logits`` are [B, 0, V])."""
+    return torch.empty(0, dtype=torch.long, device=device)
+
+
+# --- the logit lens -------------------------------------------------------------------------------------------
+def final_norm(model) -> torch.nn.Module | None:
+    """The norm a decoder-only ``model`` applies to its last layer's output before the LM head (None if it has
+    none under a known name)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    for holder in (decoder, getattr(model, "model", None), getattr(model, "transformer", None)):
+        for name in NORM_NAMES:
+            norm = getattr(holder, name, None) if holder is not None else None
+            if isinstance(norm, torch.nn.Module):
+                return norm
+    return None
+
+
+def lens_problem(model) -> str:
+    """Why the logit lens cannot read ``model`` ("" when it can), worded for a ``ValueError``."""
+    if model.config.is_encoder_decoder:
+        return f"the logit lens reads a decoder-only model's layers; got the encoder-decoder {type(model).__name__}"
+    if model.get_output_embeddings() is None:
+        return f"the logit lens needs an LM head; {type(model).__name__} has none"
+    if final_norm(model) is None:
+        return (f"the logit lens needs the final norm of {type(model).__name__}'s decoder, found under none of the "
+                f"names {', '.join(NORM_NAMES)}")
+    return ""
+
+
+def readout(model, hidden: torch.Tensor) -> torch.Tensor:
+    """Hidden states [N, H] read as the model reads its last one: final norm, LM head, and the softcapping its
+    config names. Returns float32 logits [N, V]."""
+    head = model.get_output_embeddings()
+    norm = final_norm(model)
+    logits = head_rows(head, norm(hidden.to(head.weight.device))).float()  # [N, V]
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def last_states(hidden_states) -> torch.Tensor:
+    """The last position of every hidden state the model returned but the final one (which the LM head already
+    read): ``hidden_states`` is a tuple of L+1 tensors [B, S, H]; returns [L, B, H] (embeddings first)."""
+    device = hidden_states[-1].device
+    return torch.stack([h[:, -1, :].to(device) for h in hidden_states[:-1]])  # [L, B, H]
+
+
+def layer_lens(model, states: torch.Tensor, final_logits: torch.Tensor, chosen: list[list[int]], text,
+               top_n: int = LENS_TOP_N) -> list[list[LayerLens]]:
+    """The logit lens per row: one ``LayerLens`` per layer, embeddings first, the last one read from
+    ``final_logits`` [B, V] (the logits the step chose from before its processors, so that it agrees with the step's
+    candidates); the others from ``states`` [L, B, H] (``last_states``) through ``readout``. ``chosen`` is the token
+    list per row (its first token is compared); ``text(id)`` decodes a token."""
+    n_layers, batch, hidden = states.shape
+    logits = torch.cat([readout(model, states.reshape(n_layers * batch, hidden)).view(n_layers, batch, -1),
+                        final_logits.float().to(states.device)[None]])  # [L+1, B, V]
+    probs = logits.softmax(-1)  # [L+1, B, V]
+    log_probs = logits.log_softmax(-1)  # [L+1, B, V]
+    final_log_probs = log_probs[-1]  # [B, V]
+    kl = (probs[-1] * (final_log_probs - log_probs)).sum(-1)  # [L+1, B]: KL(final || layer)
+    kl[-1] = 0.0  # the final layer against itself (the sum leaves rounding there)
+    top = logits.topk(top_n, dim=-1)  # [L+1, B, top_n]
+    top_ids, top_logits = top.indices.tolist(), top.values.tolist()
+    top_probs = probs.gather(-1, top.indices).tolist()
+    chosen_ids = torch.tensor([row[0] for row in chosen], device=logits.device)  # [B]
+    chosen_logits = logits.gather(-1, chosen_ids.expand(n_layers + 1, batch)[..., None])  # [L+1, B, 1]
+    chosen_probs = probs.gather(-1, chosen_ids.expand(n_layers + 1, batch)[..., None])[..., 0].tolist()  # [L+1, B]
+    ranks = (logits > chosen_logits).sum(-1).tolist()  # [L+1, B]
+    kl = kl.tolist()
+    return [[LayerLens(layer, [Candidate(i, text(i), lg, p, lg, p) for i, lg, p in
+                               zip(top_ids[layer][row], top_logits[layer][row], top_probs[layer][row])],
+                       chosen_probs[layer][row], int(ranks[layer][row]), max(kl[layer][row], 0.0))
+             for layer in range(n_layers + 1)] for row in range(batch)]

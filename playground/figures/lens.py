@@ -1,0 +1,100 @@
+"""The logit lens: how each layer of the model would have predicted the step's token (``StepRecord.lens``)."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from core.records import LayerLens, StepRecord
+
+from .common import CHOSEN, Steps, empty_figure, finish, pick, plotly_text, records, row_of, visible
+
+CAPTION = ("The logit lens reads every layer's hidden state through the model's final norm and LM head, as if the "
+           "model stopped there. Each cell is the probability a layer (rows, the embeddings at the bottom) gives "
+           "the token the step chose (columns): a column that lights up only near the top is a prediction the "
+           "last layers made. Hover a cell for that layer's top tokens and its KL divergence from the final layer. "
+           "Reading every layer costs about one more LM head per layer and step.")
+STEP_CAPTION = ("Each layer's most probable next tokens at the picked step, most probable on the left, coloured by "
+                "that layer's probability; ★ marks the token the step chose.")
+NO_LENS = "Generate to see each layer's prediction here (models with a final norm and an LM head)."
+
+
+def _label(layer: int, last: int) -> str:
+    return "embeddings" if layer == 0 else "final" if layer == last else f"layer {layer}"
+
+
+def _lens_records(steps: Steps, row: int) -> list[StepRecord]:
+    return [r for r in records(steps) if r.lens and row < len(r.lens)]
+
+
+def _top_text(layer: LayerLens, n: int = 5) -> str:
+    return ", ".join(f"{plotly_text(repr(c.text))} {c.prob:.3f}" for c in layer.top[:n])
+
+
+def lens_figure(steps: Steps, row: int = 0) -> go.Figure:
+    """Heatmap with y = layers (embeddings first), x = steps, z = ``LayerLens.chosen_prob``; hover: the chosen token's
+    rank, the layer's top tokens and its KL divergence from the final layer."""
+    recs = _lens_records(steps, row)
+    if not recs:
+        return empty_figure(NO_LENS, "Logit lens")
+    layers = len(recs[0].lens[row])
+    last = layers - 1
+    xs = [r.step for r in recs]
+    chosen = [row_of(r, row).chosen[0] if row_of(r, row) else None for r in recs]
+    texts = {c.token_id: c.text for r in recs for layer in r.lens[row] for c in layer.top}
+    texts.update({c.token_id: c.text for r in recs for rs in r.rows for c in rs.candidates})
+    z = [[None] * len(recs) for _ in range(layers)]  # [layers][steps]
+    hover = [[""] * len(recs) for _ in range(layers)]
+    for j, r in enumerate(recs):
+        token = plotly_text(repr(texts.get(chosen[j], str(chosen[j]))))
+        for layer in r.lens[row][:layers]:
+            z[layer.layer][j] = layer.chosen_prob
+            hover[layer.layer][j] = (f"step {r.step} · {_label(layer.layer, last)}<br>chose {token}: p "
+                                     f"{layer.chosen_prob:.4f}, rank {layer.chosen_rank + 1}<br>KL to final "
+                                     f"{layer.kl_to_final:.3f}<br>top: {_top_text(layer)}")
+    labels = [_label(i, last) for i in range(layers)]
+    fig = go.Figure(go.Heatmap(x=xs, y=labels, z=z, zmin=0.0, zmax=1.0, colorscale="Viridis", meta="chosen_prob",
+                               name="probability of the chosen token", colorbar=dict(title="p(chosen)"),
+                               hovertext=hover, hoverinfo="text"))
+    finish(fig, f"Logit lens · row {row}: each layer's probability of the chosen token",
+           height=max(360, 120 + 14 * layers), uirevision=f"lens-{row}")
+    fig.update_layout(xaxis=dict(title="step (chosen token)", tickvals=xs,
+                                 ticktext=[f"{x} {visible(texts.get(t, ''))}" for x, t in zip(xs, chosen)],
+                                 tickangle=-45),
+                      yaxis=dict(title="layer", type="category", categoryorder="array", categoryarray=labels))
+    return fig
+
+
+def lens_step_figure(steps: Steps, step: int = -1, row: int = 0) -> go.Figure:
+    """For one step (negative counts from the latest): y = layers, x = rank of the layer's top tokens, z = their
+    probability, each cell labelled with its token."""
+    rec = pick(_lens_records(steps, row), step)
+    if rec is None:
+        return empty_figure(NO_LENS, "Logit lens at the picked step")
+    lens_row = rec.lens[row]
+    last = len(lens_row) - 1
+    rs = row_of(rec, row)
+    chosen = rs.chosen[0] if rs else None
+    width = max(len(layer.top) for layer in lens_row)
+    labels = [_label(layer.layer, last) for layer in lens_row]
+    z = [[c.prob for c in layer.top] + [None] * (width - len(layer.top)) for layer in lens_row]
+    text = [[("★ " if c.token_id == chosen else "") + visible(c.text) for c in layer.top] for layer in lens_row]
+    hover = [[f"{_label(layer.layer, last)} · rank {k + 1}<br><b>{plotly_text(repr(c.text))}</b> (id {c.token_id})"
+              f"<br>p {c.prob:.4f}, logit {c.logit:.3f}" for k, c in enumerate(layer.top)] for layer in lens_row]
+    fig = go.Figure(go.Heatmap(x=[f"#{k + 1}" for k in range(width)], y=labels, z=z, zmin=0.0, zmax=1.0,
+                               colorscale="Viridis", text=text, texttemplate="%{text}", hovertext=hover,
+                               hoverinfo="text", meta="top", colorbar=dict(title="p")))
+    chosen_at = [(f"#{k + 1}", label) for layer, label in zip(lens_row, labels)
+                 for k, c in enumerate(layer.top) if c.token_id == chosen]
+    if chosen_at:
+        fig.add_trace(go.Scatter(x=[x for x, _ in chosen_at], y=[y for _, y in chosen_at], mode="markers",
+                                 name="chosen token", meta="chosen", hoverinfo="skip",
+                                 marker=dict(symbol="square-open", size=22, color=CHOSEN, line=dict(width=2))))
+    token = plotly_text(repr(next((c.text for c in lens_row[-1].top if c.token_id == chosen), str(chosen))))
+    finish(fig, f"Step {rec.step} · row {row}: each layer's top tokens (chose {token})",
+           height=max(360, 120 + 14 * len(lens_row)), uirevision=f"lens-step-{row}")
+    fig.update_layout(xaxis=dict(title="rank in the layer"),
+                      yaxis=dict(title="layer", type="category", categoryorder="array", categoryarray=labels))
+    return fig
+
+
+__all__ = ["CAPTION", "STEP_CAPTION", "lens_figure", "lens_step_figure"]

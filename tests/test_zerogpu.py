@@ -1,0 +1,125 @@
+"""``playground.zerogpu``: a no-op unless ``SPACE_ID`` is set and ``spaces`` importable; there, generation runs in
+the ``@spaces.GPU`` function with arguments and events that survive pickling (ZeroGPU's worker boundary), a GPU time
+that grows with ``max_new_tokens``, and the same tokens as ``core.stream``."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pickle
+import sys
+import types
+
+import pytest
+import torch
+
+import core
+from core.rng import new_generator
+from playground import zerogpu
+
+PROMPT = [[1, 5, 9, 13, 17, 21]]
+
+
+@pytest.fixture
+def reload_zerogpu(monkeypatch):
+    """Reload the module under the environment a test sets up, and again under the real one afterwards."""
+    yield lambda: importlib.reload(zerogpu)
+    monkeypatch.undo()
+    importlib.reload(zerogpu)
+
+
+def _tokens(events) -> list[list[int]]:
+    final = [e for e in events if e.done][-1]
+    return final.result.sequences.tolist()
+
+
+def _plain(model, **kwargs):
+    return _tokens(core.stream(model, torch.tensor(PROMPT), **kwargs))
+
+
+@pytest.mark.parametrize("space_id, spaces_importable", [("", True), ("user/space", False), ("", False)])
+def test_a_no_op_unless_on_a_space_with_spaces(monkeypatch, reload_zerogpu, tiny_model, space_id, spaces_importable):
+    monkeypatch.setenv("SPACE_ID", space_id)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: real_find_spec(name, *a) if spaces_importable or name != "spaces" else None)
+    module = reload_zerogpu()
+    assert not module.on_zerogpu() and module._on_gpu is None
+    events = list(module.stream(tiny_model, torch.tensor(PROMPT), max_new_tokens=5, generator=new_generator(3),
+                                do_sample=True))
+    assert _tokens(events) == _plain(tiny_model, max_new_tokens=5, generator=new_generator(3), do_sample=True)
+
+
+def test_gpu_time_grows_with_max_new_tokens_and_is_capped():
+    assert zerogpu.gpu_seconds(None) == zerogpu.gpu_seconds(zerogpu.DEFAULT_TOKENS)
+    assert zerogpu.BASE_S < zerogpu.gpu_seconds(32) < zerogpu.gpu_seconds(512) <= zerogpu.MAX_S
+    assert zerogpu.gpu_seconds(10**6) == zerogpu.MAX_S
+
+
+def fake_spaces(calls: list) -> types.ModuleType:
+    """A ``spaces`` whose ``GPU`` runs the function here, as ZeroGPU's worker would: its arguments and each event it
+    yields go through pickle, and the duration is asked with the function's own arguments."""
+    module = types.ModuleType("spaces")
+
+    def gpu(duration):
+        def wrap(fn):
+            def run(*args):
+                calls.append((duration(*args), args))
+                args = pickle.loads(pickle.dumps(args))
+                for event in fn(*args):
+                    yield pickle.loads(pickle.dumps(event))
+            return run
+        return wrap
+
+    module.GPU = gpu
+    return module
+
+
+def test_on_zerogpu_runs_inside_the_gpu_function_with_picklable_arguments_and_cpu_results(
+        monkeypatch, reload_zerogpu, tiny_model, tiny_assistant):
+    from conftest import tiny_llama
+
+    calls: list[int] = []
+    monkeypatch.setenv("SPACE_ID", "user/space")
+    monkeypatch.setitem(sys.modules, "spaces", fake_spaces(calls))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "spaces"
+                        else real_find_spec(name, *a))
+    module = reload_zerogpu()
+    assert module.on_zerogpu() and module._on_gpu is not None
+    lens_model = tiny_llama(0, layers=3)
+    settings = dict(max_new_tokens=40, do_sample=True, top_k=10, lens=True)
+    ours, plain = new_generator(7), new_generator(7)
+    events = list(module.stream(lens_model, torch.tensor(PROMPT), generator=ours, **settings))
+    ((seconds, (model, ids, states, many, kwargs)),) = calls
+    assert seconds == module.gpu_seconds(40) and not many
+    assert torch.equal(states[0], new_generator(7).get_state())
+    assert isinstance(model, module.Lent) and ids.device.type == "cpu" and "generator" not in kwargs
+    assert _tokens(events) == _plain(lens_model, generator=plain, **settings)
+    assert torch.equal(ours.get_state(), plain.get_state())  # the caller's generator drew what the worker's drew
+    assert all(e.record.lens for e in events if e.record is not None)
+    assert events[-1].result.sequences.device.type == "cpu"
+    # one generator per row (Sample N) travels as a list of states and comes back into each
+    rows, plain_rows = [new_generator(s) for s in (1, 2)], [new_generator(s) for s in (1, 2)]
+    batch = torch.tensor(PROMPT * 2)
+    sampled = list(module.stream(tiny_model, batch, generator=rows, max_new_tokens=5, do_sample=True))
+    assert calls[-1][1][3] is True
+    assert _tokens(sampled) == _tokens(core.stream(tiny_model, batch, generator=plain_rows, max_new_tokens=5,
+                                                   do_sample=True))
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(rows, plain_rows))
+    # an assistant model is lent too, not pickled
+    assisted = list(module.stream(tiny_model, torch.tensor(PROMPT), assistant_model=tiny_assistant, max_new_tokens=6))
+    assert _tokens(assisted) == _plain(tiny_model, assistant_model=tiny_assistant, max_new_tokens=6)
+    assert isinstance(calls[-1][1][4]["assistant_model"], module.Lent)
+    assert not module._LENT  # everything lent came back
+
+
+def test_with_the_real_spaces_package_off_zerogpu(monkeypatch, reload_zerogpu, tiny_model):
+    """The installed ``spaces`` outside ZeroGPU: its ``GPU`` changes nothing, and neither does the wrapper."""
+    if importlib.util.find_spec("spaces") is None:
+        pytest.skip("spaces is not installed")
+    monkeypatch.setenv("SPACE_ID", "user/space")
+    module = reload_zerogpu()
+    assert module.on_zerogpu()
+    events = list(module.stream(tiny_model, torch.tensor(PROMPT), max_new_tokens=5))
+    assert _tokens(events) == _plain(tiny_model, max_new_tokens=5)
