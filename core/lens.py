@@ -104,7 +104,8 @@ def layer_lens(model, states: torch.Tensor, final_logits: torch.Tensor, chosen: 
     """The logit lens per row: one ``LayerLens`` per layer, embeddings first, the last one read from
     ``final_logits`` [B, V] (the logits the step chose from before its processors, so that it agrees with the step's
     candidates); the others from ``states`` [L, B, H] (``last_states``) through ``readout``. ``chosen`` is the token
-    list per row (its first token is compared); ``text(id)`` decodes a token."""
+    list per row (its first token is compared; a row that had already finished chose none, and gets no layers);
+    ``text(id)`` decodes a token."""
     n_layers, batch, hidden = states.shape
     logits = torch.cat([readout(model, states.reshape(n_layers * batch, hidden)).view(n_layers, batch, -1),
                         final_logits.float().to(states.device)[None]])  # [L+1, B, V]
@@ -116,7 +117,7 @@ def layer_lens(model, states: torch.Tensor, final_logits: torch.Tensor, chosen: 
     top = logits.topk(top_n, dim=-1)  # [L+1, B, top_n]
     top_ids, top_logits = top.indices.tolist(), top.values.tolist()
     top_probs = probs.gather(-1, top.indices).tolist()
-    chosen_ids = torch.tensor([row[0] for row in chosen], device=logits.device)  # [B]
+    chosen_ids = torch.tensor([row[0] if row else 0 for row in chosen], device=logits.device)  # [B]
     chosen_logits = logits.gather(-1, chosen_ids.expand(n_layers + 1, batch)[..., None])  # [L+1, B, 1]
     chosen_probs = probs.gather(-1, chosen_ids.expand(n_layers + 1, batch)[..., None])[..., 0].tolist()  # [L+1, B]
     ranks = (logits > chosen_logits).sum(-1).tolist()  # [L+1, B]
@@ -124,4 +125,4 @@ def layer_lens(model, states: torch.Tensor, final_logits: torch.Tensor, chosen: 
     return [[LayerLens(layer, [Candidate(i, text(i), lg, p, lg, p) for i, lg, p in
                                zip(top_ids[layer][row], top_logits[layer][row], top_probs[layer][row])],
                        chosen_probs[layer][row], int(ranks[layer][row]), max(kl[layer][row], 0.0))
-             for layer in range(n_layers + 1)] for row in range(batch)]
+             for layer in range(n_layers + 1)] if chosen[row] else [] for row in range(batch)]

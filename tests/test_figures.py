@@ -432,6 +432,7 @@ def test_lens_step_figure_shows_each_layers_top_tokens_and_marks_the_chosen_one(
     fig = F.lens_step_figure(lensed, step=2, row=1)
     heat = next(t for t in fig.data if t.meta == "top")
     chosen = record.rows[1].chosen[0]
+    assert record.lens[1][-1].top[0].token_id == chosen and heat.text[-1][0].startswith("★ ")
     for i, layer in enumerate(record.lens[1]):
         assert list(heat.z[i][:len(layer.top)]) == [c.prob for c in layer.top]
         assert [t.removeprefix("★ ") for t in heat.text[i]] == [visible(c.text) for c in layer.top]
@@ -441,6 +442,24 @@ def test_lens_step_figure_shows_each_layers_top_tokens_and_marks_the_chosen_one(
     again = Trace.from_json(lensed.to_json())
     assert F.lens_step_figure(again, 2, 1).to_json() == fig.to_json()
     assert F.lens_figure(again, 0).to_json() == F.lens_figure(lensed, 0).to_json()
+
+
+def test_lens_figures_stop_where_a_row_finished(lensed):
+    import torch
+
+    from conftest import tiny_llama
+
+    eos = lensed.steps[1].rows[0].chosen[0]  # the first row ends at its second token
+    recorder = ListRecorder(top_n=10, lens=True)
+    core.generate(tiny_llama(0, layers=3), torch.tensor([[3, 3, 1, 5, 9, 13], [1, 5, 9, 13, 17, 21]]),
+                  attention_mask=torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6]), max_new_tokens=5, recorder=recorder,
+                  eos_token_id=eos)
+    trace = recorder.trace
+    ran = [r.step for r in trace.steps if r.rows[0].chosen]
+    assert ran == [0, 1] and len(trace.steps) > 2
+    assert list(F.lens_figure(trace, row=0).data[0].x) == ran
+    assert F.lens_step_figure(trace, step=-1, row=0).layout.title.text.startswith("Step 1 · row 0")
+    assert list(F.lens_figure(trace, row=1).data[0].x) == [r.step for r in trace.steps]
 
 
 def test_speculative_colours_each_draft_token_by_fate():

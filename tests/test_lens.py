@@ -87,6 +87,18 @@ def test_batch_rows_each_get_their_own_lens(model):
             assert lens_row[-1].top[0].token_id == record.rows[row].chosen[0]  # greedy: the final layer's top
 
 
+def test_rows_that_finished_get_no_layers(model):
+    """A batch whose first row reaches EOS early (as in Sample N): the rows still running keep their lens."""
+    _, free = _run(model, PADDED, PAD_MASK)
+    eos = free.steps[1].rows[0].chosen[0]  # the first row's second token ends it
+    assert eos not in [r.chosen[0] for step in free.steps for r in step.rows if r.row == 1]
+    _, trace = _run(model, PADDED, PAD_MASK, eos_token_id=eos)
+    assert trace.steps[1].rows[0].chosen == [eos] and len(trace.steps) > 2
+    for record in trace.steps[2:]:
+        assert record.rows[0].chosen == [] and record.lens[0] == []
+        assert len(record.lens[1]) == LAYERS + 1 and record.lens[1][-1].top[0].token_id == record.rows[1].chosen[0]
+
+
 def test_dola_lens_agrees_with_the_final_layer_dola_contrasts():
     model = tiny_llama(0, layers=6)
     result, trace = _run(model, dola_layers="high")

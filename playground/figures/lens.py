@@ -23,7 +23,8 @@ def _label(layer: int, last: int) -> str:
 
 
 def _lens_records(steps: Steps, row: int) -> list[StepRecord]:
-    return [r for r in records(steps) if r.lens and row < len(r.lens)]
+    """The steps that recorded ``row``'s lens (none once the row has finished)."""
+    return [r for r in records(steps) if r.lens and row < len(r.lens) and r.lens[row]]
 
 
 def _top_text(layer: LayerLens, n: int = 5) -> str:
