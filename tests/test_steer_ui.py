@@ -102,9 +102,10 @@ def test_sample_many_equals_its_seeded_single_runs(client):
     assert "×4 (seeds 20..23)" in many["status"]
     rows = trace_of(many).sequences
     assert len(rows) == 4
+    assert all(step.lens is None for step in trace_of(many).steps)  # the tab's logit lens is left out of Sample N
     for i in range(4):
         single = trace_of(call(client, "sampling_generate", "sampling", **{**settings, "seed": 20 + i}))
-        assert rows[i][:len(single.sequences[0])] == single.sequences[0]
+        assert rows[i][:len(single.sequences[0])] == single.sequences[0] and single.steps[0].lens
     tree = many["figure:Samples"]
     counts = [p for t in json.loads(tree["plot"])["data"] if t.get("meta") == "branches" for p in t["customdata"]]
     assert sum(c for c in counts[:1]) <= 4 and max(counts) <= 4  # counts of the first steps add up to N

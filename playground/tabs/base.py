@@ -19,7 +19,7 @@ import inspect
 import json
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -435,7 +435,9 @@ class TabUI:
         def starts():
             loaded, plans, input_ids, _, note = self._setup(model_name, prompt, chat, extra, values)
             start = steering.sample_many(input_ids, plans[0].kwargs, int(n), self._seed(seed), plans[0].label)
-            return [(plans[0], start)], loaded, prompt, note
+            # no logit lens: the samples' tree shows none of it, and N rows of it would cost N times a lens
+            plan = replace(plans[0], model_kwargs={k: v for k, v in plans[0].model_kwargs.items() if k != "lens"})
+            return [(plan, start)], loaded, prompt, note
 
         yield from self._run(starts, branches, request)
 
