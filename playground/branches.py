@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from core.records import Trace
@@ -65,9 +65,13 @@ class Branches:
     entries: "OrderedDict[str, Entry]" = field(default_factory=OrderedDict)
 
     def add(self, tab: str, label: str, prompt: str, trace: Trace) -> Entry:
-        """Keep a finished (or paused) run; an entry of the same run id is replaced (a step-mode run grows)."""
+        """Keep a finished (or paused) run; an entry of the same run id is replaced (a step-mode run grows). Its
+        logit lens stays with the tab's run only: the tree shows none of it, and it is ~10x the rest of a step's
+        records (a layer each), which 64 runs per session would hold for nothing."""
         if not trace.run_id:
             raise ValueError("a run needs a run_id to join the branch tree")
+        if any(step.lens for step in trace.steps):
+            trace = replace(trace, steps=[replace(step, lens=None) for step in trace.steps])
         entry = Entry(trace.run_id, tab, label, prompt, trace)
         self.entries[trace.run_id] = entry
         self.entries.move_to_end(trace.run_id)

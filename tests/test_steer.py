@@ -131,3 +131,13 @@ def test_the_session_tree_keeps_at_most_max_runs_dropping_runs_nobody_continues(
         # a parent never goes while a run that continues it stays
         assert all(e.parent is None or e.parent in branches.entries for e in branches.entries.values())
     assert len(branches.entries) == MAX_RUNS
+
+
+def test_the_session_tree_keeps_runs_without_their_logit_lens(tiny_model):
+    from playground.branches import Branches
+
+    trace = core.generate(tiny_model, PROMPT, recorder=core.ListRecorder(lens=True), max_new_tokens=4).trace
+    entry = Branches().add("greedy", "Greedy", "p", trace)
+    assert all(step.lens for step in trace.steps)  # the tab's own run keeps it
+    assert all(step.lens is None for step in entry.trace.steps)
+    assert [s.rows for s in entry.trace.steps] == [s.rows for s in trace.steps] and entry.trace.run_id == trace.run_id
