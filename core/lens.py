@@ -19,6 +19,7 @@ HEAD_SLICE = 512  # output features per slice of the LM head's weight in ``head_
 # Where a decoder keeps its final norm, by the names transformers' architectures give it.
 NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "ln_f", "norm_f")
 LENS_TOP_N = 5  # top tokens recorded per layer (at most the recorder's ``top_n``)
+LENS_CHUNK = 8  # layers read through the head at once by ``layer_lens``
 
 
 def head_rows(lm_head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -103,26 +104,33 @@ def layer_lens(model, states: torch.Tensor, final_logits: torch.Tensor, chosen: 
                top_n: int = LENS_TOP_N) -> list[list[LayerLens]]:
     """The logit lens per row: one ``LayerLens`` per layer, embeddings first, the last one read from
     ``final_logits`` [B, V] (the logits the step chose from before its processors, so that it agrees with the step's
-    candidates); the others from ``states`` [L, B, H] (``last_states``) through ``readout``. ``chosen`` is the token
-    list per row (its first token is compared; a row that had already finished chose none, and gets no layers);
+    candidates); the others from ``states`` [L, B, H] (``last_states``) through ``readout``, ``LENS_CHUNK`` layers at
+    a time (a [L, B, V] block and its softmaxes at once would be tens of MB per step). ``chosen`` is the token list
+    per row (its first token is compared; a row that had already finished chose none, and gets no layers);
     ``text(id)`` decodes a token."""
     n_layers, batch, hidden = states.shape
-    logits = torch.cat([readout(model, states.reshape(n_layers * batch, hidden)).view(n_layers, batch, -1),
-                        final_logits.float().to(states.device)[None]])  # [L+1, B, V]
-    probs = logits.softmax(-1)  # [L+1, B, V]
-    log_probs = logits.log_softmax(-1)  # [L+1, B, V]
-    final_log_probs = log_probs[-1]  # [B, V]
-    kl = (probs[-1] * (final_log_probs - log_probs)).sum(-1)  # [L+1, B]: KL(final || layer)
-    kl[-1] = 0.0  # the final layer against itself (the sum leaves rounding there)
-    top = logits.topk(top_n, dim=-1)  # [L+1, B, top_n]
-    top_ids, top_logits = top.indices.tolist(), top.values.tolist()
-    top_probs = probs.gather(-1, top.indices).tolist()
-    chosen_ids = torch.tensor([row[0] if row else 0 for row in chosen], device=logits.device)  # [B]
-    chosen_logits = logits.gather(-1, chosen_ids.expand(n_layers + 1, batch)[..., None])  # [L+1, B, 1]
-    chosen_probs = probs.gather(-1, chosen_ids.expand(n_layers + 1, batch)[..., None])[..., 0].tolist()  # [L+1, B]
-    ranks = (logits > chosen_logits).sum(-1).tolist()  # [L+1, B]
-    kl = kl.tolist()
-    return [[LayerLens(layer, [Candidate(i, text(i), lg, p, lg, p) for i, lg, p in
-                               zip(top_ids[layer][row], top_logits[layer][row], top_probs[layer][row])],
-                       chosen_probs[layer][row], int(ranks[layer][row]), max(kl[layer][row], 0.0))
-             for layer in range(n_layers + 1)] if chosen[row] else [] for row in range(batch)]
+    final = final_logits.float().to(states.device)  # [B, V]
+    final_log_probs = final.log_softmax(-1)  # [B, V]
+    final_probs = final_log_probs.exp()  # [B, V]
+    chosen_ids = torch.tensor([row[0] if row else 0 for row in chosen], device=states.device)[:, None]  # [B, 1]
+    per_layer = []  # (top ids, top logits, top probs, chosen prob, rank, KL to final) per layer, each per row
+    for first in range(0, n_layers + 1, LENS_CHUNK):
+        layers = range(first, min(first + LENS_CHUNK, n_layers + 1))
+        rows = [final if layer == n_layers else None for layer in layers]
+        inner = [layer for layer in layers if layer < n_layers]
+        if inner:
+            read = readout(model, states[inner[0]:inner[-1] + 1].reshape(len(inner) * batch, hidden))
+            rows[:len(inner)] = read.view(len(inner), batch, -1).unbind(0)
+        logits = torch.stack(rows)  # [C, B, V]
+        log_probs = logits.log_softmax(-1)  # [C, B, V]
+        probs = log_probs.exp()  # [C, B, V]
+        kl = (final_probs * (final_log_probs - log_probs)).sum(-1)  # [C, B]: KL(final || layer)
+        top = logits.topk(top_n, dim=-1)  # [C, B, top_n]
+        chosen_at = chosen_ids.expand(len(layers), batch, 1)  # [C, B, 1]
+        ranks = (logits > logits.gather(-1, chosen_at)).sum(-1)  # [C, B]
+        per_layer += zip(top.indices.tolist(), top.values.tolist(), probs.gather(-1, top.indices).tolist(),
+                         probs.gather(-1, chosen_at)[..., 0].tolist(), ranks.tolist(), kl.tolist())
+    return [[LayerLens(layer, [Candidate(i, text(i), lg, p, lg, p) for i, lg, p in zip(ids[row], lgs[row], ps[row])],
+                       chosen_p[row], int(rank[row]), 0.0 if layer == n_layers else max(kl_row[row], 0.0))
+             for layer, (ids, lgs, ps, chosen_p, rank, kl_row) in enumerate(per_layer)] if chosen[row] else []
+            for row in range(batch)]

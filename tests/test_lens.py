@@ -9,6 +9,7 @@ import torch
 from transformers import BartConfig, BartForConditionalGeneration
 
 import core
+import core.lens
 from core.lens import LENS_TOP_N, head_rows, lens_problem
 from core.records import ListRecorder, Trace
 
@@ -57,8 +58,11 @@ def test_last_layer_is_the_steps_own_distribution(model, settings):
                    for r in trace.steps)
 
 
-def test_each_layer_is_read_through_the_final_norm_and_the_head(model):
-    """Reference: one plain forward of the prompt; layer l's distribution is softmax(lm_head(norm(hidden_l)))."""
+@pytest.mark.parametrize("chunk", [8, 2], ids=["one_chunk", "chunks_of_2"])
+def test_each_layer_is_read_through_the_final_norm_and_the_head(model, chunk, monkeypatch):
+    """Reference: one plain forward of the prompt; layer l's distribution is softmax(lm_head(norm(hidden_l))),
+    whether the layers are read in one chunk or several."""
+    monkeypatch.setattr(core.lens, "LENS_CHUNK", chunk)
     _, trace = _run(model)
     first = trace.steps[0].lens[0]
     chosen = trace.steps[0].rows[0].chosen[0]
