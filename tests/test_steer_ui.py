@@ -97,7 +97,7 @@ def test_generate_resumes_a_paused_run_to_the_end(client):
 
 
 def test_sample_many_equals_its_seeded_single_runs(client):
-    settings = dict(seed=20, temperature=1.0, top_k=0, max_new_tokens=6)
+    settings = dict(seed=20, temperature=1.0, top_k=0, max_new_tokens=6, logit_lens=True)
     many = call(client, "sampling_sample_many", "sampling", n=4, **settings)
     assert "×4 (seeds 20..23)" in many["status"]
     rows = trace_of(many).sequences
@@ -113,6 +113,7 @@ def test_sample_many_equals_its_seeded_single_runs(client):
 
 def test_the_branch_tree_downloads_loads_back_and_compares(client):
     first = trace_of(call(client, "greedy_generate", "greedy", max_new_tokens=6))
+    assert first.steps[0].lens is None  # the logit lens is off unless its checkbox asks for it
     rs = first.steps[1].rows[0]
     forced = next(c.token_id for c in rs.candidates if c.token_id not in rs.chosen)
     out = call(client, "greedy_branch", "greedy", max_new_tokens=6, step=1, row=0, token=f"#{forced}")

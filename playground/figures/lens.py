@@ -15,7 +15,8 @@ CAPTION = ("The logit lens reads every layer's hidden state through the model's 
            "Reading every layer costs about one more LM head per layer and step.")
 STEP_CAPTION = ("Each layer's most probable next tokens at the picked step, most probable on the left, coloured by "
                 "that layer's probability; ★ marks the token the step chose.")
-NO_LENS = "Generate to see each layer's prediction here (models with a final norm and an LM head)."
+NO_LENS = ("Tick \"Record the logit lens\" and Generate to see each layer's prediction here (models with a final "
+           "norm and an LM head).")
 
 
 def _label(layer: int, last: int) -> str:

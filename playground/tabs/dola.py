@@ -9,7 +9,7 @@ from ..handlers import join_texts
 from ..fields import PORTED_GROUPS
 from . import register
 from .base import Figure, Plan, StrategyTab, View, candidates_panel
-from .lens_panel import lens_figures, with_lens
+from .lens_panel import lens_figures, lens_input, with_lens
 
 
 class Dola(StrategyTab):
@@ -35,9 +35,12 @@ class Dola(StrategyTab):
                                             info="1.2 is what the DoLa paper recommends"),
         }
 
+    def side_inputs(self, app):
+        return lens_input()
+
     def plans(self, kwargs, side, loaded, app):
         greedy = {k: v for k, v in kwargs.items() if k != "dola_layers"}
-        return [with_lens(Plan("main", "DoLa", kwargs), loaded), Plan("greedy", "Greedy", greedy)]
+        return [with_lens(Plan("main", "DoLa", kwargs), loaded, side), Plan("greedy", "Greedy", greedy)]
 
     def texts(self, view: View):
         greedy = view.runs.get("greedy")

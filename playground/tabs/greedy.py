@@ -15,7 +15,7 @@ from transformers import GenerationConfig
 from ..fields import GREEDY_GROUPS
 from . import register
 from .base import AppContext, Plan, StrategyTab, candidates_panel, chain_panels
-from .lens_panel import lens_figures, with_lens
+from .lens_panel import lens_figures, lens_input, with_lens
 
 
 def model_defaults(loaded) -> tuple[str, str]:
@@ -48,7 +48,7 @@ class Greedy(StrategyTab):
 
     def side_inputs(self, app: AppContext):
         return {"defaults_only": gr.Checkbox(label="Leave max_new_tokens unset (use the model's defaults)",
-                                             value=False)}
+                                             value=False), **lens_input()}
 
     def model_panel(self, app: AppContext):
         config, note = model_defaults(app.startup)
@@ -62,7 +62,7 @@ class Greedy(StrategyTab):
     def plans(self, kwargs, side, loaded, app):
         if side["defaults_only"]:
             kwargs = {k: v for k, v in kwargs.items() if k != "max_new_tokens"}
-        return [with_lens(Plan("main", self.title, kwargs), loaded)]
+        return [with_lens(Plan("main", self.title, kwargs), loaded, side)]
 
 
 register(Greedy())

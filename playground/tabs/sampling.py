@@ -7,7 +7,7 @@ import gradio as gr
 from ..fields import SAMPLING_GROUPS
 from . import register
 from .base import Plan, StrategyTab, candidates_panel, chain_panels, samples_panel
-from .lens_panel import lens_figures, with_lens
+from .lens_panel import lens_figures, lens_input, with_lens
 
 
 def sampling_controls(num_return_sequences: bool = True) -> dict:
@@ -46,8 +46,11 @@ class Sampling(StrategyTab):
     def controls(self):
         return sampling_controls()
 
+    def side_inputs(self, app):
+        return lens_input()
+
     def plans(self, kwargs, side, loaded, app):
-        return [with_lens(Plan("main", self.title, kwargs), loaded)]
+        return [with_lens(Plan("main", self.title, kwargs), loaded, side)]
 
 
 register(Sampling())
