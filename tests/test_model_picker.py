@@ -114,17 +114,21 @@ def test_the_lens_panel_is_in_the_greedy_sampling_and_dola_tabs(key):
 
 
 @pytest.mark.parametrize("key", ["greedy", "sampling", "dola"])
-def test_their_main_run_records_the_lens_where_the_model_allows(key):
+def test_their_main_run_records_the_lens_when_asked_where_the_model_allows(key):
     from transformers import BartConfig, BartForConditionalGeneration
 
     all_tabs()
     llama = LoadedModel(tiny_llama(0), None, "tiny")
-    (main, *rest) = TABS[key].plans({"dola_layers": "high"} if key == "dola" else {}, {"defaults_only": False},
-                                    llama, None)
+    kwargs = {"dola_layers": "high"} if key == "dola" else {}
+    side = {"defaults_only": False, "logit_lens": True}
+    assert {"logit_lens"} <= set(TABS[key].side_inputs(None))  # the tab's checkbox
+    (main, *_) = TABS[key].plans(dict(kwargs), {**side, "logit_lens": False}, llama, None)
+    assert "lens" not in main.model_kwargs  # off unless asked
+    (main, *rest) = TABS[key].plans(dict(kwargs), side, llama, None)
     assert main.model_kwargs.get("lens") is True
     assert all("lens" not in plan.model_kwargs for plan in rest)  # DoLa's greedy comparison draws no lens
     bart = BartForConditionalGeneration(BartConfig(vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1,
                                                    encoder_attention_heads=2, decoder_attention_heads=2,
                                                    encoder_ffn_dim=32, decoder_ffn_dim=32))
-    (main, *_) = TABS[key].plans({}, {"defaults_only": False}, LoadedModel(bart, None, "bart"), None)
+    (main, *_) = TABS[key].plans({}, side, LoadedModel(bart, None, "bart"), None)
     assert "lens" not in main.model_kwargs  # no decoder-only final norm: the panel says what it needs instead
