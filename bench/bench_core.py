@@ -8,8 +8,9 @@ core / greedy in the same precision. Strategies no module implements yet are lis
 moved to the Hub. The community samplers (DRY, XTC, top-nσ, mirostat, dynamic temperature, presence/frequency
 penalties) have a row each, on top of sampling; DRY and the penalties also run in transformers as
 ``logits_processor``. The grammar row is greedy decoding constrained by a JSON Schema (xgrammar): compare it with the
-greedy row, the same decoding without the grammar. A second table puts the two ported strategies 5.x dropped beside the targets for their speed
-(contrastive >= 0.85x greedy, DoLa >= 0.75x) and beside transformers 4.55.4, measured by hand with
+greedy row, the same decoding without the grammar. The "greedy + logit lens" row records the lens when on: its on /
+off is what the lens costs. A second table puts the two ported strategies 5.x dropped beside the targets for their
+speed (contrastive >= 0.85x greedy, DoLa >= 0.75x) and beside transformers 4.55.4, measured by hand with
 ``bench_455.py`` (``REFERENCE_4_55_4``).
 
     python bench/bench_core.py [--tokens 32] [--repeats 5] [--only greedy,beam] [--dtype float32,bfloat16]
@@ -55,11 +56,13 @@ PORT_TARGETS = {"contrastive": 0.85, "DoLa": 0.75}  # tokens/s as a share of gre
 class Setup:
     """What one strategy needs: settings, and optionally an assistant model. ``hf_processors(lm, prompt_len)``
     gives transformers' ``generate`` the same community processors as ``logits_processor`` (it puts them where the
-    core puts DRY and the penalties); without it a row with core-only fields has no transformers column."""
+    core puts DRY and the penalties); without it a row with core-only fields has no transformers column. ``lens``:
+    the "on" variant records the logit lens too (its on / off ratio is what the lens costs)."""
 
     kwargs: dict
     assistant: object | None = None
     hf_processors: Callable | None = None
+    lens: bool = False
 
 
 SCHEMA = {"type": "object", "properties": {"title": {"type": "string", "maxLength": 40},
@@ -81,6 +84,7 @@ def draft_model(model, layers: int = 4):
 # name -> function (loaded model) -> Setup
 STRATEGIES: dict[str, Callable[[core.LoadedModel], Setup]] = {
     "greedy": lambda lm: Setup(dict(do_sample=False)),
+    "greedy + logit lens": lambda lm: Setup(dict(do_sample=False), lens=True),
     "sampling": lambda lm: Setup(dict(do_sample=True, temperature=0.8, top_k=50, top_p=0.9)),
     "beam": lambda lm: Setup(dict(num_beams=4)),
     "beam sampling": lambda lm: Setup(dict(num_beams=4, do_sample=True, top_k=50)),
@@ -153,8 +157,8 @@ def runners(lm: core.LoadedModel, ids: torch.Tensor, setup: Setup, new_tokens: i
         kwargs["assistant_model"] = setup.assistant
     variants = {
         "off": lambda: core.generate(lm.model, ids, tokenizer=lm.tokenizer, **kwargs).sequences,
-        "on": lambda: core.generate(lm.model, ids, recorder=core.ListRecorder(), tokenizer=lm.tokenizer,
-                                    **kwargs).sequences,
+        "on": lambda: core.generate(lm.model, ids, recorder=core.ListRecorder(lens=setup.lens),
+                                    tokenizer=lm.tokenizer, **kwargs).sequences,
     }
     note = hf_missing(lm, setup)
     own = [k for k in kwargs if k in CORE_FIELDS]
