@@ -139,8 +139,8 @@ def fix_mmap_threshold(nbytes: int = MMAP_THRESHOLD_BYTES) -> bool:
     """Serve every allocation of ``nbytes`` or more by a mapping of its own, returned to the system when freed.
     glibc raises this threshold by itself each time it frees such a block (up to 32 MB), after which a step's large
     transient tensors (a batch's logits, the logit lens, a long prompt's activations) come from the heap and leave it
-    fragmented: bench/bench_load.py kept +61 MB after 200 runs that way. Fixing it stops the raising. Process-wide
-    and idempotent; False where there is no glibc."""
+    fragmented. Fixing it stops the raising (bench/bench_load.py's RSS growth, +56 to +78 MB over single runs with it
+    and +61 MB without, did not tell the two apart). Process-wide and idempotent; False where there is no glibc."""
     if _LIBC is None:
         return False
     return bool(_LIBC.mallopt(M_MMAP_THRESHOLD, int(nbytes)))
