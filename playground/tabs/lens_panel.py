@@ -1,6 +1,6 @@
 """The logit lens panel of the greedy, sampling and DoLa tabs: its two figures, the checkbox that asks for it, and the
 plan option that records it. Off unless asked: reading every layer through the LM head costs about one more head per
-layer and step (a run on the embedded model takes 2.3x as long), and its records are ~10x the step's own."""
+layer and step (a run on the embedded model takes 2.4x as long), and its records are ~10x the step's own."""
 
 from __future__ import annotations
 
