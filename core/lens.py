@@ -116,12 +116,11 @@ def layer_lens(model, states: torch.Tensor, final_logits: torch.Tensor, chosen: 
     per_layer = []  # (top ids, top logits, top probs, chosen prob, rank, KL to final) per layer, each per row
     for first in range(0, n_layers + 1, LENS_CHUNK):
         layers = range(first, min(first + LENS_CHUNK, n_layers + 1))
-        rows = [final if layer == n_layers else None for layer in layers]
-        inner = [layer for layer in layers if layer < n_layers]
-        if inner:
-            read = readout(model, states[inner[0]:inner[-1] + 1].reshape(len(inner) * batch, hidden))
-            rows[:len(inner)] = read.view(len(inner), batch, -1).unbind(0)
-        logits = torch.stack(rows)  # [C, B, V]
+        inner = states[first:layers[-1] + 1]  # [C', B, H]: the chunk's layers before the final one
+        parts = [readout(model, inner.reshape(-1, hidden)).view(len(inner), batch, -1)] if len(inner) else []
+        if layers[-1] == n_layers:
+            parts.append(final[None])
+        logits = torch.cat(parts)  # [C, B, V]
         log_probs = logits.log_softmax(-1)  # [C, B, V]
         probs = log_probs.exp()  # [C, B, V]
         kl = (final_probs * (final_log_probs - log_probs)).sum(-1)  # [C, B]: KL(final || layer)
