@@ -1,0 +1,233 @@
+"""One forward pass for many runs: the pieces ``core.scheduler`` joins decode steps of several runs with, each of them
+keeping every row's result bit for bit what the run alone would get.
+
+A decode step of a decoder-only model touches a row's numbers in three kinds of places:
+
+1. row-wise work (embeddings, norms, rotary, activations): batch-invariant as it is;
+2. the linear layers, the weights every row reads: one read of the weights for all rows is the whole point, but a
+   CPU's BLAS reduces a 1-row product (a matrix-vector kernel) in another order than an n-row one, so the last bits
+   move (``probe`` measures it for the model's dtype and device). Where they do, ``RowExactLinear`` computes every
+   row as its own 1-row product in one ``torch.bmm`` over a tile of the weights small enough to stay in the cache
+   while every row reads it: the bits of the 1-row kernel, the memory traffic of the batched one;
+3. attention, each row against its own run's KV cache: ``SegmentedCache`` appends each run's new keys and values to
+   that run's own ``DynamicCache`` (as its solo step would) and hands the attention the runs as ``Segments``; the
+   attention (transformers' ``sdpa`` entry, wrapped once by ``install_segmented_attention``) then runs each run's
+   rows exactly as the run's solo step does, with the mask its solo step builds. Nothing is padded or copied.
+
+Shape legend as in ``core/loop.py``: B rows of the batched step, b a run's rows, S its cache length, H hidden size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+TILE_BYTES = 4 << 20  # a weight tile every row of a step reads while it stays in the cache (L3 here: 32 MiB)
+
+# decoder-only families whose decode forward is: embed, create_causal_mask, layers (attention through the interface
+# registry, cache.update right before it), norm, head; where a step's cache is a plain DynamicCache
+BATCHED_MODEL_TYPES = frozenset({"llama", "qwen2", "qwen3", "mistral"})
+# what a decode step of those models may carry (``prepare_inputs_for_generation``'s keys) to be batched
+BATCHED_INPUTS = frozenset({"input_ids", "cache", "position_ids", "attention_mask", "logits_to_keep", "use_cache",
+                            "output_hidden_states", "return_dict"})
+
+
+# --- 2. linear layers ------------------------------------------------------------------------------------------
+def row_exact_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` with every row of ``x`` [..., K] computed as the 1-row product ``F.linear`` makes
+    for that row alone: one ``bmm`` of M 1-row products per tile of output features (weight [N, K])."""
+    rows = x.reshape(-1, 1, x.shape[-1])  # [M, 1, K]
+    m, k, n = rows.shape[0], x.shape[-1], weight.shape[0]
+    tile = max(256, TILE_BYTES // max(k * weight.element_size(), 1))
+    wt = weight.t()  # [K, N], a view
+    if n <= tile:
+        out = torch.bmm(rows, wt.expand(m, k, n))
+    else:
+        out = torch.cat([torch.bmm(rows, wt[:, s:s + tile].expand(m, k, min(tile, n - s))) for s in range(0, n, tile)],
+                        dim=-1)
+    out = out.reshape(*x.shape[:-1], n)
+    return out + bias if bias is not None else out
+
+
+class RowExactLinear(TorchFunctionMode):
+    """Within it (on this thread), every ``F.linear`` over the rows of a batched step [B, 1, K] computes each run's
+    rows as the run's own step does: a 1-row run's row by ``row_exact_linear`` (all such rows in one pass over the
+    weights), a run of b > 1 rows by ``F.linear`` of its b rows (the b-row kernel its solo step uses)."""
+
+    def __init__(self, sizes: list[int]):
+        super().__init__()
+        self.sizes = sizes
+        self.total = sum(sizes)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear and args[0].dim() >= 2 and args[0].shape[0] == self.total and self.total > 1:
+            x = args[0]
+            weight = args[1] if len(args) > 1 else kwargs["weight"]
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            if all(size == 1 for size in self.sizes):
+                return row_exact_linear(x, weight, bias)
+            pieces, start, singles_from = [], 0, None  # consecutive 1-row runs share one pass
+            for size in self.sizes:
+                if size == 1:
+                    singles_from = start if singles_from is None else singles_from
+                else:
+                    if singles_from is not None:
+                        pieces.append(row_exact_linear(x[singles_from:start], weight, bias))
+                        singles_from = None
+                    pieces.append(F.linear(x[start:start + size], weight, bias))
+                start += size
+            if singles_from is not None:
+                pieces.append(row_exact_linear(x[singles_from:start], weight, bias))
+            return torch.cat(pieces, dim=0)
+        return func(*args, **kwargs)
+
+
+def probe(model) -> str:
+    """How a step may join rows of several runs on ``model`` and keep each row's bits: "native" (its dtype's
+    ``F.linear`` is already row-invariant here: oneDNN's bfloat16 kernels on a CPU), "rows" (``RowExactLinear``
+    matches the 1-row kernel), "" (neither: rows run one run at a time). Checked on a random product of the model's
+    own hidden size, dtype and device, a few row counts."""
+    config = model.config.get_text_config()
+    k = int(getattr(config, "hidden_size", 0) or 0)
+    if k <= 0:
+        return ""
+    gen = torch.Generator().manual_seed(0)
+    weight = (torch.randn(1024, k, generator=gen) * k ** -0.5).to(device=model.device, dtype=model.dtype)
+    x = torch.randn(16, k, generator=gen).to(device=model.device, dtype=model.dtype)
+    with torch.no_grad():
+        solo = torch.cat([F.linear(x[r:r + 1], weight) for r in range(16)])
+        if all(torch.equal(F.linear(x[:m], weight), solo[:m]) for m in (2, 3, 8, 16)):
+            return "native"
+        if all(torch.equal(row_exact_linear(x[:m], weight), solo[:m]) for m in (2, 3, 8, 16)):
+            return "rows"
+    return ""
+
+
+# --- 3. attention ----------------------------------------------------------------------------------------------
+class Segment(NamedTuple):
+    start: int  # the run's first row in the batched step
+    stop: int
+    keys: torch.Tensor  # [b, heads, S+1, d]: the run's whole cache for this layer, after this step's update
+    values: torch.Tensor
+    mask: Any  # what the run's solo step hands its attention (None, or a 4D mask)
+
+
+class Segments(list):
+    """A batched step's keys (and values) for one layer: one ``Segment`` per run."""
+
+
+class SegmentedCache(DynamicCache):
+    """The cache of a batched step: each run's own ``DynamicCache`` behind its rows. ``update`` appends each run's
+    slice of the new keys and values to that run's cache (what its solo step does) and returns ``Segments``."""
+
+    def __init__(self, caches: list, sizes: list[int], masks: list):
+        super().__init__()
+        self.caches, self.masks = caches, masks
+        bounds, start = [], 0
+        for size in sizes:
+            bounds.append((start, start + size))
+            start += size
+        self.bounds = bounds
+
+    def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
+        segments = Segments()
+        for (start, stop), cache, mask in zip(self.bounds, self.caches, self.masks):
+            keys, values = cache.update(key_states[start:stop], value_states[start:stop], layer_idx, *args, **kwargs)
+            segments.append(Segment(start, stop, keys, values, mask))
+        return segments, segments
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return max(c.get_seq_length(layer_idx) for c in self.caches)
+
+
+_install_lock = threading.Lock()
+_sdpa = None  # transformers' own sdpa attention, once wrapped
+
+
+def install_segmented_attention() -> None:
+    """Wrap transformers' registered ``sdpa`` attention once per process: a call whose keys are ``Segments`` runs
+    each run's rows with its own keys, values and mask; any other call goes to the original unchanged (same
+    function, same arguments), so no model's behaviour moves."""
+    global _sdpa
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.modeling_utils import AttentionInterface
+
+    with _install_lock:
+        if _sdpa is not None:
+            return
+        current = AttentionInterface._global_mapping["sdpa"]
+        if current is not sdpa_attention_forward:  # another library re-registered it: leave it alone
+            raise RuntimeError("transformers' `sdpa` attention is not its own sdpa_attention_forward; "
+                               "rows of several runs cannot share a forward")
+        _sdpa = current
+
+        def segmented_sdpa(module, query, key, value, attention_mask, *args, **kwargs):
+            if not isinstance(key, Segments):
+                return _sdpa(module, query, key, value, attention_mask, *args, **kwargs)
+            outputs = [_sdpa(module, query[s.start:s.stop], s.keys, s.values, s.mask, *args, **kwargs)[0] for s in key]
+            return torch.cat(outputs, dim=0), None
+
+        AttentionInterface.register("sdpa", segmented_sdpa)
+
+
+# --- the batched step ------------------------------------------------------------------------------------------
+def batchable(model, model_inputs: dict) -> bool:
+    """Whether a decode step's inputs can join a batched step: a listed model family on sdpa, one new token per row,
+    a plain ``DynamicCache`` (every layer a ``DynamicLayer``: no sliding windows, quantization or offloading)."""
+    config = model.config
+    if config.is_encoder_decoder or config.model_type not in BATCHED_MODEL_TYPES:
+        return False
+    if getattr(config, "_attn_implementation", None) != "sdpa" or set(model_inputs) - BATCHED_INPUTS:
+        return False
+    cache = model_inputs.get("cache")
+    input_ids = model_inputs.get("input_ids")
+    return (type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
+            and input_ids is not None and input_ids.dim() == 2 and input_ids.shape[1] == 1
+            and model_inputs.get("position_ids") is not None and model_inputs.get("logits_to_keep", 1) == 1)
+
+
+def solo_mask(model, model_inputs: dict):
+    """The mask a run's solo decode step hands its attention (``create_causal_mask`` on its own cache and inputs)."""
+    from transformers.masking_utils import create_causal_mask
+
+    ids = model_inputs["input_ids"]
+    embeds = torch.empty(ids.shape[0], ids.shape[1], 1, dtype=model.dtype, device=ids.device)
+    return create_causal_mask(config=model.config.get_text_config(), inputs_embeds=embeds,
+                              attention_mask=model_inputs.get("attention_mask"), cache=model_inputs["cache"],
+                              position_ids=model_inputs["position_ids"])
+
+
+def batched_forward(model, steps: list[dict], linears: str) -> list:
+    """One forward for the decode steps ``steps`` (each a run's ``prepare_inputs_for_generation`` output, all
+    ``batchable``, the same ``output_hidden_states``); returns each run's outputs as its solo forward would
+    (logits [b, 1, V], its own cache, hidden states when asked). ``linears``: ``probe``'s answer."""
+    install_segmented_attention()
+    sizes = [s["input_ids"].shape[0] for s in steps]
+    masks = [solo_mask(model, s) for s in steps]  # before any cache grows
+    cache = SegmentedCache([s["cache"] for s in steps], sizes, masks)
+    input_ids = torch.cat([s["input_ids"] for s in steps])  # [B, 1]
+    position_ids = torch.cat([s["position_ids"] for s in steps])  # [B, 1]
+    hidden = bool(steps[0].get("output_hidden_states"))
+    # a 4D mask is taken as prepared (create_causal_mask returns it as is); the segments carry the real ones
+    placeholder = torch.ones(input_ids.shape[0], 1, 1, 1, dtype=torch.bool, device=input_ids.device)
+    exact = RowExactLinear(sizes) if linears == "rows" else contextlib.nullcontext()
+    with exact:
+        outputs = model(input_ids=input_ids, position_ids=position_ids, cache=cache, attention_mask=placeholder,
+                        use_cache=True, logits_to_keep=1, output_hidden_states=hidden, return_dict=True)
+    results, start = [], 0
+    for step, size in zip(steps, sizes):
+        rows = slice(start, start + size)
+        fields = {"logits": outputs.logits[rows], "cache": step["cache"]}
+        if hidden:
+            fields["hidden_states"] = tuple(h[rows] for h in outputs.hidden_states)
+        results.append(type(outputs)(**fields))
+        start += size
+    return results
