@@ -37,6 +37,7 @@ from . import config as config_checks
 from . import lens
 from .records import Candidate, CacheInfo, Origin, ProcessorEffect, Recorder, RowStep, StepRecord, Trace
 from .rng import global_generator
+from .scheduler import StepScheduler
 from .strategies import get_strategy
 
 
@@ -305,7 +306,8 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
              assistant_model=None, tokenizer=None, cancel: threading.Event | None = None,
              generator: torch.Generator | list[torch.Generator] | None = None, max_seconds: float | None = None,
              origin: Origin | None = None, logits_processor: LogitsProcessorList | None = None,
-             stopping_criteria: StoppingCriteriaList | None = None, **kwargs) -> GenerationResult:
+             stopping_criteria: StoppingCriteriaList | None = None, scheduler: StepScheduler | None = None,
+             **kwargs) -> GenerationResult:
     """Generate like ``model.generate`` with any strategy of the generation guide, recording each step
     into ``recorder`` when one is given. ``kwargs`` override fields of ``generation_config``, which
     defaults to the model's own. ``cancel`` is an event another thread may set to stop early.
@@ -317,7 +319,11 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
     the run this one continues, see ``Origin``). ``max_seconds`` caps the run's wall-clock time: it then ends with
     what it has, like a cancel (``GenerationResult.stopped`` says which). The assistant fields
     (``num_assistant_tokens``, its schedule, ``assistant_confidence_threshold``) apply to this run's assistant
-    only; transformers 5.x would read them from the assistant's own ``generation_config``, which stays as it is."""
+    only; transformers 5.x would read them from the assistant's own ``generation_config``, which stays as it is.
+
+    ``scheduler`` (``core.scheduler.shared(model)``): the run takes a seat there, so that its decode steps share one
+    forward with every other seated run's (each row keeps the bits of its solo step) and its other model calls
+    never run beside another forward."""
     config_checks.check_prompt(input_ids, kwargs)
     input_ids, generation_config, kwargs, attention_mask = requests.prepare(model, input_ids, generation_config, kwargs,
                                                                             tokenizer, attention_mask)
@@ -355,7 +361,10 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
         ctx.generation_config = generation_config
         if ctx.streamer is not None:  # the beam family streams its final best row only (row 0)
             ctx.streamer.put((input_ids[:1] if ctx.mode in config_checks.BEAM_MODES else input_ids).cpu())
-        return strategy(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx, **model_kwargs)
+        seat = scheduler.seat(ctx.deadline) if scheduler is not None else contextlib.nullcontext()
+        with seat:
+            return strategy(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx,
+                            **model_kwargs)
 
     ctx.t0 = time.perf_counter()
     sequences = model.generate(input_ids, generation_config=generation_config, attention_mask=attention_mask,

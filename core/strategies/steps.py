@@ -16,18 +16,24 @@ A loop built from them reads (transformers ``_sample``):
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, NamedTuple
 
 import torch
 from transformers.generation.utils import ALL_CACHE_NAMES
 
+from ..scheduler import PREFILL_CHUNK, Seat, current_seat
 
-def forward_last_token(model, input_ids, model_kwargs: dict):
+
+def forward_last_token(model, input_ids, model_kwargs: dict, seat: Seat | None = None):
     """One decoding forward: each row's last token against the KV cache (the whole sequence without a
-    cache), as transformers' loops do after the prefill. Returns the model outputs."""
+    cache), as transformers' loops do after the prefill. Returns the model outputs. With a ``seat`` (the run is
+    seated at the model's ``core.scheduler``) the step goes to the scheduler, batched with other runs' steps."""
     next_sequence_length = 1 if model_kwargs["use_cache"] else None
     model_inputs = model.prepare_inputs_for_generation(input_ids, next_sequence_length=next_sequence_length,
                                                        **model_kwargs)
+    if seat is not None:
+        return seat.step(model_inputs)
     return model(**model_inputs, return_dict=True)
 
 
@@ -39,17 +45,27 @@ class Forwarded(NamedTuple):
 class Forward:
     """The model's outputs, step after step: the prefill (the whole prompt in one forward, run at construction)
     gives the first step's; every later call forwards each row's last token. Each call also updates
-    ``model_kwargs`` as transformers does after a forward. ``prefill_kwargs`` go to ``model._prefill``."""
+    ``model_kwargs`` as transformers does after a forward. ``prefill_kwargs`` go to ``model._prefill``.
+
+    A run seated at the model's step scheduler (``core.scheduler``) hands its decode steps to it; its prefill runs
+    in its own thread between the scheduler's steps, in chunks of ``PREFILL_CHUNK`` tokens past that length
+    (transformers' ``prefill_chunk_size``, on a copy of the run's config)."""
 
     def __init__(self, model, input_ids, generation_config, model_kwargs: dict, **prefill_kwargs):
         self.model = model
+        self.seat = current_seat(model)
+        if (self.seat is not None and generation_config.prefill_chunk_size is None
+                and not model.config.is_encoder_decoder and input_ids.shape[-1] > PREFILL_CHUNK
+                and model_kwargs.get("cache") is not None):
+            generation_config = copy.copy(generation_config)
+            generation_config.prefill_chunk_size = PREFILL_CHUNK
         self._pending = model._prefill(input_ids, generation_config, model_kwargs, **prefill_kwargs)
 
     def __call__(self, input_ids, model_kwargs: dict) -> Forwarded:
         if self._pending is not None:
             outputs, self._pending = self._pending, None
         else:
-            outputs = forward_last_token(self.model, input_ids, model_kwargs)
+            outputs = forward_last_token(self.model, input_ids, model_kwargs, self.seat)
         model_kwargs = self.model._update_model_kwargs_for_generation(
             outputs, model_kwargs, is_encoder_decoder=self.model.config.is_encoder_decoder)
         return Forwarded(outputs, model_kwargs)
