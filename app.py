@@ -4,7 +4,9 @@ of what the core recorded at each step.
 ``python app.py`` serves on ``GRADIO_SERVER_NAME:GRADIO_SERVER_PORT`` (default 127.0.0.1:7860) with the
 model named by ``PLAYGROUND_MODEL`` (default: the embedded SmolLM2-135M-Instruct;
 any name ``core.load_model`` takes: a named model, a ``.gguf`` file, a local folder, a Hub id).
-``PLAYGROUND_SLOTS`` generations run at once (default 2); ``PLAYGROUND_QUEUE`` more may wait (default 16).
+``PLAYGROUND_SLOTS`` generations run at once (default 8); ``PLAYGROUND_QUEUE`` more may wait (default 16); their
+forwards are shared (``PLAYGROUND_SHARED_FORWARD``, ``core.scheduler``) and run on ``PLAYGROUND_THREADS`` torch
+threads (default: the cores less one).
 Public mode (on a Space, or ``PLAYGROUND_PUBLIC=1``; see ``playground.policy``) lets visitors load only named
 models and Hub ids of at most ``PLAYGROUND_MAX_PARAMS`` parameters; ``PLAYGROUND_MAX_MODELS`` stay loaded.
 ``PLAYGROUND_DTYPE`` is the precision models load in (float32, bfloat16, float16 or auto; default float32), which
@@ -21,6 +23,7 @@ import os
 from pathlib import Path
 
 import gradio as gr
+import torch
 
 import core
 from core.models import DEFAULT_NAME, DTYPE_CHOICES, available_models
@@ -133,9 +136,11 @@ def launch(demo: gr.Blocks, slots: int = 2, queue_size: int = 16, **kwargs):
 
 def main() -> None:
     startup = os.environ.get(MODEL_ENV) or None
-    slots = int(os.environ.get("PLAYGROUND_SLOTS", "2"))
+    slots = int(os.environ.get("PLAYGROUND_SLOTS", "8"))
     max_params = policy.max_params()  # read now, so that a malformed value stops the start, not a visitor's load
     policy.default_dtype()
+    policy.shared_forward()
+    torch.set_num_threads(policy.torch_threads())  # threads decided once, before any model runs
     demo = build_demo(startup, models=ModelCache(policy.max_models()), slots=slots)
     print(f"Decoding Playground: serving model {demo.startup_model!r} "
           f"(set {MODEL_ENV} to choose another)", flush=True)

@@ -1,19 +1,20 @@
-"""Many visitors at once: ``python app.py`` in a child process, N concurrent ``gradio_client`` sessions over R rounds
-across the seeded tabs, every run checked against the same call made alone.
+"""Every visitor at the core's speed: the core in-process, then ``python app.py`` in a child process under 1, 8 and 16
+concurrent ``gradio_client`` sessions, every seeded run checked against the same call made alone.
 
-    python bench/bench_load.py [--sessions 8] [--rounds 25] [--tokens 16] [--ended 32]
+    python bench/bench_load.py [--visitors 8,16] [--rounds 3] [--tokens 32] [--ended 32] [--dtype float32]
 
-Phases, all against one server process:
-1. solo: one session runs every (tab, seed) the load will use, alone: the reference texts;
-2. warm-up: ``--sessions`` clients at once, one run each (the server's worker threads and heap reach their working
-   size), then the server's RSS (``/proc/<pid>/status``);
-3. load: ``--sessions`` new clients at once, each ``--rounds`` runs, tab and seed varying per round; latency is
-   submit -> final result (queue wait included), tokens/s per session is its new tokens over its busy time; the
-   server's RSS is sampled every second meanwhile (its peak is reported);
-4. the load's clients close (their sessions end: Gradio's unload), then ``--ended`` one-run sessions that close
-   again; the server's RSS after each.
-Prints one table row; absolute numbers move with the machine's load, the equal-to-solo count and the RSS growth
-are what to read.
+Phases (one run of this script prints them all; absolute numbers move with the machine's load, read the ratios):
+1. core, in this process, on the app's model and precision with the app's torch threads, interleaved: tokens/s of
+   ``core.generate`` with a ``ListRecorder`` and of ``core.stream`` (what the app iterates);
+2. the app, one visitor: ``/greedy_generate`` runs one after another; tokens/s is the status line's own (server-side)
+   figure; its ratio to ``core.generate`` is what the serving path costs;
+3. solo references: one session runs every (tab, seed) the load will use, alone;
+4. for each ``--visitors`` N: N sessions at once, ``--rounds`` runs each, tab and seed varying per run: the total
+   new tokens over the wall time of the round, its ratio to one visitor's tokens/s, p50/p95 latency (submit -> final
+   result, queue wait included) and time to first token (submit -> the first streamed output reaches the client),
+   the server's peak RSS;
+5. the load's clients close (their sessions end: Gradio's unload), then ``--ended`` one-run sessions that close
+   again; RSS growth is the server's RSS then against right after the warm-up.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 PROMPT = "Write one sentence about the sea."
-TABS = {  # the seeded tabs, with settings that keep each run short
+TABS = {  # the seeded tabs (and greedy), with settings that keep each run's length fixed by max_new_tokens
+    "greedy": dict(),
     "sampling": dict(temperature=1.0, top_k=50, top_p=0.95),
     "beam_sample": dict(num_beams=3, temperature=1.0, top_k=50),
 }
 SEEDS = (0, 1, 2, 3)
-TOKENS_RE = re.compile(r"\): (\d+) tokens in ([\d.]+) s")
+TOKENS_RE = re.compile(r"\): (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s")
 
 
 def free_port() -> int:
@@ -53,8 +56,9 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def start_server(port: int, slots: int) -> subprocess.Popen:
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "PLAYGROUND_SLOTS": str(slots),
+def start_server(port: int, slots: int, dtype: str, shared: bool) -> subprocess.Popen:
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "PLAYGROUND_SLOTS": str(slots), "PLAYGROUND_QUEUE": "64",
+           "PLAYGROUND_DTYPE": dtype, "PLAYGROUND_SHARED_FORWARD": "1" if shared else "0",
            "GRADIO_ANALYTICS_ENABLED": "False"}
     server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
@@ -80,21 +84,29 @@ class Visitor:
 
         self.client = Client(url, verbose=False)
         self.latencies: list[float] = []
+        self.first: list[float] = []
         self.tokens = 0
-        self.busy_s = 0.0
+        self.server_rates: list[float] = []
         self.results: list[tuple[str, int, str]] = []  # (tab, seed, text)
 
     def run(self, tab: str, seed: int, tokens: int) -> str:
         started = time.perf_counter()
         job = self.client.submit(api_name=f"/{tab}_generate", prompt=PROMPT, seed=seed, max_new_tokens=tokens,
                                  **TABS[tab])
+        first = None
+        while not job.done():
+            if first is None and job.outputs():
+                first = time.perf_counter() - started
+            time.sleep(0.01)
         out = job.result(timeout=600)
         elapsed = time.perf_counter() - started
         text, status = out[0], out[1]
         self.latencies.append(elapsed)
-        self.busy_s += elapsed
+        self.first.append(first if first is not None else elapsed)
         match = TOKENS_RE.search(status)
-        self.tokens += int(match.group(1)) if match else 0
+        if match:
+            self.tokens += int(match.group(1))
+            self.server_rates.append(float(match.group(3)))
         self.results.append((tab, seed, text))
         return text
 
@@ -108,9 +120,9 @@ def plan(session: int, rounds: int) -> list[tuple[str, int]]:
     return [(tabs[(session + r) % len(tabs)], SEEDS[(session * 3 + r) % len(SEEDS)]) for r in range(rounds)]
 
 
-def concurrently(visitors: list[Visitor], work) -> None:
-    """``work(i)`` for every visitor at once, each in its own thread; re-raises the first error."""
-    start = threading.Barrier(len(visitors))
+def concurrently(n: int, work) -> None:
+    """``work(i)`` for i < n at once, each in its own thread; re-raises the first error."""
+    start = threading.Barrier(n)
     errors: list[BaseException] = []
 
     def visit(i: int) -> None:
@@ -120,7 +132,7 @@ def concurrently(visitors: list[Visitor], work) -> None:
         except BaseException as err:  # re-raised below
             errors.append(err)
 
-    threads = [threading.Thread(target=visit, args=(i,)) for i in range(len(visitors))]
+    threads = [threading.Thread(target=visit, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
@@ -129,61 +141,108 @@ def concurrently(visitors: list[Visitor], work) -> None:
         raise errors[0]
 
 
-def settle(pid: int, seconds: float) -> float:
-    """Wait for ended sessions to be let go (Gradio's unload), then the server's RSS."""
-    time.sleep(seconds)
-    return rss_mb(pid)
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def core_speeds(dtype: str, tokens: int, threads: int, repeats: int = 3) -> tuple[float, float]:
+    """Median tokens/s of ``core.generate`` (ListRecorder) and ``core.stream`` on the app's model, interleaved."""
+    import torch
+
+    import core
+    from core.models import DEFAULT_NAME
+
+    torch.set_num_threads(threads)
+    lm = core.load_model(os.environ.get("PLAYGROUND_MODEL") or DEFAULT_NAME, dtype=dtype)
+    ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
+                                           return_tensors="pt", return_dict=True)["input_ids"]
+    settings = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, tokenizer=lm.tokenizer)
+
+    def generate():
+        core.generate(lm.model, ids, recorder=core.ListRecorder(), **settings)
+
+    def stream():
+        for _ in core.stream(lm.model, ids, **settings):
+            pass
+
+    rates: dict[str, list[float]] = {"generate": [], "stream": []}
+    generate()
+    for _ in range(repeats):
+        for name, fn in (("generate", generate), ("stream", stream)):
+            t0 = time.perf_counter()
+            fn()
+            rates[name].append(tokens / (time.perf_counter() - t0))
+    return statistics.median(rates["generate"]), statistics.median(rates["stream"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=25)
-    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--visitors", default="8,16", help="concurrent sessions per load phase")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per session in each load phase")
+    parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--ended", type=int, default=32, help="one-run sessions opened and closed after the load")
-    parser.add_argument("--slots", type=int, default=2, help="PLAYGROUND_SLOTS of the server")
+    parser.add_argument("--slots", type=int, default=16, help="PLAYGROUND_SLOTS of the server")
+    parser.add_argument("--dtype", default="float32", help="PLAYGROUND_DTYPE of the server")
+    parser.add_argument("--alone", action="store_true", help="PLAYGROUND_SHARED_FORWARD=0: each run by itself")
     parser.add_argument("--settle", type=float, default=20.0, help="seconds to wait for ended sessions to go")
     args = parser.parse_args()
+    counts = [int(n) for n in args.visitors.split(",") if n.strip()]
+
+    from playground.policy import torch_threads
+
+    threads = int(os.environ.get("PLAYGROUND_THREADS") or torch_threads())
+    core_rate, stream_rate = core_speeds(args.dtype, args.tokens, threads)
 
     port = free_port()
-    server = start_server(port, args.slots)
+    server = start_server(port, args.slots, args.dtype, not args.alone)
     url = f"http://127.0.0.1:{port}/"
+    loads = []
     try:
-        # 1. solo references
-        solo_visitor = Visitor(url)
-        solo = {(tab, seed): solo_visitor.run(tab, seed, args.tokens) for tab in TABS for seed in SEEDS}
-        solo_visitor.close()
-        # 2. warm-up: every session at once, one run each, then the baseline RSS
-        warm = [Visitor(url) for _ in range(args.sessions)]
-        concurrently(warm, lambda i: warm[i].run(*plan(i, 1)[0], args.tokens))
-        for v in warm:
-            v.close()
-        rss_warm = settle(server.pid, args.settle)
+        # 2. one visitor, greedy, one run after another
+        one = Visitor(url)
+        one.run("greedy", 0, args.tokens)  # warm
+        one.server_rates.clear()
+        t0 = time.perf_counter()
+        one_tokens = 0
+        for _ in range(3):
+            before = one.tokens
+            one.run("greedy", 0, args.tokens)
+            one_tokens += one.tokens - before
+        one_client_rate = one_tokens / (time.perf_counter() - t0)
+        app_rate = statistics.median(one.server_rates)
+        # 3. solo references
+        solo = {(tab, seed): one.run(tab, seed, args.tokens) for tab in TABS for seed in SEEDS}
+        one.close()
+        rss_warm = None
+        for n in counts:
+            visitors = [Visitor(url) for _ in range(n)]
+            concurrently(n, lambda i: visitors[i].run(*plan(i, 1)[0], args.tokens))  # warm-up round
+            for v in visitors:
+                v.latencies.clear(), v.first.clear(), v.results.clear()
+                v.tokens = 0
+            if rss_warm is None:
+                rss_warm = rss_mb(server.pid)
+            samples: list[float] = []
+            loading = threading.Event()
+            loading.set()
 
-        # 3. the load, the server's RSS sampled meanwhile
-        visitors = [Visitor(url) for _ in range(args.sessions)]
-        samples: list[float] = []
-        loading = threading.Event()
-        loading.set()
+            def sample_rss() -> None:
+                while loading.is_set():
+                    samples.append(rss_mb(server.pid))
+                    time.sleep(1)
 
-        def sample_rss() -> None:
-            while loading.is_set():
-                samples.append(rss_mb(server.pid))
-                time.sleep(1)
-
-        sampler = threading.Thread(target=sample_rss, daemon=True)
-        sampler.start()
-        began = time.perf_counter()
-        concurrently(visitors, lambda i: [visitors[i].run(tab, seed, args.tokens) for tab, seed in plan(i, args.rounds)])
-        wall = time.perf_counter() - began
-        loading.clear()
-        sampler.join()
-        rss_loaded = rss_mb(server.pid)
-        for v in visitors:
-            v.close()
+            sampler = threading.Thread(target=sample_rss, daemon=True)
+            sampler.start()
+            began = time.perf_counter()
+            concurrently(n, lambda i: [visitors[i].run(t, s, args.tokens) for t, s in plan(i + 1, args.rounds)])
+            wall = time.perf_counter() - began
+            loading.clear()
+            sampler.join()
+            for v in visitors:
+                v.close()
+            loads.append((n, visitors, wall, max(samples)))
         rss_after = settle(server.pid, args.settle)
-
-        # 4. sessions that run once and end
         for _ in range(args.ended):
             v = Visitor(url)
             v.run("sampling", SEEDS[0], args.tokens)
@@ -193,27 +252,46 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
 
-    results = [r for v in visitors for r in v.results]
-    equal = sum(text == solo[(tab, seed)] for tab, seed, text in results)
-    latencies = sorted(x for v in visitors for x in v.latencies)
-    p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))]
-    per_session = [v.tokens / v.busy_s for v in visitors if v.busy_s]
-    print(f"python bench/bench_load.py --sessions {args.sessions} --rounds {args.rounds} --tokens {args.tokens} "
-          f"--ended {args.ended} --slots {args.slots}: tabs {', '.join(TABS)}, seeds {list(SEEDS)}, "
-          f"{wall:.0f} s under load")
+    print(f"python bench/bench_load.py --visitors {args.visitors} --rounds {args.rounds} --tokens {args.tokens} "
+          f"--ended {args.ended} --slots {args.slots} --dtype {args.dtype}{' --alone' if args.alone else ''}: "
+          f"{os.environ.get('PLAYGROUND_MODEL') or 'embedded model'}, {threads} torch thread(s), "
+          f"forwards {'each run alone' if args.alone else 'shared'}, tabs {', '.join(TABS)}, seeds {list(SEEDS)}")
     print()
-    print("| sessions | runs | equal to solo | p50 latency | p95 latency | tokens/s per session | RSS after warm-up "
-          "| peak RSS under load | RSS after the load | RSS after its sessions ended | RSS after "
-          f"{args.ended} one-run sessions | growth |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| {args.sessions} | {len(results)} | {equal}/{len(results)} | {statistics.median(latencies):.1f} s "
-          f"| {p95:.1f} s | {statistics.median(per_session):.1f} | {rss_warm:.0f} MB | {max(samples):.0f} MB "
-          f"| {rss_loaded:.0f} MB | {rss_after:.0f} MB | {rss_ended:.0f} MB | {rss_ended - rss_warm:+.0f} MB |")
-    quarters = [samples[min(len(samples) - 1, len(samples) * q // 4)] for q in (1, 2, 3, 4)]
-    print(f"\nRSS under load at 1/4, 1/2, 3/4 and the end of it: {', '.join(f'{q:.0f} MB' for q in quarters)}")
-    mismatched = [(tab, seed) for tab, seed, text in results if text != solo[(tab, seed)]]
+    print("| path | tokens/s | ratio | target |")
+    print("|---|---:|---:|---|")
+    print(f"| `core.generate` (ListRecorder) | {core_rate:.1f} | 1.00x | |")
+    print(f"| `core.stream` | {stream_rate:.1f} | {stream_rate / core_rate:.2f}x core | >= 0.95x |")
+    print(f"| the app, one visitor (status line, server-side) | {app_rate:.1f} | {app_rate / core_rate:.2f}x core "
+          f"| >= 0.9x |")
+    print(f"| the app, one visitor (client: tokens / wall time) | {one_client_rate:.1f} | "
+          f"{one_client_rate / core_rate:.2f}x core | |")
+    print()
+    print("| visitors | runs | total tokens/s | / one visitor | p50 latency | p95 latency | p50 first token "
+          "| p95 first token | equal to solo | peak RSS |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    mismatched = set()
+    for n, visitors, wall, peak in loads:
+        results = [r for v in visitors for r in v.results]
+        equal = sum(text == solo[(tab, seed)] for tab, seed, text in results)
+        mismatched |= {(tab, seed) for tab, seed, text in results if text != solo[(tab, seed)]}
+        latencies = [x for v in visitors for x in v.latencies]
+        first = [x for v in visitors for x in v.first]
+        total = sum(v.tokens for v in visitors) / wall
+        print(f"| {n} | {len(results)} | {total:.1f} | {total / app_rate:.2f}x | {statistics.median(latencies):.1f} s "
+              f"| {percentile(latencies, 0.95):.1f} s | {statistics.median(first):.2f} s "
+              f"| {percentile(first, 0.95):.2f} s | {equal}/{len(results)} | {peak:.0f} MB |")
+    print()
+    print(f"RSS: {rss_warm:.0f} MB after the first warm-up, {rss_after:.0f} MB after the load's sessions ended, "
+          f"{rss_ended:.0f} MB after {args.ended} one-run sessions: growth {rss_ended - rss_warm:+.0f} MB "
+          f"(target <= 40 MB)")
     if mismatched:
-        print(f"\nnot equal to their solo run: {sorted(set(mismatched))}")
+        print(f"\nnot equal to their solo run: {sorted(mismatched)}")
+
+
+def settle(pid: int, seconds: float) -> float:
+    """Wait for ended sessions to be let go (Gradio's unload), then the server's RSS."""
+    time.sleep(seconds)
+    return rss_mb(pid)
 
 
 if __name__ == "__main__":

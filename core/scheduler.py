@@ -89,7 +89,7 @@ class StepScheduler:
     """The step scheduler of one model (see the module docstring). ``gather_s``: how long a step waits for the
     other seated runs' steps to join it."""
 
-    def __init__(self, model, *, gather_s: float = 0.03, idle_s: float = 30.0, max_rows: int = MAX_ROWS):
+    def __init__(self, model, *, gather_s: float = 0.25, idle_s: float = 30.0, max_rows: int = MAX_ROWS):
         self._model = weakref.ref(model)  # the model owns its scheduler (through the hooks), not the other way round
         self.linears = batching.probe(model)  # "native", "rows" or "": how rows of several runs may share a forward
         self.gather_s, self.idle_s, self.max_rows = gather_s, idle_s, max_rows

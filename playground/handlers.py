@@ -21,7 +21,7 @@ import torch
 import core
 from core.records import StepRecord, Trace
 
-from . import session, zerogpu
+from . import policy, session, zerogpu
 from .fields import BY_NAME as ADVANCED
 
 # Fields whose widget gives a float but transformers expects an int.
@@ -350,7 +350,8 @@ def stream_run(run: Run, loaded, input_ids, attention_mask, *, generator, top_n:
     run.prompt_ids, run.model_name, run.started = input_ids.tolist(), loaded.name, time.perf_counter()
     if run.base is not None:
         run.prompt_ids = run.base.prompt_ids
-    events = zerogpu.stream(loaded.model, input_ids, tokenizer=loaded.tokenizer, top_n=top_n,
+    events = zerogpu.stream(loaded.model, input_ids, shared=policy.shared_forward(), tokenizer=loaded.tokenizer,
+                            top_n=top_n,
                             attention_mask=attention_mask, generator=generator, max_seconds=max_seconds,
                             origin=origin, **run.kwargs, **model_kwargs)
     def decode(ids):

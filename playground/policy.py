@@ -46,6 +46,8 @@ MAX_PARAMS_ENV = "PLAYGROUND_MAX_PARAMS"
 MAX_MODELS_ENV = "PLAYGROUND_MAX_MODELS"
 MAX_SECONDS_ENV = "PLAYGROUND_MAX_SECONDS"
 DTYPE_ENV = "PLAYGROUND_DTYPE"
+SHARED_ENV = "PLAYGROUND_SHARED_FORWARD"
+THREADS_ENV = "PLAYGROUND_THREADS"
 DEFAULT_MAX_SECONDS = 120.0
 DEFAULT_MAX_PARAMS = 2_000_000_000
 DEFAULT_MAX_MODELS = 2
@@ -99,6 +101,28 @@ def max_models() -> int:
         return DEFAULT_MAX_MODELS
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError(f"{MAX_MODELS_ENV} must be a whole number of models, at least 1; got {raw!r}")
+    return int(raw)
+
+
+def shared_forward() -> bool:
+    """``PLAYGROUND_SHARED_FORWARD``, default 1: every visitor's run shares each forward with the other runs on its
+    model (``core.scheduler``; each run's tokens stay those of the run alone). 0 runs each generation by itself."""
+    raw = os.environ.get(SHARED_ENV, "").strip() or "1"
+    if raw not in ("0", "1"):
+        raise ValueError(f"{SHARED_ENV} must be 1 (share forwards) or 0 (each run alone); got {raw!r}")
+    return raw == "1"
+
+
+def torch_threads() -> int:
+    """``PLAYGROUND_THREADS``: torch's intra-op threads, decided once at start-up (the one knob). Default: the
+    machine's cores less one, at least 1. With shared forwards one forward runs at a time, so these threads are all
+    the model ever uses; the core left over serves Gradio and the runs' own work (processors, records, streaming),
+    which otherwise find every core spinning in OpenMP (``core.stream`` lost 12% to it against ``generate``)."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return max(1, (os.cpu_count() or 1) - 1)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{THREADS_ENV} must be a whole number of threads, at least 1; got {raw!r}")
     return int(raw)
 
 

@@ -139,12 +139,15 @@ def _duration(model, input_ids, states, many, kwargs) -> int:
 _on_gpu = spaces.GPU(duration=_duration)(_run) if on_zerogpu() else None
 
 
-def stream(model, input_ids, **kwargs) -> Iterator:
-    """``core.stream(model, input_ids, **kwargs)``; on a ZeroGPU Space, inside ``@spaces.GPU`` (see the module)."""
+def stream(model, input_ids, *, shared: bool = False, **kwargs) -> Iterator:
+    """``core.stream(model, input_ids, **kwargs)``; on a ZeroGPU Space, inside ``@spaces.GPU`` (see the module).
+    ``shared``: the run shares each forward with the process's other runs on the model (``core.scheduler``); a
+    ZeroGPU task runs in a worker process of its own, so there it runs alone."""
     import core
+    from core import scheduler
 
     if _on_gpu is None:
-        yield from core.stream(model, input_ids, **kwargs)
+        yield from core.stream(model, input_ids, scheduler=scheduler.shared(model) if shared else None, **kwargs)
         return
     generator = kwargs.pop("generator", None)
     states = _states(generator)

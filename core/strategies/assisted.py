@@ -43,6 +43,10 @@ unusable as a model of its own; here it works on a clone of the assistant that s
 tokens cannot match transformers' for a seed anyway: transformers draws random numbers while pruning, on
 the first call only, and orders the vocabularies' overlap as ``get_vocab()`` returns it, a hash order that
 changes from call to call; here the same seed gives the same tokens within a process.)
+
+Under a step scheduler (``core.scheduler``) a seated run's main-model forwards run alone, between the other runs'
+batched steps (the model lock): each verifies several draft tokens per row at once, not the one new token per row a
+batched step carries; the drafts themselves come from transformers' own ``generate`` on the assistant.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ Two things 4.55.4 does at every step are left out where the model allows, withou
 - the LM head on every candidate: only the chosen candidate's logits are used, so where the model's logits are
   its LM head applied to its last hidden state (checked on the prompt), the candidates' forward computes no
   logits and the head runs on the chosen row alone (for SmolLM2 in float32 the head on 4 rows costs ~2x one row).
+
+Under a step scheduler (``core.scheduler``) a seated run's forwards run alone, between the other runs' batched steps
+(the model lock): each step's forward carries ``top_k`` candidate rows against a cache that ``SharedPrefix`` hands
+attention repeated, and asks for every layer's hidden states, which a batched step of plain rows does not carry.
 """
 
 from __future__ import annotations
