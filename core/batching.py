@@ -191,7 +191,8 @@ def batchable(model, model_inputs: dict) -> bool:
     input_ids = model_inputs.get("input_ids")
     return (type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
             and input_ids is not None and input_ids.dim() == 2 and input_ids.shape[1] == 1
-            and model_inputs.get("position_ids") is not None and model_inputs.get("logits_to_keep", 1) == 1)
+            and model_inputs.get("position_ids") is not None
+            and type(model_inputs.get("logits_to_keep", 1)) is int and model_inputs.get("logits_to_keep", 1) == 1)
 
 
 def solo_mask(model, model_inputs: dict):

@@ -205,7 +205,12 @@ class StepScheduler:
                     jobs = [job for job in self._jobs if not job.abandoned]
                     self._jobs = []
                 with self._model_lock:
-                    self._run(jobs)
+                    try:
+                        self._run(jobs)
+                    except BaseException as err:  # noqa: BLE001 - the worker lives on; the runs get the error
+                        for job in jobs:
+                            if job.outputs is None and job.error is None:
+                                job.error = err
                 with self._cond:
                     for job in jobs:
                         if job.seat.pending is job:
