@@ -28,6 +28,8 @@ RUNS = [
      [1, 4, 4, 4, 9, 4, 4], 30),
     (dict(do_sample=True, temperature=1.2, seed=11, num_return_sequences=2), [1, 40, 41], 12),
     (dict(do_sample=False, repetition_penalty=1.5), [1, 50], 5),
+    (dict(dola_layers="high", repetition_penalty=1.2), [1, 60, 61], 7),  # steps through the worker one at a time
+    (dict(penalty_alpha=0.6, top_k=4), [1, 3, 5], 6),  # its forwards take the model lock between batched steps
 ]
 
 
@@ -68,7 +70,7 @@ def test_runs_through_the_scheduler_equal_the_same_runs_alone(one_thread, dtype)
     solo = [run(model, *r) for r in RUNS]
     scheduler = StepScheduler(model)
     assert scheduler.linears in ("native", "rows")  # this machine batches runs in both dtypes
-    shared = concurrently(model, scheduler, RUNS, delays=[0.0, 0.0, 0.02, 0.05, 0.01, 0.08])
+    shared = concurrently(model, scheduler, RUNS, delays=[0.0, 0.0, 0.02, 0.05, 0.01, 0.08, 0.03, 0.0])
     for i, (a, b) in enumerate(zip(solo, shared)):
         assert a[0] == b[0], f"run {i}: {RUNS[i][0]} tokens differ under load"
         assert a[1] == b[1], f"run {i}: {RUNS[i][0]} recorded candidates differ under load"
