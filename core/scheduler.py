@@ -116,10 +116,12 @@ class StepScheduler:
         seat = Seat(self)
         seat.deadline = deadline
         with self._cond:
-            if threading.get_ident() in self._seats:  # nested (a strategy calling generate): the outer seat serves
-                yield self._seats[threading.get_ident()]
-                return
-            self._seats[threading.get_ident()] = seat
+            outer = self._seats.get(threading.get_ident())
+            if outer is None:
+                self._seats[threading.get_ident()] = seat
+        if outer is not None:  # nested (a strategy calling generate): the outer seat serves
+            yield outer
+            return
         _local.seat = seat
         try:
             yield seat
