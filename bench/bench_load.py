@@ -218,8 +218,10 @@ def main() -> None:
         for n in counts:
             visitors = [Visitor(url) for _ in range(n)]
             concurrently(n, lambda i: visitors[i].run(*plan(i, 1)[0], args.tokens))  # warm-up round
-            for v in visitors:
-                v.latencies.clear(), v.first.clear(), v.results.clear()
+            for v in visitors:  # the warm-up round does not count
+                v.latencies.clear()
+                v.first.clear()
+                v.results.clear()
                 v.tokens = 0
             if rss_warm is None:
                 rss_warm = rss_mb(server.pid)

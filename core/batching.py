@@ -20,6 +20,7 @@ Shape legend as in ``core/loop.py``: B rows of the batched step, b a run's rows,
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from typing import Any, NamedTuple
 
@@ -128,20 +129,15 @@ class SegmentedCache(DynamicCache):
     """The cache of a batched step: each run's own ``DynamicCache`` behind its rows. ``update`` appends each run's
     slice of the new keys and values to that run's cache (what its solo step does) and returns ``Segments``."""
 
-    def __init__(self, caches: list, sizes: list[int], masks: list):
+    def __init__(self, caches: list, rows: list[slice], masks: list):
         super().__init__()
-        self.caches, self.masks = caches, masks
-        bounds, start = [], 0
-        for size in sizes:
-            bounds.append((start, start + size))
-            start += size
-        self.bounds = bounds
+        self.caches, self.rows, self.masks = caches, rows, masks
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
         segments = Segments()
-        for (start, stop), cache, mask in zip(self.bounds, self.caches, self.masks):
-            keys, values = cache.update(key_states[start:stop], value_states[start:stop], layer_idx, *args, **kwargs)
-            segments.append(Segment(start, stop, keys, values, mask))
+        for rows, cache, mask in zip(self.rows, self.caches, self.masks):
+            keys, values = cache.update(key_states[rows], value_states[rows], layer_idx, *args, **kwargs)
+            segments.append(Segment(rows.start, rows.stop, keys, values, mask))
         return segments, segments
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -157,6 +153,8 @@ def install_segmented_attention() -> None:
     each run's rows with its own keys, values and mask; any other call goes to the original unchanged (same
     function, same arguments), so no model's behaviour moves."""
     global _sdpa
+    if _sdpa is not None:  # every batched step asks; only the first installs
+        return
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.modeling_utils import AttentionInterface
 
@@ -212,8 +210,10 @@ def batched_forward(model, steps: list[dict], linears: str) -> list:
     (logits [b, 1, V], its own cache, hidden states when asked). ``linears``: ``probe``'s answer."""
     install_segmented_attention()
     sizes = [s["input_ids"].shape[0] for s in steps]
+    ends = list(itertools.accumulate(sizes))
+    rows = [slice(end - size, end) for size, end in zip(sizes, ends)]  # each run's rows of the batched step
     masks = [solo_mask(model, s) for s in steps]  # before any cache grows
-    cache = SegmentedCache([s["cache"] for s in steps], sizes, masks)
+    cache = SegmentedCache([s["cache"] for s in steps], rows, masks)
     input_ids = torch.cat([s["input_ids"] for s in steps])  # [B, 1]
     position_ids = torch.cat([s["position_ids"] for s in steps])  # [B, 1]
     hidden = bool(steps[0].get("output_hidden_states"))
@@ -223,12 +223,10 @@ def batched_forward(model, steps: list[dict], linears: str) -> list:
     with exact:
         outputs = model(input_ids=input_ids, position_ids=position_ids, cache=cache, attention_mask=placeholder,
                         use_cache=True, logits_to_keep=1, output_hidden_states=hidden, return_dict=True)
-    results, start = [], 0
-    for step, size in zip(steps, sizes):
-        rows = slice(start, start + size)
-        fields = {"logits": outputs.logits[rows], "cache": step["cache"]}
+    results = []
+    for step, run_rows in zip(steps, rows):
+        fields = {"logits": outputs.logits[run_rows], "cache": step["cache"]}
         if hidden:
-            fields["hidden_states"] = tuple(h[rows] for h in outputs.hidden_states)
+            fields["hidden_states"] = tuple(h[run_rows] for h in outputs.hidden_states)
         results.append(type(outputs)(**fields))
-        start += size
     return results

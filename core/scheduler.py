@@ -68,13 +68,13 @@ class Stats:
 class Seat:
     """One run's place at the scheduler, for its thread."""
 
-    def __init__(self, scheduler: "StepScheduler"):
+    def __init__(self, scheduler: "StepScheduler", deadline: float | None = None):
         self.scheduler = scheduler
         self.thread = threading.current_thread()
         self.stepping = False  # has handed in a step: the worker waits for its next one
         self.pending: Job | None = None
         self.direct = 0  # depth of model calls this thread makes itself (under the model lock)
-        self.deadline: float | None = None  # the run's wall-clock cap (monotonic), bounding its waits
+        self.deadline = deadline  # the run's wall-clock cap (monotonic), bounding its waits
 
     def step(self, model_inputs: dict):
         """The outputs of one decode forward of this run, made by the worker, batched with the other runs' steps."""
@@ -113,8 +113,7 @@ class StepScheduler:
     @contextlib.contextmanager
     def seat(self, deadline: float | None = None) -> Iterator[Seat]:
         """Seat the calling thread's run for the block; it leaves (its rows free) when the block ends, however."""
-        seat = Seat(self)
-        seat.deadline = deadline
+        seat = Seat(self, deadline)
         with self._cond:
             outer = self._seats.get(threading.get_ident())
             if outer is None:
@@ -168,14 +167,14 @@ class StepScheduler:
         wait = STEP_WAIT_S if seat.deadline is None else max(seat.deadline - time.monotonic(), 0.0) + STEP_WAIT_S / 8
         give_up = time.monotonic() + wait
         while not job.done.wait(timeout=0.25):
-            worker = self._worker
-            if worker is None or not worker.is_alive() or time.monotonic() > give_up:
+            worker, late = self._worker, time.monotonic() > give_up
+            if worker is None or not worker.is_alive() or late:
                 with self._cond:
                     if job.done.is_set():
                         break
                     job.abandoned = True
                     seat.pending = None
-                raise RuntimeError("the step scheduler did not run this step in time" if time.monotonic() > give_up
+                raise RuntimeError("the step scheduler did not run this step in time" if late
                                    else "the step scheduler's worker stopped")
         if job.error is not None:
             raise job.error
