@@ -27,7 +27,7 @@ import torch
 
 import core
 from core.models import DEFAULT_NAME, DTYPE_CHOICES, available_models
-from playground import branches_panel, policy, session
+from playground import branches_panel, gradio_patches, policy, session
 from playground.branches import Branches
 from playground.state import MODELS, ModelCache
 from playground.tabs import TabHandle, all_tabs
@@ -78,7 +78,6 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
     models.pin(startup)
     choices = available_models()
     core.kernels.warm_up()  # the quantized KV cache's compiled kernels, built or loaded in the background
-    session.keep_component_ids()  # a Gradio leak: see there
     session.fix_mmap_threshold()  # large transient tensors in mappings of their own, not the heap
     max_seconds = policy.max_seconds() if max_seconds is None else max_seconds
     # Gradio's own copies of served files (uploads, files not already in its cache) go after an hour
@@ -130,6 +129,7 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
 
 def launch(demo: gr.Blocks, slots: int = 2, queue_size: int = 16, **kwargs):
     """Queue (``slots`` generations at once, ``queue_size`` waiting) and serve with the playground's CSS."""
+    gradio_patches.apply()  # two mends of Gradio's output path, process-wide: see there
     demo.queue(default_concurrency_limit=slots, max_size=queue_size)
     return demo.launch(css_paths=[ASSETS / "style.css"], **kwargs)
 

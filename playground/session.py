@@ -100,28 +100,6 @@ def sweep(max_age_s: float | None = None) -> int:
     return removed
 
 
-def keep_component_ids() -> None:
-    """Work around a leak in Gradio 6.31's per-session config: an output updated by props (``gr.skip()`` while text
-    streams, ``gr.Slider(maximum=...)``) gets a per-session copy of its component, made with a new ``_id``; the
-    next value update then files that copy under its new id as well (``blocks.py`` ``postprocess_data``:
-    ``if block._id not in state: state[block._id] = block``), so a session's config grew by ~11 components, each
-    holding its last value (plot JSON), on every run. The copy keeps the id of the component it stands for."""
-    from gradio.blocks import Block
-    from gradio.state_holder import SessionState
-
-    setitem = SessionState.__setitem__
-    if getattr(setitem, "keeps_ids", False):
-        return
-
-    def __setitem__(self, key: int, value: Any) -> None:
-        if isinstance(value, Block) and value._id != key:
-            value._id = key
-        setitem(self, key, value)
-
-    __setitem__.keeps_ids = True
-    SessionState.__setitem__ = __setitem__
-
-
 def _libc():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -120,7 +120,7 @@ def test_sweep_removes_folders_nobody_touched(tmp_path, monkeypatch):
 
 def test_a_sessions_gradio_config_does_not_grow_with_its_runs(served):
     """Gradio 6.31 filed a per-session copy of every prop-updated output under a new id on each run (~11
-    components, each with its last value, per run); ``session.keep_component_ids`` keeps the copies' ids."""
+    components, each with its last value, per run); ``gradio_patches.keep_component_ids`` keeps the copies' ids."""
     client = Client(served.local_url, verbose=False)
     sizes = []
     for i in range(3):

@@ -1,0 +1,57 @@
+"""The mends of Gradio's output path (``playground.gradio_patches``): a bare ``gr.skip()`` leaves its output as it
+is without building a new component, on the served path a client sees."""
+
+from __future__ import annotations
+
+import gradio as gr
+from gradio_client import Client
+
+from playground import gradio_patches
+
+
+def test_the_mends_are_in_force_on_the_tested_gradio():
+    assert gradio_patches.version() in gradio_patches.TESTED
+    assert gradio_patches.apply() == ["keep_component_ids", "cheap_skips"]
+    assert gradio_patches.apply() == ["keep_component_ids", "cheap_skips"]  # once: a second call changes nothing
+    assert getattr(gr.blocks.Blocks.postprocess_data, "mended", False)
+
+
+def served_outputs(stream, n: int) -> list[tuple]:
+    """What a client receives from ``stream`` (a generator over ``n`` textboxes), message by message."""
+    with gr.Blocks() as demo:
+        boxes = [gr.Textbox(label=f"box{i}") for i in range(n)]
+        gr.Button().click(stream, None, boxes, api_name="stream")
+    demo.queue().launch(prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        job = client.submit(api_name="/stream")
+        job.result(timeout=60)
+        client.close()
+        return job.outputs()
+    finally:
+        demo.close()
+
+
+def test_a_skipped_output_is_sent_as_before_and_builds_no_component(monkeypatch):
+    gradio_patches.apply()
+    built = []
+    init = gr.Textbox.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(kwargs.get("label"))
+        init(self, *args, **kwargs)
+
+    def stream():
+        yield "a", "kept", "x"
+        for i in range(5):
+            yield "a" * (i + 2), gr.skip(), gr.Textbox(label="renamed") if i == 4 else gr.skip()
+
+    mended = gr.blocks.Blocks.postprocess_data
+    with monkeypatch.context() as m:  # Gradio's own path, for reference
+        m.setattr(gr.blocks.Blocks, "postprocess_data", mended.original)
+        reference = served_outputs(stream, 3)
+    monkeypatch.setattr(gr.Textbox, "__init__", counting)
+    outputs = served_outputs(stream, 3)
+    assert outputs == reference and outputs[1][1] == {"__type__": "update"}
+    # box1 was skipped five times and box2 four: each was built once, by the layout (the slow path builds one per skip)
+    assert built.count("box1") == built.count("box2") == 1 and "renamed" in built
