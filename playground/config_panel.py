@@ -2,7 +2,7 @@
 saves, and save / download / load / push of it (the work is done by ``playground.share``).
 
 It follows the active tab (``active_tab``, a ``gr.State`` holding a tab key): what it shows, saves and
-pushes is exactly what that tab's Generate runs (``handlers.generate_kwargs``: loaded extra fields, then
+pushes is exactly what that tab's Generate runs (``field_codecs.generate_kwargs``: loaded extra fields, then
 the widgets, then the fields that define the tab). A loaded config goes to the tab it matches (see
 ``matching_tab``); every widget of that tab takes the loaded value, and fields it has no widget for are
 kept in the tab's ``extra`` state, so they run and are saved back.
@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping, Optional
 import gradio as gr
 
 from . import policy, session, share
-from .handlers import generate_kwargs, widget_value
+from .field_codecs import generate_kwargs, widget_value
 
 HEADING = "Settings of the **{title}** tab, as the `GenerationConfig` JSON transformers saves (only the values " \
           "that differ from the defaults)."

@@ -2,7 +2,7 @@
 tabs' own controls leave out, the community samplers (``core.processors``), structured output (``core.grammar``) and
 ``sampler_order`` (``core.chain``). Each ``Field`` names its widget kind, range and one line of help; a tab lists the
 groups that apply to it (``StrategyTab.advanced``) and ``playground.tabs.advanced`` builds them. No Gradio here:
-``playground.handlers`` reads the same list for the widget <-> config codecs.
+``playground.field_codecs`` reads the same list for the widget <-> config codecs.
 
 Widget kinds: ``slider`` (``lo``, ``hi``, ``step``; 0 means "off" where ``off`` is 0), ``number`` (a number typed as text; empty: unset),
 ``checkbox``, ``json`` (JSON text, empty: unset), ``text`` (a string, empty: unset), ``lines`` (a longer string),

@@ -3,7 +3,7 @@ token further (step mode), from where a paused run stopped (resume), or N seeds 
 
 Each function returns a ``Start``: the input ids, the generator, the ``Origin`` naming the run it continues (from
 ``core.steer``, which reads the parent's records), the paused run it extends (``base``) and the settings. The tab
-then streams it like any run (``handlers.stream_run``), so every steered run is an ordinary core run with records.
+then streams it like any run (``runs.stream_run``), so every steered run is an ordinary core run with records.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import core
 from core.rng import new_generator
 from core.steer import branch, node_path
 
-from .handlers import Run, returned_tokens
+from .runs import Run, returned_tokens
 
 SAMPLE_MANY_MAX = 64  # "Sample N" on CPU
 SAMPLE_MANY_TOP_N = 3  # its tree needs each chosen token's probability, not ten alternatives per row

@@ -60,7 +60,7 @@ def full_app(hub, tmp_path_factory):
 
 @pytest.mark.slow
 def test_push_from_the_full_app_sends_what_the_sampling_tab_runs(browser, full_app, hub):
-    from playground.handlers import generate_kwargs
+    from playground.field_codecs import generate_kwargs
 
     url, demo = full_app
     page = browser.new_page()

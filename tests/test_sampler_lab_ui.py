@@ -11,7 +11,7 @@ import pytest
 from transformers import GenerationConfig
 
 import core
-from playground import config_panel, handlers, share
+from playground import config_panel, field_codecs, share
 from playground.fields import BY_NAME, GROUPS
 from playground.tabs.compare import all_presets
 from test_ui_handlers import figure, generate, served, tiny_folder  # noqa: F401 - fixtures
@@ -102,7 +102,7 @@ CHANGED = {  # a value per Advanced field, as its widget shows it, away from the
 def test_changed_values_cover_every_field():
     assert set(CHANGED) == set(BY_NAME)
     for name, value in CHANGED.items():
-        assert handlers.config_value(name, value) is not None, name
+        assert field_codecs.config_value(name, value) is not None, name
 
 
 @pytest.mark.parametrize("key", ["sampling", "greedy", "beam"])
@@ -117,16 +117,16 @@ def test_advanced_fields_round_trip_through_save_and_load(served, tmp_path, key)
             widgets[name] = CHANGED[name]
     if "mirostat_tau" in widgets and handle.fixed.get("num_beams") != 1:
         widgets["mirostat_tau"] = 0
-    cfg = share.config_from_settings(handlers.generate_kwargs(widgets, {}, handle.fixed))
+    cfg = share.config_from_settings(field_codecs.generate_kwargs(widgets, {}, handle.fixed))
     path = share.save_config(cfg, tmp_path, "lab.json", set(handle.controls) | set(handle.fixed))
     values = share.config_values(share.load_local(tmp_path, "lab.json"))
     chosen, overridden = config_panel.matching_tab(values, demo.handles, key)
     assert chosen.key == key and not overridden
-    shown = {name: handlers.widget_value(name, values.get(name, share.default_value(name)))
+    shown = {name: field_codecs.widget_value(name, values.get(name, share.default_value(name)))
              for name in handle.controls}
     for name in handle.controls:
         if name in BY_NAME:
-            expected, got = handlers.config_value(name, widgets[name]), handlers.config_value(name, shown[name])
+            expected, got = field_codecs.config_value(name, widgets[name]), field_codecs.config_value(name, shown[name])
             if isinstance(expected, dict) and name == "watermarking_config":  # transformers adds its defaults
                 assert expected.items() <= got.items(), name
             else:
@@ -141,7 +141,7 @@ def test_a_saved_lab_config_runs_the_same_through_from_pretrained(embedded, tmp_
     handle_fields = {"dry_multiplier": 0.8, "sampler_order": "min_p, temperature", "bad_words_ids": '[" the"]',
                      "sequence_bias": '[[" cat", 3.0]]', "min_p": 0.05, "xtc_probability": 0.3,
                      "watermarking_config": '{"bias": 2.0}', "negative_prompt": "boring"}
-    kwargs = handlers.generate_kwargs(handle_fields, {}, {"do_sample": True, "num_beams": 1, "max_new_tokens": 8})
+    kwargs = field_codecs.generate_kwargs(handle_fields, {}, {"do_sample": True, "num_beams": 1, "max_new_tokens": 8})
     share.save_config(share.config_from_settings(kwargs), tmp_path, "generation_config.json")
     loaded = GenerationConfig.from_pretrained(tmp_path)
     ids = embedded.tokenizer("Tell me about cats.", return_tensors="pt")["input_ids"]

@@ -24,7 +24,8 @@ import app
 from conftest import kernels_ready
 import core
 from core.records import Trace
-from playground import handlers
+from playground import field_codecs
+from playground.prompt import encode_prompt
 from playground.figures.beam_tree import node_count
 from playground.state import ModelCache
 from playground.tabs import TABS, all_tabs
@@ -86,7 +87,7 @@ def figure(out: dict, label: str) -> go.Figure:
 
 
 def reference_text(loaded, **kwargs) -> str:
-    ids, mask, _ = handlers.encode_prompt(loaded.tokenizer, PROMPT, chat=True)
+    ids, mask, _ = encode_prompt(loaded.tokenizer, PROMPT, chat=True)
     seqs = loaded.model.generate(ids, attention_mask=mask, **kwargs)
     return loaded.tokenizer.decode(seqs[0, ids.shape[1]:], skip_special_tokens=True)
 
@@ -302,14 +303,14 @@ def test_main_serves_the_model_named_in_the_environment(tiny_folder, monkeypatch
     ("early_stopping", "True", True),
 ])
 def test_widget_values_round_trip_to_config_values(field, text, value):
-    assert handlers.config_value(field, text) == value
-    assert handlers.config_value(field, handlers.widget_value(field, value)) == value
+    assert field_codecs.config_value(field, text) == value
+    assert field_codecs.config_value(field, field_codecs.widget_value(field, value)) == value
 
 
 def test_whole_number_sliders_reach_transformers_as_floats(tiny_model, prompt):
     """A temperature slider on 2 sends the int 2, which transformers' TemperatureLogitsWarper refuses."""
-    temperature = handlers.config_value("temperature", 2)
-    assert type(temperature) is float and handlers.config_value("top_k", 20.0) == 20
+    temperature = field_codecs.config_value("temperature", 2)
+    assert type(temperature) is float and field_codecs.config_value("top_k", 20.0) == 20
     torch.manual_seed(0)
     expected = tiny_model.generate(prompt, do_sample=True, temperature=2.0, max_new_tokens=4)
     torch.manual_seed(0)
@@ -318,7 +319,7 @@ def test_whole_number_sliders_reach_transformers_as_floats(tiny_model, prompt):
 
 
 def test_tab_fields_win_over_loaded_extra_and_widgets_over_extra():
-    kwargs = handlers.generate_kwargs({"top_k": 20.0, "min_p": 0, "stop_strings": ""},
+    kwargs = field_codecs.generate_kwargs({"top_k": 20.0, "min_p": 0, "stop_strings": ""},
                                       extra={"do_sample": False, "top_k": 5, "repetition_penalty": 1.3},
                                       fixed={"do_sample": True})
     assert kwargs == {"do_sample": True, "top_k": 20, "repetition_penalty": 1.3}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from ..handlers import config_value, widget_value
+from ..field_codecs import config_value, widget_value
 
 if TYPE_CHECKING:
     from .base import StrategyTab, TabUI

@@ -36,11 +36,13 @@ from .. import policy, session, steering
 from ..branches import Branches, Entry, entropy_per_step, sample_tree, samples, token_texts
 from ..figures import branches as branch_figures
 from ..figures import funnel
-from ..handlers import (Run, Throttle, encode_prompt, error_line, generate_kwargs, join_texts, load_runs, parse_token,
-                        save_runs, status_line, stream_run, wait_stopped, widget_value)
+from ..field_codecs import generate_kwargs, widget_value
+from ..prompt import encode_prompt, parse_token
+from ..runs import Run, load_runs, save_runs, stream_run, wait_stopped
 from ..state import ModelCache
 from . import TabHandle
 from .advanced import with_advanced
+from .status import Throttle, error_line, join_texts, status_line
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
@@ -589,9 +591,9 @@ class TabUI:
                                                "end, Continue with this token replaces the picked step's") if n)
         status = status_line(view.runs, "; ".join(n for n in (note, extra_note) if n), seeded=tab.seeded)
         branches = view.branches if view.branches is not None else gr.skip()
-        if not figures:  # the runs still go to the session state, so that Stop can save what streamed
-            skips = [gr.skip()] * (len(self.figures) + 3)
-            return (*texts, status, *skips, view.runs, gr.skip(), branches)
+        if not figures:  # text, status and tokens; the runs still go to the session state, so that Stop can save
+            skips = [gr.skip()] * len(self.figures)
+            return (*texts, status, *skips, self._tokens(view), gr.skip(), gr.skip(), view.runs, gr.skip(), branches)
         plots = [self._draw(f, view) for f in self.figures]
         n_steps = len(view.steps)
         step = gr.Slider(maximum=max(n_steps - 1, 1), value=max(n_steps - 1, 0)) if final else gr.skip()

@@ -10,7 +10,7 @@ from core.constraints import unmet_words
 
 from ..fields import BEAM_GROUPS
 from ..figures import beam_tree
-from ..handlers import join_texts
+from .status import join_texts
 from . import register
 from .base import Figure, StrategyTab, View, candidates_panel
 

@@ -9,7 +9,7 @@ import gradio as gr
 import torch
 
 from ..figures import cache
-from ..handlers import Run
+from ..runs import Run
 from . import register
 from .base import Figure, Plan, StrategyTab, View, candidates_panel
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..figures import compare
-from ..handlers import join_texts
+from .status import join_texts
 from . import all_tabs, register
 from .base import AppContext, Figure, Plan, StrategyTab, View, candidates_panel, load_presets
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..figures import dola
-from ..handlers import join_texts
+from .status import join_texts
 from ..fields import PORTED_GROUPS
 from . import register
 from .base import Figure, Plan, StrategyTab, View, candidates_panel

@@ -1,0 +1,37 @@
+"""What a visitor types -> token ids: the prompt (with the chat template or as plain text) and a token named by its
+text or ``#<id>``."""
+
+from __future__ import annotations
+
+import torch
+
+
+def encode_prompt(tokenizer, prompt: str, chat: bool) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """``(input_ids [1, S], attention_mask [1, S], note)``; the chat template wraps ``prompt`` as one user
+    turn when asked for and the tokenizer has one (the note says when it had none)."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        enc = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)
+        return enc["input_ids"], enc["attention_mask"], ""
+    enc = tokenizer(prompt, return_tensors="pt")
+    note = "this tokenizer has no chat template; the prompt was used as plain text" if chat else ""
+    return enc["input_ids"], enc["attention_mask"], note
+
+
+def parse_token(tokenizer, text: str | None, vocab_size: int) -> int | None:
+    """``#<id>`` or a token's text -> its id (``None`` for empty). Text must be exactly one token of the model."""
+    text = "" if text is None else str(text)
+    if not text.strip():
+        return None
+    if text.strip().startswith("#") and text.strip()[1:].isdigit():
+        token_id = int(text.strip()[1:])
+        if not 0 <= token_id < vocab_size:
+            raise ValueError(f"`token` must be a token id in [0, {vocab_size - 1}] (#<id>) or one token's text; "
+                             f"got {text!r}")
+        return token_id
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        pieces = " + ".join(repr(tokenizer.decode([i])) for i in ids)
+        raise ValueError(f"`token` must be one token of the model's vocabulary (or #<id>); {text!r} is {len(ids)} "
+                         f"tokens: {pieces}")
+    return ids[0]

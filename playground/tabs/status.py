@@ -1,0 +1,61 @@
+"""What a tab's text and status say, and when its figures are redrawn while the text streams."""
+
+from __future__ import annotations
+
+import time
+
+from ..runs import Run, streaming
+
+
+def join_texts(texts: list[str]) -> str:
+    """One text as it is; several returned sequences numbered as ``generate`` ranks them."""
+    if len(texts) <= 1:
+        return texts[0] if texts else ""
+    return "\n\n".join(f"[{i}] {t}" for i, t in enumerate(texts))
+
+
+STOPPED = {"cancelled": " (stopped)", "time cap": " (stopped at the server's time limit; it ends every run there)"}
+
+
+def status_line(runs: dict[str, Run], note: str = "", seeded: bool = False) -> str:
+    """One line per run: mode, tokens, speed, how it ended; with ``seeded``, the seed it drew from."""
+    parts = []
+    for run in runs.values():
+        state = (STOPPED.get(run.stopped, f" ({run.stopped})") if run.stopped else "" if run.done
+                 else " (running)" if run.steps else " (waiting)")
+        first = f", first token {run.first_token_s:.2f} s" if run.first_token_s is not None else ""
+        mode = f" (`{run.steps[0].strategy}`)" if run.steps and run.steps[0].strategy else ""
+        seed = f", seed {run.seed}" if seeded and run.seed is not None else ""
+        parts.append(f"**{run.label}**{mode}: {run.new_tokens} tokens in {run.elapsed_s:.2f} s "
+                     f"({run.tokens_per_s:.1f} tokens/s{first}{seed}){state}")
+    if note:
+        parts.append(f"_{note}_")
+    return "  \n".join(parts)
+
+
+def error_line(err: Exception) -> str:
+    return f"Not run: {err}"
+
+
+class Throttle:
+    """Says when to redraw a run's figures while its text streams: never with the first token (it goes out as text
+    alone, at once), then no more often than every ``interval`` seconds, and only as often as redrawing takes at
+    most ``share`` of the wall time, split among the runs streaming in this process (``runs.streaming()``): every
+    visitor's figures are drawn under the one GIL the model's forwards also need, so one visitor's redraws slow
+    every stream. The final output always draws them."""
+
+    def __init__(self, interval: float = 1.0, share: float = 0.1):
+        self.interval, self.share = interval, share
+        self.last: float | None = None
+        self.cost = 0.0
+
+    def due(self) -> bool:
+        now = time.perf_counter()
+        if self.last is None:
+            self.last = now
+            return False
+        return now - self.last >= max(self.interval, self.cost * streaming() / self.share)
+
+    def drawn(self, started: float) -> None:
+        self.last = time.perf_counter()
+        self.cost = self.last - started
