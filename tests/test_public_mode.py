@@ -99,7 +99,7 @@ def speculative_status(demo, assistant: str) -> str:
     widgets = [handle.controls[name].value for name in handle.ui.control_names]
     first = next(handle.ui.generate({}, None, demo.startup_model, "Name a fruit.", True, 0, {}, assistant,
                                     *widgets))
-    return first[handle.ui.n_texts]
+    return first[handle.ui.out.status]
 
 
 # --- the switch and the limits ------------------------------------------------------------------------------------

@@ -160,5 +160,5 @@ def test_clicking_a_run_of_the_branch_tree_shows_it(served, client):  # noqa: F8
     branches = demo.state_holder.session_data[client.session_hash]
     state = next(v for v in branches.state_data.values() if type(v).__name__ == "Branches")
     out = ui.clicked({}, state, type("Evt", (), {"value": "runs", "index": first.run_id})())
-    assert out[0] == first.texts[0]
-    assert "Greedy" in out[ui.n_texts]
+    assert out[ui.out.texts[0]] == first.texts[0]
+    assert "Greedy" in out[ui.out.status]

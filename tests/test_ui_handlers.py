@@ -14,6 +14,7 @@ import re
 import threading
 import time
 
+import gradio as gr
 import plotly.graph_objects as go
 import pytest
 import torch
@@ -65,10 +66,9 @@ def served(tiny_folder):
 
 
 def outputs_of(key: str, values: tuple) -> dict:
-    """Name a generate endpoint's outputs the way ``StrategyTab.build`` orders them."""
-    tab = TABS[key]
-    names = [f"text{i}" for i in range(len(tab.text_labels))] + ["status"]
-    names += [f"figure:{f.label}" for f in tab.all_figures()] + ["tokens", "step", "alternatives", "download"]
+    """Name a run endpoint's outputs (``StrategyTab.output_names``)."""
+    names = TABS[key].output_names()
+    assert len(names) == len(values), (names, values)
     return dict(zip(names, values))
 
 
@@ -104,7 +104,10 @@ def test_every_tab_streams_text_and_figures(served, key):
     assert isinstance(out["text0"], str) and out["text0"].strip(), out
     assert "tokens" in out["status"] and "Not run" not in out["status"], out["status"]
     for fig in TABS[key].all_figures():  # a figure that needs a setting (watermarking) is checked where it is set
-        assert figure(out, fig.label).data or fig.only_with, f"{fig.label} drew nothing"
+        if out[f"figure:{fig.label}"] is None:  # nothing to show: its sub-tab is hidden
+            assert fig.only_with, f"{fig.label} drew nothing"
+        else:
+            assert figure(out, fig.label).data, f"{fig.label} drew nothing"
     assert 'class="dp-tok' in out["tokens"]
     assert out["alternatives"]["data"] and out["alternatives"]["data"][0][0], out["alternatives"]
     assert out["step"]["maximum"] >= 1
@@ -330,10 +333,9 @@ def test_presets_set_widgets_and_keep_unknown_fields_in_extra(served):
     demo, _, _ = served
     tab, ui = TABS["sampling"], next(h.ui for h in demo.handles if h.key == "sampling")
     name = next(n for n, v in tab.presets().items() if "min_p" in v)
-    *widgets, extra = ui.apply_preset(name, {"repetition_penalty": 1.1})
-    values = dict(zip(ui.control_names, widgets))
-    assert values["min_p"] == tab.presets()[name]["min_p"]
-    assert extra == {"repetition_penalty": 1.1}
+    out = ui.apply_preset(name, {"repetition_penalty": 1.1})
+    assert out[ui.w.controls["min_p"]] == tab.presets()[name]["min_p"]
+    assert out[ui.w.extra] == {"repetition_penalty": 1.1}
 
 
 def test_tabs_come_in_registry_order_whatever_imports_what():
@@ -355,3 +357,15 @@ def test_the_shared_forward_and_threads_knobs_name_their_variable_when_malformed
     monkeypatch.setenv(policy.SHARED_ENV, "0")
     monkeypatch.setenv(policy.THREADS_ENV, "3")
     assert policy.shared_forward() is False and policy.torch_threads() == 3
+
+
+def test_output_names_follow_what_a_build_sends(served):
+    """The API names of a run endpoint's outputs match the components a build wires, one by one."""
+    demo, _, _ = served
+    for handle in demo.handles:
+        api = [c for c in handle.ui.out.ordered() if not c.skip_api]
+        names = handle.ui.tab.output_names()
+        assert len(api) == len(names), handle.key
+        kinds = {"text": gr.Textbox, "status": gr.Markdown, "figure": gr.Plot, "tokens": gr.HTML, "step": gr.Slider,
+                 "alternatives": gr.Dataframe, "download": gr.DownloadButton}
+        assert all(isinstance(c, kinds[n.split(":")[0].rstrip("0123456789")]) for c, n in zip(api, names)), handle.key

@@ -89,14 +89,21 @@ def unique_labels(texts: Iterable[str], ids: Iterable[int]) -> list[str]:
     return [s if counts[s] == 1 else f"{s} #{i}" for s, i in zip(shown, ids)]
 
 
+EMPTY = "dp-empty"  # the layout.meta of a figure with nothing drawn (``empty_figure``)
+
+
 def empty_figure(hint: str, title: str = "") -> go.Figure:
-    """A blank figure that says what to do to fill it."""
-    fig = go.Figure()
+    """A blank figure that says what to do to fill it (its tab hides it: ``is_empty``)."""
+    fig = go.Figure(layout=dict(meta=EMPTY))
     fig.add_annotation(text=hint, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
                        font=dict(size=14, color="#888"))
     fig.update_layout(template=TEMPLATE, title=title or None, height=300, paper_bgcolor="white", plot_bgcolor="white",
                       xaxis=dict(visible=False), yaxis=dict(visible=False), margin=dict(l=20, r=20, t=50, b=20))
     return fig
+
+
+def is_empty(fig: go.Figure) -> bool:
+    return fig.layout.meta == EMPTY
 
 
 def finish(fig: go.Figure, title: str, *, height: int = 420, uirevision: str | None = None) -> go.Figure:

@@ -28,7 +28,7 @@ import gradio as gr
 from gradio.components.plot import PlotData
 
 from ..figures import candidates
-from ..figures.common import figure_json
+from ..figures.common import figure_json, is_empty
 from ..figures.tokens import ALTERNATIVES_HEADERS, alternatives_table, tokens_html
 from core.rng import new_generator
 
@@ -229,10 +229,65 @@ class StrategyTab:
         """Lay the tab out and wire its handlers (call inside the app's ``gr.Tabs``)."""
         return TabUI(self, app).build()
 
+    def output_names(self) -> list[str]:
+        """Names of a run endpoint's API outputs (``Outputs.ordered`` less the states and figure tabs), in order."""
+        return [*(f"text{i}" for i in range(len(self.text_labels))), "status",
+                *(f"figure:{f.label}" for f in self.all_figures()), "tokens", "step", "alternatives", "download"]
+
+
+@dataclass
+class Outputs:
+    """What a run handler updates, by name. Handlers return ``{component: value}`` over these (Gradio's own idiom:
+    an output left out stays as it is); ``ordered()`` is a run endpoint's output list, in the order API clients
+    read them by position (``StrategyTab.output_names``; the states and figure tabs are not in the API)."""
+
+    texts: list[gr.Textbox]
+    status: gr.Markdown
+    plots: list[gr.Plot]
+    figure_tabs: list[gr.Tab]  # one per plot: shown only when its figure has something to show
+    tokens: gr.HTML
+    step: gr.Slider
+    alternatives: gr.Dataframe
+    runs: gr.State
+    download: gr.DownloadButton
+    branches: gr.State
+
+    def ordered(self) -> list:
+        return [*self.texts, self.status, *self.plots, self.tokens, self.step, self.alternatives, self.runs,
+                self.download, self.branches, *self.figure_tabs]
+
+
+@dataclass
+class Widgets:
+    """What one build's layout made and its wiring connects: the run outputs, the settings, the buttons."""
+
+    out: Outputs
+    prompt: gr.Textbox
+    chat: gr.Checkbox
+    seed: gr.Number
+    extra: gr.State
+    controls: dict[str, gr.components.Component]
+    side: dict[str, gr.components.Component]
+    model_panel: list[gr.components.Component]
+    preset: gr.Dropdown
+    generate: gr.Button
+    stop: gr.Button
+    n_samples: gr.Slider | None
+    sample_many: gr.Button | None
+    row: gr.Number
+    token: gr.Textbox
+    node: gr.Number
+    branch: gr.Button
+    from_node: gr.Button
+    next_token: gr.Button
+    upload: gr.UploadButton
+    clicks: gr.HTML
+    tab: gr.Tab
+
 
 class TabUI:
-    """One build of a tab: what it made (the app context, the order of its widgets) and its handlers. Handlers
-    read everything per session from their inputs (the session's states) and the request.
+    """One build of a tab: its layout (``layout``), its wiring (``wire``) and its handlers. Handlers read everything
+    per session from their inputs (the session's states) and the request, and return ``{component: value}``.
 
     Every handler that runs something streams a ``steering.Start`` through ``_stream``: Generate (from the prompt,
     or resuming a paused step-mode run), Continue with this token (a branch), Next token (step mode) and Sample N.
@@ -240,132 +295,168 @@ class TabUI:
 
     def __init__(self, tab: StrategyTab, app: AppContext):
         self.tab, self.app = tab, app
-        self.control_names: list[str] = []
-        self.side_names: list[str] = []
-        self.n_texts = len(tab.text_labels)
-        self.n_model_panel = 0
         self.figures = tab.all_figures()
+        self.w: Widgets | None = None
+
+    def build(self) -> TabHandle:
+        self.w = self.layout()
+        self.wire(self.w)
+        w = self.w
+        return TabHandle(self.tab.key, self.tab.title, w.controls, w.extra, fixed=dict(self.tab.fixed), tab=w.tab,
+                         generate=w.generate, ui=self)
+
+    @property
+    def out(self) -> Outputs:
+        return self.w.out
+
+    @property
+    def control_names(self) -> list[str]:
+        """The ``GenerationConfig`` fields of the tab's widgets, in the order its run handlers take their values."""
+        return list(self.w.controls)
 
     # --- layout ----------------------------------------------------------------------------------
-    def build(self) -> TabHandle:
+    def layout(self) -> Widgets:
+        """The settings on the left; on the right the run: its tokens coloured by probability on top (the answer to
+        "why this token?"), the picked step's alternatives and the steering, then the figures, one sub-tab each."""
         tab, app = self.tab, self.app
         with gr.Tab(tab.title, id=tab.key) as tab_block:
             if tab.intro:
                 gr.Markdown(tab.intro, label=f"About {tab.title}")
             with gr.Row(equal_height=False):
                 with gr.Column(scale=2, min_width=320):
-                    prompt = gr.Textbox(label="Prompt", lines=3, value=(load_examples(tab.key) or [""])[0])
-                    gr.Examples([[p] for p in load_examples(tab.key)], inputs=[prompt], label=tab.examples_label)
-                    chat = gr.Checkbox(label="Apply chat template", value=True,
-                                       info="tokenizer.apply_chat_template, for instruct models")
-                    max_new = gr.Slider(1, 512, value=tab.max_new_tokens, step=1, label="max_new_tokens")
-                    stop_strings = gr.Textbox("", label="stop_strings", placeholder="comma-separated; \\n for a newline")
-                    seed = gr.Number(label="seed", value=0, precision=0, visible=tab.seeded,
-                                     info="the same seed gives the same text; empty: a new random seed each run")
-                    own = with_advanced(tab.controls(), tab.advanced)
-                    side = tab.side_inputs(app)
-                    model_panel = tab.model_panel(app)
-                    presets = tab.presets()
-                    preset = gr.Dropdown(list(presets), label="Preset", value=None, visible=bool(presets))
-                    with gr.Row():
-                        generate = gr.Button("Generate", variant="primary")
-                        stop = gr.Button("Stop", variant="stop")
-                    if tab.samples:
-                        with gr.Row():
-                            n_samples = gr.Slider(2, steering.SAMPLE_MANY_MAX, value=16, step=1, label="samples N",
-                                                  info="runs with seeds seed, seed+1, ... merged into one tree",
-                                                  scale=3)
-                            sample_many = gr.Button("Sample N", scale=1)
-                    status = gr.Markdown(label="Status", elem_classes=["dp-status"])
+                    settings = self._settings()
                 with gr.Column(scale=3, min_width=420):
-                    texts = [gr.Textbox(label=lab, lines=tab.text_lines, max_lines=16, interactive=False)
-                             for lab in tab.text_labels]
-                    plots = []
-                    for fig in self.figures:
-                        plots.append(gr.Plot(label=fig.label))
-                        if fig.caption:
-                            gr.Markdown(fig.caption, label=f"{fig.label} caption", elem_classes=["dp-caption"])
-                    tokens = gr.HTML(label="Tokens coloured by probability (click one to pick its step)",
-                                     show_label=True, container=True, padding=True,
-                                     js_on_load=(ASSETS / "token_click.js").read_text())
-                    with gr.Row():
-                        step = gr.Slider(0, 1, value=0, step=1, label="step", info="pick a step to see its alternatives")
-                        row = gr.Number(label="row", value=0, precision=0, minimum=0,
-                                        info="returned sequence or beam")
-                    alternatives = gr.Dataframe(headers=ALTERNATIVES_HEADERS, label="Top alternatives at the picked step",
-                                                interactive=False, wrap=True)
-                    with gr.Group(elem_classes=["dp-steer"]):
-                        with gr.Row():
-                            token = gr.Textbox(label="token", scale=3, placeholder="#1234 or a token's text",
-                                               info="click an alternative above, or type a token (its text or "
-                                                    "#<id>); it replaces the picked step's choice")
-                            node = gr.Number(label="beam node", value=None, precision=0, visible=tab.beam, scale=1,
-                                             info="click a node of the beam tree")
-                        with gr.Row():
-                            branch = gr.Button("Continue with this token")
-                            from_node = gr.Button("Continue from this node", visible=tab.beam)
-                            next_token = gr.Button("Next token", visible=tab.steppable)
-                    with gr.Row():
-                        download = gr.DownloadButton("Download trace (JSON)", value=None)
-                        upload = gr.UploadButton("Load trace (JSON)", file_types=[".json"])
-                    clicks = gr.HTML("", label="Plot clicks", elem_classes=["dp-plot-clicks"],
-                                     js_on_load=(ASSETS / "plot_click.js").read_text())
+                    run = self._run_column()
             # States inside the Tab: a State left among gr.Tabs' children shifts the tab order the
             # browser indexes its tab bar by (the selected tab then shows up in another tab's place).
             extra = session.state({})
             runs_state = session.state({})
-        controls = {"max_new_tokens": max_new, "stop_strings": stop_strings, **own}
-        self.control_names, self.side_names = list(controls), list(side)
-        self.n_model_panel = len(model_panel)
+        out = Outputs(texts=run["texts"], status=settings["status"], plots=run["plots"],
+                      figure_tabs=run["figure_tabs"], tokens=run["tokens"], step=run["step"],
+                      alternatives=run["alternatives"], runs=runs_state, download=run["download"],
+                      branches=app.branches)
+        return Widgets(out=out, extra=extra, tab=tab_block, **{k: v for k, v in settings.items() if k != "status"},
+                       **{k: v for k, v in run.items() if k in ("row", "token", "node", "branch", "from_node",
+                                                                 "next_token", "upload", "clicks")})
 
-        outputs = [*texts, status, *plots, tokens, step, alternatives, runs_state, download, app.branches]
-        settings = [app.model_state, prompt, chat, seed, extra, *side.values(), *controls.values()]
-        names = ["model", "prompt", "chat", "seed", "extra", *side, *controls]
-        lane = dict(concurrency_id="generate", concurrency_limit=app.slots)
-        states = [runs_state, app.branches]
-        event = generate.click(named(self.generate, ["runs", "branches", *names]), [*states, *settings], outputs,
-                               api_name=f"{tab.key}_generate", **lane)
-        runs_events = [event]
-        runs_events.append(branch.click(named(self.branch, ["runs", "branches", *names, "step", "row", "token"]),
-                                        [*states, *settings, step, row, token], outputs, api_name=f"{tab.key}_branch",
-                                        **lane))
-        runs_events.append(from_node.click(named(self.branch_node, ["runs", "branches", *names, "node"]),
-                                           [*states, *settings, node], outputs,
-                                           api_name=f"{tab.key}_branch_node" if tab.beam else False, **lane))
-        runs_events.append(next_token.click(named(self.next_token, ["runs", "branches", *names]), [*states, *settings],
-                                            outputs, api_name=f"{tab.key}_next_token" if tab.steppable else False,
-                                            **lane))
+    def _settings(self) -> dict:
+        tab, app = self.tab, self.app
+        prompt = gr.Textbox(label="Prompt", lines=3, value=(load_examples(tab.key) or [""])[0])
+        gr.Examples([[p] for p in load_examples(tab.key)], inputs=[prompt], label=tab.examples_label)
+        chat = gr.Checkbox(label="Apply chat template", value=True,
+                           info="tokenizer.apply_chat_template, for instruct models")
+        max_new = gr.Slider(1, 512, value=tab.max_new_tokens, step=1, label="max_new_tokens")
+        stop_strings = gr.Textbox("", label="stop_strings", placeholder="comma-separated; \\n for a newline")
+        seed = gr.Number(label="seed", value=0, precision=0, visible=tab.seeded,
+                         info="the same seed gives the same text; empty: a new random seed each run")
+        own = with_advanced(tab.controls(), tab.advanced)
+        side = tab.side_inputs(app)
+        model_panel = tab.model_panel(app)
+        presets = tab.presets()
+        preset = gr.Dropdown(list(presets), label="Preset", value=None, visible=bool(presets))
+        with gr.Row():
+            generate = gr.Button("Generate", variant="primary")
+            stop = gr.Button("Stop", variant="stop")
+        n_samples = sample_many = None
         if tab.samples:
-            runs_events.append(sample_many.click(named(self.sample_many, ["runs", "branches", *names, "n"]),
-                                                 [*states, *settings, n_samples], outputs,
-                                                 api_name=f"{tab.key}_sample_many", **lane))
+            with gr.Row():
+                n_samples = gr.Slider(2, steering.SAMPLE_MANY_MAX, value=16, step=1, label="samples N",
+                                      info="runs with seeds seed, seed+1, ... merged into one tree", scale=3)
+                sample_many = gr.Button("Sample N", scale=1)
+        status = gr.Markdown(label="Status", elem_classes=["dp-status"])
+        return dict(prompt=prompt, chat=chat, seed=seed, controls={"max_new_tokens": max_new,
+                                                                    "stop_strings": stop_strings, **own},
+                    side=side, model_panel=model_panel, preset=preset, generate=generate, stop=stop,
+                    n_samples=n_samples, sample_many=sample_many, status=status)
+
+    def _run_column(self) -> dict:
+        tab = self.tab
+        tokens = gr.HTML(label="Tokens coloured by probability (hover: alternatives; click one to pick its step)",
+                         show_label=True, container=True, padding=True, elem_classes=["dp-token-view"],
+                         js_on_load=(ASSETS / "token_click.js").read_text())
+        texts = [gr.Textbox(label=lab, lines=tab.text_lines, max_lines=16, interactive=False, buttons=["copy"])
+                 for lab in tab.text_labels]
+        with gr.Row():
+            step = gr.Slider(0, 1, value=0, step=1, label="step", info="pick a step to see its alternatives",
+                             scale=3)
+            row = gr.Number(label="row", value=0, precision=0, minimum=0, info="returned sequence or beam",
+                            scale=1)
+        alternatives = gr.Dataframe(headers=ALTERNATIVES_HEADERS, label="Top alternatives at the picked step",
+                                    interactive=False, wrap=True, max_height=320)
+        with gr.Group(elem_classes=["dp-steer"]):
+            with gr.Row():
+                token = gr.Textbox(label="token", scale=3, placeholder="#1234 or a token's text",
+                                   info="click an alternative above, or type a token (its text or #<id>); it "
+                                        "replaces the picked step's choice")
+                node = gr.Number(label="beam node", value=None, precision=0, visible=tab.beam, scale=1,
+                                 info="click a node of the beam tree")
+            with gr.Row():
+                branch = gr.Button("Continue with this token")
+                from_node = gr.Button("Continue from this node", visible=tab.beam)
+                next_token = gr.Button("Next token", visible=tab.steppable)
+        plots, figure_tabs = [], []
+        with gr.Tabs(elem_classes=["dp-figures"]):
+            for fig in self.figures:
+                with gr.Tab(fig.label, visible=not fig.only_with) as fig_tab:
+                    plots.append(gr.Plot(label=fig.label, show_label=False))
+                    if fig.caption:
+                        gr.Markdown(fig.caption, label=f"{fig.label} caption", elem_classes=["dp-caption"])
+                figure_tabs.append(fig_tab)
+        with gr.Row():
+            download = gr.DownloadButton("Download trace (JSON)", value=None)
+            upload = gr.UploadButton("Load trace (JSON)", file_types=[".json"])
+        clicks = gr.HTML("", label="Plot clicks", elem_classes=["dp-plot-clicks"],
+                         js_on_load=(ASSETS / "plot_click.js").read_text())
+        return dict(tokens=tokens, texts=texts, step=step, row=row, alternatives=alternatives, token=token,
+                    node=node, branch=branch, from_node=from_node, next_token=next_token, plots=plots,
+                    figure_tabs=figure_tabs, download=download, upload=upload, clicks=clicks)
+
+    # --- wiring ----------------------------------------------------------------------------------
+    def wire(self, w: Widgets) -> None:
+        tab, app, out = self.tab, self.app, w.out
+        outputs = out.ordered()
+        names = ["model", "prompt", "chat", "seed", "extra", *w.side, *w.controls]
+        settings = [app.model_state, w.prompt, w.chat, w.seed, w.extra, *w.side.values(), *w.controls.values()]
+        states = [out.runs, app.branches]
+        lane = dict(concurrency_id="generate", concurrency_limit=app.slots)
+
+        def run_event(button, handler, more: list, api: str | None):
+            return button.click(named(handler, ["runs", "branches", *names, *(n for n, _ in more)]),
+                                [*states, *settings, *(c for _, c in more)], outputs,
+                                api_name=f"{tab.key}_{api}" if api else False, **lane)
+
+        runs_events = [run_event(w.generate, self.generate, [], "generate"),
+                       run_event(w.branch, self.branch, [("step", out.step), ("row", w.row), ("token", w.token)],
+                                 "branch"),
+                       run_event(w.from_node, self.branch_node, [("node", w.node)], "branch_node" if tab.beam else None),
+                       run_event(w.next_token, self.next_token, [], "next_token" if tab.steppable else None)]
+        if tab.samples:
+            runs_events.append(run_event(w.sample_many, self.sample_many, [("n", w.n_samples)], "sample_many"))
         # Stop cancels what runs: Gradio closes the handler's generator, which closes core.stream, whose
         # worker stops within a step. The browser sends the cancel as it dispatches the listener that
         # carries ``cancels``, before the next one, so ``stopped`` (registered second, and waiting for
         # the worker) sums up what streamed after the last stream update. API clients: ``job.cancel()``.
-        stop.click(None, None, None, cancels=runs_events)
-        stop.click(self.stopped, [runs_state], [status, download], concurrency_limit=None, api_name=False)
-        picked = [p for p, f in zip(plots, self.figures) if f.picked]
-        for widget in (step, row):
-            widget.input(self.pick, [runs_state, step, row], [alternatives, *picked], trigger_mode="always_last",
-                         api_name=False)
-        tokens.select(self.pick_token, [runs_state, row], [step, alternatives, *picked], trigger_mode="always_last",
-                      api_name=False)
-        alternatives.select(self.pick_alternative, None, token, api_name=False)
-        clicks.select(self.clicked, [runs_state, app.branches], [*outputs, node], api_name=False)
-        upload.upload(self.load_trace, [upload, runs_state], outputs, api_name=f"{tab.key}_load_trace")
-        if presets:
-            preset.change(self.apply_preset, [preset, extra], [*controls.values(), extra], api_name=False)
-        if model_panel:
-            app.model_state.change(self.on_model_name, [app.model_state], model_panel, api_name=False)
-        return TabHandle(tab.key, tab.title, controls, extra, fixed=dict(tab.fixed), tab=tab_block,
-                         generate=generate, ui=self)
+        w.stop.click(None, None, None, cancels=runs_events)
+        w.stop.click(self.stopped, [out.runs], [out.status, out.download], concurrency_limit=None, api_name=False)
+        picked = [p for p, f in zip(out.plots, self.figures) if f.picked]
+        for widget in (out.step, w.row):
+            widget.input(self.pick, [out.runs, out.step, w.row], [out.alternatives, *picked],
+                         trigger_mode="always_last", api_name=False)
+        out.tokens.select(self.pick_token, [out.runs, w.row], [out.step, out.alternatives, *picked],
+                          trigger_mode="always_last", api_name=False)
+        out.alternatives.select(self.pick_alternative, None, w.token, api_name=False)
+        w.clicks.select(self.clicked, [out.runs, app.branches], [*outputs, w.node], api_name=False)
+        w.upload.upload(self.load_trace, [w.upload, out.runs], outputs, api_name=f"{tab.key}_load_trace")
+        if self.tab.presets():
+            w.preset.change(self.apply_preset, [w.preset, w.extra], [*w.controls.values(), w.extra], api_name=False)
+        if w.model_panel:
+            app.model_state.change(self.on_model_name, [app.model_state], w.model_panel, api_name=False)
 
     # --- handlers: runs --------------------------------------------------------------------------
     def _setup(self, model_name, prompt, chat, extra, values):
         """The session's model, the tab's plans from its widgets, the prompt ids (raises ValueError)."""
-        n_side = len(self.side_names)
-        side, widget_values = dict(zip(self.side_names, values[:n_side])), values[n_side:]
+        n_side = len(self.w.side)
+        side, widget_values = dict(zip(self.w.side, values[:n_side])), values[n_side:]
         loaded = policy.load(self.app.models, model_name, "model")
         kwargs = generate_kwargs(dict(zip(self.control_names, widget_values)), extra, self.tab.fixed)
         input_ids, mask, note = encode_prompt(loaded.tokenizer, prompt or "", chat)
@@ -494,25 +585,26 @@ class TabUI:
             branches.add(self.tab.key, main.label, prompt or "", main.trace)
         yield self._outputs(view, note=note, final=True, request=request)
 
-    def stopped(self, runs: dict[str, Run], request: gr.Request = None):
+    def stopped(self, runs: dict[str, Run], request: gr.Request = None) -> dict:
         if not runs or all(r.done for r in runs.values()):
-            return gr.skip(), gr.skip()
+            return {}
         wait_stopped(runs)  # after this no late stream update can overwrite the summary
         for run in runs.values():
             run.stopped = run.stopped or ("" if run.done else "cancelled")
-        return ("Stopped.  \n" + status_line(runs, seeded=self.tab.seeded),
-                save_runs(self.tab.key, runs, session.folder(request)))
+        return {self.out.status: "Stopped.  \n" + status_line(runs, seeded=self.tab.seeded),
+                self.out.download: save_runs(self.tab.key, runs, session.folder(request))}
 
     # --- handlers: picking ----------------------------------------------------------------------------
-    def pick(self, runs: dict[str, Run], step, row):
+    def pick(self, runs: dict[str, Run], step, row) -> dict:
         if not runs:
-            return (gr.skip(),) * (1 + sum(f.picked for f in self.figures))
+            return {}
         view = View(runs, step=int(step or 0), row=int(row or 0))
-        return (self._alternatives(view), *(self._draw(f, view) for f in self.figures if f.picked))
+        return {self.out.alternatives: self._alternatives(view),
+                **{plot: self._draw(f, view) for plot, f in zip(self.out.plots, self.figures) if f.picked}}
 
-    def pick_token(self, runs: dict[str, Run], row, evt: gr.SelectData):
+    def pick_token(self, runs: dict[str, Run], row, evt: gr.SelectData) -> dict:
         """A click on a generated token: its step goes to the step slider and the picked figures."""
-        return (gr.Slider(value=int(evt.index)), *self.pick(runs, evt.index, row))
+        return {self.out.step: gr.Slider(value=int(evt.index)), **self.pick(runs, evt.index, row)}
 
     @staticmethod
     def pick_alternative(evt: gr.SelectData):
@@ -520,17 +612,16 @@ class TabUI:
         row = evt.row_value or []
         return f"#{int(row[1])}" if len(row) > 1 and row[1] not in (None, "") else gr.skip()
 
-    def clicked(self, runs, branches, evt: gr.SelectData):
+    def clicked(self, runs, branches, evt: gr.SelectData) -> dict:
         """A click on a point of a figure: a run of the branch tree shows that run; a beam-tree node fills the
         beam node box."""
-        skip_all = [gr.skip()] * (self.n_texts + 1 + len(self.figures) + 6)
         if evt.value == "nodes":  # the beam tree's node markers carry their node id
-            return (*skip_all, int(evt.index))
+            return {self.w.node: int(evt.index)}
         if evt.value != "runs" or not isinstance(branches, Branches) or evt.index not in branches.entries:
-            return (*skip_all, gr.skip())
+            return {}
         entry = branches.get(evt.index)
         run = Run.from_trace("main", entry.label, entry.trace, prompt=entry.prompt, text_of=token_texts(branches))
-        return (*self._outputs(View({"main": run}, branches=branches), final=True, download=False), gr.skip())
+        return self._outputs(View({"main": run}, branches=branches), final=True, download=False)
 
     def load_trace(self, path, previous):
         try:
@@ -539,32 +630,31 @@ class TabUI:
             return self._error(err)
         return self._outputs(View(runs), final=True, saved=path)
 
-    def apply_preset(self, name, extra):
-        values = self.tab.presets().get(name, {})
-        widgets = [gr.skip() if f not in values else widget_value(f, values[f]) for f in self.control_names]
-        rest = {k: v for k, v in values.items() if k not in self.control_names}
-        return (*widgets, {**{k: v for k, v in (extra or {}).items() if k not in values}, **rest})
+    def apply_preset(self, name, extra) -> dict:
+        values, controls = self.tab.presets().get(name, {}), self.w.controls
+        rest = {k: v for k, v in values.items() if k not in controls}
+        return {**{widget: widget_value(f, values[f]) for f, widget in controls.items() if f in values},
+                self.w.extra: {**{k: v for k, v in (extra or {}).items() if k not in values}, **rest}}
 
-    def on_model_name(self, name):
+    def on_model_name(self, name) -> dict:
         try:
-            return self.tab.on_model(policy.load(self.app.models, name, "model"))
+            values = self.tab.on_model(policy.load(self.app.models, name, "model"))
         except (ValueError, OSError):  # the status of the next Generate says why; the panel keeps what it shows
-            return [gr.skip()] * self.n_model_panel
+            return {}
+        return dict(zip(self.w.model_panel, values))
 
     # --- output assembly -------------------------------------------------------------------------
-    def _error(self, err: Exception) -> tuple:
-        """Everything on screen stays (gr.skip); only the status says what was wrong."""
+    def _error(self, err: Exception) -> dict:
+        """Everything on screen stays; only the status says what was wrong."""
         gr.Warning(str(err))
-        n_outputs = self.n_texts + 1 + len(self.figures) + 6
-        out = [gr.skip()] * n_outputs
-        out[self.n_texts] = error_line(err)
-        return tuple(out)
+        return {self.out.status: error_line(err)}
 
-    def _draw(self, fig: Figure, view: View):
-        """The figure as Gradio's plotly payload, carrying plotly's config (scroll to zoom) along."""
+    def _draw(self, fig: Figure, view: View) -> PlotData | None:
+        """The figure as Gradio's plotly payload, carrying plotly's config (scroll to zoom) along; None when it has
+        nothing to show (its draw gave None or a hint, ``common.empty_figure``)."""
         try:
             drawn = fig.draw(view)
-            return None if drawn is None else PlotData(type="plotly", plot=figure_json(drawn))
+            return None if drawn is None or is_empty(drawn) else PlotData(type="plotly", plot=figure_json(drawn))
         except Exception as err:  # noqa: BLE001 - a figure that cannot draw this trace says so, others still draw
             traceback.print_exc()
             gr.Warning(f"{fig.label}: cannot draw this trace ({type(err).__name__}: {err})")
@@ -580,24 +670,32 @@ class TabUI:
         return rows or [["", None, None, None, ""]]
 
     def _outputs(self, view: View, *, figures: bool = True, final: bool = False, note: str = "",
-                 saved: str | None = None, request: gr.Request | None = None, download: bool = True) -> tuple:
-        """The outputs of a run handler; ``final`` also writes the trace download (``saved``: an existing file;
-        ``download=False``: leave the button as it is)."""
-        tab = self.tab
-        texts = tab.texts(view)
+                 saved: str | None = None, request: gr.Request | None = None, download: bool = True) -> dict:
+        """The outputs of a run handler: text, status and tokens always; with ``figures``, the figures (each
+        figure's sub-tab shown only when it has something to draw), the alternatives and the step; ``final`` also
+        writes the trace download (``saved``: an existing file; ``download=False``: leave the button as it is)."""
+        tab, out = self.tab, self.out
         extra_note = tab.note(view) if final else ""
         if final and view.main.paused:
             extra_note = "; ".join(n for n in (extra_note, "step by step: Next token goes on, Generate runs to the "
                                                "end, Continue with this token replaces the picked step's") if n)
         status = status_line(view.runs, "; ".join(n for n in (note, extra_note) if n), seeded=tab.seeded)
-        branches = view.branches if view.branches is not None else gr.skip()
-        if not figures:  # text, status and tokens; the runs still go to the session state, so that Stop can save
-            skips = [gr.skip()] * len(self.figures)
-            return (*texts, status, *skips, self._tokens(view), gr.skip(), gr.skip(), view.runs, gr.skip(), branches)
-        plots = [self._draw(f, view) for f in self.figures]
-        n_steps = len(view.steps)
-        step = gr.Slider(maximum=max(n_steps - 1, 1), value=max(n_steps - 1, 0)) if final else gr.skip()
-        trace_file = (saved or save_runs(tab.key, view.runs, session.folder(request))) if final and download \
-            else gr.skip()
-        return (*texts, status, *plots, self._tokens(view), step, self._alternatives(view), view.runs, trace_file,
-                branches)
+        # the runs go to the session state at every update, so that Stop can save what streamed
+        update = {**dict(zip(out.texts, tab.texts(view))), out.status: status, out.tokens: self._tokens(view),
+                  out.runs: view.runs}
+        if view.branches is not None:
+            update[out.branches] = view.branches
+        if not figures:
+            return update
+        for plot, fig_tab, fig in zip(out.plots, out.figure_tabs, self.figures):
+            drawn = self._draw(fig, view)
+            update[plot] = drawn
+            if final:
+                update[fig_tab] = gr.Tab(visible=drawn is not None)
+        update[out.alternatives] = self._alternatives(view)
+        if final:
+            n_steps = len(view.steps)
+            update[out.step] = gr.Slider(maximum=max(n_steps - 1, 1), value=max(n_steps - 1, 0))
+            if download:
+                update[out.download] = saved or save_runs(tab.key, view.runs, session.folder(request))
+        return update
