@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -29,12 +28,6 @@ START_S = 400.0  # the server's start: ~80-100 s on a busy 2-core machine, most 
 PROMPT = "Write one sentence about the sea."
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """A vLLM server on the embedded model for the whole session, stopped at its end."""
@@ -47,7 +40,7 @@ def server(tmp_path_factory):
         pytest.fail(f"the vLLM engine is not set up: {serve.ENGINE_PYTHON} is missing. Run `bash scripts/setup.sh "
                     f"--engine`, or set {NO_ENGINE_ENV}=1 where this machine is not meant to run it.")
     folder = serve.model_dir()
-    port = free_port()
+    port = serve.free_port()
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     proc = serve.start(folder, port, log)
     try:

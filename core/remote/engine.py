@@ -31,7 +31,7 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 from transformers import GenerationConfig
 
-from ..loop import GenerationResult, StreamEvent, config_dict
+from ..loop import GenerationResult, RunContext, StreamEvent, config_dict
 from ..records import Candidate, Origin, RowStep, StepRecord, Trace
 from ..strategies.beam_tree import ROOT, BeamTree
 from . import client, fields
@@ -92,18 +92,13 @@ class EngineRun:
         self.t0 = time.perf_counter()
         self._texts: dict[int, str] = {}
 
-    def should_stop(self) -> bool:
-        """Cancelled, or past the wall-clock deadline (noted in ``stopped``)."""
-        if self.cancel.is_set():
-            self.stopped = self.stopped or "cancelled"
-        elif self.deadline is not None and time.monotonic() >= self.deadline:
-            self.stopped = self.stopped or "time cap"
-        return bool(self.stopped)
+    should_stop = RunContext.should_stop  # the in-process runs' rule: cancelled, or past the deadline
+    seconds_left = RunContext.seconds_left
 
     def timeout(self) -> float:
         """How long one read from the server may wait: its timeout, cut to the deadline."""
-        left = self.deadline - time.monotonic() if self.deadline is not None else math.inf
-        return max(min(self.model.server.timeout_s, left), 1.0)
+        left = self.seconds_left()
+        return max(min(self.model.server.timeout_s, math.inf if left is None else left), 1.0)
 
     def payload(self, **request) -> dict:
         """A completion request for this run's model, asking for token ids in the logprobs."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -76,6 +77,13 @@ def _write_weights(source: Path, target: Path, tied: bool) -> None:
             return
         tensors = {(TIED[1] if key == TIED[0] else key): f.get_tensor(key) for key in keys}
     save_file(tensors, str(target), metadata={"format": "pt"})
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def command(folder: Path, port: int, python: Path = ENGINE_PYTHON) -> list[str]:
