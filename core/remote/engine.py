@@ -299,16 +299,20 @@ def stream(model: EngineModel, input_ids, generation_config: GenerationConfig | 
            generator=None, seed: int | None = None, origin: Origin | None = None, attention_mask=None,
            tokenizer=None, **kwargs) -> Iterator[StreamEvent]:
     """``core.stream`` for a model on a vLLM server (steps 1-4 of the module docstring). ``input_ids``: one row of
-    token ids (a [1, S] tensor or a list). ``generator`` (or a list, one per row) gives the seeds; ``attention_mask``
-    and ``tokenizer`` are taken for ``core.stream``'s signature (the server has its own tokenizer)."""
+    token ids (a [1, S] tensor or a list). ``generator`` gives the seed; a list of them (Sample N, the prompt repeated
+    once per row) one seed per row. ``attention_mask`` and ``tokenizer`` are taken for ``core.stream``'s signature
+    (the server has its own tokenizer)."""
     cfg = fields.merged(generation_config, kwargs)                                             # 1. the config
     mode = fields.mode_of(cfg)
     if lens:
         raise fields.needs_model(fields.LENS)
     prompt = input_ids.tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)  # 2. the prompt
     if prompt and isinstance(prompt[0], list):
-        if len(prompt) != 1:
-            raise ValueError(f"`input_ids` must hold one prompt for the vLLM engine; got {len(prompt)}")
+        # Sample N repeats the prompt once per seed (``generator`` a list): one prompt, a completion per seed
+        per_seed = isinstance(generator, (list, tuple)) and len(generator) == len(prompt)
+        if any(row != prompt[0] for row in prompt) or (len(prompt) > 1 and not per_seed):
+            raise ValueError(f"`input_ids` must hold one prompt for the vLLM engine (or one row per generator of "
+                             f"Sample N, all equal); got {len(prompt)} rows")
         prompt = prompt[0]
     if not prompt:
         raise ValueError("`input_ids` must hold at least one token; got an empty prompt")

@@ -31,8 +31,16 @@ BEAM = ("num_beams", "length_penalty", "early_stopping")
 CONTROL = ("max_new_tokens", "do_sample")
 SERVER_SIDE = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "use_cache",
                "return_dict_in_generate", "output_scores", "output_logits", "output_attentions",
-               "output_hidden_states", "transformers_version", "_from_model_config", "cache_implementation")
+               "output_hidden_states", "transformers_version", "_from_model_config")
 TAKEN = {*SAMPLING, *WORDS, *STRUCTURED, *BEAM, *CONTROL, *SERVER_SIDE}
+# fields at the value that switches them off, as a tab may send them: they ask nothing of the server
+NEUTRAL = {"typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "encoder_repetition_penalty": 1.0,
+           "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0, "diversity_penalty": 0.0,
+           "guidance_scale": 1.0, "num_beam_groups": 1, "cache_implementation": "dynamic", "dry_multiplier": 0.0,
+           "xtc_probability": 0.0, "token_healing": False}
+KV_CACHE = ("the KV cache variants (`cache_implementation`, `cache_config`) run in-process; a vLLM server keeps its "
+            "own paged KV cache")
+FIELD_NEEDS = {"cache_config": KV_CACHE, "cache_implementation": KV_CACHE}
 
 MODES = ("greedy_search", "sample", "beam_search")
 NEEDS_MODEL = {
@@ -67,11 +75,11 @@ def merged(generation_config: GenerationConfig | None, kwargs: dict) -> Generati
 
 
 def set_fields(cfg: GenerationConfig) -> dict[str, Any]:
-    """The fields ``cfg`` sets away from their defaults (transformers' and the core's)."""
-    diff = {k: v for k, v in cfg.to_diff_dict().items()}
+    """The fields ``cfg`` sets away from their defaults (transformers' and the core's) and from ``NEUTRAL``."""
+    diff = dict(cfg.to_diff_dict())
     diff.update({k: getattr(cfg, k) for k, default in CORE_FIELDS.items()
                  if getattr(cfg, k, default) not in (default, None, "")})
-    return diff
+    return {k: v for k, v in diff.items() if k not in NEUTRAL or v != NEUTRAL[k]}
 
 
 def mode_of(cfg: GenerationConfig) -> str:
@@ -80,6 +88,8 @@ def mode_of(cfg: GenerationConfig) -> str:
     if mode in NEEDS_MODEL:
         raise needs_model(NEEDS_MODEL[mode])
     for field in set_fields(cfg):
+        if field in FIELD_NEEDS:
+            raise needs_model(FIELD_NEEDS[field])
         if field not in TAKEN:
             raise needs_model(f"`{field}` is not sent to a vLLM server (it takes: {', '.join(sorted(TAKEN - set(SERVER_SIDE)))})")
     if mode == "beam_search":
