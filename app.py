@@ -27,7 +27,7 @@ import torch
 
 import core
 from core.models import DEFAULT_NAME, DTYPE_CHOICES, available_models
-from playground import branches_panel, gradio_patches, policy, session
+from playground import branches_panel, engine, gradio_patches, policy, session
 from playground.branches import Branches
 from playground.state import MODELS, ModelCache
 from playground.tabs import TabHandle, all_tabs
@@ -38,6 +38,8 @@ MODEL_ENV = "PLAYGROUND_MODEL"
 
 
 def describe(loaded: core.LoadedModel) -> str:
+    if engine.is_remote(loaded):
+        return engine.describe(loaded)
     model = loaded.model
     params = sum(p.numel() for p in model.parameters())
     chat = "yes" if getattr(loaded.tokenizer, "chat_template", None) else "no"
@@ -76,7 +78,7 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
     startup = policy.model_key(startup_name, dtype)
     loaded = models.get(startup)
     models.pin(startup)
-    choices = available_models()
+    choices = [*available_models(), *engine.served()]  # the vLLM engine's models too (PLAYGROUND_ENGINE)
     core.kernels.warm_up()  # the quantized KV cache's compiled kernels, built or loaded in the background
     session.fix_mmap_threshold()  # large transient tensors in mappings of their own, not the heap
     max_seconds = policy.max_seconds() if max_seconds is None else max_seconds

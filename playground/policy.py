@@ -36,6 +36,8 @@ from huggingface_hub.utils import validate_repo_id
 from core.models import (DEFAULT_NAME, DTYPE_CHOICES, NAMED_GGUF, LoadedModel, available_models, choose_device,
                          hub_parameter_count, resolve_dtype)
 
+from . import engine
+
 try:  # the HTTP client huggingface_hub 2.x ships with; its transport errors mean "could not reach the Hub"
     from httpx2 import TransportError
 except ImportError:  # pragma: no cover - older huggingface_hub releases use httpx
@@ -251,9 +253,10 @@ def load(models, name: str | None, field: str) -> LoadedModel:
     key = name or DEFAULT_NAME
     pinned = getattr(models, "pinned", None)
     name, dtype = split_key(key)
-    name = check_model_name(name, field, allowed=[split_key(pinned)[0]] if pinned else ())
+    served = engine.served()  # the vLLM engine's models (the operator's PLAYGROUND_ENGINE), never sized
+    name = check_model_name(name, field, allowed=[*([split_key(pinned)[0]] if pinned else ()), *served])
     key = model_key(name, dtype)
-    if name not in NAMED_GGUF and key != pinned and key not in models.loaded():
+    if name not in NAMED_GGUF and name not in served and key != pinned and key not in models.loaded():
         check_size(name, field)
     try:
         return models.get(key)

@@ -15,9 +15,10 @@ from typing import Any, Iterator
 import torch
 
 import core
+from core import remote
 from core.records import StepRecord, Trace
 
-from . import policy, session, zerogpu
+from . import engine, policy, session, zerogpu
 
 
 @dataclass
@@ -166,10 +167,14 @@ def stream_run(run: Run, loaded, input_ids, attention_mask, *, generator, top_n:
     run.prompt_ids, run.model_name, run.started = input_ids.tolist(), loaded.name, time.perf_counter()
     if run.base is not None:
         run.prompt_ids = run.base.prompt_ids
-    events = zerogpu.stream(loaded.model, input_ids, shared=policy.shared_forward(), tokenizer=loaded.tokenizer,
-                            top_n=top_n,
-                            attention_mask=attention_mask, generator=generator, max_seconds=max_seconds,
-                            origin=origin, **run.kwargs, **model_kwargs)
+    if engine.is_remote(loaded):  # a model the vLLM engine serves (playground.engine): the run goes to its server
+        events = remote.stream(loaded.model.engine, input_ids, top_n=top_n, generator=generator,
+                               max_seconds=max_seconds, origin=origin, **run.kwargs, **model_kwargs)
+    else:
+        events = zerogpu.stream(loaded.model, input_ids, shared=policy.shared_forward(), tokenizer=loaded.tokenizer,
+                                top_n=top_n,
+                                attention_mask=attention_mask, generator=generator, max_seconds=max_seconds,
+                                origin=origin, **run.kwargs, **model_kwargs)
     def decode(ids):
         return loaded.tokenizer.decode(ids, skip_special_tokens=True)
 

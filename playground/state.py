@@ -19,6 +19,7 @@ from collections import OrderedDict
 import core
 from core.models import DEFAULT_NAME, LoadedModel
 
+from . import engine
 from .policy import PublicError, max_models, split_key
 
 LOAD_WAIT_S = 120.0  # how long a visitor waits for another visitor's load of the same model
@@ -79,6 +80,8 @@ class ModelCache:
     def _load(self, key: str) -> LoadedModel:
         """``loader(name)``, or ``loader(name, dtype=...)`` for a key that names a precision."""
         name, dtype = split_key(key)
+        if name in engine.served():  # served by the vLLM engine: nothing loads here, in any precision
+            return engine.load(name)
         name = None if name == DEFAULT_NAME else name
         return self.loader(name) if dtype is None else self.loader(name, dtype=dtype)
 
