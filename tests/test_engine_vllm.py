@@ -159,6 +159,7 @@ OFFLINE = engine.EngineModel(client.Server("http://127.0.0.1:9/v1", timeout_s=1.
     (dict(do_sample=True, num_beams=2), "beam sampling"),
     (dict(do_sample=True, typical_p=0.5), "`typical_p`"),
     (dict(do_sample=True, top_n_sigma=1.0), "`top_n_sigma`"),
+    (dict(cache_implementation="quantized"), "KV cache"),
 ])
 def test_what_needs_the_in_process_model_says_so(settings, words):
     with pytest.raises(ValueError, match="needs the in-process model") as err:
@@ -169,6 +170,11 @@ def test_what_needs_the_in_process_model_says_so(settings, words):
 def test_the_logit_lens_needs_the_in_process_model():
     with pytest.raises(ValueError, match="logit lens.*in-process model"):
         engine.generate(OFFLINE, [1, 2, 3], max_new_tokens=4, lens=True)
+
+
+def test_fields_at_their_off_value_ask_nothing_of_the_server():
+    cfg = fields.merged(None, dict(do_sample=True, typical_p=1.0, no_repeat_ngram_size=0, xtc_probability=0.0))
+    assert fields.mode_of(cfg) == "sample"
 
 
 def test_sampling_fields_map_to_vllms_names():
@@ -196,3 +202,46 @@ def test_bad_values_name_the_field_and_range(settings, message):
 def test_an_unreachable_server_is_named():
     with pytest.raises(client.EngineError, match="127.0.0.1:9"):
         engine.generate(OFFLINE, [1, 2, 3], do_sample=False, max_new_tokens=4)
+
+
+# --- the playground on the engine -----------------------------------------------------------------------------
+def test_the_engines_models_join_the_picker(monkeypatch, server, model, embedded):
+    import app
+    from playground import policy
+    from playground.state import ModelCache
+
+    monkeypatch.setenv("PLAYGROUND_ENGINE", server)
+    cache = ModelCache(capacity=2, loader=lambda name=None, dtype="float32": embedded)
+    demo = app.build_demo(models=cache)
+    picker = next(b for b in demo.blocks.values() if getattr(b, "label", None) == "Model")
+    assert model.name in [choice[0] for choice in picker.choices]
+    key, status = app.load_handler(cache)(model.name, "", None, progress=lambda *a, **k: None)
+    assert key == model.name and "served by vLLM" in status
+    monkeypatch.setenv("PLAYGROUND_PUBLIC", "1")  # a visitor may pick it: the operator's server, not a path
+    assert policy.load(cache, model.name, "model").name == model.name
+
+
+def test_the_engines_runs_go_through_the_handlers_and_draw(monkeypatch, server, model, prompt_ids):
+    from playground import engine as engine_ui
+    from playground import handlers
+    from playground.figures.beam_tree import beam_tree_figure, returned_paths
+    from playground.figures.candidates import candidates_figure
+    from playground.figures.tokens import tokens_html
+    from playground.state import ModelCache
+
+    monkeypatch.setenv(engine_ui.ENGINE_ENV, server)
+    assert model.name in engine_ui.served()
+    loaded = ModelCache(capacity=1).get(model.name)  # no slot taken by weights: nothing loads
+    assert engine_ui.is_remote(loaded)
+    ids, mask, _ = handlers.encode_prompt(loaded.tokenizer, PROMPT, chat=True)  # the server's chat template
+    assert ids[0].tolist() == prompt_ids
+    run = handlers.Run("main", "Greedy", kwargs={"do_sample": False, "max_new_tokens": 10})
+    for _ in handlers.stream_run(run, loaded, ids, mask, generator=None):
+        pass
+    alone = engine.generate(model, prompt_ids, do_sample=False, max_new_tokens=10)
+    assert run.done and run.tokens == new_tokens(alone.trace) and run.texts == alone.trace.texts
+    assert candidates_figure(run.steps).data and "<span" in tokens_html(run.steps)
+    beams = handlers.Run("main", "Beam", kwargs={"num_beams": 2, "max_new_tokens": 6})
+    for _ in handlers.stream_run(beams, loaded, ids, mask, generator=None):
+        pass
+    assert beam_tree_figure(beams.steps).data and len(returned_paths(beams.steps)) == 1 and beams.tokens[0]
