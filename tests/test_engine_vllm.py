@@ -221,9 +221,10 @@ def test_the_engines_models_join_the_picker(monkeypatch, server, model, embedded
     assert policy.load(cache, model.name, "model").name == model.name
 
 
-def test_the_engines_runs_go_through_the_handlers_and_draw(monkeypatch, server, model, prompt_ids):
+def test_the_engines_runs_go_through_stream_run_and_draw(monkeypatch, server, model, prompt_ids):
     from playground import engine as engine_ui
-    from playground import handlers
+    from playground.prompt import encode_prompt
+    from playground.runs import Run, stream_run
     from playground.figures.beam_tree import beam_tree_figure, returned_paths
     from playground.figures.candidates import candidates_figure
     from playground.figures.tokens import tokens_html
@@ -233,15 +234,15 @@ def test_the_engines_runs_go_through_the_handlers_and_draw(monkeypatch, server, 
     assert model.name in engine_ui.served()
     loaded = ModelCache(capacity=1).get(model.name)  # no slot taken by weights: nothing loads
     assert engine_ui.is_remote(loaded)
-    ids, mask, _ = handlers.encode_prompt(loaded.tokenizer, PROMPT, chat=True)  # the server's chat template
+    ids, mask, _ = encode_prompt(loaded.tokenizer, PROMPT, chat=True)  # the server's chat template
     assert ids[0].tolist() == prompt_ids
-    run = handlers.Run("main", "Greedy", kwargs={"do_sample": False, "max_new_tokens": 10})
-    for _ in handlers.stream_run(run, loaded, ids, mask, generator=None):
+    run = Run("main", "Greedy", kwargs={"do_sample": False, "max_new_tokens": 10})
+    for _ in stream_run(run, loaded, ids, mask, generator=None):
         pass
     alone = engine.generate(model, prompt_ids, do_sample=False, max_new_tokens=10)
     assert run.done and run.tokens == new_tokens(alone.trace) and run.texts == alone.trace.texts
     assert candidates_figure(run.steps).data and "<span" in tokens_html(run.steps)
-    beams = handlers.Run("main", "Beam", kwargs={"num_beams": 2, "max_new_tokens": 6})
-    for _ in handlers.stream_run(beams, loaded, ids, mask, generator=None):
+    beams = Run("main", "Beam", kwargs={"num_beams": 2, "max_new_tokens": 6})
+    for _ in stream_run(beams, loaded, ids, mask, generator=None):
         pass
     assert beam_tree_figure(beams.steps).data and len(returned_paths(beams.steps)) == 1 and beams.tokens[0]
