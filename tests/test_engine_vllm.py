@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -197,6 +199,14 @@ def test_sampling_fields_map_to_vllms_names():
 def test_bad_values_name_the_field_and_range(settings, message):
     with pytest.raises(ValueError, match=message):
         engine.generate(OFFLINE, [1, 2, 3], **{"max_new_tokens": 4, **settings})
+
+
+def test_a_server_that_dies_fails_with_its_log(tmp_path):
+    log = tmp_path / "server.log"
+    log.write_text("ValueError: no model at DIR")
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(RuntimeError, match="(?s)exited with 3.*no model at DIR"):
+        serve.wait_ready(client.Server("http://127.0.0.1:9/v1"), proc, log, timeout_s=60)
 
 
 def test_an_unreachable_server_is_named():
