@@ -337,7 +337,7 @@ def stream(model: EngineModel, input_ids, generation_config: GenerationConfig | 
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else (model.eos_token_id or 0)     # 4. the result
     width = max((len(s) for s in run.sequences), default=0)
     sequences = [prompt + s + [pad] * (width - len(s)) for s in run.sequences]
-    trace = Trace(strategy=mode, config={**config_dict(cfg), "engine": model.server.base_url}, prompt_ids=[prompt],
+    trace = Trace(strategy=mode, config=config_dict(cfg), prompt_ids=[prompt],
                   steps=run.steps, sequences=sequences, texts=run.texts, model_name=model.name,
                   elapsed_s=time.perf_counter() - run.t0, seed=seeds[0] if seeds and len(seeds) == 1 else None,
                   stopped=run.stopped, run_id=uuid.uuid4().hex[:12], origin=origin)
