@@ -29,9 +29,7 @@ from transformers.utils import is_hqq_available, is_optimum_quanto_available
 
 from . import chain, grammar, kernels
 from . import processors as community
-
-BEAM_MODES = {"beam_search", "beam_sample", "group_beam_search", "constrained_beam_search"}
-SAMPLING_MODES = {"sample", "beam_sample"}
+from .strategies import family_of
 
 
 def _fail(field: str, allowed: str, value) -> None:
@@ -213,7 +211,7 @@ def _temperature(env: Env) -> None:
 @rule
 def _return_sequences(env: Env) -> None:
     cfg = env.cfg
-    if env.mode in BEAM_MODES:
+    if family_of(env.mode) == "beam":
         _check(cfg.num_return_sequences <= cfg.num_beams, "num_return_sequences",
                f"<= num_beams ({cfg.num_beams}) for beam search", cfg.num_return_sequences)
     elif env.mode == "assisted_generation":

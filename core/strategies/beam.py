@@ -92,7 +92,7 @@ def update_finished_beams(sequences, topk_running_sequences, beam_scores, topk_l
     return sequences, beam_scores, beam_indices, is_sent_finished, topk_merged_indices
 
 
-@register(GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE)
+@register(GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE, family="beam")
 def beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx, **model_kwargs):
     # 1. beam search values
     pad_token_id = generation_config._pad_token_tensor
