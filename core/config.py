@@ -164,7 +164,7 @@ def rule(fn: Callable[[Env], None]) -> Callable[[Env], None]:
     return fn
 
 
-def validate(cfg, mode: str, model, ctx=None) -> None:
+def validate(cfg, mode: str, model) -> None:
     """Raise a ``ValueError`` naming the first field of ``cfg`` that is out of range for ``mode``."""
     for field, rng in RANGES.items():
         value = getattr(cfg, field, None)

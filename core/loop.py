@@ -352,7 +352,7 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
         mode = generation_config.get_generation_mode(ctx.assistant_model)
         ctx.mode = getattr(mode, "value", mode)
         ctx.inputs_tensor = inputs_tensor
-        config_checks.validate(generation_config, ctx.mode, model, ctx)
+        config_checks.validate(generation_config, ctx.mode, model)
         strategy = get_strategy(ctx.mode)
         logits_processor = chain.sampler_chain(
             logits_processor, generation_config, mode=ctx.mode, tokenizer=ctx.tokenizer, generator=ctx.generator,
