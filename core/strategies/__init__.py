@@ -14,6 +14,7 @@ unconditionally: a missing or broken one fails ``import core`` at once instead o
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -62,4 +63,6 @@ def _key(mode) -> str:
 
 
 # Each module registers itself on import; adding a strategy: one file + one name here.
-from . import assisted, beam, constrained_beam, contrastive, dola, group_beam, sample  # noqa: E402,F401
+_MODULES = ("sample", "beam", "group_beam", "constrained_beam", "contrastive", "dola", "assisted")
+for _name in _MODULES:
+    importlib.import_module(f"{__name__}.{_name}")
