@@ -18,7 +18,6 @@ import pytest
 import core
 from core.records import (AssistedStep, BeamNode, CacheInfo, Candidate, ContrastiveCandidate, DolaStep, ListRecorder,
                           RowStep, StepRecord, Trace)
-from core.strategies import get_strategy
 from playground import figures as F
 from playground.figures import beam_tree as bt
 from playground.figures.common import ACCEPTED, CORRECTED, HIGHLIGHT, REJECTED, visible
@@ -578,15 +577,6 @@ def test_builders_follow_a_stream_step_by_step(tiny_model, prompt):
     assert len(seen) == 5
 
 
-def _has(mode: str) -> bool:
-    try:
-        get_strategy(mode)
-    except ValueError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has("beam_search"), reason="beam strategy not written yet")
 def test_real_beam_trace(tiny_model, prompt):
     trace = run(tiny_model, prompt, num_beams=3, max_new_tokens=6, do_sample=False, early_stopping=True)
     nodes = nodes_of(trace.steps)
@@ -604,7 +594,6 @@ def test_real_beam_trace(tiny_model, prompt):
     assert F.tokens_html(again) == F.tokens_html(trace)
 
 
-@pytest.mark.skipif(not _has("constrained_beam_search"), reason="constrained beam strategy not written yet")
 def test_real_constrained_beam_trace(tiny_model, prompt):
     trace = run(tiny_model, prompt, num_beams=3, force_words_ids=[[7, 8]], max_new_tokens=6, do_sample=False)
     nodes = nodes_of(trace.steps)
@@ -615,7 +604,6 @@ def test_real_constrained_beam_trace(tiny_model, prompt):
     assert {i for i, s in symbols.items() if s == "diamond"} == forced
 
 
-@pytest.mark.skipif(not _has("group_beam_search"), reason="group beam strategy not written yet")
 def test_real_diverse_beam_trace(tiny_model, prompt):
     trace = run(tiny_model, prompt, num_beams=4, num_beam_groups=2, diversity_penalty=1.0, max_new_tokens=5,
                 do_sample=False)
@@ -623,14 +611,12 @@ def test_real_diverse_beam_trace(tiny_model, prompt):
     assert F.node_count(fig) == len({n.node_id for n in nodes_of(trace.steps)})
 
 
-@pytest.mark.skipif(not _has("contrastive_search"), reason="contrastive strategy not written yet")
 def test_real_contrastive_trace(tiny_model, prompt):
     trace = run(tiny_model, prompt, penalty_alpha=0.6, top_k=4, max_new_tokens=5)
     fig = F.contrastive_figure(trace)
     assert len(next(t for t in fig.data if t.meta == "chosen").x) == len(trace.steps)
 
 
-@pytest.mark.skipif(not _has("dola_generation"), reason="DoLa strategy not written yet")
 def test_real_dola_trace(tiny_model, prompt):
     trace = run(tiny_model, prompt, dola_layers="low", max_new_tokens=5, do_sample=False)
     heat = next(t for t in F.dola_figure(trace).data if t.meta == "divergence")
@@ -638,7 +624,6 @@ def test_real_dola_trace(tiny_model, prompt):
     assert len(heat.z) * len(heat.z[0]) == len(layers) * len(trace.steps)
 
 
-@pytest.mark.skipif(not _has("assisted_generation"), reason="assisted strategy not written yet")
 def test_real_assisted_trace(tiny_model, tiny_assistant, prompt):
     trace = run(tiny_model, prompt, assistant_model=tiny_assistant, max_new_tokens=8, do_sample=False)
     fig = F.speculative_figure(trace)
