@@ -191,7 +191,7 @@ def test_beam_tree_highlights_the_returned_path():
     best = steps[-1].best[0]
     paths = F.returned_paths(steps)
     assert len(paths) == 1
-    tree = bt.beam_tree(steps)
+    tree = bt.beam_graph(steps)
     assert [tree.nodes[n].token_id for n in paths[0]] == best  # the path spells the best hypothesis
     fig = F.beam_tree_figure(steps)
     halo = next(t for t in fig.data if t.meta == "returned")
@@ -204,7 +204,7 @@ def test_beam_tree_highlights_the_returned_path():
 def test_beam_tree_lights_the_recorded_node_not_a_twin_with_the_same_tokens():
     """Two diverse-beam groups may spell the same tokens; only the path to the node the records name is gold."""
     steps = synthetic_beam(num_beams=2, length=3, groups=2, seed=8)
-    tree = bt.beam_tree(steps)
+    tree = bt.beam_graph(steps)
     last = steps[-1].best_nodes[0]
     twin_tokens = [tree.nodes[n].token_id for n in tree.path_to(last)]
     # a second hypothesis in the other group with the very same tokens, finished with a higher score
@@ -484,7 +484,7 @@ def test_timing_and_compare_bars():
     assert "2.00×" in F.timing_figure({"assisted": 1.0, "greedy": 2.0}, unit="s").layout.title.text
     steps = synthetic_assisted()
     assert F.tokens_per_second(steps) == pytest.approx(sum(len(a) + len(c) for a, _, c in ASSISTED) / 0.3)
-    fig = F.compare_figure({"assisted": steps, "greedy": 12.5})
+    fig = F.tokens_per_second_figure({"assisted": steps, "greedy": 12.5})
     assert list(fig.data[0].x) == ["assisted", "greedy"]
     assert fig.data[0].y[1] == 12.5
 
@@ -516,7 +516,7 @@ def test_empty_inputs_give_a_hint(empty):
     for build in BUILDERS:
         fig = build(empty)
         assert isinstance(fig, go.Figure) and not fig.data and fig.layout.annotations
-    for fig in (F.cache_figure({}), F.cache_figure({"a": empty}), F.compare_figure({}), F.timing_figure({})):
+    for fig in (F.cache_figure({}), F.cache_figure({"a": empty}), F.tokens_per_second_figure({}), F.timing_figure({})):
         assert not fig.data and fig.layout.annotations
     assert "dp-empty" in F.tokens_html(empty)
     assert F.alternatives_table(empty, 0) == []
@@ -538,7 +538,7 @@ def test_trace_json_round_trip_redraws_identical_figures(sampled):
         (trace_of(synthetic_contrastive()), [F.contrastive_figure]),
         (trace_of(synthetic_dola()), [F.dola_figure]),
         (trace_of(synthetic_assisted()), [F.speculative_figure, lambda t: F.cache_figure({"c": t}),
-                                          lambda t: F.compare_figure({"a": t})]),
+                                          lambda t: F.tokens_per_second_figure({"a": t})]),
     ]
     for trace, builders in cases:
         again = Trace.from_json(trace.to_json())
@@ -584,7 +584,7 @@ def test_real_beam_trace(tiny_model, prompt):
     fig = F.beam_tree_figure(trace)
     assert F.node_count(fig) == len({n.node_id for n in nodes})
     path = F.returned_paths(trace)[0]
-    tree = bt.beam_tree(trace)
+    tree = bt.beam_graph(trace)
     returned = trace.sequences[0][prompt.shape[1]:]
     assert [tree.nodes[n].token_id for n in path] == returned  # one row, no padding: the whole sequence
     for i in range(1, len(trace.steps)):  # as while streaming
