@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from playground import zerogpu  # noqa: F401, I001 - first: on a ZeroGPU Space it imports spaces before torch
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch
 
 import core
 from core.models import DEFAULT_NAME, DTYPE_CHOICES, available_models
-from playground import branches_panel, engine, gradio_patches, policy, session
+from playground import branches_panel, config_panel, engine, gradio_patches, policy, session
 from playground.branches import Branches
 from playground.state import MODELS, ModelCache
 from playground.tabs import TabHandle, all_tabs
@@ -109,10 +108,7 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
             for handle in handles:
                 handle.tab.select(lambda key=handle.key: key, None, active_tab, api_name=False)
             branches_panel.build(branches)  # the session's runs as a tree, compared, downloaded
-            if importlib.util.find_spec("playground.config_panel") is not None:  # save / load / share settings
-                from playground import config_panel
-
-                config_panel.build(handles, active_tab)
+            config_panel.build(handles, active_tab)  # save / load / share settings
         loader = load_handler(models)
         load.click(loader, [pick, path, precision], [model_state, model_status], concurrency_id="load",
                    concurrency_limit=1, api_name="load_model")

@@ -17,8 +17,6 @@ depend on each other, on the mode or on the model), each rule a small function r
 from __future__ import annotations
 
 import copy
-import math
-import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -29,18 +27,13 @@ from transformers.utils import is_hqq_available, is_optimum_quanto_available
 
 from . import chain, grammar, kernels
 from . import processors as community
-
-BEAM_MODES = {"beam_search", "beam_sample", "group_beam_search", "constrained_beam_search"}
-SAMPLING_MODES = {"sample", "beam_sample"}
-
-
-def _fail(field: str, allowed: str, value) -> None:
-    raise ValueError(f"`{field}` must be {allowed}; got {value!r}")
+from .processors.base import Range, between, fail, is_int, is_real
+from .strategies import family_of
 
 
 def _check(cond: bool, field: str, allowed: str, value) -> None:
     if not cond:
-        _fail(field, allowed, value)
+        fail(field, allowed, value)
 
 
 # --- 1. the raw call --------------------------------------------------------------------------------------------
@@ -96,62 +89,42 @@ def check_request(model, generation_config, kwargs, assistant_model=None) -> Non
     validate(cfg, getattr(cfg.get_generation_mode(assistant_model), "value", ""), model)
 
 
-# --- 3. the tables --------------------------------------------------------------------------------------------
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Callable[[Any], bool]:
-    return lambda v: _is_real(v) and (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a field may take when it is set (``None`` is always allowed: unset)."""
-
-    allowed: str
-    test: Callable[[Any], bool]
-
-
+# --- 3. the tables (``Range`` and its value tests are ``core.processors.base``'s) ------------------------------
 # One field alone. Processors' constructors want floats where marked "a float": transformers rejects ints there.
 RANGES: dict[str, Range] = {
-    "max_new_tokens": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
-    "max_length": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
-    "min_new_tokens": Range("an integer >= 0", lambda v: _is_int(v) and v >= 0),
-    "min_length": Range("an integer >= 0", lambda v: _is_int(v) and v >= 0),
-    "max_time": Range("a number of seconds > 0", lambda v: _is_real(v) and v > 0),
-    "num_beams": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
-    "num_beam_groups": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
-    "num_return_sequences": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
-    "diversity_penalty": Range("in [0, inf)", lambda v: _is_real(v) and v >= 0),
-    "length_penalty": Range("a finite number", _is_real),
-    "penalty_alpha": Range("in [0, 1]", _between(0, 1)),
-    "top_k": Range("an integer >= 0 (0 disables it)", lambda v: _is_int(v) and v >= 0),
-    "top_p": Range("in (0, 1]", _between(0, 1, lo_open=True)),
-    "min_p": Range("in [0, 1]", _between(0, 1)),
-    "typical_p": Range("in (0, 1]", _between(0, 1, lo_open=True)),
-    "epsilon_cutoff": Range("in [0, 1)", _between(0, 1, hi_open=True)),
-    "eta_cutoff": Range("in [0, 1)", _between(0, 1, hi_open=True)),
+    "max_new_tokens": Range("an integer >= 1", lambda v: is_int(v) and v >= 1),
+    "max_length": Range("an integer >= 1", lambda v: is_int(v) and v >= 1),
+    "min_new_tokens": Range("an integer >= 0", lambda v: is_int(v) and v >= 0),
+    "min_length": Range("an integer >= 0", lambda v: is_int(v) and v >= 0),
+    "max_time": Range("a number of seconds > 0", lambda v: is_real(v) and v > 0),
+    "num_beams": Range("an integer >= 1", lambda v: is_int(v) and v >= 1),
+    "num_beam_groups": Range("an integer >= 1", lambda v: is_int(v) and v >= 1),
+    "num_return_sequences": Range("an integer >= 1", lambda v: is_int(v) and v >= 1),
+    "diversity_penalty": Range("in [0, inf)", lambda v: is_real(v) and v >= 0),
+    "length_penalty": Range("a finite number", is_real),
+    "penalty_alpha": Range("in [0, 1]", between(0, 1)),
+    "top_k": Range("an integer >= 0 (0 disables it)", lambda v: is_int(v) and v >= 0),
+    "top_p": Range("in (0, 1]", between(0, 1, lo_open=True)),
+    "min_p": Range("in [0, 1]", between(0, 1)),
+    "typical_p": Range("in (0, 1]", between(0, 1, lo_open=True)),
+    "epsilon_cutoff": Range("in [0, 1)", between(0, 1, hi_open=True)),
+    "eta_cutoff": Range("in [0, 1)", between(0, 1, hi_open=True)),
     "repetition_penalty": Range("a float > 0 (1.0 means no penalty)",
-                                lambda v: (isinstance(v, float) or v == 1) and _is_real(v) and v > 0),
+                                lambda v: (isinstance(v, float) or v == 1) and is_real(v) and v > 0),
     "encoder_repetition_penalty": Range("a float > 0 (1.0 means no penalty)",
-                                        lambda v: (isinstance(v, float) or v == 1) and _is_real(v) and v > 0),
-    "no_repeat_ngram_size": Range("an integer >= 0 (0 disables it)", lambda v: _is_int(v) and v >= 0),
-    "prompt_lookup_num_tokens": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
-    "max_matching_ngram_size": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
-    "num_assistant_tokens": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+                                        lambda v: (isinstance(v, float) or v == 1) and is_real(v) and v > 0),
+    "no_repeat_ngram_size": Range("an integer >= 0 (0 disables it)", lambda v: is_int(v) and v >= 0),
+    "prompt_lookup_num_tokens": Range("an integer >= 1", lambda v: is_int(v) and v >= 1),
+    "max_matching_ngram_size": Range("an integer >= 1", lambda v: is_int(v) and v >= 1),
+    "num_assistant_tokens": Range("an integer >= 1", lambda v: is_int(v) and v >= 1),
     "num_assistant_tokens_schedule": Range('"constant", "heuristic" or "heuristic_transient"',
                                            lambda v: v in ("constant", "heuristic", "heuristic_transient")),
-    "assistant_confidence_threshold": Range("in [0, 1]", _between(0, 1)),
-    "top_h": Range("in (0, 1]", _between(0, 1, lo_open=True)),
-    "guidance_scale": Range("a finite number (1 = off; > 1 follows the prompt more, < 1 the negative prompt)", _is_real),
+    "assistant_confidence_threshold": Range("in [0, 1]", between(0, 1)),
+    "top_h": Range("in (0, 1]", between(0, 1, lo_open=True)),
+    "guidance_scale": Range("a finite number (1 = off; > 1 follows the prompt more, < 1 the negative prompt)", is_real),
     "exponential_decay_length_penalty": Range(
         "a pair [start_index, decay_factor]: an integer >= 0 and a number > 0",
-        lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and _is_int(v[0]) and v[0] >= 0 and _is_real(v[1])
+        lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and is_int(v[0]) and v[0] >= 0 and is_real(v[1])
         and v[1] > 0),
     "renormalize_logits": Range("True or False", lambda v: isinstance(v, bool)),
     "remove_invalid_values": Range("True or False", lambda v: isinstance(v, bool)),
@@ -191,12 +164,12 @@ def rule(fn: Callable[[Env], None]) -> Callable[[Env], None]:
     return fn
 
 
-def validate(cfg, mode: str, model, ctx=None) -> None:
+def validate(cfg, mode: str, model) -> None:
     """Raise a ``ValueError`` naming the first field of ``cfg`` that is out of range for ``mode``."""
     for field, rng in RANGES.items():
         value = getattr(cfg, field, None)
         if value is not None and not rng.test(value):
-            _fail(field, rng.allowed, value)
+            fail(field, rng.allowed, value)
     env = Env(cfg, mode, model)
     for check in RULES:
         check(env)
@@ -206,14 +179,14 @@ def validate(cfg, mode: str, model, ctx=None) -> None:
 def _temperature(env: Env) -> None:
     cfg = env.cfg
     if cfg.do_sample and cfg.temperature is not None:
-        _check((isinstance(cfg.temperature, float) or cfg.temperature == 1) and _is_real(cfg.temperature)
+        _check((isinstance(cfg.temperature, float) or cfg.temperature == 1) and is_real(cfg.temperature)
                and cfg.temperature > 0, "temperature", "a float > 0 when sampling (do_sample=True)", cfg.temperature)
 
 
 @rule
 def _return_sequences(env: Env) -> None:
     cfg = env.cfg
-    if env.mode in BEAM_MODES:
+    if family_of(env.mode) == "beam":
         _check(cfg.num_return_sequences <= cfg.num_beams, "num_return_sequences",
                f"<= num_beams ({cfg.num_beams}) for beam search", cfg.num_return_sequences)
     elif env.mode == "assisted_generation":
@@ -261,13 +234,13 @@ def _dola(env: Env) -> None:
         _check(layers in ("low", "high"), "dola_layers", '"low", "high" or a list of layer indices', layers)
     else:
         _check(isinstance(layers, (list, tuple)) and len(layers) > 0
-               and all(_is_int(i) and 0 <= i < n_layers for i in layers),
+               and all(is_int(i) and 0 <= i < n_layers for i in layers),
                "dola_layers", f'"low", "high" or a non-empty list of layer indices in [0, {n_layers - 1}]', layers)
 
 
 def _token_ids(value) -> list:
     """Flat list of the ids in an int, a list of ints or a list of lists of ints."""
-    if _is_int(value):
+    if is_int(value):
         return [value]
     if isinstance(value, torch.Tensor):
         return value.flatten().tolist()
@@ -284,19 +257,19 @@ def _token_fields(env: Env) -> None:
                   "begin_suppress_tokens"):
         value = getattr(env.cfg, field, None)
         if value is not None:
-            _check(all(_is_int(i) and 0 <= i < vocab for i in _token_ids(value)), field, allowed, value)
+            _check(all(is_int(i) and 0 <= i < vocab for i in _token_ids(value)), field, allowed, value)
     bad = env.cfg.bad_words_ids
     if bad is not None:
         _check(isinstance(bad, list) and len(bad) > 0
                and all(isinstance(w, list) and len(w) > 0 for w in bad)
-               and all(_is_int(i) and 0 <= i < vocab for i in _token_ids(bad)),
+               and all(is_int(i) and 0 <= i < vocab for i in _token_ids(bad)),
                "bad_words_ids", f"a non-empty list of non-empty lists of {allowed}", bad)
 
 
 def _is_bias_pair(pair, vocab: int) -> bool:
     """``[token ids in the vocabulary, a finite bias]``."""
     return (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], (list, tuple))
-            and len(pair[0]) > 0 and all(_is_int(i) and 0 <= i < vocab for i in pair[0]) and _is_real(pair[1]))
+            and len(pair[0]) > 0 and all(is_int(i) and 0 <= i < vocab for i in pair[0]) and is_real(pair[1]))
 
 
 @rule
@@ -313,11 +286,11 @@ def _sequence_bias(env: Env) -> None:
 
 # ``watermarking_config``'s keys (transformers' WatermarkingConfig), each alone
 WATERMARK_RANGES: dict[str, Range] = {
-    "greenlist_ratio": Range("in (0, 1)", _between(0, 1, lo_open=True, hi_open=True)),
-    "bias": Range("a number >= 0", lambda v: _is_real(v) and v >= 0),
-    "context_width": Range("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "greenlist_ratio": Range("in (0, 1)", between(0, 1, lo_open=True, hi_open=True)),
+    "bias": Range("a number >= 0", lambda v: is_real(v) and v >= 0),
+    "context_width": Range("an integer >= 1", lambda v: is_int(v) and v >= 1),
     "seeding_scheme": Range('"lefthash" or "selfhash"', lambda v: v in ("lefthash", "selfhash")),
-    "hashing_key": Range("an integer", _is_int),
+    "hashing_key": Range("an integer", is_int),
 }
 
 
@@ -345,7 +318,7 @@ def _community(env: Env) -> None:
 def _offloaded_cache(env: Env) -> None:
     impl = env.cfg.cache_implementation
     if impl is not None and "offloaded" in impl and not torch.cuda.is_available():
-        _fail("cache_implementation", '"dynamic", "static" or "quantized" on this machine: an offloaded cache moves '
+        fail("cache_implementation", '"dynamic", "static" or "quantized" on this machine: an offloaded cache moves '
               "layers between GPU and CPU memory and needs CUDA, which is not available here", impl)
 
 
@@ -377,7 +350,7 @@ def _quantized_cache(env: Env) -> None:
     backend = options.get("backend", "quanto")  # transformers' default
     if backend not in QUANT_BACKENDS:
         hint = f" (lower case: {backend.lower()!r})" if isinstance(backend, str) and backend.lower() in QUANT_BACKENDS else ""
-        _fail('cache_config["backend"]', 'one of "quanto", "hqq", "fp8"' + hint, backend)
+        fail('cache_config["backend"]', 'one of "quanto", "hqq", "fp8"' + hint, backend)
     spec = QUANT_BACKENDS[backend]
     others = [name for name, b in QUANT_BACKENDS.items() if name != backend and b.available()]
     _check(spec.available(), 'cache_config["backend"]',
@@ -398,7 +371,7 @@ def _quantized_cache(env: Env) -> None:
         _check(axis in spec.axes, f'cache_config["{axis_field}"]', f"one of {list(spec.axes)} for the {backend!r} backend",
                axis)
     residual = options.get("residual_length", 128)
-    _check(_is_int(residual) and residual >= 0, 'cache_config["residual_length"]', "an integer >= 0", residual)
+    _check(is_int(residual) and residual >= 0, 'cache_config["residual_length"]', "an integer >= 0", residual)
     group = options.get("q_group_size", 64)
     text = env.text_config
     kv_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
@@ -407,9 +380,9 @@ def _quantized_cache(env: Env) -> None:
     # With axis 0 the backends group the values of one row's [heads, seq, head_dim] block: a divisor of
     # heads * head_dim divides that block for every sequence length.
     if options.get("axis_key", 0) == 0 and options.get("axis_value", 0) == 0:
-        _check(_is_int(group) and group >= 1 and width % group == 0, 'cache_config["q_group_size"]',
+        _check(is_int(group) and group >= 1 and width % group == 0, 'cache_config["q_group_size"]',
                f"a divisor of num_key_value_heads * head_dim ({kv_heads} * {head_dim} = {width}) for this model", group)
     else:
-        _check(_is_int(group) and group >= 1, 'cache_config["q_group_size"]', "an integer >= 1", group)
+        _check(is_int(group) and group >= 1, 'cache_config["q_group_size"]', "an integer >= 1", group)
     if backend == "quanto":  # its compiled kernels: ready, or a clear message at once (never a wait on a lock)
         kernels.require("quanto")

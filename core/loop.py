@@ -38,7 +38,7 @@ from . import lens
 from .records import Candidate, CacheInfo, Origin, ProcessorEffect, Recorder, RowStep, StepRecord, Trace
 from .rng import global_generator
 from .scheduler import StepScheduler
-from .strategies import get_strategy
+from .strategies import family_of, get_strategy
 
 
 class CancelCriteria(StoppingCriteria):
@@ -352,7 +352,7 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
         mode = generation_config.get_generation_mode(ctx.assistant_model)
         ctx.mode = getattr(mode, "value", mode)
         ctx.inputs_tensor = inputs_tensor
-        config_checks.validate(generation_config, ctx.mode, model, ctx)
+        config_checks.validate(generation_config, ctx.mode, model)
         strategy = get_strategy(ctx.mode)
         logits_processor = chain.sampler_chain(
             logits_processor, generation_config, mode=ctx.mode, tokenizer=ctx.tokenizer, generator=ctx.generator,
@@ -360,7 +360,7 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
         stopping_criteria.append(CancelCriteria(ctx))
         ctx.generation_config = generation_config
         if ctx.streamer is not None:  # the beam family streams its final best row only (row 0)
-            ctx.streamer.put((input_ids[:1] if ctx.mode in config_checks.BEAM_MODES else input_ids).cpu())
+            ctx.streamer.put((input_ids[:1] if family_of(ctx.mode) == "beam" else input_ids).cpu())
         seat = scheduler.seat(ctx.deadline) if scheduler is not None else contextlib.nullcontext()
         with seat:
             return strategy(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx,

@@ -100,7 +100,7 @@ class BranchesPanel:
         """Two runs side by side: their texts, where they diverge, and the model's log-probability of each token."""
         if not isinstance(branches, Branches) or first not in branches.entries or second not in branches.entries:
             message = "Pick two runs of this session to compare (run something first)."
-            return gr.skip(), gr.skip(), message, _plot(branch_figures.compare_figure(None, ("", ""), str))
+            return gr.skip(), gr.skip(), message, _plot(branch_figures.two_runs_figure(None, ("", ""), str))
         a, b = branches.get(first), branches.get(second)
         text_of = token_texts(branches)
         result = compare(a, b, branches)
@@ -118,7 +118,7 @@ class BranchesPanel:
                      f"{text_of(result.first.tokens[result.diverge])!r} vs "
                      f"{text_of(result.second.tokens[result.diverge])!r}.{prefer}")
         return ("".join(text_of(t) for t in result.first.tokens), "".join(text_of(t) for t in result.second.tokens),
-                where, _plot(branch_figures.compare_figure(result, labels, text_of)))
+                where, _plot(branch_figures.two_runs_figure(result, labels, text_of)))
 
     @staticmethod
     def write(branches: Branches, request: gr.Request | None) -> str:

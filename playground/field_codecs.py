@@ -8,16 +8,8 @@ import json
 from typing import Any
 
 from .fields import BY_NAME as ADVANCED
+from .fields import as_number_type
 
-# Fields whose widget gives a float but transformers expects an int.
-INT_FIELDS = {"max_new_tokens", "top_k", "num_beams", "num_return_sequences", "no_repeat_ngram_size",
-              "num_beam_groups", "prompt_lookup_num_tokens", "num_assistant_tokens", "max_length",
-              *(f.name for f in ADVANCED.values() if f.integer)}
-# Fields transformers' processors accept only as floats (TemperatureLogitsWarper refuses the int 2),
-# while a slider sitting on a whole number sends an int.
-FLOAT_FIELDS = {"temperature", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "repetition_penalty",
-                "length_penalty", "diversity_penalty", "penalty_alpha",
-                *(f.name for f in ADVANCED.values() if f.kind in ("slider", "number") and not f.integer)}
 # Fields where 0 on a slider means "off"; transformers' own "off" is None for these.
 ZERO_IS_OFF = {"min_p", "epsilon_cutoff", "eta_cutoff", "no_repeat_ngram_size",
                *(f.name for f in ADVANCED.values() if f.off == 0)}
@@ -161,10 +153,7 @@ def _config_value(name: str, widget_value: Any) -> Any:
         return PARSERS[name](widget_value)
     if widget_value is None:
         return None
-    if name in INT_FIELDS and isinstance(widget_value, float) and widget_value.is_integer():
-        widget_value = int(widget_value)
-    if name in FLOAT_FIELDS and isinstance(widget_value, int) and not isinstance(widget_value, bool):
-        widget_value = float(widget_value)
+    widget_value = as_number_type(name, widget_value)
     if name in ZERO_IS_OFF and widget_value == 0:
         return None
     if name == "early_stopping" and widget_value in ("True", "False"):  # a radio of True / False / "never"

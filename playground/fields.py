@@ -2,7 +2,8 @@
 tabs' own controls leave out, the community samplers (``core.processors``), structured output (``core.grammar``) and
 ``sampler_order`` (``core.chain``). Each ``Field`` names its widget kind, range and one line of help; a tab lists the
 groups that apply to it (``StrategyTab.advanced``) and ``playground.tabs.advanced`` builds them. No Gradio here:
-``playground.field_codecs`` reads the same list for the widget <-> config codecs.
+``playground.field_codecs`` reads the same list for the widget <-> config codecs, and it and ``playground.share`` read
+``INT_FIELDS`` / ``FLOAT_FIELDS`` (``as_number_type``).
 
 Widget kinds: ``slider`` (``lo``, ``hi``, ``step``; 0 means "off" where ``off`` is 0), ``number`` (a number typed as text; empty: unset),
 ``checkbox``, ``json`` (JSON text, empty: unset), ``text`` (a string, empty: unset), ``lines`` (a longer string),
@@ -131,9 +132,38 @@ PORTED_GROUPS = ("penalties", "order", "limits")
 ASSISTED_GROUPS = ("penalties", "limits")
 
 
+# The one table of which fields are whole numbers and which are floats, read by the widget codecs
+# (``playground.handlers``) and by ``playground.share``: a slider may hand back 20.0 for 20, and a slider at 2 the
+# int 2, which e.g. TemperatureLogitsWarper rejects ("`temperature` (=2) has to be a strictly positive float").
+INT_FIELDS: frozenset[str] = frozenset({
+    "max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_beam_groups", "top_k",
+    "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "num_return_sequences", "num_assistant_tokens",
+    "prompt_lookup_num_tokens", "max_matching_ngram_size", "pad_token_id", "bos_token_id", "eos_token_id",
+    "decoder_start_token_id", "forced_bos_token_id", "forced_eos_token_id", "assistant_lookbehind",
+    "target_lookbehind", "max_cache_len", "prefill_chunk_size",
+    *(f.name for f in BY_NAME.values() if f.integer),
+})
+FLOAT_FIELDS: frozenset[str] = frozenset({
+    "temperature", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff", "repetition_penalty",
+    "encoder_repetition_penalty", "length_penalty", "diversity_penalty", "penalty_alpha", "guidance_scale",
+    "assistant_confidence_threshold", "assistant_ensemble_weight",
+    *(f.name for f in BY_NAME.values() if f.kind in ("slider", "number") and not f.integer),
+})
+
+
 def fields_of(groups) -> list[Field]:
     return [f for g in groups for f in GROUPS[g].fields]
 
 
+def as_number_type(name: str, value: Any) -> Any:
+    """``value`` as field ``name`` wants it: an int for an integer field (20.0 -> 20), a float for a float field
+    (2 -> 2.0); any other value as it is."""
+    if name in INT_FIELDS and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if name in FLOAT_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 __all__ = ["Field", "Group", "GROUPS", "BY_NAME", "fields_of", "SAMPLING_GROUPS", "GREEDY_GROUPS", "BEAM_GROUPS",
-           "PORTED_GROUPS", "ASSISTED_GROUPS"]
+           "PORTED_GROUPS", "ASSISTED_GROUPS", "INT_FIELDS", "FLOAT_FIELDS", "as_number_type"]

@@ -10,8 +10,8 @@ removes the folder and drops the session's states and Gradio's bookkeeping of it
 later. A session whose unload never comes is swept: its states expire ``TTL_S`` seconds after their last update,
 and ``sweep`` removes folders untouched for as long. Nothing here is shared between sessions.
 
-Freed is not yet returned: glibc keeps the heap a run's tensors and records used (bench/bench_load.py measured
-+110 MB of RSS over 64 runs whose Python objects were all gone, back to +18 MB after ``malloc_trim``), so
+Freed is not yet returned: glibc keeps the heap a run's tensors and records used, long after their Python objects
+are gone (bench/bench_load.py prints the server's RSS growth; the README quotes its latest run), so
 ``trim_heap`` hands it back to the system after each generation and when a session ends, and
 ``fix_mmap_threshold`` keeps large transient tensors out of the heap.
 """
@@ -125,8 +125,7 @@ def fix_mmap_threshold(nbytes: int = MMAP_THRESHOLD_BYTES) -> bool:
 
 
 def trim_heap() -> bool:
-    """Return the heap's free memory to the system (glibc's ``malloc_trim``, ~1 ms on the embedded model's
-    process); False where there is no glibc."""
+    """Return the heap's free memory to the system (glibc's ``malloc_trim``); False where there is no glibc."""
     if _LIBC is None:
         return False
     _LIBC.malloc_trim(0)

@@ -27,28 +27,12 @@ from huggingface_hub.utils import validate_repo_id
 from transformers import GenerationConfig
 from transformers.generation.configuration_utils import METADATA_FIELDS
 
+from .fields import as_number_type
 from .policy import TransportError, public_mode
 
 DEFAULT_FILE_NAME = "generation_config.json"
 DEFAULT_FOLDER = os.environ.get("PLAYGROUND_CONFIG_DIR", "saved_configs")
 TOKENS_URL = "https://huggingface.co/settings/tokens"
-
-# GenerationConfig fields that transformers expects as integers; a UI slider may hand back 20.0 for 20.
-INT_FIELDS = frozenset({
-    "max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_beam_groups", "top_k",
-    "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "num_return_sequences", "num_assistant_tokens",
-    "prompt_lookup_num_tokens", "max_matching_ngram_size", "pad_token_id", "bos_token_id", "eos_token_id",
-    "decoder_start_token_id", "forced_bos_token_id", "forced_eos_token_id", "assistant_lookbehind",
-    "target_lookbehind", "max_cache_len", "prefill_chunk_size",
-})
-# ...and those it expects as floats: a slider at 2 hands back the int 2, which e.g. TemperatureLogitsWarper
-# rejects ("`temperature` (=2) has to be a strictly positive float").
-FLOAT_FIELDS = frozenset({
-    "temperature", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff", "repetition_penalty",
-    "encoder_repetition_penalty", "length_penalty", "diversity_penalty", "penalty_alpha", "guidance_scale",
-    "assistant_confidence_threshold", "assistant_ensemble_weight",
-})
-
 
 @dataclass(frozen=True)
 class Outcome:
@@ -62,15 +46,6 @@ class Outcome:
 
 # --- settings <-> GenerationConfig ---------------------------------------------------------------
 
-def _clean(key: str, value: Any) -> Any:
-    """Integer fields get ints (a slider may return 20.0 for 20), float fields floats (2 -> 2.0)."""
-    if key in INT_FIELDS and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if key in FLOAT_FIELDS and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
 def config_from_settings(settings: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> GenerationConfig:
     """A ``GenerationConfig`` from a tab's control values; ``extra`` holds fields the tab has no control for
     (kept from a loaded config). Controls win over ``extra``; ``None`` and empty text mean "not set"."""
@@ -79,7 +54,7 @@ def config_from_settings(settings: Mapping[str, Any], extra: Mapping[str, Any] |
     for key, value in merged.items():
         if value is None or value == "" or key in METADATA_FIELDS:
             continue
-        values[key] = _clean(key, value)
+        values[key] = as_number_type(key, value)
     return GenerationConfig(**values)
 
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import core
-from core.strategies import get_strategy
 
 from conftest import kernels_ready
 
@@ -49,19 +48,9 @@ def run(model, ids, seed=0, recorder=None, **kwargs):
     return ours, model.generate(ids, max_new_tokens=NEW, **kwargs)
 
 
-def needs_strategy(kwargs) -> None:
-    from transformers import GenerationConfig
-
-    try:
-        get_strategy(GenerationConfig(**kwargs).get_generation_mode().value)
-    except ValueError as err:
-        pytest.skip(f"not implemented yet: {err}")
-
-
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 @pytest.mark.parametrize("cache", list(CACHES))
 def test_same_tokens_as_transformers_and_a_cache_record_per_step(tiny_model, prompt, cache, strategy):
-    needs_strategy(STRATEGIES[strategy])
     recorder = core.ListRecorder(top_n=3)
     ours, reference = run(tiny_model, prompt, 5, recorder=recorder, **CACHES[cache], **STRATEGIES[strategy])
     assert ours.sequences.tolist() == reference.tolist()
@@ -145,7 +134,6 @@ def test_offloaded_cache_needs_cuda_and_says_what_to_use_instead(tiny_model, pro
 def test_offloaded_cache_on_cuda(prompt, strategy):
     from conftest import tiny_llama
 
-    needs_strategy(STRATEGIES[strategy])
     model = tiny_llama(0).cuda()
     recorder = core.ListRecorder(top_n=3)
     ours, reference = run(model, prompt.cuda(), 5, recorder=recorder, cache_implementation="offloaded",

@@ -6,35 +6,8 @@ left-padded batch. Recording changes no token; the recorded tree spells the retu
 settings raise a ``ValueError`` naming the field. A slow test replays one constrained entry of the
 embedded-model 4.55.4 fixture (``tests/oracle``) with its record; ``tests/test_oracle.py`` replays them all.
 
-``EXPECTED`` was produced by transformers 4.55.4 with the weights of ``tiny_llama(0)``; to re-run by hand,
-from the repository root::
-
-    # 1. with .venv (5.x): save the tiny model's weights (its random init differs between versions)
-    .venv/bin/python -c "import sys, torch; sys.path.insert(0, 'tests'); from conftest import tiny_llama; \\
-        torch.save(tiny_llama(0).state_dict(), '/tmp/tiny_llama0.pt')"
-    # 2. with the oracle venv (4.55.4): print EXPECTED for the CASES of this file
-    /work/oracle-venv/bin/python - <<'EOF'
-    import ast, json, torch
-    from transformers import DisjunctiveConstraint, LlamaConfig, LlamaForCausalLM, PhrasalConstraint
-    tree = ast.parse(open("tests/test_constrained_beam.py").read())
-    CASES = next(ast.literal_eval(n.value) for n in tree.body
-                 if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "CASES")
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
-    model = LlamaForCausalLM(config).eval()
-    model.load_state_dict(torch.load("/tmp/tiny_llama0.pt"))
-    model.generation_config.pad_token_id = 0
-    out = {}
-    for name, (ids, mask, settings) in CASES.items():
-        kw = dict(settings)
-        if "constraints" in kw:
-            kw["constraints"] = [PhrasalConstraint(a) if t == "phrasal" else DisjunctiveConstraint(a)
-                                 for t, a in kw["constraints"]]
-        with torch.no_grad():
-            out[name] = model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), **kw).tolist()
-    print(json.dumps(out))
-    EOF
+``EXPECTED`` is what transformers 4.55.4 returned for ``CASES`` on the weights of ``tiny_llama(0)``, made by hand
+with the recipe in ``tests/oracle/README.md``.
 """
 
 from __future__ import annotations

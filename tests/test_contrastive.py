@@ -24,16 +24,8 @@ PADDED = [[0, 0, 1, 5, 9, 13], [1, 5, 9, 13, 17, 21]]
 PADDED_3 = [[3, 3, 1, 5, 9, 13], [1, 5, 9, 13, 17, 21]]
 PAD_MASK = [[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]
 
-# What transformers 4.55.4 generates (max_new_tokens=10) on tiny_llama(0) from the 5.x tests, produced by hand:
-#
-#     # 5.x venv:     torch.save(tiny_llama(0).state_dict(), "/tmp/tiny_llama_0_2.pt")
-#     # oracle venv (/work/oracle-venv/bin/python):
-#     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-#                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-#                          bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
-#     m = LlamaForCausalLM(config).eval(); m.load_state_dict(torch.load("/tmp/tiny_llama_0_2.pt"))
-#     m.generation_config.pad_token_id = 0
-#     m.generate(ids, attention_mask=mask, max_new_tokens=10, trust_remote_code=True, **settings).tolist()
+# What transformers 4.55.4 generates (max_new_tokens=10) on tiny_llama(0), made by hand with the recipe in
+# tests/oracle/README.md.
 ORACLE_4_55_4 = [
     (PROMPT, None, {"penalty_alpha": 0.6, "top_k": 4},
      [[1, 5, 9, 13, 17, 21, 45, 46, 6, 40, 44, 48, 8, 50, 18, 58]]),
@@ -171,9 +163,8 @@ def test_needs_a_cache(tiny_model):
 
 
 def test_encoder_decoder_matches_transformers_4_55_4():
-    """A 2+2-layer Bart (decoder hidden states, ``EncoderDecoderCache``). 4.55.4, by hand: the same ``BartConfig``
-    with ``load_state_dict`` of this model, ``m.generate(ids, max_new_tokens=8, penalty_alpha=0.6, top_k=4,
-    trust_remote_code=True)`` -> the ids below (greedy gives [[2, 16, 16, 16, 16, 16, 16, 16, 28]])."""
+    """A 2+2-layer Bart (decoder hidden states, ``EncoderDecoderCache``). 4.55.4's ids below (greedy gives
+    [[2, 16, 16, 16, 16, 16, 16, 16, 28]]), by the recipe in ``tests/oracle/README.md`` with this ``BartConfig``."""
     from transformers import BartConfig, BartForConditionalGeneration
 
     torch.manual_seed(0)

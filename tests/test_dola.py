@@ -19,17 +19,7 @@ PROMPT = [[1, 5, 9, 13, 17, 21]]
 PADDED = [[0, 0, 1, 5, 9, 13], [1, 5, 9, 13, 17, 21]]  # left padding with pad_token_id 0
 
 # What transformers 4.55.4 generates (max_new_tokens=10) on tiny_llama(0, layers=6) (and tiny_llama(0) for the
-# 2-layer case) from the 5.x tests, produced by hand:
-#
-#     # 5.x venv:     torch.save(tiny_llama(0, layers=6).state_dict(), "/tmp/tiny_llama_0_6.pt")
-#     # oracle venv (/work/oracle-venv/bin/python):
-#     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
-#                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-#                          bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
-#     m = LlamaForCausalLM(config).eval(); m.load_state_dict(torch.load("/tmp/tiny_llama_0_6.pt"))
-#     m.generation_config.pad_token_id = 0
-#     torch.manual_seed(seed)  # sampling only
-#     m.generate(ids, attention_mask=mask, max_new_tokens=10, trust_remote_code=True, **settings).tolist()
+# 2-layer case), made by hand with the recipe in tests/oracle/README.md.
 ORACLE_4_55_4 = [
     ("high", 6, PROMPT, None, {"dola_layers": "high"},
      [[1, 5, 9, 13, 17, 21, 41, 55, 41, 55, 41, 4, 41, 4, 7, 7]]),

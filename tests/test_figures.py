@@ -18,7 +18,6 @@ import pytest
 import core
 from core.records import (AssistedStep, BeamNode, CacheInfo, Candidate, ContrastiveCandidate, DolaStep, ListRecorder,
                           RowStep, StepRecord, Trace)
-from core.strategies import get_strategy
 from playground import figures as F
 from playground.figures import beam_tree as bt
 from playground.figures.common import ACCEPTED, CORRECTED, HIGHLIGHT, REJECTED, visible
@@ -192,7 +191,7 @@ def test_beam_tree_highlights_the_returned_path():
     best = steps[-1].best[0]
     paths = F.returned_paths(steps)
     assert len(paths) == 1
-    tree = bt.beam_tree(steps)
+    tree = bt.beam_graph(steps)
     assert [tree.nodes[n].token_id for n in paths[0]] == best  # the path spells the best hypothesis
     fig = F.beam_tree_figure(steps)
     halo = next(t for t in fig.data if t.meta == "returned")
@@ -205,7 +204,7 @@ def test_beam_tree_highlights_the_returned_path():
 def test_beam_tree_lights_the_recorded_node_not_a_twin_with_the_same_tokens():
     """Two diverse-beam groups may spell the same tokens; only the path to the node the records name is gold."""
     steps = synthetic_beam(num_beams=2, length=3, groups=2, seed=8)
-    tree = bt.beam_tree(steps)
+    tree = bt.beam_graph(steps)
     last = steps[-1].best_nodes[0]
     twin_tokens = [tree.nodes[n].token_id for n in tree.path_to(last)]
     # a second hypothesis in the other group with the very same tokens, finished with a higher score
@@ -485,7 +484,7 @@ def test_timing_and_compare_bars():
     assert "2.00×" in F.timing_figure({"assisted": 1.0, "greedy": 2.0}, unit="s").layout.title.text
     steps = synthetic_assisted()
     assert F.tokens_per_second(steps) == pytest.approx(sum(len(a) + len(c) for a, _, c in ASSISTED) / 0.3)
-    fig = F.compare_figure({"assisted": steps, "greedy": 12.5})
+    fig = F.tokens_per_second_figure({"assisted": steps, "greedy": 12.5})
     assert list(fig.data[0].x) == ["assisted", "greedy"]
     assert fig.data[0].y[1] == 12.5
 
@@ -517,7 +516,7 @@ def test_empty_inputs_give_a_hint(empty):
     for build in BUILDERS:
         fig = build(empty)
         assert isinstance(fig, go.Figure) and not fig.data and fig.layout.annotations
-    for fig in (F.cache_figure({}), F.cache_figure({"a": empty}), F.compare_figure({}), F.timing_figure({})):
+    for fig in (F.cache_figure({}), F.cache_figure({"a": empty}), F.tokens_per_second_figure({}), F.timing_figure({})):
         assert not fig.data and fig.layout.annotations
     assert "dp-empty" in F.tokens_html(empty)
     assert F.alternatives_table(empty, 0) == []
@@ -539,7 +538,7 @@ def test_trace_json_round_trip_redraws_identical_figures(sampled):
         (trace_of(synthetic_contrastive()), [F.contrastive_figure]),
         (trace_of(synthetic_dola()), [F.dola_figure]),
         (trace_of(synthetic_assisted()), [F.speculative_figure, lambda t: F.cache_figure({"c": t}),
-                                          lambda t: F.compare_figure({"a": t})]),
+                                          lambda t: F.tokens_per_second_figure({"a": t})]),
     ]
     for trace, builders in cases:
         again = Trace.from_json(trace.to_json())
@@ -578,15 +577,6 @@ def test_builders_follow_a_stream_step_by_step(tiny_model, prompt):
     assert len(seen) == 5
 
 
-def _has(mode: str) -> bool:
-    try:
-        get_strategy(mode)
-    except ValueError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has("beam_search"), reason="beam strategy not written yet")
 def test_real_beam_trace(tiny_model, prompt):
     trace = run(tiny_model, prompt, num_beams=3, max_new_tokens=6, do_sample=False, early_stopping=True)
     nodes = nodes_of(trace.steps)
@@ -594,7 +584,7 @@ def test_real_beam_trace(tiny_model, prompt):
     fig = F.beam_tree_figure(trace)
     assert F.node_count(fig) == len({n.node_id for n in nodes})
     path = F.returned_paths(trace)[0]
-    tree = bt.beam_tree(trace)
+    tree = bt.beam_graph(trace)
     returned = trace.sequences[0][prompt.shape[1]:]
     assert [tree.nodes[n].token_id for n in path] == returned  # one row, no padding: the whole sequence
     for i in range(1, len(trace.steps)):  # as while streaming
@@ -604,7 +594,6 @@ def test_real_beam_trace(tiny_model, prompt):
     assert F.tokens_html(again) == F.tokens_html(trace)
 
 
-@pytest.mark.skipif(not _has("constrained_beam_search"), reason="constrained beam strategy not written yet")
 def test_real_constrained_beam_trace(tiny_model, prompt):
     trace = run(tiny_model, prompt, num_beams=3, force_words_ids=[[7, 8]], max_new_tokens=6, do_sample=False)
     nodes = nodes_of(trace.steps)
@@ -615,7 +604,6 @@ def test_real_constrained_beam_trace(tiny_model, prompt):
     assert {i for i, s in symbols.items() if s == "diamond"} == forced
 
 
-@pytest.mark.skipif(not _has("group_beam_search"), reason="group beam strategy not written yet")
 def test_real_diverse_beam_trace(tiny_model, prompt):
     trace = run(tiny_model, prompt, num_beams=4, num_beam_groups=2, diversity_penalty=1.0, max_new_tokens=5,
                 do_sample=False)
@@ -623,14 +611,12 @@ def test_real_diverse_beam_trace(tiny_model, prompt):
     assert F.node_count(fig) == len({n.node_id for n in nodes_of(trace.steps)})
 
 
-@pytest.mark.skipif(not _has("contrastive_search"), reason="contrastive strategy not written yet")
 def test_real_contrastive_trace(tiny_model, prompt):
     trace = run(tiny_model, prompt, penalty_alpha=0.6, top_k=4, max_new_tokens=5)
     fig = F.contrastive_figure(trace)
     assert len(next(t for t in fig.data if t.meta == "chosen").x) == len(trace.steps)
 
 
-@pytest.mark.skipif(not _has("dola_generation"), reason="DoLa strategy not written yet")
 def test_real_dola_trace(tiny_model, prompt):
     trace = run(tiny_model, prompt, dola_layers="low", max_new_tokens=5, do_sample=False)
     heat = next(t for t in F.dola_figure(trace).data if t.meta == "divergence")
@@ -638,7 +624,6 @@ def test_real_dola_trace(tiny_model, prompt):
     assert len(heat.z) * len(heat.z[0]) == len(layers) * len(trace.steps)
 
 
-@pytest.mark.skipif(not _has("assisted_generation"), reason="assisted strategy not written yet")
 def test_real_assisted_trace(tiny_model, tiny_assistant, prompt):
     trace = run(tiny_model, prompt, assistant_model=tiny_assistant, max_new_tokens=8, do_sample=False)
     fig = F.speculative_figure(trace)

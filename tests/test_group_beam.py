@@ -2,22 +2,8 @@
 longer runs it), on the tiny model of ``conftest.tiny_llama(0)``. The recorded tree is well formed per group, and
 each node's diversity penalty is ``diversity_penalty`` times the times earlier groups took its token at that step.
 
-How the expected values were produced: ``tiny_llama(0)``'s state_dict was saved from this venv
-(``torch.save(tiny_llama(0).state_dict(), "/tmp/tiny_llama_seed0.pt")``), then loaded by hand into the same
-config under transformers 4.55.4 (``/work/oracle-venv/bin/python``)::
-
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.set_num_threads(1)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
-    model = LlamaForCausalLM(config).eval()
-    model.load_state_dict(torch.load("/tmp/tiny_llama_seed0.pt"))
-    model.generation_config.pad_token_id = 0
-    for input_ids, kwargs in CASES:  # attention_mask=(ids != 0).long() for LEFT_PADDED
-        out = model.generate(input_ids, return_dict_in_generate=True, output_scores=True, **kwargs)
-        print(out.sequences.tolist(), out.sequences_scores.tolist())
+The expected values are 4.55.4's ``sequences`` and ``sequences_scores`` for ``CASES``, made by hand with the recipe
+in ``tests/oracle/README.md``.
 
 (4.55.4 refuses ``diversity_penalty=0`` with several groups, so every case has a positive penalty.)
 """

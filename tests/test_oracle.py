@@ -8,7 +8,6 @@ attention mask and settings, recording every step, and must give the same token 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,22 +16,11 @@ import torch
 from transformers import GenerationConfig
 
 from core import generate
+from core.constraints import DisjunctiveConstraint, PhrasalConstraint
 from core.records import ListRecorder
 
 FIXTURE = Path(__file__).parent / "oracle" / "oracle_4_55_4.json"
 ENTRIES = json.loads(FIXTURE.read_text())["entries"]
-
-# strategy module per generation mode (core/strategies/<module>.py)
-MODULES = {
-    "greedy_search": "sample",
-    "sample": "sample",
-    "beam_search": "beam",
-    "beam_sample": "beam",
-    "group_beam_search": "group_beam",
-    "constrained_beam_search": "constrained_beam",
-    "contrastive_search": "contrastive",
-    "dola_generation": "dola",
-}
 
 
 def _mode(settings: dict) -> str:
@@ -42,17 +30,7 @@ def _mode(settings: dict) -> str:
     return GenerationConfig(**probe).get_generation_mode().value
 
 
-def _require(module: str) -> None:
-    """Skip (only) when the strategy module this entry needs has not been written yet."""
-    if importlib.util.find_spec(f"core.strategies.{module}") is None:
-        pytest.skip(f"core/strategies/{module}.py is not written yet")
-
-
 def _constraints(specs: list[dict]) -> list:
-    if importlib.util.find_spec("core.constraints") is None:
-        pytest.skip("core/constraints.py is not written yet")
-    from core.constraints import DisjunctiveConstraint, PhrasalConstraint
-
     build = {"phrasal": lambda s: PhrasalConstraint(s["token_ids"]),
              "disjunctive": lambda s: DisjunctiveConstraint(s["nested_token_ids"])}
     return [build[spec["type"]](spec) for spec in specs]
@@ -72,7 +50,6 @@ def test_fixture_covers_every_strategy_5x_dropped():
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e["name"] for e in ENTRIES])
 def test_matches_transformers_4_55_4(embedded, entry):
     settings = dict(entry["settings"])
-    _require(MODULES[_mode(settings)])
     if "constraints" in settings:
         settings["constraints"] = _constraints(settings["constraints"])
     recorder = ListRecorder(top_n=5)

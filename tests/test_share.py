@@ -53,6 +53,13 @@ def test_slider_numbers_get_the_type_transformers_expects(tiny_model, prompt):
         {"do_sample": True, "temperature": 2, "max_new_tokens": 2}))  # an int 2 would be refused by transformers
 
 
+def test_the_advanced_fields_get_their_types_from_the_same_table_as_the_widgets():
+    """``playground.fields`` is the one table: the community samplers' fields are typed on save too."""
+    cfg = share.config_from_settings({"dry_allowed_length": 3.0, "dynatemp_low": 1, "mirostat_tau": 5})
+    assert [(v, type(v)) for v in (cfg.dry_allowed_length, cfg.dynatemp_low, cfg.mirostat_tau)] == [
+        (3, int), (1.0, float), (5.0, float)]
+
+
 def test_save_writes_the_file_save_pretrained_writes(tmp_path):
     path = share.save_config(share.config_from_settings(SAMPLING), tmp_path / "mine", "creative.json")
     assert path == tmp_path / "mine" / "creative.json"

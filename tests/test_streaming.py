@@ -12,7 +12,6 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, TextStreamer
 
 import core
-from core.strategies import get_strategy
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +57,6 @@ def test_text_iterator_streamer_yields_the_returned_text(embedded, chat):
 
 
 # --- core.stream ------------------------------------------------------------------------------------------------
-def needs_strategy(mode: str) -> None:
-    try:
-        get_strategy(mode)
-    except ValueError as err:
-        pytest.skip(f"not implemented yet: {err}")
-
-
 STREAMED = {
     "greedy_search": dict(),
     "sample": dict(do_sample=True, top_p=0.9, num_return_sequences=2),
@@ -75,7 +67,6 @@ STREAMED = {
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", list(STREAMED))
 def test_stream_ends_with_the_returned_texts(embedded, chat, mode):
-    needs_strategy(mode)
     tok = embedded.tokenizer
     torch.manual_seed(2)
     events = list(core.stream(embedded.model, chat, tokenizer=tok, max_new_tokens=6, **STREAMED[mode]))

@@ -3,9 +3,8 @@
 Each module registers one builder under its stage name with ``@register(name, fields=..., ranges=...)``;
 ``core.processors`` imports the modules in its ``ORDER`` and collects their fields and ranges.
 
-``Range`` has the two attributes of ``core.config.Range`` (``allowed``, ``test``), so ``core.config`` can merge
-``RANGES`` into its own table; it is defined here rather than imported so that ``core.config`` may import this
-package at its top without an import cycle.
+``Range`` and the value tests (``is_int``, ``is_real``, ``between``) and ``fail`` are the house's one copy:
+``core.config`` builds its own table from them and merges these modules' ``RANGES`` into it.
 """
 
 from __future__ import annotations
@@ -62,9 +61,9 @@ def is_real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def between(lo: float, hi: float) -> Callable[[Any], bool]:
-    """Test for a finite number in the closed interval [lo, hi]."""
-    return lambda v: is_real(v) and lo <= v <= hi
+def between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Callable[[Any], bool]:
+    """Test for a finite number in the interval from lo to hi (closed at each end unless that end is open)."""
+    return lambda v: is_real(v) and (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
 
 
 def fail(field: str, allowed: str, value) -> None:

@@ -24,8 +24,9 @@ from .beam_tree import (ROOT, Best, BeamTree, flatten_beams, gather_beams, norma
 from .steps import Forward, reorder_cache
 
 
-def top_k_continuations(accumulated_log_probs, running_sequences, running_beam_indices, cur_len, decoder_prompt_len,
-                        do_sample, beams_to_keep, num_beams, batch_size, multinomial=torch.multinomial):
+def top_k_continuations(*, accumulated_log_probs, running_sequences, running_beam_indices, cur_len,
+                        decoder_prompt_len, do_sample, beams_to_keep, num_beams, batch_size,
+                        multinomial=torch.multinomial):
     """transformers' ``_get_top_k_continuations``, also returning each continuation's source beam and token
     (``multinomial(probs, n)``: how beam sampling draws, ``RunContext.multinomial`` from the run's generator).
     accumulated_log_probs [B, K*V] -> (log_probs, sequences, beam_indices, source_beams, tokens), 2K = beams_to_keep:
@@ -51,7 +52,7 @@ def top_k_continuations(accumulated_log_probs, running_sequences, running_beam_i
     return topk_log_probs, topk_running_sequences, topk_running_beam_indices, source_beams, topk_ids
 
 
-def running_beams_for_next_iteration(topk_log_probs, topk_running_sequences, topk_running_beam_indices,
+def running_beams_for_next_iteration(*, topk_log_probs, topk_running_sequences, topk_running_beam_indices,
                                      next_token_hits_stopping_criteria, num_beams):
     """transformers' ``_get_running_beams_for_next_iteration``, also returning the chosen continuations [B, K]
     (indices into the 2K)."""
@@ -64,7 +65,7 @@ def running_beams_for_next_iteration(topk_log_probs, topk_running_sequences, top
     return running_sequences, running_beam_scores, running_beam_indices, next_topk_indices
 
 
-def update_finished_beams(sequences, topk_running_sequences, beam_scores, topk_log_probs, beam_indices,
+def update_finished_beams(*, sequences, topk_running_sequences, beam_scores, topk_log_probs, beam_indices,
                           topk_running_beam_indices, is_early_stop_heuristic_unsatisfied, is_sent_finished,
                           next_token_hits_stopping_criteria, top_num_beam_mask, num_beams, cur_len, decoder_prompt_len,
                           length_penalty, early_stopping):
@@ -92,7 +93,7 @@ def update_finished_beams(sequences, topk_running_sequences, beam_scores, topk_l
     return sequences, beam_scores, beam_indices, is_sent_finished, topk_merged_indices
 
 
-@register(GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE)
+@register(GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE, family="beam")
 def beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx, **model_kwargs):
     # 1. beam search values
     pad_token_id = generation_config._pad_token_tensor
@@ -163,8 +164,17 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
 
         # c. top 2K continuations over all beams of a batch row
         topk_log_probs, topk_running_sequences, topk_running_beam_indices, source_beams, topk_ids = top_k_continuations(
-            log_probs, running_sequences, running_beam_indices, cur_len, decoder_prompt_len, do_sample,
-            beams_to_keep, num_beams, batch_size, ctx.multinomial)  # [B, 2K], [B, 2K, S_max], ...
+            accumulated_log_probs=log_probs,
+            running_sequences=running_sequences,
+            running_beam_indices=running_beam_indices,
+            cur_len=cur_len,
+            decoder_prompt_len=decoder_prompt_len,
+            do_sample=do_sample,
+            beams_to_keep=beams_to_keep,
+            num_beams=num_beams,
+            batch_size=batch_size,
+            multinomial=ctx.multinomial,
+        )  # [B, 2K], [B, 2K, S_max], [B, 2K, S_max - prompt], [B, 2K], [B, 2K]
 
         # d. which continuations hit a stopping criterion
         next_token_hits_stopping_criteria = stopping_criteria(
@@ -174,14 +184,31 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
 
         # e. the best K unfinished continuations run on
         running_sequences, running_beam_scores, running_beam_indices, next_running = running_beams_for_next_iteration(
-            topk_log_probs, topk_running_sequences, topk_running_beam_indices, next_token_hits_stopping_criteria,
-            num_beams)  # [B, K, S_max], [B, K], ...
+            topk_log_probs=topk_log_probs,
+            topk_running_sequences=topk_running_sequences,
+            topk_running_beam_indices=topk_running_beam_indices,
+            next_token_hits_stopping_criteria=next_token_hits_stopping_criteria,
+            num_beams=num_beams,
+        )  # [B, K, S_max], [B, K], [B, K, S_max - prompt], [B, K]
 
         # f. finished continuations replace worse finished hypotheses
         sequences, beam_scores, beam_indices, is_sent_finished, finished_choice = update_finished_beams(
-            sequences, topk_running_sequences, beam_scores, topk_log_probs, beam_indices, topk_running_beam_indices,
-            is_early_stop_heuristic_unsatisfied, is_sent_finished, next_token_hits_stopping_criteria,
-            top_num_beam_mask, num_beams, cur_len, decoder_prompt_len, length_penalty, early_stopping)
+            sequences=sequences,
+            topk_running_sequences=topk_running_sequences,
+            beam_scores=beam_scores,
+            topk_log_probs=topk_log_probs,
+            beam_indices=beam_indices,
+            topk_running_beam_indices=topk_running_beam_indices,
+            is_early_stop_heuristic_unsatisfied=is_early_stop_heuristic_unsatisfied,
+            is_sent_finished=is_sent_finished,
+            next_token_hits_stopping_criteria=next_token_hits_stopping_criteria,
+            top_num_beam_mask=top_num_beam_mask,
+            num_beams=num_beams,
+            cur_len=cur_len,
+            decoder_prompt_len=decoder_prompt_len,
+            length_penalty=length_penalty,
+            early_stopping=early_stopping,
+        )  # [B, K, S_max], [B, K], [B, K, S_max - prompt], [B, K], [B, K]
 
         # g. reorder the cache to the running beams; stop when no beam can improve the finished ones
         reorder_cache(model, model_kwargs, flatten_beams(running_beam_indices[..., cur_len - decoder_prompt_len]))
@@ -197,11 +224,13 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
         # h. record the step: the tree nodes, each beam's candidates, the current best hypotheses
         if recording is not None:
             nodes, chosen, best = recording.step(
-                topk_log_probs, source_beams, topk_ids, hits=next_token_hits_stopping_criteria,
+                topk_log_probs=topk_log_probs, source_beams=source_beams, topk_ids=topk_ids,
+                hits=next_token_hits_stopping_criteria,
                 next_running=next_running, finished_choice=finished_choice, beam_scores=beam_scores,
                 generated_len=cur_len - decoder_prompt_len,
-                closed=_closed_batches(is_early_stop_heuristic_unsatisfied, is_sent_finished, early_stopping,
-                                       this_peer_finished))
+                closed=_closed_batches(is_early_stop_heuristic_unsatisfied=is_early_stop_heuristic_unsatisfied,
+                                       is_sent_finished=is_sent_finished, early_stopping=early_stopping,
+                                       finished=this_peer_finished))
             rows = ctx.row_steps(logits, processed, stages, chosen, inputs=log_probs_raw)
             ctx.emit(rows, cache=model_kwargs.get("cache"), beam=nodes, best=best.paths, best_nodes=best.nodes)
 
@@ -218,7 +247,8 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
     return sequences
 
 
-def _closed_batches(is_early_stop_heuristic_unsatisfied, is_sent_finished, early_stopping, finished) -> list[bool]:
+def _closed_batches(*, is_early_stop_heuristic_unsatisfied, is_sent_finished, early_stopping,
+                    finished) -> list[bool]:
     """Per batch row: can no new hypothesis enter its finished set (step f's conditions), or has the loop ended?"""
     full = torch.all(is_sent_finished, dim=-1) & (early_stopping is True)  # [B]
     return (~is_early_stop_heuristic_unsatisfied[:, 0] | full | finished).tolist()
@@ -239,7 +269,7 @@ class _Recording:
         self.num_beams, self.num_return_sequences = num_beams, num_return_sequences
         self.length_penalty, self.top_num_beam_mask = length_penalty, top_num_beam_mask
 
-    def step(self, topk_log_probs, source_beams, topk_ids, *, hits, next_running, finished_choice, beam_scores,
+    def step(self, *, topk_log_probs, source_beams, topk_ids, hits, next_running, finished_choice, beam_scores,
              generated_len: int, closed: list[bool]) -> Recorded:
         """Nodes for the 2K continuations [B, 2K] of each batch row, with the fates steps e (``next_running``
         [B, K]) and f (``finished_choice`` [B, K], final ``beam_scores``) gave them. The best rows are the best

@@ -386,7 +386,7 @@ class ConstrainedBeamScorer:
 
 # --- the decoding loop -----------------------------------------------------------------------------
 
-@register(GenerationMode.CONSTRAINED_BEAM_SEARCH)
+@register(GenerationMode.CONSTRAINED_BEAM_SEARCH, family="beam")
 def constrained_beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx,
                             **model_kwargs):
     # 1. validate, build the constraints and the scorer

@@ -209,7 +209,7 @@ def with_diversity(processors: LogitsProcessorList, diversity: LogitsProcessor |
 
 
 # --- the loop ---------------------------------------------------------------------------------------------------
-@register(GenerationMode.GROUP_BEAM_SEARCH)
+@register(GenerationMode.GROUP_BEAM_SEARCH, family="beam")
 def group_beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx, **model_kwargs):
     # 1. values
     pad_token_id = generation_config._pad_token_tensor

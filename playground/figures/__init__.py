@@ -7,7 +7,7 @@ from .beam_tree import beam_tree_figure, node_count, returned_paths
 from .cache import cache_figure, divergence_index
 from .candidates import candidates_figure, processor_summary
 from .common import PLOT_CONFIG, figure_json
-from .compare import compare_figure, tokens_per_second
+from .compare import tokens_per_second_figure, tokens_per_second
 from .contrastive import contrastive_figure
 from .dola import dola_figure
 from .funnel import entropy_figure, funnel_figure, watermark_figure
@@ -28,7 +28,8 @@ __all__ = [
     "beam_tree_figure", "node_count", "returned_paths", "candidates_figure", "processor_summary",
     "contrastive_figure", "dola_figure", "speculative_figure", "timing_figure", "acceptance_rate",
     "cache_figure", "divergence_index", "tokens_html", "alternatives_table", "ALTERNATIVES_HEADERS",
-    "compare_figure", "tokens_per_second", "funnel_figure", "entropy_figure", "watermark_figure", "funnel", "PLOT_CONFIG",
+    "tokens_per_second_figure", "tokens_per_second", "funnel_figure", "entropy_figure", "watermark_figure", "funnel",
+    "PLOT_CONFIG",
     "figure_json", "CAPTIONS", "lens_figure", "lens_step_figure",
     "beam_tree", "cache", "candidates", "compare", "contrastive", "dola", "lens", "speculative", "tokens",
 ]

@@ -28,8 +28,10 @@ _ROOT = "prompt"  # the virtual node every batch's first tokens hang from
 
 
 @dataclass(frozen=True)
-class BeamTree:
-    """The recorded nodes (last record of a ``node_id`` wins), the step each appeared at, and their graph."""
+class BeamGraph:
+    """The recorded nodes (last record of a ``node_id`` wins), the step each appeared at, and their graph: what the
+    figure is drawn from, read back from the records (the core's ``core.strategies.beam_tree.BeamTree`` is the
+    bookkeeping that writes those records during the search)."""
 
     nodes: dict[int, BeamNode]
     step_of: dict[int, int]
@@ -45,7 +47,7 @@ class BeamTree:
             path.append(parents[0])
 
 
-def beam_tree(steps: Steps) -> BeamTree:
+def beam_graph(steps: Steps) -> BeamGraph:
     """Index the beam nodes of ``steps`` into a tree (a node whose parent was not recorded becomes a root)."""
     nodes: dict[int, BeamNode] = {}
     step_of: dict[int, int] = {}
@@ -59,23 +61,23 @@ def beam_tree(steps: Steps) -> BeamTree:
         graph.add_edge(node.parent if node.parent in nodes else (_ROOT, node.batch), node_id)
     for batch in sorted({n.batch for n in nodes.values()}):
         graph.add_edge(_ROOT, (_ROOT, batch))
-    return BeamTree(nodes, step_of, graph)
+    return BeamGraph(nodes, step_of, graph)
 
 
 def returned_paths(steps: Steps) -> list[list[int]]:
     """Node-id paths of the current best hypotheses (the returned sequences once the run ended), from the nodes
     the latest record names (``StepRecord.best_nodes``); none for traces that name none."""
-    return paths_in(beam_tree(steps), records(steps))
+    return paths_in(beam_graph(steps), records(steps))
 
 
-def paths_in(tree: BeamTree, recs: list[StepRecord]) -> list[list[int]]:
+def paths_in(tree: BeamGraph, recs: list[StepRecord]) -> list[list[int]]:
     """``returned_paths`` for a tree already indexed from ``recs``: one path per returned row, ``[]`` for a row
     with no hypothesis yet."""
     best_nodes = next((rec.best_nodes for rec in reversed(recs) if rec.best_nodes is not None), None)
     return [tree.path_to(node) if node in tree.nodes else [] for node in best_nodes or ()]
 
 
-def _layout(tree: BeamTree) -> dict[int, tuple[float, float]]:
+def _layout(tree: BeamGraph) -> dict[int, tuple[float, float]]:
     """x = the step a node appeared at; y from a layered layout whose order within each step is the
     depth-first order of the tree (siblings best-first), so that no two edges cross."""
     def best_first(children):
@@ -104,7 +106,7 @@ def beam_tree_figure(steps: Steps) -> go.Figure:
     """One marker per recorded ``BeamNode`` (x = step), edges parent -> child, pruned nodes faded,
     finished ones as stars with their final score, the returned sequences' paths in gold."""
     recs = records(steps)
-    tree = beam_tree(recs)
+    tree = beam_graph(recs)
     if not tree.nodes:
         return empty_figure("Run beam search (num_beams > 1) to grow the tree of hypotheses here.", "Beam tree")
     pos = _layout(tree)
@@ -186,4 +188,4 @@ def node_count(fig: go.Figure) -> int:
     return sum(len(t.x) for t in fig.data if t.meta == "nodes")
 
 
-__all__ = ["CAPTION", "BeamTree", "beam_tree", "beam_tree_figure", "returned_paths", "paths_in", "node_count"]
+__all__ = ["CAPTION", "BeamGraph", "beam_graph", "beam_tree_figure", "returned_paths", "paths_in", "node_count"]

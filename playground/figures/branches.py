@@ -107,7 +107,7 @@ def _hover(entry: Entry, number: int, text_of) -> str:
     return "<br>".join(lines)
 
 
-def compare_figure(comparison: Comparison | None, labels: tuple[str, str], text_of) -> go.Figure:
+def two_runs_figure(comparison: Comparison | None, labels: tuple[str, str], text_of) -> go.Figure:
     """Per position after the prompt, the model's log-probability of each run's token; the divergence marked."""
     if comparison is None:
         return empty_figure("Pick two runs to compare them.", "Compare two runs")

@@ -28,7 +28,7 @@ def tokens_per_second(steps: Steps) -> float | None:
     return tokens / elapsed if elapsed > 0 else None
 
 
-def compare_figure(results: Mapping[str, Steps | float]) -> go.Figure:
+def tokens_per_second_figure(results: Mapping[str, Steps | float]) -> go.Figure:
     """One bar per strategy: ``results`` maps a label to its records (a ``Trace`` or a list of
     ``StepRecord``; tokens/s is read from their timings) or directly to a tokens/s number."""
     names, values, hover = [], [], []
@@ -55,4 +55,4 @@ def compare_figure(results: Mapping[str, Steps | float]) -> go.Figure:
     return fig
 
 
-__all__ = ["CAPTION", "compare_figure", "tokens_per_second"]
+__all__ = ["CAPTION", "tokens_per_second_figure", "tokens_per_second"]

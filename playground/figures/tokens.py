@@ -11,7 +11,7 @@ import html
 
 from core.records import RowStep
 
-from .beam_tree import beam_tree, paths_in
+from .beam_tree import beam_graph, paths_in
 from .candidates import removed_by
 from .common import Steps, pick, records, row_of, row_steps, visible
 
@@ -64,7 +64,7 @@ def _row_spans(step: int, row_steps: list[RowStep]) -> list[str]:
 def _beam_spans(steps: Steps, row: int) -> list[str]:
     """The current best hypothesis of returned row ``row`` of the beam family, token by token along its path in the
     beam tree (the node the records name for that row; the first row's where ``row`` is past them)."""
-    tree = beam_tree(steps)
+    tree = beam_graph(steps)
     paths = paths_in(tree, records(steps))
     path = (paths[row] if row < len(paths) else paths[0]) if paths else []
     spans = []

