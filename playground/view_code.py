@@ -68,23 +68,34 @@ class RunSpec:
         return self.model in NAMED_GGUF or self.model.endswith(".gguf")
 
 
+@dataclass(frozen=True)
 class Route:
-    """Which call reproduces a run, and why (``reasons``: comment lines)."""
+    """Which call reproduces a run: ``core.generate`` when there is a reason (each a sentence), else
+    ``model.generate``; ``hub_repo`` is the ``custom_generate`` repository transformers names for the strategy."""
 
-    def __init__(self, spec: RunSpec):
-        self.hub_repo = hub_repo(spec.strategy)
-        own = sorted(k for k, v in spec.settings.items() if k in CORE_FIELDS and v is not None
-                     and v != CORE_FIELDS[k])
-        words = sorted(k for k in WORD_FIELDS if has_words(spec.settings.get(k)))
-        self.reasons: list[str] = []  # why core.generate runs it, each a sentence
-        if self.hub_repo:
-            self.reasons.append(f"That Hub code was never run against the playground, whose loop ports transformers "
-                                f"4.55.4's {spec.strategy}: core.generate runs that port.")
-        if own:
-            self.reasons.append(f"transformers has no {', '.join(own)}: core.generate adds them to its processors.")
-        if words:
-            self.reasons.append(f"{', '.join(words)} name words: core.generate encodes them with the tokenizer.")
-        self.core = bool(self.reasons)
+    hub_repo: str = ""
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def core(self) -> bool:
+        return bool(self.reasons)
+
+
+def route_of(spec: RunSpec) -> Route:
+    """The route of ``spec``: the Hub-moved strategies, the core's own fields and words where token ids go take
+    ``core.generate``."""
+    repo = hub_repo(spec.strategy)
+    own = sorted(k for k, v in spec.settings.items() if k in CORE_FIELDS and v is not None and v != CORE_FIELDS[k])
+    words = sorted(k for k in WORD_FIELDS if has_words(spec.settings.get(k)))
+    reasons = []
+    if repo:
+        reasons.append(f"That Hub code was never run against the playground, whose loop ports transformers 4.55.4's "
+                       f"{spec.strategy}: core.generate runs that port.")
+    if own:
+        reasons.append(f"transformers has no {', '.join(own)}: core.generate adds them to its processors.")
+    if words:
+        reasons.append(f"{', '.join(words)} name words: core.generate encodes them with the tokenizer.")
+    return Route(repo, tuple(reasons))
 
 
 def hub_repo(strategy: str) -> str:
@@ -100,7 +111,7 @@ def hub_repo(strategy: str) -> str:
 def snippet(spec: RunSpec) -> str:
     """The Python that reproduces ``spec``'s run: load the model, encode the prompt, build the config, generate,
     print the texts. Phases: imports, model, prompt, settings, call."""
-    route = Route(spec)
+    route = route_of(spec)
     lines = [f"# {spec.label or 'The run'}: {spec.strategy or 'generate'} on {spec.model} ({spec.dtype})",
              *comment(spec.note)]
     # 1. imports
@@ -309,4 +320,4 @@ def filler(models):
     return fill
 
 
-__all__ = ["RunSpec", "Route", "snippet", "spec_of", "snippet_for", "hub_repo", "view_code_panel", "filler"]
+__all__ = ["RunSpec", "Route", "route_of", "snippet", "spec_of", "snippet_for", "hub_repo", "view_code_panel", "filler"]

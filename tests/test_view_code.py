@@ -68,11 +68,19 @@ def run_snippets(codes: dict[str, str], folder: Path) -> dict[str, list[list[int
 
 
 @pytest.fixture(scope="module")
-def reproduced(tmp_path_factory):
-    """tab -> (the run's tokens, its snippet, the snippet's tokens): each tab run on the embedded model (the app's
-    default) with seed 7, then every snippet run."""
+def served():
+    """The app on the embedded model (its default) and its model cache; launched by the test that needs a page."""
     models = ModelCache()
     demo = app.build_demo(None, models=models)
+    yield demo, models
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def reproduced(served, tmp_path_factory):
+    """tab -> (the run's tokens, its snippet, the snippet's tokens): each tab run through its handler with seed 7,
+    then every snippet run."""
+    demo, models = served
     runs = {key: run_tab(demo, key, seed=7, max_new_tokens=8, **widgets) for key, (widgets, _) in CASES.items()}
     codes = {key: view_code.filler(models)(r, demo.startup_model) for key, r in runs.items()}
     got = run_snippets(codes, tmp_path_factory.mktemp("user"))
@@ -150,3 +158,36 @@ def test_greedy_draws_nothing_so_shows_no_seed():
 
 def test_no_finished_run_gives_the_hint():
     assert view_code.snippet_for({}) == view_code.NO_RUN
+
+
+# --- the panel in the page ------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.browser
+def test_every_strategy_tab_fills_its_view_code_panel_after_a_run(served, browser):
+    """Each strategy tab has the panel; after a sampling run in chromium it holds that run's snippet."""
+    from playwright.sync_api import expect
+
+    from browser_helpers import open_tab, set_number, wait_done
+
+    demo, _ = served
+    titles = [h.title for h in demo.handles if h.ui is not None]
+    panels = [b for b in demo.blocks.values() if getattr(b, "label", None) == view_code.PANEL_LABEL]
+    assert len(panels) == len(titles), (len(panels), titles)
+    app.launch(demo, prevent_thread_lock=True, quiet=True, server_port=None)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        expect.set_options(timeout=90_000)
+        page = context.new_page()
+        page.goto(demo.local_url)
+        panel = open_tab(page, "Sampling")
+        set_number(panel, "max_new_tokens", 5)
+        set_number(panel, "seed", 11)
+        panel.get_by_role("button", name="Generate").click()
+        wait_done(panel)
+        panel.get_by_role("button", name="View code").click()
+        code = panel.locator(".cm-content")
+        expect(code).to_contain_text("torch.manual_seed(seed)")
+        expect(code).to_contain_text("seed = 11")
+        expect(code).to_contain_text("max_new_tokens=5,")
+    finally:
+        context.close()
