@@ -204,8 +204,9 @@ def call_lines(spec: RunSpec, route: Route) -> list[str]:
                   "extra = dict(assistant_tokenizer=assistant_tokenizer) if universal else {}"]
         given += ["assistant_model=assistant", "**extra"]
     if route.hub_repo:
+        hub = ", ".join(["**inputs", "generation_config=config", *given])
         lines += [f"# transformers 5 no longer runs {spec.strategy} itself; it loads it from the Hub:",
-                  f"#   model.generate(**inputs, generation_config=config, {', '.join([*given, ''])}",
+                  f"#   model.generate({hub},",
                   f"#                  custom_generate={route.hub_repo!r}, trust_remote_code=True)"]
     lines += comment(" ".join(route.reasons))
     seed_line = []

@@ -29,6 +29,7 @@ CASES = {
     "sampling": ({"temperature": 0.8, "top_k": 20}, "model.generate"),
     "beam": ({}, "model.generate"),
     "contrastive": ({}, "core.generate"),  # moved to the Hub by transformers 5: the core's port runs
+    "sampling_branch": ({}, "model.generate"),  # Continue with this token at step 2 of the sampling run
 }
 # runs each snippet file as a script, one after another, in one interpreter (its start-up is most of the time)
 DRIVER = "import runpy, sys\nfor path in sys.argv[1:]:\n    runpy.run_path(path, run_name='__main__')\n"
@@ -39,14 +40,22 @@ def print_tokens(key: str) -> str:
     return f'\nprint("TOKENS {key}", __import__("json").dumps(out[:, inputs["input_ids"].shape[1]:].tolist()))\n'
 
 
-def run_tab(demo, key: str, seed: int, **widgets) -> dict:
-    """A tab's Generate to its end through the tab's handler; returns the session's runs it leaves."""
+def run_tab(demo, key: str, seed: int, parent: dict | None = None, **widgets) -> dict:
+    """A tab's Generate to its end through the tab's handler (with ``parent``, the runs of an earlier one: its
+    Continue with this token, the best candidate of step 2 it did not choose); returns the session's runs it leaves."""
     handle = next(h for h in demo.handles if h.key == key)
     ui = handle.ui
     values = {n: handle.controls[n].value for n in ui.control_names}
     values.update(widgets)
     side = [False] * len(ui.side_names)  # the side checkboxes (logit lens, defaults only), unticked
-    final = list(ui.generate({}, None, demo.startup_model, PROMPT, True, seed, {}, *side, *values.values()))[-1]
+    settings = (demo.startup_model, PROMPT, True, seed, {}, *side, *values.values())
+    if parent is None:
+        events = ui.generate({}, None, *settings)
+    else:
+        row = next(iter(parent.values())).steps[2].rows[0]
+        other = next(c.token_id for c in row.candidates if c.token_id not in row.chosen)
+        events = ui.branch(parent, None, *settings, 2, 0, f"#{other}")
+    final = list(events)[-1]
     runs = final[-3]
     assert runs and next(iter(runs.values())).done, final[ui.n_texts]
     return runs
@@ -81,7 +90,9 @@ def reproduced(served, tmp_path_factory):
     """tab -> (the run's tokens, its snippet, the snippet's tokens): each tab run through its handler with seed 7,
     then every snippet run."""
     demo, models = served
-    runs = {key: run_tab(demo, key, seed=7, max_new_tokens=8, **widgets) for key, (widgets, _) in CASES.items()}
+    runs = {key: run_tab(demo, key, seed=7, max_new_tokens=8, **widgets) for key, (widgets, _) in CASES.items()
+            if key != "sampling_branch"}
+    runs["sampling_branch"] = run_tab(demo, "sampling", seed=8, max_new_tokens=6, parent=runs["sampling"])
     codes = {key: view_code.filler(models)(r, demo.startup_model) for key, r in runs.items()}
     got = run_snippets(codes, tmp_path_factory.mktemp("user"))
     return {key: (next(iter(r.values())).tokens, codes[key], got.get(key)) for key, r in runs.items()}
@@ -92,8 +103,10 @@ def reproduced(served, tmp_path_factory):
 def test_the_snippet_gives_the_runs_tokens(reproduced, key):
     tokens, code, got = reproduced[key]
     assert f"out = {CASES[key][1]}(" in code, code
-    if key == "sampling":
-        assert "torch.manual_seed(seed)" in code and "seed = 7" in code, code
+    if key.startswith("sampling"):
+        assert "torch.manual_seed(seed)" in code and ("seed = 7" if key == "sampling" else "seed = 8") in code, code
+    if key == "sampling_branch":
+        assert "prefix = torch.tensor(" in code, code
     assert got == tokens, code
 
 
