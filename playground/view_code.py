@@ -35,7 +35,8 @@ from core.chain import FIELDS as CORE_FIELDS
 from core.models import DEFAULT_NAME, NAMED_GGUF
 from core.requests import WORD_FIELDS, has_words
 
-from .handlers import Run, encode_prompt, returned_tokens
+from .prompt import encode_prompt
+from .runs import Run, returned_tokens
 
 SAMPLING_MODES = ("sample", "beam_sample")
 DROPPED = ("transformers_version",)  # in a saved trace's config, not a setting
