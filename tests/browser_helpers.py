@@ -25,11 +25,12 @@ def launch_chromium(playwright):
 
 
 def open_tab(page: Page, title: str) -> Locator:
-    """Select the tab called ``title``; returns its panel (the only visible tabpanel)."""
+    """Select the tab called ``title``; returns its panel (the first visible tabpanel: the figures' sub-tabs are
+    tabpanels inside it)."""
     tab = page.get_by_role("tab", name=title, exact=True)
     tab.click()
     expect(tab).to_have_attribute("aria-selected", "true")
-    return page.get_by_role("tabpanel")
+    return page.get_by_role("tabpanel").first
 
 
 def set_number(panel: Locator, label: str, value) -> None:
@@ -73,7 +74,18 @@ def wait_done(panel: Locator) -> Locator:
     return status
 
 
+def open_figure(panel: Locator, label: str) -> Locator:
+    """Select the figure sub-tab called ``label`` in a strategy tab's ``panel``; returns its panel."""
+    tab = panel.get_by_role("tab", name=label, exact=True)
+    tab.click()
+    expect(tab).to_have_attribute("aria-selected", "true")
+    return panel.get_by_role("tabpanel")
+
+
 def _plot_block(panel: Locator, label: str) -> Locator:
+    """The figure ``label``: a strategy tab's figure sub-tab (selected), or a labelled plot (the Branches panel)."""
+    if panel.get_by_role("tab", name=label, exact=True).count():
+        return open_figure(panel, label)
     title = panel.get_by_text(label, exact=True)
     return title.locator("xpath=ancestor::div[contains(concat(' ', normalize-space(@class), ' '), ' block ')][1]")
 

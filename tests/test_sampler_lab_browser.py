@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from browser_helpers import SCREENSHOTS, open_tab, set_number, status_of, wait_done, wait_for_plot
+from browser_helpers import SCREENSHOTS, open_figure, open_tab, set_number, status_of, wait_done, wait_for_plot
 from test_browser import generate, page, server  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -32,12 +32,10 @@ def test_sampling_with_dry_and_a_reordered_chain_draws_the_funnel(page):
     summary = wait_for_plot(page, panel, FUNNEL, "s.bars >= 4")
     assert summary["traces"] == 3, summary
     stages = page.evaluate("""(block) => block.querySelector('.js-plotly-plot').data[0].x""",
-                           panel.get_by_text(FUNNEL, exact=True).locator(
-                               "xpath=ancestor::div[contains(concat(' ', normalize-space(@class), ' '), ' block ')][1]"
-                           ).element_handle())
+                           open_figure(panel, FUNNEL).element_handle())
     assert stages[:2] == ["model", "dry"] and stages.index("min_p") < stages.index("top_k")
     assert stages[-1] == "temperature"  # moved to min_p's place, after top_k
     wait_for_plot(page, panel, "Entropy per step", "s.points > 0")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    panel.get_by_text(FUNNEL, exact=True).scroll_into_view_if_needed()
+    open_figure(panel, FUNNEL).scroll_into_view_if_needed()
     page.screenshot(path=SCREENSHOTS / "sampler_lab.png", full_page=True)

@@ -78,7 +78,7 @@ def run_snippets(codes: dict[str, str], folder: Path) -> dict[str, list[list[int
 
 @pytest.fixture(scope="module")
 def served():
-    """The app on the embedded model (its default) and its model cache."""
+    """The app on the embedded model (its default) and its model cache; launched by the test that needs a page."""
     models = ModelCache()
     demo = app.build_demo(None, models=models)
     yield demo, models
@@ -184,3 +184,37 @@ def test_greedy_draws_nothing_so_shows_no_seed():
 def test_no_finished_run_gives_the_hint():
     assert view_code.snippet_for({}) == view_code.NO_RUN
 
+
+# --- the panel in the page ------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.browser
+def test_every_strategy_tab_fills_its_view_code_panel_after_a_run(served, browser):
+    """Each strategy tab has the panel; after a sampling run in chromium it holds that run's snippet."""
+    from playwright.sync_api import expect
+
+    from browser_helpers import open_tab, set_number, wait_done
+
+    demo, _ = served
+    titles = [h.title for h in demo.handles if h.ui is not None]
+    panels = [b for b in demo.blocks.values() if getattr(b, "label", None) == view_code.PANEL_LABEL]
+    assert len(panels) == len(titles), (len(panels), titles)
+    app.launch(demo, prevent_thread_lock=True, quiet=True, server_port=None)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        expect.set_options(timeout=90_000)
+        page = context.new_page()
+        page.goto(demo.local_url)
+        panel = open_tab(page, "Sampling")
+        set_number(panel, "max_new_tokens", 5)
+        set_number(panel, "seed", 11)
+        panel.get_by_role("button", name="Generate").click()
+        wait_done(panel)
+        panel.get_by_role("button", name="View code").click()
+        code = panel.locator(".cm-content")  # CodeMirror draws the lines near the viewport only: scroll to each
+        expect(code).to_contain_text("# Sampling: sample on smollm2-135m-instruct")
+        for end in ("center", "end"):
+            code.evaluate(f"e => e.scrollIntoView({{block: '{end}'}})")
+            expect(code).to_contain_text("max_new_tokens=5," if end == "center" else "seed = 11")
+        expect(code).to_contain_text("torch.manual_seed(seed)")
+    finally:
+        context.close()

@@ -32,7 +32,7 @@ from ..figures.common import figure_json, is_empty
 from ..figures.tokens import ALTERNATIVES_HEADERS, alternatives_table, tokens_html
 from core.rng import new_generator
 
-from .. import policy, session, steering
+from .. import policy, session, steering, view_code
 from ..branches import Branches, Entry, entropy_per_step, sample_tree, samples, token_texts
 from ..figures import branches as branch_figures
 from ..figures import funnel
@@ -282,6 +282,7 @@ class Widgets:
     next_token: gr.Button
     upload: gr.UploadButton
     clicks: gr.HTML
+    code: gr.Code  # View code: the Python that reproduces the run on screen
     tab: gr.Tab
 
 
@@ -337,7 +338,7 @@ class TabUI:
                       branches=app.branches)
         return Widgets(out=out, extra=extra, tab=tab_block, **{k: v for k, v in settings.items() if k != "status"},
                        **{k: v for k, v in run.items() if k in ("row", "token", "node", "branch", "from_node",
-                                                                 "next_token", "upload", "clicks")})
+                                                                 "next_token", "upload", "clicks", "code")})
 
     def _settings(self) -> dict:
         tab, app = self.tab, self.app
@@ -407,9 +408,10 @@ class TabUI:
             upload = gr.UploadButton("Load trace (JSON)", file_types=[".json"])
         clicks = gr.HTML("", label="Plot clicks", elem_classes=["dp-plot-clicks"],
                          js_on_load=(ASSETS / "plot_click.js").read_text())
+        code = view_code.view_code_panel()
         return dict(tokens=tokens, texts=texts, step=step, row=row, alternatives=alternatives, token=token,
                     node=node, branch=branch, from_node=from_node, next_token=next_token, plots=plots,
-                    figure_tabs=figure_tabs, download=download, upload=upload, clicks=clicks)
+                    figure_tabs=figure_tabs, download=download, upload=upload, clicks=clicks, code=code)
 
     # --- wiring ----------------------------------------------------------------------------------
     def wire(self, w: Widgets) -> None:
@@ -437,7 +439,8 @@ class TabUI:
         # carries ``cancels``, before the next one, so ``stopped`` (registered second, and waiting for
         # the worker) sums up what streamed after the last stream update. API clients: ``job.cancel()``.
         w.stop.click(None, None, None, cancels=runs_events)
-        w.stop.click(self.stopped, [out.runs], [out.status, out.download], concurrency_limit=None, api_name=False)
+        stopped = w.stop.click(self.stopped, [out.runs], [out.status, out.download], concurrency_limit=None,
+                               api_name=False)
         picked = [p for p, f in zip(out.plots, self.figures) if f.picked]
         for widget in (out.step, w.row):
             widget.input(self.pick, [out.runs, out.step, w.row], [out.alternatives, *picked],
@@ -445,8 +448,12 @@ class TabUI:
         out.tokens.select(self.pick_token, [out.runs, w.row], [out.step, out.alternatives, *picked],
                           trigger_mode="always_last", api_name=False)
         out.alternatives.select(self.pick_alternative, None, w.token, api_name=False)
-        w.clicks.select(self.clicked, [out.runs, app.branches], [*outputs, w.node], api_name=False)
-        w.upload.upload(self.load_trace, [w.upload, out.runs], outputs, api_name=f"{tab.key}_load_trace")
+        shown = w.clicks.select(self.clicked, [out.runs, app.branches], [*outputs, w.node], api_name=False)
+        loaded = w.upload.upload(self.load_trace, [w.upload, out.runs], outputs, api_name=f"{tab.key}_load_trace")
+        # View code, once the run on screen has ended (a run, Stop, a branch-tree run shown, a loaded trace)
+        fill = view_code.filler(app.models)
+        for done in (*runs_events, stopped, shown, loaded):
+            done.then(fill, [out.runs, app.model_state], w.code, api_name=False, concurrency_limit=None)
         if self.tab.presets():
             w.preset.change(self.apply_preset, [w.preset, w.extra], [*w.controls.values(), w.extra], api_name=False)
         if w.model_panel:
