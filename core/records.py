@@ -45,6 +45,16 @@ class ProcessorEffect:
 
 
 @dataclass(frozen=True)
+class Piece:
+    """What one chosen token adds to its row's text (``core.text``): ``text``, the characters it completes (bytes of
+    earlier tokens that waited for it merged in), and ``tail``, its own bytes that still wait for the rest of their
+    character, spelled ``<D8>``; a tail shows only while no later token completed anything (``core.text.shown``)."""
+
+    text: str
+    tail: str = ""
+
+
+@dataclass(frozen=True)
 class RowStep:
     """One batch row (or beam) at one step: candidates, processor effects, and the token chosen."""
 
@@ -53,6 +63,7 @@ class RowStep:
     effects: list[ProcessorEffect]
     chosen: list[int]  # token(s) appended to this row at this step
     entropy: float | None = None  # nats, of the final distribution (after every processor) the token came from
+    pieces: list[Piece] | None = None  # one per ``chosen`` token, in its row's context (None: traces before them)
 
 
 @dataclass(frozen=True)
