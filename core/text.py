@@ -147,10 +147,31 @@ class TokenTexts:
             out.append(piece)
         return out, pending
 
+    def decode(self, token_ids) -> str:
+        """``tokenizer.decode(ids, skip_special_tokens=True)``; where that would print U+FFFD for bytes that are no
+        character, the joined pieces of the ids instead (those bytes as ``<XX>``)."""
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        if "\ufffd" not in text:
+            return text
+        special = set(self.tokenizer.all_special_ids)
+        pieces, _ = self.pieces([t for t in token_ids if t not in special])
+        return "".join(shown(pieces))
+
     # --- the rows of a run ----------------------------------------------------------------------------
+    def start(self, rows: list[list[int]], window: int = 8) -> None:
+        """Row ``b`` continues the text of ``rows[b]`` (a prompt, a branch's prefix): the bytes it ends with that
+        wait for the rest of a character wait in the row (its last ``window`` tokens are read: a character has at
+        most four bytes)."""
+        for row, token_ids in enumerate(rows):
+            self.pending[row] = self.pieces(token_ids[-window:])[1]
+
     def row_candidate(self, row: int, token_id: int) -> str:
         """``candidate`` in the context of row ``row``'s waiting bytes."""
         return self.candidate(self.pending.get(row, b""), token_id)
+
+    def row_shown(self, row: int, token_ids) -> list[str]:
+        """What ``token_ids`` would show one after another in row ``row`` (a draft), the row left as it is."""
+        return shown(self.pieces(token_ids, self.pending.get(row, b""))[0])
 
     def advance(self, row: int, token_ids) -> list[Piece]:
         """Row ``row`` takes ``token_ids``: their pieces; the row's waiting bytes move on."""
