@@ -97,3 +97,58 @@ def test_shown_opens_only_the_last_tails():
 def test_without_a_tokenizer_a_token_reads_as_its_id():
     texts = TokenTexts(None)
     assert texts(7) == "7" and texts.pieces([7, 8])[0] == [Piece("7"), Piece("8")]
+
+
+@pytest.mark.parametrize("kwargs", [dict(do_sample=False), dict(num_beams=2), dict(penalty_alpha=0.6, top_k=4)],
+                         ids=["greedy", "beam", "contrastive"])
+def test_an_arabic_and_emoji_run_records_no_replacement_character(embedded, kwargs):
+    """Every text the records hold reads without U+FFFD, and a row's pieces join into its decoded text (with any
+    character the run left unfinished spelled as bytes)."""
+    tok = embedded.tokenizer
+    ids = tok("اكتب جملة عن القمر 🌙 والنجوم", return_tensors="pt").input_ids
+    trace = core.generate(embedded.model, ids, max_new_tokens=16, recorder=core.ListRecorder(top_n=5),
+                          tokenizer=tok, **kwargs).trace
+    texts = [c.text for s in trace.steps for r in s.rows for c in r.candidates]
+    texts += [n.text + n.tail for s in trace.steps for n in s.beam or ()]
+    texts += [c.text for s in trace.steps for rows in s.contrastive or () for c in rows]
+    assert texts and not any("\ufffd" in t for t in texts) and not any("\ufffd" in t for t in trace.texts)
+    new = trace.sequences[0][ids.shape[1]:]
+    if trace.steps[0].beam is None:
+        pieces = [p for s in trace.steps for r in s.rows if r.row == 0 for p in r.pieces]
+        assert len(pieces) == len(new)
+        _, pending = TokenTexts(tok).pieces(new)
+        decoded = tok.decode(new)
+        assert "".join(shown(pieces)) == (decoded.rstrip("\ufffd") + hex_bytes(pending) if pending else decoded)
+    again = core.Trace.from_json(trace.to_json())
+    assert again.steps == trace.steps
+
+
+def test_a_trace_saved_before_pieces_still_loads_and_shows(embedded):
+    import json
+
+    from playground.figures.tokens import tokens_html
+
+    ids = embedded.tokenizer("Hello", return_tensors="pt").input_ids
+    trace = core.generate(embedded.model, ids, max_new_tokens=3, recorder=core.ListRecorder(top_n=3),
+                          tokenizer=embedded.tokenizer).trace
+    data = json.loads(trace.to_json())
+    for step in data["steps"]:
+        for row in step["rows"]:
+            del row["pieces"]
+    old = core.Trace.from_dict(data)
+    assert all(r.pieces is None for s in old.steps for r in s.rows)
+    assert tokens_html(old) == tokens_html(trace)  # plain words: the candidates' texts read the same
+
+
+def test_a_recorder_that_does_not_say_what_to_record_is_refused_by_name(tiny_model, prompt):
+    class Bare:
+        top_n = 3
+
+        def on_step(self, record):
+            pass
+
+        def on_end(self, trace):
+            pass
+
+    with pytest.raises(TypeError, match="`lens`"):
+        core.generate(tiny_model, prompt, max_new_tokens=2, recorder=Bare())
