@@ -169,9 +169,10 @@ class TokenTexts:
         """``candidate`` in the context of row ``row``'s waiting bytes."""
         return self.candidate(self.pending.get(row, b""), token_id)
 
-    def row_shown(self, row: int, token_ids) -> list[str]:
-        """What ``token_ids`` would show one after another in row ``row`` (a draft), the row left as it is."""
-        return shown(self.pieces(token_ids, self.pending.get(row, b""))[0])
+    def row_draft(self, row: int, token_ids) -> list[str]:
+        """What each of ``token_ids`` would print, one after another in row ``row`` (a draft: each labelled on its
+        own, its waiting bytes as ``<XX>``), the row left as it is."""
+        return [p.text + p.tail for p in self.pieces(token_ids, self.pending.get(row, b""))[0]]
 
     def advance(self, row: int, token_ids) -> list[Piece]:
         """Row ``row`` takes ``token_ids``: their pieces; the row's waiting bytes move on."""
