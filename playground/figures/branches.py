@@ -197,11 +197,12 @@ def _segments(root: SampleNode) -> tuple[list[tuple[SampleNode, int, float]], li
 
 
 def segment_label(segment: _Segment, total: int) -> str:
-    """The tokens of a segment joined (cut to the columns it spans), and how many samples took it."""
-    count = segment.nodes[0].count
-    suffix = f" ×{count}" if count < total else ""
-    room = max(len(segment.nodes) * CHARS_PER_STEP - len(suffix), 2)
+    """The tokens of a segment joined (cut to the columns it spans), and how many samples took it where that leaves
+    room for the text (the hover and the marker's size say it too)."""
+    count, columns = segment.nodes[0].count, len(segment.nodes) * CHARS_PER_STEP
     text = visible("".join(shown([n.piece for n in segment.nodes])))
+    suffix = f" ×{count}" if count < total and columns - len(f" ×{count}") >= min(len(text), 4) else ""
+    room = max(columns - len(suffix), 2)
     return (text if len(text) <= room else text[:room - 1] + "…") + suffix
 
 
@@ -253,7 +254,7 @@ def sample_tree_figure(root: SampleNode | None, entropies: list[list[float]] | N
                 f"{n_rows} distinct continuations", height=tree_px + entropy_px + 110, uirevision="samples")
     fig.update_layout(hovermode="closest", dragmode="pan")
     fig.update_xaxes(range=[-1.3, min(last, VISIBLE_STEPS) + 1.5])
-    fig.update_xaxes(title_text="step", dtick=1 if last < 30 else 5, row=2, col=1)
+    fig.update_xaxes(title_text="step", tickvals=list(range(0, last + 1, 1 if last < 30 else 5)), row=2, col=1)
     fig.update_yaxes(visible=False, range=[n_rows - 0.4, -0.9], row=1, col=1)
     fig.update_yaxes(title_text="entropy (nats)", rangemode="tozero", row=2, col=1)
     return fig
