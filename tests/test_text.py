@@ -152,3 +152,11 @@ def test_a_recorder_that_does_not_say_what_to_record_is_refused_by_name(tiny_mod
 
     with pytest.raises(TypeError, match="`lens`"):
         core.generate(tiny_model, prompt, max_new_tokens=2, recorder=Bare())
+
+
+def test_a_token_typed_as_several_names_its_parts_without_replacement_characters(tokenizer):
+    from playground.prompt import parse_token
+
+    with pytest.raises(ValueError, match="tokens") as err:
+        parse_token(tokenizer, "𓀀𓀀", len(tokenizer))
+    assert "\ufffd" not in str(err.value) and "<" in str(err.value)

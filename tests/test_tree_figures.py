@@ -157,3 +157,16 @@ def test_alternatives_show_only_tokens_that_survived():
     rows = alternatives_table(steps, 0)
     assert [r[1] for r in rows] == [1, 2]
     assert "reponame" not in tokens_html(steps)
+
+
+def test_a_reopened_branch_spells_its_prefix_from_the_records():
+    from playground.branches import pieces
+    from playground.runs import Run
+
+    branches = session(2)
+    child = branches.get("run001")
+    run = Run.from_trace("main", child.label, child.trace, lead_pieces=pieces(child, branches)[:child.offset])
+    assert run.texts[0] == spelled(child, branches)
+    page = tokens_html(run.steps, lead=run.lead_texts)
+    lead = [html.unescape(t) for t in re.findall(r'<span class="dp-tok dp-lead"[^>]*>(.*?)</span>', page)]
+    assert lead == [p.text for p in pieces(child, branches)[:child.offset]] and len(lead) == child.offset
