@@ -107,7 +107,7 @@ def layer_lens(model, states: torch.Tensor, final_logits: torch.Tensor, chosen: 
     candidates); the others from ``states`` [L, B, H] (``last_states``) through ``readout``, ``LENS_CHUNK`` layers at
     a time (a [L, B, V] block and its softmaxes at once would be tens of MB per step). ``chosen`` is the token list
     per row (its first token is compared; a row that had already finished chose none, and gets no layers);
-    ``text(id)`` decodes a token."""
+    ``text(row, id)`` is a token's text in its row (``TokenTexts.row_candidate``)."""
     n_layers, batch, hidden = states.shape
     final = final_logits.float().to(states.device)  # [B, V]
     final_log_probs = final.log_softmax(-1)  # [B, V]
@@ -129,7 +129,7 @@ def layer_lens(model, states: torch.Tensor, final_logits: torch.Tensor, chosen: 
         ranks = (logits > logits.gather(-1, chosen_at)).sum(-1)  # [C, B]
         per_layer += zip(top.indices.tolist(), top.values.tolist(), probs.gather(-1, top.indices).tolist(),
                          probs.gather(-1, chosen_at)[..., 0].tolist(), ranks.tolist(), kl.tolist())
-    return [[LayerLens(layer, [Candidate(i, text(i), lg, p, lg, p) for i, lg, p in zip(ids[row], lgs[row], ps[row])],
+    return [[LayerLens(layer, [Candidate(i, text(row, i), lg, p, lg, p) for i, lg, p in zip(ids[row], lgs[row], ps[row])],
                        chosen_p[row], int(rank[row]), 0.0 if layer == n_layers else max(kl_row[row], 0.0))
              for layer, (ids, lgs, ps, chosen_p, rank, kl_row) in enumerate(per_layer)] if chosen[row] else []
             for row in range(batch)]

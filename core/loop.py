@@ -20,6 +20,7 @@ heals the prompt's last token (``token_healing``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import queue
 import threading
@@ -35,10 +36,11 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 from . import chain, requests, watermark
 from . import config as config_checks
 from . import lens
-from .records import Candidate, CacheInfo, Origin, ProcessorEffect, Recorder, RowStep, StepRecord, Trace
+from .records import Candidate, CacheInfo, Origin, ProcessorEffect, Recorder, RowStep, StepRecord, Trace, check_recorder
 from .rng import global_generator
 from .scheduler import StepScheduler
 from .strategies import family_of, get_strategy
+from .text import TokenTexts
 
 
 class CancelCriteria(StoppingCriteria):
@@ -54,7 +56,9 @@ class CancelCriteria(StoppingCriteria):
 
 class RunContext:
     """What a strategy needs besides transformers' arguments: the recorder, the streamer, the
-    assistant, the tokenizer, and helpers that turn tensors into records only when recording."""
+    assistant, the tokenizer, and helpers that turn tensors into records only when recording. The token text
+    of the records is ``texts`` (``core.text.TokenTexts``: per row, so that a character split across tokens reads
+    as itself)."""
 
     def __init__(self, model, *, recorder: Recorder | None, streamer, tokenizer, assistant_model,
                  assistant_tokenizer, cancel: threading.Event, generator: torch.Generator | None = None,
@@ -62,8 +66,8 @@ class RunContext:
         self.model = model
         self.recorder = recorder
         self.recording = recorder is not None
-        self.top_n = getattr(recorder, "top_n", 10)
-        self.lens = self.recording and bool(getattr(recorder, "lens", False))  # record the logit lens per step
+        self.top_n = recorder.top_n if self.recording else 0  # candidates recorded per row
+        self.lens = self.recording and bool(recorder.lens)  # record the logit lens per step
         self.streamer = streamer
         self.tokenizer = tokenizer
         self.assistant_model = assistant_model
@@ -78,7 +82,7 @@ class RunContext:
         self.mode = ""
         self.steps: list[StepRecord] = []
         self.t0 = time.perf_counter()
-        self._texts: dict[int, str] = {}
+        self.texts = TokenTexts(tokenizer)
 
     # --- stopping and waiting -----------------------------------------------------------------------
     def should_stop(self) -> bool:
@@ -141,13 +145,15 @@ class RunContext:
         return torch.argmax(scores, dim=-1)
 
     # --- token text -----------------------------------------------------------------------------
-    def text(self, token_id: int) -> str:
-        """Decoded text of one token (cached per generation)."""
-        token_id = int(token_id)
-        if token_id not in self._texts:
-            tok = self.tokenizer
-            self._texts[token_id] = tok.decode([token_id]) if tok is not None else str(token_id)
-        return self._texts[token_id]
+    @property
+    def text(self) -> TokenTexts:
+        """The run's ``TokenTexts``; ``text(id)`` is one token's text alone (incomplete bytes as ``<XX>``)."""
+        return self.texts
+
+    def follows_rows(self) -> bool:
+        """Whether a record's row ``b`` is the same sequence at every step (not for the beam family, whose rows are
+        re-ranked beams: their texts follow the beam tree's paths instead)."""
+        return family_of(self.mode) != "beam"
 
     # --- logits processing ----------------------------------------------------------------------
     def process(self, input_ids: torch.LongTensor, logits: torch.FloatTensor, processors: LogitsProcessorList):
@@ -164,22 +170,25 @@ class RunContext:
         return scores, stages
 
     def candidate_ids(self, logits: torch.Tensor, scores: torch.Tensor, chosen) -> list[int]:
-        """Ids worth recording for one row: top_n by raw logit, top_n by processed score, the chosen ones."""
+        """Ids worth recording for one row: top_n by raw logit, top_n by processed score, the chosen ones; none at
+        -inf in both (where fewer than top_n survive, DoLa's mask, no filler at probability 0)."""
         n = min(self.top_n, logits.shape[-1])
-        top = scores.topk(n)
-        ids = dict.fromkeys(i for i, v in zip(top.indices.tolist(), top.values.tolist()) if v != float("-inf"))
-        ids.update(dict.fromkeys(logits.topk(n).indices.tolist()))
+        ids: dict[int, None] = {}
+        for top in (scores.topk(n), logits.topk(n)):
+            ids.update(dict.fromkeys(i for i, v in zip(top.indices.tolist(), top.values.tolist()) if v != float("-inf")))
         ids.update(dict.fromkeys(int(c) for c in chosen))
         return list(ids)
 
-    def candidates(self, logits: torch.Tensor, scores: torch.Tensor, ids: list[int]) -> list[Candidate]:
-        """``logits`` and ``scores`` are one row, [V]; candidates sorted by processed score."""
+    def candidates(self, logits: torch.Tensor, scores: torch.Tensor, ids: list[int], row: int = 0) -> list[Candidate]:
+        """``logits`` and ``scores`` are one row, [V]; candidates sorted by processed score, each text what it would
+        print in row ``row``."""
         index = torch.tensor(ids, device=logits.device)
         probs = logits.float().softmax(-1)[index].tolist()
         probs_after = scores.float().softmax(-1)[index].tolist()
         raw = logits[index].tolist()
         processed = scores[index].tolist()
-        rows = [Candidate(i, self.text(i), raw[j], probs[j], processed[j], probs_after[j]) for j, i in enumerate(ids)]
+        rows = [Candidate(i, self.texts.row_candidate(row, i), raw[j], probs[j], processed[j], probs_after[j])
+                for j, i in enumerate(ids)]
         return sorted(rows, key=lambda c: -c.score)
 
     def row_steps(self, logits: torch.Tensor, scores: torch.Tensor, stages, chosen: list[list[int]],
@@ -212,7 +221,7 @@ class RunContext:
                     chosen_prob=None if first is None else float(after.float().softmax(-1)[first]),
                 ))
                 before = after
-            out.append(RowStep(row, self.candidates(logits[row], scores[row], ids), effects,
+            out.append(RowStep(row, self.candidates(logits[row], scores[row], ids, row), effects,
                                [int(c) for c in chosen[row]], entropy=entropy(scores[row])))
         return out
 
@@ -220,11 +229,15 @@ class RunContext:
         """The logit lens of each row (``core.lens.layer_lens``) for ``StepRecord.lens``; None when not asked."""
         if states is None:
             return None
-        return lens.layer_lens(self.model, states, final_logits, chosen, self.text, min(self.top_n, lens.LENS_TOP_N))
+        return lens.layer_lens(self.model, states, final_logits, chosen, self.texts.row_candidate,
+                               min(self.top_n, lens.LENS_TOP_N))
 
     # --- reporting ------------------------------------------------------------------------------
     def emit(self, rows: list[RowStep], cache=None, **details) -> None:
-        """Send one step record to the recorder (call only when ``self.recording``)."""
+        """Send one step record to the recorder (call only when ``self.recording``). The rows take their chosen
+        tokens here, after every text of the step was read in the context before them."""
+        if self.follows_rows():
+            rows = [dataclasses.replace(rs, pieces=self.texts.advance(rs.row, rs.chosen)) for rs in rows]
         record = StepRecord(step=len(self.steps), strategy=self.mode, rows=rows,
                             elapsed_s=time.perf_counter() - self.t0,
                             cache=cache_info(cache) if cache is not None else None, **details)
@@ -325,6 +338,7 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
     forward with every other seated run's (each row keeps the bits of its solo step) and its other model calls
     never run beside another forward."""
     config_checks.check_prompt(input_ids, kwargs)
+    check_recorder(recorder)
     input_ids, generation_config, kwargs, attention_mask = requests.prepare(model, input_ids, generation_config, kwargs,
                                                                             tokenizer, attention_mask)
     assistant_tokenizer = kwargs.pop("assistant_tokenizer", None)
@@ -359,6 +373,8 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
             prompt_length=input_ids.shape[1], vocab_size=model.config.get_text_config().vocab_size)
         stopping_criteria.append(CancelCriteria(ctx))
         ctx.generation_config = generation_config
+        if ctx.recording and ctx.follows_rows():  # a branch's prefix may end inside a character
+            ctx.texts.start(input_ids.tolist())
         if ctx.streamer is not None:  # the beam family streams its final best row only (row 0)
             ctx.streamer.put((input_ids[:1] if family_of(ctx.mode) == "beam" else input_ids).cpu())
         seat = scheduler.seat(ctx.deadline) if scheduler is not None else contextlib.nullcontext()
@@ -379,7 +395,7 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
             prompt_ids=input_ids.tolist() if input_ids is not None else [],
             steps=ctx.steps,
             sequences=sequences.tolist(),
-            texts=tokenizer.batch_decode(new, skip_special_tokens=True) if tokenizer is not None else [],
+            texts=[ctx.texts.decode(row) for row in new.tolist()] if tokenizer is not None else [],
             model_name=getattr(model, "name_or_path", "") or "",
             elapsed_s=time.perf_counter() - ctx.t0,
             seed=generator.initial_seed() if isinstance(generator, torch.Generator) else None,
@@ -430,6 +446,8 @@ class StreamEvent:
 
 
 class _QueueRecorder:
+    """Hands each record to ``stream``'s consumer."""
+
     def __init__(self, q: queue.Queue, top_n: int, lens: bool = False):
         self.q, self.top_n, self.lens = q, top_n, lens
 
@@ -468,7 +486,7 @@ def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConf
     worker = threading.Thread(target=work, daemon=True)
     worker.start()
     tokens: list[list[int]] = []
-    decode = (lambda ids: tokenizer.decode(ids, skip_special_tokens=True)) if tokenizer is not None else str
+    decode = TokenTexts(tokenizer).decode if tokenizer is not None else str
     try:
         while True:
             try:

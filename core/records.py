@@ -20,7 +20,7 @@ class Candidate:
     """One token the model considered at a step: its logit and probability before and after the processors."""
 
     token_id: int
-    text: str
+    text: str  # what it prints where it was considered (``core.text``: incomplete bytes as ``<D8>``)
     logit: float  # raw model logit (float32)
     prob: float  # softmax of the raw logits
     score: float  # after the logits processors (-inf when a processor removed it)
@@ -45,6 +45,16 @@ class ProcessorEffect:
 
 
 @dataclass(frozen=True)
+class Piece:
+    """What one chosen token adds to its row's text (``core.text``): ``text``, the characters it completes (bytes of
+    earlier tokens that waited for it merged in), and ``tail``, its own bytes that still wait for the rest of their
+    character, spelled ``<D8>``; a tail shows only while no later token completed anything (``core.text.shown``)."""
+
+    text: str
+    tail: str = ""
+
+
+@dataclass(frozen=True)
 class RowStep:
     """One batch row (or beam) at one step: candidates, processor effects, and the token chosen."""
 
@@ -53,6 +63,7 @@ class RowStep:
     effects: list[ProcessorEffect]
     chosen: list[int]  # token(s) appended to this row at this step
     entropy: float | None = None  # nats, of the final distribution (after every processor) the token came from
+    pieces: list[Piece] | None = None  # one per ``chosen`` token, in its row's context (None: traces before them)
 
 
 @dataclass(frozen=True)
@@ -64,7 +75,7 @@ class BeamNode:
     parent: int
     batch: int
     token_id: int
-    text: str
+    text: str  # the characters it completes after its parent's path (a ``Piece``'s text)
     score: float  # cumulative log-probability of the sequence ending in this token
     normalized_score: float  # score / length ** length_penalty, the score beams are ranked by when finished
     fate: str
@@ -74,6 +85,7 @@ class BeamNode:
     forced: bool = False  # constrained beam search: proposed by a constraint, not by the top-k
     bank: int | None = None  # constrained beam search: the constraint progress it was ranked by (higher first)
     slot: int | None = None  # the running beam it became (row ``slot`` of its batch row's beams at the next step)
+    tail: str = ""  # its bytes still waiting for the rest of a character, as ``<D8>`` (a ``Piece``'s tail)
 
 
 @dataclass(frozen=True)
@@ -219,11 +231,31 @@ def _build(tp: Any, value: Any) -> Any:
 
 
 class Recorder(Protocol):
-    """The observer interface: a strategy calls ``on_step`` once per decoding step and ``on_end`` once."""
+    """The observer interface: a strategy calls ``on_step`` once per decoding step and ``on_end`` once. The loop
+    reads ``top_n`` (candidates recorded per row) and ``lens`` (whether to record the logit lens) from it."""
+
+    top_n: int
+    lens: bool
 
     def on_step(self, record: StepRecord) -> None: ...
 
     def on_end(self, trace: Trace) -> None: ...
+
+
+RECORDER_FIELDS = ("top_n", "lens")  # what the loop reads from a recorder besides its two methods
+
+
+def check_recorder(recorder) -> None:
+    """A recorder must say what to record (``Recorder``): no silent default for a field it lacks."""
+    if recorder is None:
+        return
+    missing = [name for name in (*RECORDER_FIELDS, "on_step", "on_end") if not hasattr(recorder, name)]
+    if missing:
+        raise TypeError(f"`recorder` must have {', '.join(f'`{m}`' for m in missing)} (see core.Recorder: `top_n` "
+                        f"candidates per row, an int >= 1; `lens` whether to record the logit lens); got a "
+                        f"{type(recorder).__name__} without them")
+    if not isinstance(recorder.top_n, int) or recorder.top_n < 1:
+        raise ValueError(f"`recorder.top_n` must be an int >= 1; got {recorder.top_n!r}")
 
 
 class ListRecorder:

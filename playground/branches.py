@@ -17,7 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from core.records import Trace
+from core.records import BeamNode, Candidate, Piece, Trace
+from core.text import shown
 
 MAX_RUNS = 64  # per session: a run holds its records (tens to hundreds of KB)
 FORMAT = "decoding-playground/branches"
@@ -127,13 +128,14 @@ def settings_diff(child: dict[str, Any], parent: dict[str, Any]) -> dict[str, An
 SKIPPED = {"max_new_tokens", "max_length"}  # a continuation's budget differs by construction: not a setting change
 
 
-def edge_label(entry: Entry, branches: Branches, text_of) -> str:
-    """The edge into ``entry``: its forced token (``text_of(id)`` decodes it) and its settings that differ from the
-    parent's (a fresh run: from the previous fresh run on the same prompt)."""
+def edge_label(entry: Entry, branches: Branches) -> str:
+    """The edge into ``entry``: its forced token (as the parent's record of that step spells it) and its settings
+    that differ from the parent's (a fresh run: from the previous fresh run on the same prompt)."""
     origin = entry.trace.origin
     if origin is not None and origin.parent in branches.entries:
         parent = branches.entries[origin.parent]
-        forced = (f"{text_of(origin.token_id)!r} at step {origin.step}" if origin.token_id is not None
+        forced = (f"{_text_at(parent.trace, origin.step, origin.row, origin.token_id)!r} at step {origin.step}"
+                  if origin.token_id is not None
                   else f"resumed at step {origin.step}")
     else:  # a fresh run: what changed since the previous fresh run on the prompt (the first one is the baseline)
         roots = [e for e in branches.on_prompt(entry.prompt_key) if e.parent is None]
@@ -142,8 +144,8 @@ def edge_label(entry: Entry, branches: Branches, text_of) -> str:
             return ""
         parent, forced = earlier[-1], ""
     diff = {k: v for k, v in settings_diff(entry.trace.config, parent.trace.config).items() if k not in SKIPPED}
-    shown = ", ".join(f"{k}={v!r}" for k, v in diff.items())
-    return "; ".join(part for part in (forced, shown) if part)
+    changed = ", ".join(f"{k}={v!r}" for k, v in diff.items())
+    return "; ".join(part for part in (forced, changed) if part)
 
 
 # --- comparing two runs ----------------------------------------------------------------------------------------
@@ -172,26 +174,39 @@ def series(entry: Entry, branches: Branches, row: int = 0) -> Series:
     return Series(tokens, logprobs)
 
 
-def _logprob_at(trace: Trace, step: int, row: int, token_id: int) -> float | None:
+def _candidate_at(trace: Trace, step: int, row: int, token_id: int) -> Candidate | None:
+    """The record of ``token_id`` among row ``row``'s candidates at step ``step`` of ``trace`` (None: not recorded)."""
     rec = trace.steps[step] if 0 <= step < len(trace.steps) else None
     rs = next((r for r in rec.rows if r.row == row), None) if rec is not None else None
-    cand = next((c for c in rs.candidates if c.token_id == token_id), None) if rs is not None else None
+    return next((c for c in rs.candidates if c.token_id == token_id), None) if rs is not None else None
+
+
+def _logprob_at(trace: Trace, step: int, row: int, token_id: int) -> float | None:
+    cand = _candidate_at(trace, step, row, token_id)
     return math.log(cand.prob) if cand is not None and cand.prob > 0 else None
+
+
+def _best_path(trace: Trace, row: int) -> list[BeamNode] | None:
+    """The beam family: the nodes of returned row ``row``'s hypothesis, first token first (None: not the beam
+    family)."""
+    if not any(rec.beam is not None for rec in trace.steps):
+        return None
+    last = next((rec.best_nodes for rec in reversed(trace.steps) if rec.best_nodes is not None), None)
+    if not last or row >= len(last):
+        return []
+    nodes = {n.node_id: n for rec in trace.steps for n in rec.beam or ()}
+    path, node_id = [], last[row]
+    while node_id in nodes:
+        path.append(nodes[node_id])
+        node_id = nodes[node_id].parent
+    return path[::-1]
 
 
 def _own_logprobs(trace: Trace, row: int) -> list[float | None]:
     """Per generated token of returned row ``row``: the model's log-probability of it, from the step records
     (the beam family: the differences of the cumulative scores along the returned hypothesis' nodes)."""
-    if any(rec.beam is not None for rec in trace.steps):
-        last = next((rec.best_nodes for rec in reversed(trace.steps) if rec.best_nodes is not None), None)
-        if not last or row >= len(last):
-            return []
-        nodes = {n.node_id: n for rec in trace.steps for n in rec.beam or ()}
-        path, node_id = [], last[row]
-        while node_id in nodes:
-            path.append(nodes[node_id])
-            node_id = nodes[node_id].parent
-        path.reverse()
+    path = _best_path(trace, row)
+    if path is not None:
         return [n.score - (path[i - 1].score if i else 0.0) for i, n in enumerate(path)]
     out: list[float | None] = []
     for rec in trace.steps:
@@ -200,6 +215,45 @@ def _own_logprobs(trace: Trace, row: int) -> list[float | None]:
                 cand = next((c for c in rs.candidates if c.token_id == token), None) if i == 0 else None
                 out.append(math.log(cand.prob) if cand is not None and cand.prob > 0 else None)
     return out
+
+
+# --- what a run reads as ----------------------------------------------------------------------------------------
+def pieces(entry: Entry, branches: Branches | None, row: int = 0) -> list[Piece]:
+    """A ``Piece`` per token of ``entry.tokens(row)`` (``core.text``), as the records spell them: its own from its
+    rows' pieces (the beam family: its hypothesis' nodes), the prefix it continued from from its ancestors' (the
+    forced token as the parent's record of that step spells it). A trace without pieces spells its text on its first
+    token."""
+    tokens = entry.tokens(row)
+    path = _best_path(entry.trace, row)
+    if path is not None:
+        own = [Piece(n.text, n.tail) for n in path]
+    else:
+        own = [p for rec in entry.trace.steps for rs in rec.rows if rs.row == row for p in rs.pieces or ()]
+    if len(own) != len(tokens) - entry.offset:  # recorded before pieces, or cut short: the decoded text
+        text = entry.trace.texts[row] if row < len(entry.trace.texts) else ""
+        own = [Piece(text)] + [Piece("")] * max(len(tokens) - entry.offset - 1, 0)
+    origin = entry.trace.origin
+    if origin is None or not origin.prefix:
+        return own
+    parent = branches.entries.get(origin.parent) if branches is not None else None
+    inherited = len(origin.prefix) - (1 if origin.token_id is not None else 0)
+    before = pieces(parent, branches, origin.row)[:inherited] if parent is not None else []
+    before += [Piece(f"#{t}") for t in origin.prefix[len(before):inherited]]
+    if origin.token_id is not None:
+        before.append(Piece(_text_at(parent.trace, origin.step, origin.row, origin.token_id) if parent is not None
+                            else f"#{origin.token_id}"))
+    return before + own
+
+
+def spelled(entry: Entry, branches: Branches | None, row: int = 0, limit: int | None = None) -> str:
+    """The text after the user's prompt (its first ``limit`` tokens), as the records spell it (``pieces``)."""
+    return "".join(shown(pieces(entry, branches, row))[:limit])
+
+
+def _text_at(trace: Trace, step: int, row: int, token_id: int) -> str:
+    """A candidate's text at one step of ``trace`` (what it would print there)."""
+    cand = _candidate_at(trace, step, row, token_id)
+    return cand.text if cand is not None else f"#{token_id}"
 
 
 class Comparison(NamedTuple):
@@ -221,12 +275,13 @@ class SampleNode:
     (as the records give it, before and after the processors) and the entropy of the distribution it was drawn from."""
 
     token_id: int
-    text: str
+    text: str  # what it prints there (its candidate text)
     count: int = 0
     prob: float | None = None
     prob_after: float | None = None
     entropy: float | None = None
     children: dict[int, "SampleNode"] = field(default_factory=dict)
+    piece: Piece = Piece("")  # its piece of the text (``core.text``): labels join these
     rows: list[int] = field(default_factory=list)  # the samples (batch rows) that took it
 
 
@@ -238,6 +293,7 @@ class Sampled(NamedTuple):
     prob: float | None  # the model's probability of it there
     prob_after: float | None  # after the processors (what it was drawn from)
     entropy: float | None  # of the distribution it was drawn from
+    piece: Piece  # its piece of the sample's text
 
 
 def samples(steps) -> list[list[Sampled]]:
@@ -254,7 +310,8 @@ def samples(steps) -> list[list[Sampled]]:
                 path.append(nodes[node_id])
                 node_id = nodes[node_id].parent
             path.reverse()
-            out.append([Sampled(n.token_id, n.text, None, math.exp(n.score - (path[i - 1].score if i else 0.0)), None)
+            out.append([Sampled(n.token_id, n.text + n.tail, None,
+                                math.exp(n.score - (path[i - 1].score if i else 0.0)), None, Piece(n.text, n.tail))
                         for i, n in enumerate(path)])
         return out
     rows: dict[int, list[Sampled]] = {}
@@ -262,9 +319,10 @@ def samples(steps) -> list[list[Sampled]]:
         for rs in rec.rows:
             for i, token in enumerate(rs.chosen):
                 cand = next((c for c in rs.candidates if c.token_id == token), None) if i == 0 else None
+                text = cand.text if cand else f"#{token}"
                 rows.setdefault(rs.row, []).append(Sampled(
-                    token, cand.text if cand else f"#{token}", cand.prob if cand else None,
-                    cand.prob_after if cand else None, rs.entropy if i == 0 else None))
+                    token, text, cand.prob if cand else None, cand.prob_after if cand else None,
+                    rs.entropy if i == 0 else None, rs.pieces[i] if rs.pieces else Piece(text)))
             rows.setdefault(rs.row, [])
     return [rows[r] for r in sorted(rows)]
 
@@ -278,7 +336,8 @@ def sample_tree(runs: list[list[Sampled]]) -> SampleNode:
             child = node.children.get(t.token_id)
             if child is None:
                 child = node.children[t.token_id] = SampleNode(t.token_id, t.text, prob=t.prob,
-                                                               prob_after=t.prob_after, entropy=t.entropy)
+                                                               prob_after=t.prob_after, entropy=t.entropy,
+                                                               piece=t.piece)
             child.count += 1
             child.rows.append(index)
             node = child

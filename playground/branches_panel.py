@@ -11,7 +11,7 @@ import gradio as gr
 from gradio.components.plot import PlotData
 
 from . import session
-from .branches import Branches, compare, token_texts
+from .branches import Branches, compare, pieces, spelled, token_texts
 from .figures import branches as branch_figures
 from .figures.common import figure_json
 from .figures.tokens import tokens_html
@@ -25,12 +25,11 @@ INTRO = ("**Branches**: every run of this session, as a tree of forks per prompt
 def run_choices(branches: Branches, key: tuple[int, ...] | None = None) -> list[tuple[str, str]]:
     """(label, run id) of the session's runs (on prompt ``key`` only, when given), newest first."""
     number = branch_figures.numbered(branches)
-    text_of = token_texts(branches)
     out = []
     for entry in reversed(list(branches.entries.values())):
         if key is not None and entry.prompt_key != key:
             continue
-        words = "".join(text_of(t) for t in entry.tokens()[:8]).replace("\n", " ")
+        words = spelled(entry, branches, limit=8).replace("\n", " ")
         out.append((f"{branch_figures.run_title(entry, number[entry.run_id])} · {words!r}", entry.run_id))
     return out
 
@@ -68,7 +67,7 @@ class BranchesPanel:
         prompt_key = prompt_key if prompt_key in keys else (keys[0] if keys else None)
         runs = run_choices(branches)
         ids = [r for _, r in runs]
-        tree = branch_figures.branch_tree_figure(branches, _key(prompt_key), None, token_texts(branches))
+        tree = branch_figures.branch_tree_figure(branches, _key(prompt_key), None)
         return (gr.Dropdown(choices=prompts, value=prompt_key), _plot(tree),
                 gr.Dropdown(choices=runs, value=first if first in ids else (ids[1] if len(ids) > 1 else None)),
                 gr.Dropdown(choices=runs, value=second if second in ids else (ids[0] if ids else None)),
@@ -80,7 +79,6 @@ class BranchesPanel:
         if not isinstance(branches, Branches) or run_id not in branches.entries:
             return gr.skip(), gr.skip(), gr.skip()
         entry = branches.get(run_id)
-        text_of = token_texts(branches)
         number = branch_figures.numbered(branches)[run_id]
         origin = entry.trace.origin
         about = (f"**{branch_figures.run_title(entry, number)}** (`{entry.trace.strategy}`, {entry.tab} tab)"
@@ -88,8 +86,8 @@ class BranchesPanel:
                     else "")
                  + (f"; continues run #{branch_figures.numbered(branches).get(origin.parent, '?')} at step "
                     f"{origin.step}" if origin is not None else ""))
-        lead = [text_of(t) for t in (origin.prefix if origin is not None else [])]
-        return ("".join(text_of(t) for t in entry.tokens()), about, tokens_html(entry.trace.steps, lead=lead))
+        lead = pieces(entry, branches)[:entry.offset]
+        return (spelled(entry, branches), about, tokens_html(entry.trace.steps, lead=lead))
 
     def clicked(self, branches, evt: gr.SelectData):
         if evt.value != "runs":
@@ -117,7 +115,7 @@ class BranchesPanel:
             where = (f"They diverge at position {result.diverge} after the prompt: "
                      f"{text_of(result.first.tokens[result.diverge])!r} vs "
                      f"{text_of(result.second.tokens[result.diverge])!r}.{prefer}")
-        return ("".join(text_of(t) for t in result.first.tokens), "".join(text_of(t) for t in result.second.tokens),
+        return (spelled(a, branches), spelled(b, branches),
                 where, _plot(branch_figures.two_runs_figure(result, labels, text_of)))
 
     @staticmethod

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from core.text import TokenTexts
+
 
 def encode_prompt(tokenizer, prompt: str, chat: bool) -> tuple[torch.Tensor, torch.Tensor, str]:
     """``(input_ids [1, S], attention_mask [1, S], note)``; the chat template wraps ``prompt`` as one user
@@ -31,7 +33,8 @@ def parse_token(tokenizer, text: str | None, vocab_size: int) -> int | None:
         return token_id
     ids = tokenizer.encode(text, add_special_tokens=False)
     if len(ids) != 1:
-        pieces = " + ".join(repr(tokenizer.decode([i])) for i in ids)
+        texts = TokenTexts(tokenizer)  # a token holding part of a character reads as its bytes, not U+FFFD
+        pieces = " + ".join(repr(texts(i)) for i in ids)
         raise ValueError(f"`token` must be one token of the model's vocabulary (or #<id>); {text!r} is {len(ids)} "
                          f"tokens: {pieces}")
     return ids[0]

@@ -16,7 +16,8 @@ import torch
 
 import core
 from core import remote
-from core.records import StepRecord, Trace
+from core.records import Piece, StepRecord, Trace
+from core.text import TokenTexts, shown
 
 from . import engine, policy, session, zerogpu
 
@@ -49,7 +50,7 @@ class Run:
     paused: bool = False  # step mode: Next token may add more
     generator_state: torch.Tensor | None = None  # where its generator stopped: step mode draws on from there
     lead: list[int] = field(default_factory=list)  # tokens before its own (a branch's prefix), shown first
-    lead_texts: list[str] = field(default_factory=list)
+    lead_texts: list[str | Piece] = field(default_factory=list)  # the lead's pieces (or, older, texts)
 
     def feed(self, event: core.StreamEvent, decode=None) -> None:
         """One stream event. ``decode(ids)`` makes the texts when tokens come before the run's own (``lead``, the
@@ -98,11 +99,17 @@ class Run:
                      stopped=self.stopped or "cancelled")
 
     @classmethod
-    def from_trace(cls, name: str, label: str, trace: Trace, prompt: str = "", text_of=None) -> "Run":
-        """A finished run from its trace; ``text_of(id)`` spells the prefix a branch continues from (shown first)."""
+    def from_trace(cls, name: str, label: str, trace: Trace, prompt: str = "", text_of=None,
+                   lead_pieces: list[Piece] | None = None) -> "Run":
+        """A finished run from its trace; the prefix a branch continues from (shown first) is spelled by
+        ``lead_pieces`` (``playground.branches.pieces``: a split character reads whole), else by ``text_of(id)``."""
         lead = list(trace.origin.prefix) if trace.origin is not None else []
-        lead_texts = [text_of(t) for t in lead] if text_of is not None else []
-        texts = ["".join(lead_texts) + t for t in trace.texts] if lead_texts else list(trace.texts)
+        if lead_pieces is not None:
+            lead_texts = list(lead_pieces)
+        else:
+            lead_texts = [text_of(t) for t in lead] if text_of is not None else []
+        spelled = "".join(shown([p if isinstance(p, Piece) else Piece(p) for p in lead_texts]))
+        texts = [spelled + t for t in trace.texts] if lead_texts else list(trace.texts)
         return cls(name, label, kwargs=dict(trace.config), prompt_ids=trace.prompt_ids, steps=list(trace.steps),
                    tokens=returned_tokens(trace), texts=texts, trace=trace, model_name=trace.model_name,
                    elapsed_s=trace.elapsed_s, first_token_s=trace.steps[0].elapsed_s if trace.steps else None,
@@ -175,8 +182,7 @@ def stream_run(run: Run, loaded, input_ids, attention_mask, *, generator, top_n:
                                 top_n=top_n,
                                 attention_mask=attention_mask, generator=generator, max_seconds=max_seconds,
                                 origin=origin, **run.kwargs, **model_kwargs)
-    def decode(ids):
-        return loaded.tokenizer.decode(ids, skip_special_tokens=True)
+    decode = TokenTexts(loaded.tokenizer).decode  # as tokenizer.decode, with no U+FFFD for a split character
 
     run.streaming.set()
     try:

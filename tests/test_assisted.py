@@ -237,7 +237,7 @@ def test_cancel_stops_within_a_step(tiny_model, prompt):
     cancel = threading.Event()
 
     class CancelAfterFirstStep:
-        top_n = 3
+        top_n, lens = 3, False
 
         def on_step(self, record):
             cancel.set()

@@ -99,7 +99,7 @@ def test_a_stopped_run_frees_its_rows_at_once(one_thread):
     seated = []
 
     class Watch:
-        top_n = 3
+        top_n, lens = 3, False
 
         def on_step(self, record):
             seated.append(scheduler.seated)
@@ -121,7 +121,7 @@ def test_the_scheduler_never_waits_for_a_run_that_died(one_thread):
     died = threading.Event()
 
     class Dies:
-        top_n = 3
+        top_n, lens = 3, False
 
         def on_step(self, record):
             if record.step == 1:

@@ -216,7 +216,7 @@ def _draft_and_verify(model, input_ids, candidate_generator, logits_processor, s
             rows = [ctx.row_steps(raw[:, j], new_logits[:, j], stages[j], [[token]])[0]
                     for j, token in enumerate(appended)]
             step = AssistedStep(drafted=drafted, accepted=drafted[:n_accepted], rejected=drafted[n_accepted:],
-                                corrected=appended[n_accepted:], drafted_text=[ctx.text(t) for t in drafted],
+                                corrected=appended[n_accepted:], drafted_text=ctx.texts.row_draft(0, drafted),
                                 next_draft_length=_next_draft_length(candidate_generator, generation_config),
                                 source=source, cut=n_agreed - n_accepted)
             ctx.emit(rows, cache=model_kwargs.get("cache"), assisted=[step])

@@ -17,12 +17,13 @@ One step of a ``BeamTree``, in order:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from transformers.generation.utils import GenerationMixin
 
 from ..records import BeamNode
+from ..text import TokenTexts
 
 ROOT = -1  # parent id of the first expansions: the prompt
 
@@ -61,10 +62,12 @@ class _Open:
 
 class BeamTree:
     """Node ids for expanded candidates, the node of every running beam, and each node's parent and token
-    (so ``path`` can spell any hypothesis). ``text`` decodes one token id (``RunContext.text``)."""
+    (so ``path`` can spell any hypothesis). ``text`` is the run's ``TokenTexts`` (``RunContext.text``): a node's text
+    is its token's ``Piece`` after its parent's path, so a character split across tokens reads as itself."""
 
-    def __init__(self, batch_size: int, num_beams: int, text: Callable[[int], str]):
+    def __init__(self, batch_size: int, num_beams: int, text: TokenTexts):
         self.text = text
+        self._waiting: dict[int, bytes] = {ROOT: b""}  # node -> bytes its path ends with that are no character yet
         self.running = [[ROOT] * num_beams for _ in range(batch_size)]  # [B][K] node of each running beam
         self._next_running = [row[:] for row in self.running]
         self._open: dict[int, _Open] = {}
@@ -99,10 +102,12 @@ class BeamTree:
 
     def flush(self) -> list[BeamNode]:
         """This step's nodes as records, in expansion order; the new running beams become current."""
-        nodes = [BeamNode(node_id=n.node_id, parent=n.parent, batch=n.batch, token_id=n.token_id,
-                          text=self.text(n.token_id), score=n.score, normalized_score=n.normalized_score, fate=n.fate,
-                          final_score=n.final_score, slot=n.slot, **n.details)
-                 for n in self._open.values()]
+        nodes = []
+        for n in self._open.values():
+            piece, self._waiting[n.node_id] = self.text.after(self._waiting[n.parent], n.token_id)
+            nodes.append(BeamNode(node_id=n.node_id, parent=n.parent, batch=n.batch, token_id=n.token_id,
+                                  text=piece.text, tail=piece.tail, score=n.score, normalized_score=n.normalized_score,
+                                  fate=n.fate, final_score=n.final_score, slot=n.slot, **n.details))
         self._open = {}
         self.running = [row[:] for row in self._next_running]
         return nodes

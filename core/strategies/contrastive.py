@@ -250,5 +250,5 @@ def _candidates(ctx, top_k_ids, top_k_probs, penalty, contrastive_score, selecte
     """The K candidates of each row as ranked: the tensors ``_ranking_fast`` computed, moved to Python."""
     ids, probs = top_k_ids.tolist(), top_k_probs.tolist()
     pens, scores, chosen = penalty.tolist(), contrastive_score.tolist(), selected.tolist()
-    return [[ContrastiveCandidate(ids[b][i], ctx.text(ids[b][i]), probs[b][i], pens[b][i], scores[b][i], i == chosen[b])
+    return [[ContrastiveCandidate(ids[b][i], ctx.texts.row_candidate(b, ids[b][i]), probs[b][i], pens[b][i], scores[b][i], i == chosen[b])
              for i in range(len(ids[b]))] for b in range(len(ids))]

@@ -187,5 +187,5 @@ def _steps(ctx, layers, js, chosen_layer, final_logits, contrasted, chosen) -> l
     for row in range(final_logits.shape[0]):
         ids = ctx.candidate_ids(final_logits[row], contrasted[row], chosen[row])
         out.append(DolaStep(list(layers), per_row[row], chosen_layer,
-                            ctx.candidates(final_logits[row], contrasted[row], ids)))
+                            ctx.candidates(final_logits[row], contrasted[row], ids, row)))
     return out

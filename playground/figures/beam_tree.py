@@ -93,7 +93,7 @@ def _layout(tree: BeamGraph) -> dict[int, tuple[float, float]]:
 
 def _hover(node: BeamNode, step: int) -> str:
     final = f"{node.final_score:.4f}" if node.final_score is not None else "–"
-    return (f"<b>{plotly_text(repr(node.text))}</b> (id {node.token_id})<br>"
+    return (f"<b>{plotly_text(repr(node.text + node.tail))}</b> (id {node.token_id})<br>"
             f"step {step} · batch {node.batch} · group {node.group}<br>"
             f"fate: {node.fate}<br>cumulative log-prob: {node.score:.4f}<br>"
             f"normalised score: {node.normalized_score:.4f}<br>final score: {final}<br>"
@@ -149,7 +149,7 @@ def beam_tree_figure(steps: Steps) -> go.Figure:
         nodes = [tree.nodes[n] for n in ids]
         labels = []
         for node_id, node in zip(ids, nodes):
-            label = visible(node.text)
+            label = visible(node.text + node.tail)
             if node.final_score is not None:
                 label += f" ({node.final_score:.2f})"
             labels.append("" if big and fate == "pruned" and node_id not in on_path else label)

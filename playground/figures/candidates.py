@@ -6,8 +6,8 @@ import plotly.graph_objects as go
 
 from core.records import RowStep, StepRecord
 
-from .common import (AFTER, BEFORE, CHOSEN, Steps, empty_figure, finish, pick, plotly_text, records, row_of,
-                     row_steps, unique_labels)
+from .common import (AFTER, BEFORE, CHOSEN, Steps, considered, empty_figure, finish, pick, plotly_text, records,
+                     row_of, row_steps, unique_labels)
 
 CAPTION = ("The tokens the model considered at one step. Grey bars are the model's own probabilities, blue bars "
            "the probabilities after the logits processors (temperature, top-k, top-p, penalties...); a crossed "
@@ -51,7 +51,7 @@ def candidates_figure(steps: Steps, step: int = -1, row: int = 0, position: int 
     if rs is None or not rs.candidates:
         return empty_figure("Generate to see the candidates of each step here.", "Candidates")
     chosen = set(rs.chosen)
-    ranked = sorted(rs.candidates, key=lambda c: -c.prob)
+    ranked = sorted(considered(rs.candidates, chosen), key=lambda c: -c.prob)
     shown = ranked[:top] + [c for c in ranked[top:] if c.token_id in chosen]
     shown.sort(key=lambda c: -c.prob)
     removed, changed = removed_by(rs), changed_by(rs)

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from core.records import RowStep, StepRecord, Trace
+from core.records import Candidate, RowStep, StepRecord, Trace
 
 Steps = Sequence[StepRecord] | Trace | None
 
@@ -77,6 +77,13 @@ def visible(text: str) -> str:
     if text == "":
         return "∅"
     return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
+
+
+def considered(candidates: Iterable[Candidate], chosen: Iterable[int] = ()) -> list[Candidate]:
+    """The candidates that held some probability, before or after the processors, and the chosen ones: where fewer
+    than ``top_n`` tokens survive (DoLa's relative-top mask, a top-k), no filler rows at probability 0."""
+    chosen = set(chosen)
+    return [c for c in candidates if c.prob > 0 or c.prob_after > 0 or c.token_id in chosen]
 
 
 def unique_labels(texts: Iterable[str], ids: Iterable[int]) -> list[str]:

@@ -42,12 +42,14 @@ def lens_figure(steps: Steps, row: int = 0) -> go.Figure:
     last = layers - 1
     xs = [r.step for r in recs]
     chosen = [row_of(r, row).chosen[0] if row_of(r, row) else None for r in recs]
-    texts = {c.token_id: c.text for r in recs for layer in r.lens[row] for c in layer.top}
-    texts.update({c.token_id: c.text for r in recs for rs in r.rows for c in rs.candidates})
+    # each step's chosen token as its own step's records spell it (a split character reads whole there)
+    spelled = [{c.token_id: c.text for layer in r.lens[row] for c in layer.top}
+               | {c.token_id: c.text for c in (row_of(r, row).candidates if row_of(r, row) else ())} for r in recs]
+    texts = [spelled[j].get(t, f"#{t}") if t is not None else "" for j, t in enumerate(chosen)]
     z = [[None] * len(recs) for _ in range(layers)]  # [layers][steps]
     hover = [[""] * len(recs) for _ in range(layers)]
     for j, r in enumerate(recs):
-        token = plotly_text(repr(texts.get(chosen[j], str(chosen[j]))))
+        token = plotly_text(repr(texts[j]))
         for layer in r.lens[row][:layers]:
             z[layer.layer][j] = layer.chosen_prob
             hover[layer.layer][j] = (f"step {r.step} · {_label(layer.layer, last)}<br>chose {token}: p "
@@ -60,7 +62,7 @@ def lens_figure(steps: Steps, row: int = 0) -> go.Figure:
     finish(fig, f"Logit lens · row {row}: each layer's probability of the chosen token",
            height=max(360, 120 + 14 * layers), uirevision=f"lens-{row}")
     fig.update_layout(xaxis=dict(title="step (chosen token)", tickvals=xs,
-                                 ticktext=[f"{x} {visible(texts.get(t, ''))}" for x, t in zip(xs, chosen)],
+                                 ticktext=[f"{x} {visible(t)}" for x, t in zip(xs, texts)],
                                  tickangle=-45),
                       yaxis=dict(title="layer", type="category", categoryorder="array", categoryarray=labels))
     return fig

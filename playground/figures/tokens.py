@@ -1,5 +1,9 @@
 """The generated text as HTML, each token coloured by the probability it was chosen with.
 
+Each token shows its ``Piece`` (``core.text``): a character split across tokens appears whole on the token that
+completes it, bytes that never complete as ``<D8>``; the joined spans read as the decoded text, and the container's
+``dir="auto"`` lets right-to-left text run right to left.
+
 The CSS classes used here are defined in ``assets/style.css``: ``dp-tokens`` (the container), ``dp-tok``
 (a token, with ``data-step`` and ``data-pos``), ``dp-p0`` … ``dp-p5`` (probability buckets, low to high), ``dp-pna`` (probability not recorded),
 ``dp-legend`` (the bucket legend).
@@ -8,12 +12,14 @@ The CSS classes used here are defined in ``assets/style.css``: ``dp-tokens`` (th
 from __future__ import annotations
 
 import html
+from typing import NamedTuple
 
-from core.records import RowStep
+from core.records import Piece, RowStep
+from core.text import shown
 
 from .beam_tree import beam_graph, paths_in
 from .candidates import removed_by
-from .common import Steps, pick, records, row_of, row_steps, visible
+from .common import Steps, considered, pick, records, row_of, row_steps, visible
 
 CAPTION = ("The generated text, each token shaded by the probability it had when it was chosen (after the "
            "logits processors): the redder, the less likely. Hover a token for the alternatives it beat.")
@@ -39,62 +45,85 @@ def _span(text: str, step: int, pos: int, cls: str, title: str) -> str:
             f"{html.escape(text)}</span>")
 
 
-def _row_spans(step: int, row_steps: list[RowStep]) -> list[str]:
-    """A span per chosen token of one step; ``data-pos`` is the ``position`` of its ``RowStep`` in the step."""
-    spans = []
+class _Token(NamedTuple):
+    """One chosen token of the view: where it was chosen, its piece of the text, its span's class and tooltip."""
+
+    step: int
+    pos: int
+    piece: Piece
+    cls: str
+    title: str
+
+
+def _row_tokens(step: int, row_steps: list[RowStep]) -> list[_Token]:
+    """The chosen tokens of one step; ``pos`` is the ``position`` of its ``RowStep`` in the step. A trace recorded
+    before pieces reads each token's candidate text."""
+    tokens = []
     for pos, rs in enumerate(row_steps):
         by_id = {c.token_id: c for c in rs.candidates}
         removed = removed_by(rs)
         for i, token_id in enumerate(rs.chosen):
             # the candidates describe the distribution of a RowStep's first token only
             cand = by_id.get(token_id) if i == 0 else None
+            piece = rs.pieces[i] if rs.pieces else Piece(cand.text if cand is not None else f"#{token_id}")
             if cand is None:
-                spans.append(_span(f"#{token_id}", step, pos, "dp-pna", f"step {step}: probability not recorded"))
+                tokens.append(_Token(step, pos, piece, "dp-pna", f"step {step}: probability not recorded"))
                 continue
-            others = sorted((c for c in rs.candidates if c.token_id != token_id), key=lambda c: -c.prob_after)
+            others = sorted((c for c in considered(rs.candidates) if c.token_id != token_id),
+                            key=lambda c: -c.prob_after)
             lines = [f"step {step} · {cand.text!r} p = {cand.prob_after:.3f} (model: {cand.prob:.3f})",
-                     "alternatives:"]
+                     "alternatives:" if others else "no other token survived the processors"]
             for c in others[:_ALTERNATIVES_IN_TOOLTIP]:
                 note = f" — removed by {', '.join(removed[c.token_id])}" if c.token_id in removed else ""
                 lines.append(f"  {c.text!r} {c.prob_after:.3f} (model: {c.prob:.3f}){note}")
-            spans.append(_span(cand.text, step, pos, bucket_class(cand.prob_after), "\n".join(lines)))
-    return spans
+            tokens.append(_Token(step, pos, piece, bucket_class(cand.prob_after), "\n".join(lines)))
+    return tokens
 
 
-def _beam_spans(steps: Steps, row: int) -> list[str]:
-    """The current best hypothesis of returned row ``row`` of the beam family, token by token along its path in the
+def _spans(tokens: list[_Token], lead: list[Piece]) -> list[str]:
+    """The spans of ``lead`` (the prefix a branch continues from) and ``tokens``, each showing its piece as
+    ``core.text.shown`` says: the bytes of a character on the token that completes it."""
+    texts = shown(lead + [t.piece for t in tokens])
+    spans = [f'<span class="dp-tok dp-lead" title="from the run this one continues">{html.escape(t)}</span>'
+             for t in texts[:len(lead)]]
+    return spans + [_span(text, t.step, t.pos, t.cls, t.title) for text, t in zip(texts[len(lead):], tokens)]
+
+
+def _beam_tokens(steps: Steps, row: int) -> list[_Token]:
+    """The tokens of the current best hypothesis of returned row ``row`` of the beam family, along its path in the
     beam tree (the node the records name for that row; the first row's where ``row`` is past them)."""
     tree = beam_graph(steps)
     paths = paths_in(tree, records(steps))
     path = (paths[row] if row < len(paths) else paths[0]) if paths else []
-    spans = []
+    tokens = []
     for node_id in path:
         node = tree.nodes[node_id]
         parent = next(iter(tree.graph.predecessors(node_id)))
         siblings = sorted((tree.nodes[s] for s in tree.graph.successors(parent) if s != node_id), key=lambda n: -n.score)
-        lines = [f"step {tree.step_of[node_id]} · {node.text!r} cumulative log-prob {node.score:.3f} ({node.fate})",
-                 "other continuations of the same hypothesis:"]
-        lines += [f"  {s.text!r} {s.score:.3f} ({s.fate})" for s in siblings[:_ALTERNATIVES_IN_TOOLTIP]]
-        spans.append(_span(node.text, tree.step_of[node_id], 0, "dp-pna dp-beam", "\n".join(lines)))
-    return spans
+        lines = [f"step {tree.step_of[node_id]} · {node.text + node.tail!r} cumulative log-prob {node.score:.3f} "
+                 f"({node.fate})", "other continuations of the same hypothesis:"]
+        lines += [f"  {s.text + s.tail!r} {s.score:.3f} ({s.fate})" for s in siblings[:_ALTERNATIVES_IN_TOOLTIP]]
+        tokens.append(_Token(tree.step_of[node_id], 0, Piece(node.text, node.tail), "dp-pna dp-beam",
+                             "\n".join(lines)))
+    return tokens
 
 
-def tokens_html(steps: Steps, row: int = 0, legend: bool = True, lead: list[str] | None = None) -> str:
+def tokens_html(steps: Steps, row: int = 0, legend: bool = True, lead: list[str | Piece] | None = None) -> str:
     """HTML of the tokens generated so far for ``row`` (for the beam family: the current best hypothesis
     of returned row ``row``, uncoloured: beams carry scores, not one chosen probability); each token is a
-    ``span`` with ``data-step``, ``data-pos`` and a ``title`` tooltip listing its alternatives."""
+    ``span`` with ``data-step``, ``data-pos`` and a ``title`` tooltip listing its alternatives. ``lead`` is the
+    prefix a branch continues from (the parent's tokens, then the forced one), as pieces or plain texts."""
     recs = records(steps)
     beam = any(r.beam is not None for r in recs)
     if beam:  # ``row`` counts returned rows here, not beams
-        spans = _beam_spans(recs, row)
+        tokens = _beam_tokens(recs, row)
     else:
-        spans = [s for rec in recs for s in _row_spans(rec.step, row_steps(rec, row))]
-    if lead:  # the prefix a branch continues from: the parent's tokens, then the forced one
-        spans = [f'<span class="dp-tok dp-lead" title="from the run this one continues">{html.escape(t)}</span>'
-                 for t in lead] + spans
+        tokens = [t for rec in recs for t in _row_tokens(rec.step, row_steps(rec, row))]
+    spans = _spans(tokens, [p if isinstance(p, Piece) else Piece(p) for p in lead or ()])
     if not spans:
-        return '<div class="dp-tokens dp-empty">Generated tokens will appear here, coloured by probability.</div>'
-    out = f'<div class="dp-tokens">{"".join(spans)}</div>'
+        return ('<div class="dp-tokens dp-empty" dir="auto">Generated tokens will appear here, coloured by '
+                'probability.</div>')
+    out = f'<div class="dp-tokens" dir="auto">{"".join(spans)}</div>'
     if legend and not beam:
         items = [f'<span class="dp-tok dp-p{len(BUCKETS) - i}">p ≥ {low}</span>' for i, low in enumerate(BUCKETS)]
         items.append(f'<span class="dp-tok dp-p0">p &lt; {BUCKETS[-1]}</span>')
@@ -113,7 +142,7 @@ def alternatives_table(steps: Steps, step: int, row: int = 0, position: int = 0)
     chosen = set(rs.chosen)
     return [[("★ " if c.token_id in chosen else "") + visible(c.text), c.token_id, round(c.prob, 4),
              round(c.prob_after, 4), ", ".join(removed.get(c.token_id, []))]
-            for c in sorted(rs.candidates, key=lambda c: -c.prob)]
+            for c in sorted(considered(rs.candidates, chosen), key=lambda c: -c.prob)]
 
 
 __all__ = ["CAPTION", "ALTERNATIVES_HEADERS", "BUCKETS", "bucket_class", "tokens_html", "alternatives_table"]

@@ -31,9 +31,10 @@ from ..figures import candidates
 from ..figures.common import figure_json, is_empty
 from ..figures.tokens import ALTERNATIVES_HEADERS, alternatives_table, tokens_html
 from core.rng import new_generator
+from core.text import TokenTexts
 
 from .. import policy, session, steering, view_code
-from ..branches import Branches, Entry, entropy_per_step, sample_tree, samples, token_texts
+from ..branches import Branches, Entry, entropy_per_step, pieces, sample_tree, samples
 from ..figures import branches as branch_figures
 from ..figures import funnel
 from ..field_codecs import generate_kwargs, widget_value
@@ -112,9 +113,9 @@ def branch_tree_panel() -> Figure:
         main = view.main
         trace = main.trace
         if view.branches is None or trace is None or not trace.run_id:
-            return branch_figures.branch_tree_figure(None, None, None, str)
+            return branch_figures.branch_tree_figure(None, None, None)
         entry_key = Entry(trace.run_id, "", "", "", trace).prompt_key
-        return branch_figures.branch_tree_figure(view.branches, entry_key, trace.run_id, token_texts(view.branches))
+        return branch_figures.branch_tree_figure(view.branches, entry_key, trace.run_id)
 
     return Figure("Branch tree", draw, branch_figures.TREE_CAPTION)
 
@@ -563,7 +564,7 @@ class TabUI:
         branches = branches if isinstance(branches, Branches) else Branches()
         view = View({plan.name: Run(plan.name, start.label, start.kwargs, prompt=prompt, base=start.base,
                                     paused=start.paused, lead=list(start.lead),
-                                    lead_texts=[loaded.tokenizer.decode([t]) for t in start.lead])
+                                    lead_texts=TokenTexts(loaded.tokenizer).pieces(start.lead)[0])
                      for plan, start in starts}, branches=branches)
         throttle = Throttle()
         try:
@@ -627,7 +628,8 @@ class TabUI:
         if evt.value != "runs" or not isinstance(branches, Branches) or evt.index not in branches.entries:
             return {}
         entry = branches.get(evt.index)
-        run = Run.from_trace("main", entry.label, entry.trace, prompt=entry.prompt, text_of=token_texts(branches))
+        run = Run.from_trace("main", entry.label, entry.trace, prompt=entry.prompt,
+                             lead_pieces=pieces(entry, branches)[:entry.offset])
         return self._outputs(View({"main": run}, branches=branches), final=True, download=False)
 
     def load_trace(self, path, previous):
