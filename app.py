@@ -79,7 +79,6 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
     models.pin(startup)
     choices = [*available_models(), *engine.served()]  # the vLLM engine's models too (PLAYGROUND_ENGINE)
     core.kernels.warm_up()  # the quantized KV cache's compiled kernels, built or loaded in the background
-    session.fix_mmap_threshold()  # large transient tensors in mappings of their own, not the heap
     max_seconds = policy.max_seconds() if max_seconds is None else max_seconds
     # Gradio's own copies of served files (uploads, files not already in its cache) go after an hour
     with gr.Blocks(title="Decoding Playground", delete_cache=(600, 3600)) as demo:

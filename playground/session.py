@@ -12,8 +12,7 @@ and ``sweep`` removes folders untouched for as long. Nothing here is shared betw
 
 Freed is not yet returned: glibc keeps the heap a run's tensors and records used, long after their Python objects
 are gone (bench/bench_load.py prints the server's RSS growth; the README quotes its latest run), so
-``trim_heap`` hands it back to the system after each generation and when a session ends, and
-``fix_mmap_threshold`` keeps large transient tensors out of the heap.
+``trim_heap`` hands it back to the system after each generation and when a session ends.
 """
 
 from __future__ import annotations
@@ -103,25 +102,12 @@ def sweep(max_age_s: float | None = None) -> int:
 def _libc():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
-    except OSError:  # no glibc: nothing to trim or tune
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:  # no glibc: nothing to trim
         return None
 
 
 _LIBC = _libc()
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-MMAP_THRESHOLD_BYTES = 4 << 20
-
-
-def fix_mmap_threshold(nbytes: int = MMAP_THRESHOLD_BYTES) -> bool:
-    """Serve every allocation of ``nbytes`` or more by a mapping of its own, returned to the system when freed.
-    glibc raises this threshold by itself each time it frees such a block (up to 32 MB), after which a step's large
-    transient tensors (a batch's logits, the logit lens, a long prompt's activations) come from the heap and leave it
-    fragmented. Fixing it stops the raising (bench/bench_load.py's RSS growth, +56 to +78 MB over single runs with it
-    and +61 MB without, did not tell the two apart). Process-wide and idempotent; False where there is no glibc."""
-    if _LIBC is None:
-        return False
-    return bool(_LIBC.mallopt(M_MMAP_THRESHOLD, int(nbytes)))
 
 
 def trim_heap() -> bool:
