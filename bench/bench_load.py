@@ -20,6 +20,7 @@ Phases (one run of this script prints them all; absolute numbers move with the m
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import socket
@@ -112,6 +113,37 @@ class Visitor:
 
     def close(self) -> None:
         self.client.close()
+
+
+class EventBytes:
+    """The bytes of each streamed message the clients receive (Gradio sends each output as a diff against the last):
+    ``gradio_client`` parses every SSE message with ``json.loads``, and this counts what it parses meanwhile."""
+
+    def __init__(self):
+        self.sizes: dict[str, list[int]] = {}
+
+    def __enter__(self):
+        import gradio_client.client as gc
+
+        self.module, self.json = gc, gc.json
+        sizes = self.sizes
+
+        class Counting:
+            def __getattr__(self, name):
+                return getattr(json, name)
+
+            @staticmethod
+            def loads(text, *args, **kwargs):
+                value = json.loads(text, *args, **kwargs)
+                if isinstance(value, dict) and value.get("msg") in ("process_generating", "process_completed"):
+                    sizes.setdefault(value["msg"], []).append(len(text.encode() if isinstance(text, str) else text))
+                return value
+
+        gc.json = Counting()
+        return self
+
+    def __exit__(self, *exc):
+        self.module.json = self.json
 
 
 def plan(session: int, rounds: int) -> list[tuple[str, int]]:
@@ -211,6 +243,9 @@ def main() -> None:
             one_tokens += one.tokens - before
         one_client_rate = one_tokens / (time.perf_counter() - t0)
         app_rate = statistics.median(one.server_rates)
+        with EventBytes() as sent:  # one more run, its messages counted
+            one.run("greedy", 0, args.tokens)
+        streamed = sent.sizes.get("process_generating", [])
         # 3. solo references
         solo = {(tab, seed): one.run(tab, seed, args.tokens) for tab in TABS for seed in SEEDS}
         one.close()
@@ -244,6 +279,8 @@ def main() -> None:
             for v in visitors:
                 v.close()
             loads.append((n, visitors, wall, max(samples)))
+        if rss_warm is None:  # no load phase
+            rss_warm = rss_mb(server.pid)
         rss_after = settle(server.pid, args.settle)
         for _ in range(args.ended):
             v = Visitor(url)
@@ -267,6 +304,10 @@ def main() -> None:
           f"| >= 0.9x |")
     print(f"| the app, one visitor (client: tokens / wall time) | {one_client_rate:.1f} | "
           f"{one_client_rate / core_rate:.2f}x core | |")
+    if streamed:
+        print(f"\nbytes per streamed event (one greedy run of {args.tokens} tokens): {len(streamed)} events, mean "
+              f"{statistics.mean(streamed):.0f} B, median {statistics.median(streamed):.0f} B, max {max(streamed)} B; "
+              f"the final message {sum(sent.sizes.get('process_completed', [0]))} B")
     print()
     print("| visitors | runs | total tokens/s | / one visitor | p50 latency | p95 latency | p50 first token "
           "| p95 first token | equal to solo | peak RSS |")

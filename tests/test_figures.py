@@ -341,6 +341,13 @@ def test_tokens_html_has_one_span_per_generated_token_with_known_classes(greedy,
                 assert f".{name}" in css, f"CSS class {name} missing from assets/style.css"
 
 
+def test_tokens_html_of_each_step_starts_with_the_last_steps(sampled):
+    """The token view grows by appending (Gradio then streams only the new token's span), step after step."""
+    views = [F.tokens_html(sampled.steps[:k]) for k in range(1, len(sampled.steps) + 1)]
+    assert all(later.startswith(earlier) for earlier, later in zip(views, views[1:]))
+    assert views[-1].count('class="dp-tok dp-p') - views[0].count('class="dp-tok dp-p') == len(sampled.steps) - 1
+
+
 def test_tokens_html_and_candidates_of_multi_token_steps():
     steps = synthetic_assisted()
     out = F.tokens_html(steps)

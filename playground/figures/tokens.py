@@ -123,12 +123,14 @@ def tokens_html(steps: Steps, row: int = 0, legend: bool = True, lead: list[str 
     if not spans:
         return ('<div class="dp-tokens dp-empty" dir="auto">Generated tokens will appear here, coloured by '
                 'probability.</div>')
-    out = f'<div class="dp-tokens" dir="auto">{"".join(spans)}</div>'
+    out = ""
     if legend and not beam:
         items = [f'<span class="dp-tok dp-p{len(BUCKETS) - i}">p ≥ {low}</span>' for i, low in enumerate(BUCKETS)]
         items.append(f'<span class="dp-tok dp-p0">p &lt; {BUCKETS[-1]}</span>')
         out += f'<div class="dp-legend">{"".join(items)}</div>'
-    return out
+    # The tokens come last and their div is left open (the browser closes it): the HTML of a step then starts with
+    # the last step's, and Gradio streams it as an append of the new token's span, not the whole view again.
+    return out + f'<div class="dp-tokens" dir="auto">{"".join(spans)}'
 
 
 def alternatives_table(steps: Steps, step: int, row: int = 0, position: int = 0) -> list[list]:
