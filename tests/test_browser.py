@@ -107,6 +107,12 @@ def test_tab_streams_text_and_draws_its_figure(page, key, title, slider, figure,
     summary = wait_for_plot(page, panel, figure, condition)
     assert summary["traces"] > 0, summary
     expect(panel.get_by_role("grid", name="Top alternatives at the picked step")).to_contain_text("★")
+    # one screen tells the story: the tokens lead the output column, above the figures, in about two screens
+    tokens_top = panel.locator(".dp-token-view").bounding_box()["y"]
+    figures_top = panel.locator(".dp-figures").bounding_box()["y"]
+    assert tokens_top < figures_top, (tokens_top, figures_top)
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height <= 2200, f"the {title} tab is {height} px tall after a run"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shot = SCREENSHOTS / f"{key}.png"
     page.screenshot(path=shot, full_page=True)
@@ -257,3 +263,20 @@ def test_sample_n_draws_the_tree_of_samples(page):
     assert summary["points"] > 0, summary
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "steer_samples.png", full_page=True)
+
+
+def test_an_arabic_reply_reads_right_to_left_without_replacement_characters(page):
+    """Byte-level BPE splits Arabic letters across tokens: the token view merges them back (no U+FFFD) and runs
+    right to left."""
+    panel = open_tab(page, "Greedy")
+    panel.get_by_role("checkbox", name="Apply chat template").uncheck()  # a plain continuation stays in Arabic
+    generate(panel, max_new_tokens=16, prompt="البحر الأبيض المتوسط هو")
+    wait_done(panel)
+    view = panel.locator(".dp-tokens")
+    expect(view).to_contain_text(re.compile("[\u0600-\u06ff]"))
+    text = view.inner_text()
+    titles = view.evaluate("(el) => [...el.querySelectorAll('[title]')].map((s) => s.title).join(' ')")
+    assert "\ufffd" not in text and "\ufffd" not in titles, text
+    assert view.evaluate("(el) => getComputedStyle(el).direction") == "rtl"
+    grid = panel.get_by_role("grid", name="Top alternatives at the picked step")
+    assert "\ufffd" not in grid.inner_text()

@@ -347,6 +347,10 @@ class TabUI:
         gr.Examples([[p] for p in load_examples(tab.key)], inputs=[prompt], label=tab.examples_label)
         chat = gr.Checkbox(label="Apply chat template", value=True,
                            info="tokenizer.apply_chat_template, for instruct models")
+        with gr.Row():  # under the prompt: the run starts and reports where the user is looking
+            generate = gr.Button("Generate", variant="primary")
+            stop = gr.Button("Stop", variant="stop")
+        status = gr.Markdown(label="Status", elem_classes=["dp-status"])
         max_new = gr.Slider(1, 512, value=tab.max_new_tokens, step=1, label="max_new_tokens")
         stop_strings = gr.Textbox("", label="stop_strings", placeholder="comma-separated; \\n for a newline")
         seed = gr.Number(label="seed", value=0, precision=0, visible=tab.seeded,
@@ -356,16 +360,12 @@ class TabUI:
         model_panel = tab.model_panel(app)
         presets = tab.presets()
         preset = gr.Dropdown(list(presets), label="Preset", value=None, visible=bool(presets))
-        with gr.Row():
-            generate = gr.Button("Generate", variant="primary")
-            stop = gr.Button("Stop", variant="stop")
         n_samples = sample_many = None
         if tab.samples:
             with gr.Row():
                 n_samples = gr.Slider(2, steering.SAMPLE_MANY_MAX, value=16, step=1, label="samples N",
                                       info="runs with seeds seed, seed+1, ... merged into one tree", scale=3)
                 sample_many = gr.Button("Sample N", scale=1)
-        status = gr.Markdown(label="Status", elem_classes=["dp-status"])
         return dict(prompt=prompt, chat=chat, seed=seed, controls={"max_new_tokens": max_new,
                                                                     "stop_strings": stop_strings, **own},
                     side=side, model_panel=model_panel, preset=preset, generate=generate, stop=stop,

@@ -13,19 +13,23 @@ from .lens_panel import lens_figures, lens_input, with_lens
 def sampling_controls(num_return_sequences: bool = True) -> dict:
     """Temperature and the truncation warpers, labelled and ranged as in ``GenerationConfig``
     (ranges reach the invalid edge, e.g. ``top_p=0``, so the core's message can be seen)."""
-    controls = {
-        "temperature": gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="temperature", info="> 0; < 1 sharpens"),
-        "top_k": gr.Slider(0, 200, value=50, step=1, label="top_k", info="0 = off"),
-        "top_p": gr.Slider(0.0, 1.0, value=1.0, step=0.01, label="top_p", info="(0, 1]; 1 = off"),
-        "min_p": gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="min_p", info="[0, 1]; 0 = off"),
-        "typical_p": gr.Slider(0.0, 1.0, value=1.0, step=0.01, label="typical_p", info="(0, 1]; 1 = off"),
-        "epsilon_cutoff": gr.Slider(0.0, 0.01, value=0.0, step=0.0001, label="epsilon_cutoff",
-                                    info="[0, 1); 0 = off; try 3e-4"),
-        "eta_cutoff": gr.Slider(0.0, 0.01, value=0.0, step=0.0001, label="eta_cutoff",
-                                info="[0, 1); 0 = off; try 3e-4"),
-    }
-    if num_return_sequences:
-        controls["num_return_sequences"] = gr.Slider(1, 4, value=1, step=1, label="num_return_sequences")
+    controls = {}
+    with gr.Row():  # two to a row: the page stays about two screens tall
+        controls["temperature"] = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="temperature",
+                                            info="> 0; < 1 sharpens")
+        controls["top_k"] = gr.Slider(0, 200, value=50, step=1, label="top_k", info="0 = off")
+    with gr.Row():
+        controls["top_p"] = gr.Slider(0.0, 1.0, value=1.0, step=0.01, label="top_p", info="(0, 1]; 1 = off")
+        controls["min_p"] = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="min_p", info="[0, 1]; 0 = off")
+    with gr.Row():
+        controls["typical_p"] = gr.Slider(0.0, 1.0, value=1.0, step=0.01, label="typical_p", info="(0, 1]; 1 = off")
+        controls["epsilon_cutoff"] = gr.Slider(0.0, 0.01, value=0.0, step=0.0001, label="epsilon_cutoff",
+                                               info="[0, 1); 0 = off; try 3e-4")
+    with gr.Row():
+        controls["eta_cutoff"] = gr.Slider(0.0, 0.01, value=0.0, step=0.0001, label="eta_cutoff",
+                                           info="[0, 1); 0 = off; try 3e-4")
+        if num_return_sequences:
+            controls["num_return_sequences"] = gr.Slider(1, 4, value=1, step=1, label="num_return_sequences")
     return controls
 
 
