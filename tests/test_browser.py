@@ -108,14 +108,14 @@ def test_tab_streams_text_and_draws_its_figure(page, key, title, slider, figure,
     assert summary["traces"] > 0, summary
     expect(panel.get_by_role("grid", name="Top alternatives at the picked step")).to_contain_text("★")
     # one screen tells the story: the tokens lead the output column, above the figures, in about two screens
-    tokens_top = panel.locator(".dp-token-view").bounding_box()["y"]
-    figures_top = panel.locator(".dp-figures").bounding_box()["y"]
+    tokens_top = panel.locator(".dp-token-view").first.bounding_box()["y"]
+    figures_top = panel.locator(".dp-figures").first.bounding_box()["y"]
     assert tokens_top < figures_top, (tokens_top, figures_top)
-    height = page.evaluate("document.documentElement.scrollHeight")
-    assert height <= 2200, f"the {title} tab is {height} px tall after a run"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shot = SCREENSHOTS / f"{key}.png"
     page.screenshot(path=shot, full_page=True)
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height <= 2200, f"the {title} tab is {height} px tall after a run"
     if key == "beam":  # the README's picture: the first screen (controls, text, beam tree), not the whole page
         readme = SCREENSHOTS / "beam_search_readme.png"
         page.screenshot(path=readme, full_page=True, clip={"x": 0, "y": 0, "width": 1400, "height": 1000})

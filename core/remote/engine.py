@@ -32,7 +32,7 @@ import torch
 from transformers import GenerationConfig
 
 from ..loop import GenerationResult, RunContext, StreamEvent, config_dict
-from ..records import Candidate, Origin, RowStep, StepRecord, Trace
+from ..records import Candidate, Origin, Piece, RowStep, StepRecord, Trace
 from ..strategies.beam_tree import ROOT, BeamTree
 from . import client, fields
 
@@ -237,7 +237,7 @@ def beam_steps(run: EngineRun, prompt: list[int], cfg: GenerationConfig, seeds, 
     returned = int(fields.value_or(cfg.num_return_sequences, 1))
     if not 1 <= returned <= num_beams:
         raise ValueError(f"`num_return_sequences` must be in [1, {num_beams}] (`num_beams`); got {returned}")
-    tree = BeamTree(1, num_beams, run.text)
+    tree = BeamTree(1, num_beams, ServerTexts(run.text))
     beams, finished = [Hypothesis([], 0.0, ROOT)], []
 
     def ranked() -> list[Hypothesis]:
@@ -275,6 +275,18 @@ def beam_steps(run: EngineRun, prompt: list[int], cfg: GenerationConfig, seeds, 
             break
     run.sequences = [h.tokens for h in ranked()[:returned]]
     run.texts = [run.decode(t) for t in run.sequences]
+
+
+class ServerTexts:
+    """What ``BeamTree`` asks of a run's ``core.text.TokenTexts``, from the server's own detokenization: each token's
+    text alone (the tokenizer is the server's; a character split across tokens reads as the server spells its
+    parts)."""
+
+    def __init__(self, text: Callable[[int], str]):
+        self.text = text
+
+    def after(self, pending: bytes, token_id: int) -> tuple[Piece, bytes]:
+        return Piece(self.text(token_id)), b""
 
 
 ENGINE_STRATEGIES: dict[str, Callable[..., Iterator[StepRecord]]] = {

@@ -70,7 +70,7 @@ def speculative_figure(steps: Steps, row: int = 0) -> go.Figure:
     rate_text = f"{rate:.0%} of {drafted} drafted tokens accepted" if rate is not None else "nothing drafted yet"
     slots = max((max(ys) + 1 for _, ys, _, _ in cells.values() if ys), default=1)
     finish(fig, f"Speculative decoding · {rate_text} · source: {recs[-1].assisted[row].source}",
-           height=max(320, 140 + 30 * slots), uirevision=f"speculative-{row}")
+           height=min(max(320, 140 + 30 * slots), 480), uirevision=f"speculative-{row}")  # then it pans
     last = recs[-1].step
     fig.update_layout(dragmode="pan",
                       xaxis=dict(title="step (one verification round)", dtick=1,

@@ -344,7 +344,8 @@ class TabUI:
     def _settings(self) -> dict:
         tab, app = self.tab, self.app
         prompt = gr.Textbox(label="Prompt", lines=3, value=(load_examples(tab.key) or [""])[0])
-        gr.Examples([[p] for p in load_examples(tab.key)], inputs=[prompt], label=tab.examples_label)
+        with gr.Accordion(tab.examples_label, open=False):  # the prompt starts as the first; the rest a click away
+            gr.Examples([[p] for p in load_examples(tab.key)], inputs=[prompt], label=tab.examples_label)
         chat = gr.Checkbox(label="Apply chat template", value=True,
                            info="tokenizer.apply_chat_template, for instruct models")
         with gr.Row():  # under the prompt: the run starts and reports where the user is looking
@@ -376,7 +377,7 @@ class TabUI:
         tokens = gr.HTML(label="Tokens coloured by probability (hover: alternatives; click one to pick its step)",
                          show_label=True, container=True, padding=True, elem_classes=["dp-token-view"],
                          js_on_load=(ASSETS / "token_click.js").read_text())
-        texts = [gr.Textbox(label=lab, lines=tab.text_lines, max_lines=16, interactive=False, buttons=["copy"])
+        texts = [gr.Textbox(label=lab, lines=tab.text_lines, max_lines=tab.text_lines + 4, interactive=False)
                  for lab in tab.text_labels]
         with gr.Row():
             step = gr.Slider(0, 1, value=0, step=1, label="step", info="pick a step to see its alternatives",
@@ -384,7 +385,7 @@ class TabUI:
             row = gr.Number(label="row", value=0, precision=0, minimum=0, info="returned sequence or beam",
                             scale=1)
         alternatives = gr.Dataframe(headers=ALTERNATIVES_HEADERS, label="Top alternatives at the picked step",
-                                    interactive=False, wrap=True, max_height=320)
+                                    interactive=False, wrap=True, max_height=280)
         with gr.Group(elem_classes=["dp-steer"]):
             with gr.Row():
                 token = gr.Textbox(label="token", scale=3, placeholder="#1234 or a token's text",
