@@ -75,16 +75,21 @@ def wait_done(panel: Locator) -> Locator:
 
 
 def open_figure(panel: Locator, label: str) -> Locator:
-    """Select the figure sub-tab called ``label`` in a strategy tab's ``panel``; returns its panel."""
+    """Select the figure sub-tab called ``label`` in a strategy tab's ``panel`` (from Gradio's "More tabs" menu where
+    the tab bar overflows); returns its panel."""
     tab = panel.get_by_role("tab", name=label, exact=True)
-    tab.click()
-    expect(tab).to_have_attribute("aria-selected", "true")
+    if tab.count() and tab.first.is_visible():
+        tab.click()
+        expect(tab).to_have_attribute("aria-selected", "true")
+    else:
+        panel.get_by_role("button", name="More tabs").first.click()
+        panel.locator(".overflow-dropdown").get_by_role("button", name=label, exact=True).click()
     return panel.get_by_role("tabpanel")
 
 
 def _plot_block(panel: Locator, label: str) -> Locator:
     """The figure ``label``: a strategy tab's figure sub-tab (selected), or a labelled plot (the Branches panel)."""
-    if panel.get_by_role("tab", name=label, exact=True).count():
+    if panel.get_by_role("tab", name=label, exact=True).count() or panel.get_by_role("button", name="More tabs").count():
         return open_figure(panel, label)
     title = panel.get_by_text(label, exact=True)
     return title.locator("xpath=ancestor::div[contains(concat(' ', normalize-space(@class), ' '), ' block ')][1]")

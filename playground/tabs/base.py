@@ -377,8 +377,9 @@ class TabUI:
         tokens = gr.HTML(label="Tokens coloured by probability (hover: alternatives; click one to pick its step)",
                          show_label=True, container=True, padding=True, elem_classes=["dp-token-view"],
                          js_on_load=(ASSETS / "token_click.js").read_text())
-        texts = [gr.Textbox(label=lab, lines=tab.text_lines, max_lines=tab.text_lines + 4, interactive=False)
-                 for lab in tab.text_labels]
+        with gr.Row():  # several texts (DoLa beside greedy, assisted beside greedy) side by side
+            texts = [gr.Textbox(label=lab, lines=tab.text_lines, max_lines=tab.text_lines + 4, interactive=False)
+                     for lab in tab.text_labels]
         with gr.Row():
             step = gr.Slider(0, 1, value=0, step=1, label="step", info="pick a step to see its alternatives",
                              scale=3)
