@@ -56,9 +56,6 @@ def keep_component_ids() -> None:
     SessionState.__setitem__ = __setitem__
 
 
-SKIP = {"__type__": "update"}
-
-
 def cheap_skips() -> None:
     from gradio.blocks import Block, Blocks, convert_component_dict_to_list
     from gradio.components import _Keywords
@@ -74,7 +71,7 @@ def cheap_skips() -> None:
         if not isinstance(predictions, (list, tuple)) or len(outputs) < 2 or len(predictions) != len(outputs):
             return await postprocess_data(self, block_fn, predictions, state)
         bare = [i for i, (value, block) in enumerate(zip(predictions, outputs))
-                if not block.stateful and isinstance(value, dict) and value == SKIP]
+                if not block.stateful and isinstance(value, dict) and value == gr.skip()]
         if not bare:
             return await postprocess_data(self, block_fn, predictions, state)
         predictions = list(predictions)
@@ -82,7 +79,7 @@ def cheap_skips() -> None:
             predictions[i] = _Keywords.FINISHED_ITERATING
         data = await postprocess_data(self, block_fn, predictions, state)
         for i in bare:
-            data[i] = dict(SKIP)
+            data[i] = gr.skip()
         return data
 
     mended.mended, mended.original = True, postprocess_data

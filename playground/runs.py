@@ -99,17 +99,13 @@ class Run:
                      stopped=self.stopped or "cancelled")
 
     @classmethod
-    def from_trace(cls, name: str, label: str, trace: Trace, prompt: str = "", text_of=None,
+    def from_trace(cls, name: str, label: str, trace: Trace, prompt: str = "",
                    lead_pieces: list[Piece] | None = None) -> "Run":
-        """A finished run from its trace; the prefix a branch continues from (shown first) is spelled by
-        ``lead_pieces`` (``playground.branches.pieces``: a split character reads whole), else by ``text_of(id)``."""
+        """A finished run from its trace; ``lead_pieces`` spell the prefix a branch continues from, shown first
+        (``playground.branches.pieces``: a split character reads whole)."""
         lead = list(trace.origin.prefix) if trace.origin is not None else []
-        if lead_pieces is not None:
-            lead_texts = list(lead_pieces)
-        else:
-            lead_texts = [text_of(t) for t in lead] if text_of is not None else []
-        spelled = "".join(shown([p if isinstance(p, Piece) else Piece(p) for p in lead_texts]))
-        texts = [spelled + t for t in trace.texts] if lead_texts else list(trace.texts)
+        lead_texts = list(lead_pieces or ())
+        texts = ["".join(shown(lead_texts)) + t for t in trace.texts] if lead_texts else list(trace.texts)
         return cls(name, label, kwargs=dict(trace.config), prompt_ids=trace.prompt_ids, steps=list(trace.steps),
                    tokens=returned_tokens(trace), texts=texts, trace=trace, model_name=trace.model_name,
                    elapsed_s=trace.elapsed_s, first_token_s=trace.steps[0].elapsed_s if trace.steps else None,

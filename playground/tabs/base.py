@@ -19,7 +19,7 @@ import inspect
 import json
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -337,9 +337,9 @@ class TabUI:
                       figure_tabs=run["figure_tabs"], tokens=run["tokens"], step=run["step"],
                       alternatives=run["alternatives"], runs=runs_state, download=run["download"],
                       branches=app.branches)
-        return Widgets(out=out, extra=extra, tab=tab_block, **{k: v for k, v in settings.items() if k != "status"},
-                       **{k: v for k, v in run.items() if k in ("row", "token", "node", "branch", "from_node",
-                                                                 "next_token", "upload", "clicks", "code")})
+        own = {f.name for f in fields(Widgets)}  # the rest of what the two columns made is in ``out``
+        made = {k: v for k, v in {**settings, **run}.items() if k in own}
+        return Widgets(out=out, extra=extra, tab=tab_block, **made)
 
     def _settings(self) -> dict:
         tab, app = self.tab, self.app
@@ -433,7 +433,8 @@ class TabUI:
         runs_events = [run_event(w.generate, self.generate, [], "generate"),
                        run_event(w.branch, self.branch, [("step", out.step), ("row", w.row), ("token", w.token)],
                                  "branch"),
-                       run_event(w.from_node, self.branch_node, [("node", w.node)], "branch_node" if tab.beam else None),
+                       run_event(w.from_node, self.branch_node, [("node", w.node)],
+                                 "branch_node" if tab.beam else None),
                        run_event(w.next_token, self.next_token, [], "next_token" if tab.steppable else None)]
         if tab.samples:
             runs_events.append(run_event(w.sample_many, self.sample_many, [("n", w.n_samples)], "sample_many"))
@@ -544,7 +545,7 @@ class TabUI:
 
         yield from self._run(starts, branches, request)
 
-    def _run(self, starts, branches, request) -> Iterator[tuple]:
+    def _run(self, starts, branches, request) -> Iterator[dict]:
         """``starts()`` -> (the (plan, ``steering.Start``) pairs, the model, the prompt, a note); a ``ValueError``
         it raises is the status (what is on screen stays); otherwise stream them."""
         try:
@@ -560,13 +561,13 @@ class TabUI:
             raise ValueError("there is no finished run in this tab to continue: Generate first")
         return parent
 
-    def _stream(self, starts, loaded, prompt, branches, note, request) -> Iterator[tuple]:
+    def _stream(self, starts, loaded, prompt, branches, note, request) -> Iterator[dict]:
         """Stream each (plan, start) in order into one view; the first is the tab's main run, which joins the
         session's branch tree when it ends (a paused step-mode run too, growing in place)."""
         branches = branches if isinstance(branches, Branches) else Branches()
+        texts = TokenTexts(loaded.tokenizer)
         view = View({plan.name: Run(plan.name, start.label, start.kwargs, prompt=prompt, base=start.base,
-                                    paused=start.paused, lead=list(start.lead),
-                                    lead_texts=TokenTexts(loaded.tokenizer).pieces(start.lead)[0])
+                                    paused=start.paused, lead=list(start.lead), lead_texts=texts.pieces(start.lead)[0])
                      for plan, start in starts}, branches=branches)
         throttle = Throttle()
         try:
