@@ -19,6 +19,7 @@ from __future__ import annotations
 from playground import zerogpu  # noqa: F401, I001 - first: on a ZeroGPU Space it imports spaces before torch
 
 import os
+import sys
 from pathlib import Path
 
 import gradio as gr
@@ -138,6 +139,7 @@ def main() -> None:
     policy.default_dtype()
     policy.shared_forward()
     torch.set_num_threads(policy.torch_threads())  # threads decided once, before any model runs
+    sys.setswitchinterval(policy.switch_interval())  # the model's thread gets the GIL back soon after each op
     demo = build_demo(startup, models=ModelCache(policy.max_models()), slots=slots)
     print(f"Decoding Playground: serving model {demo.startup_model!r} "
           f"(set {MODEL_ENV} to choose another)", flush=True)

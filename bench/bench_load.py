@@ -2,6 +2,7 @@
 concurrent ``gradio_client`` sessions, every seeded run checked against the same call made alone.
 
     python bench/bench_load.py [--visitors 8,16] [--rounds 3] [--tokens 32] [--ended 32] [--dtype float32]
+                               [--switch-ms 5,1]
 
 Phases (one run of this script prints them all; absolute numbers move with the machine's load, read the ratios):
 1. core, in this process, on the app's model and precision with the app's torch threads, interleaved: tokens/s of
@@ -30,6 +31,7 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,10 +59,12 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def start_server(port: int, slots: int, dtype: str, shared: bool) -> subprocess.Popen:
+def start_server(port: int, slots: int, dtype: str, shared: bool, switch_ms: str = "") -> subprocess.Popen:
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "PLAYGROUND_SLOTS": str(slots), "PLAYGROUND_QUEUE": "64",
            "PLAYGROUND_DTYPE": dtype, "PLAYGROUND_SHARED_FORWARD": "1" if shared else "0",
            "GRADIO_ANALYTICS_ENABLED": "False"}
+    if switch_ms:
+        env["PLAYGROUND_SWITCH_MS"] = switch_ms
     server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     threading.Thread(target=lambda: [None for _ in server.stdout], daemon=True).start()  # drain its output
@@ -208,28 +212,26 @@ def core_speeds(dtype: str, tokens: int, threads: int, repeats: int = 3) -> tupl
     return statistics.median(rates["generate"]), statistics.median(rates["stream"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--visitors", default="8,16", help="concurrent sessions per load phase")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per session in each load phase")
-    parser.add_argument("--tokens", type=int, default=32)
-    parser.add_argument("--ended", type=int, default=32, help="one-run sessions opened and closed after the load")
-    parser.add_argument("--slots", type=int, default=16, help="PLAYGROUND_SLOTS of the server")
-    parser.add_argument("--dtype", default="float32", help="PLAYGROUND_DTYPE of the server")
-    parser.add_argument("--alone", action="store_true", help="PLAYGROUND_SHARED_FORWARD=0: each run by itself")
-    parser.add_argument("--settle", type=float, default=20.0, help="seconds to wait for ended sessions to go")
-    args = parser.parse_args()
-    counts = [int(n) for n in args.visitors.split(",") if n.strip()]
+@dataclass
+class Served:
+    """What one server (one ``--switch-ms`` value) measured: one visitor, the solo references, the loads, RSS."""
 
-    from playground.policy import torch_threads
+    switch_ms: str
+    app_rate: float = 0.0
+    one_client_rate: float = 0.0
+    streamed: list[int] = field(default_factory=list)
+    final_bytes: int = 0
+    solo: dict = field(default_factory=dict)
+    loads: list = field(default_factory=list)  # (visitors, their Visitor objects, wall time, peak RSS)
+    rss: tuple[float, float, float] = (0.0, 0.0, 0.0)  # after the warm-up, after the load, after the ended sessions
 
-    threads = int(os.environ.get("PLAYGROUND_THREADS") or torch_threads())
-    core_rate, stream_rate = core_speeds(args.dtype, args.tokens, threads)
 
+def serve(args, counts: list[int], switch_ms: str) -> Served:
+    """Phases 2-5 on one server started with ``PLAYGROUND_SWITCH_MS=switch_ms``."""
+    got = Served(switch_ms)
     port = free_port()
-    server = start_server(port, args.slots, args.dtype, not args.alone)
+    server = start_server(port, args.slots, args.dtype, not args.alone, switch_ms)
     url = f"http://127.0.0.1:{port}/"
-    loads = []
     try:
         # 2. one visitor, greedy, one run after another
         one = Visitor(url)
@@ -241,13 +243,14 @@ def main() -> None:
             before = one.tokens
             one.run("greedy", 0, args.tokens)
             one_tokens += one.tokens - before
-        one_client_rate = one_tokens / (time.perf_counter() - t0)
-        app_rate = statistics.median(one.server_rates)
+        got.one_client_rate = one_tokens / (time.perf_counter() - t0)
+        got.app_rate = statistics.median(one.server_rates)
         with EventBytes() as sent:  # one more run, its messages counted
             one.run("greedy", 0, args.tokens)
-        streamed = sent.sizes.get("process_generating", [])
+        got.streamed = sent.sizes.get("process_generating", [])
+        got.final_bytes = sum(sent.sizes.get("process_completed", [0]))
         # 3. solo references
-        solo = {(tab, seed): one.run(tab, seed, args.tokens) for tab in TABS for seed in SEEDS}
+        got.solo = {(tab, seed): one.run(tab, seed, args.tokens) for tab in TABS for seed in SEEDS}
         one.close()
         rss_warm = None
         for n in counts:
@@ -278,7 +281,7 @@ def main() -> None:
             sampler.join()
             for v in visitors:
                 v.close()
-            loads.append((n, visitors, wall, max(samples)))
+            got.loads.append((n, visitors, wall, max(samples)))
         if rss_warm is None:  # no load phase
             rss_warm = rss_mb(server.pid)
         rss_after = settle(server.pid, args.settle)
@@ -286,47 +289,82 @@ def main() -> None:
             v = Visitor(url)
             v.run("sampling", SEEDS[0], args.tokens)
             v.close()
-        rss_ended = settle(server.pid, args.settle)
+        got.rss = (rss_warm, rss_after, settle(server.pid, args.settle))
     finally:
         server.terminate()
         server.wait(timeout=30)
+    return got
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--visitors", default="8,16", help="concurrent sessions per load phase")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per session in each load phase")
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--ended", type=int, default=32, help="one-run sessions opened and closed after the load")
+    parser.add_argument("--slots", type=int, default=16, help="PLAYGROUND_SLOTS of the server")
+    parser.add_argument("--dtype", default="float32", help="PLAYGROUND_DTYPE of the server")
+    parser.add_argument("--alone", action="store_true", help="PLAYGROUND_SHARED_FORWARD=0: each run by itself")
+    parser.add_argument("--settle", type=float, default=20.0, help="seconds to wait for ended sessions to go")
+    parser.add_argument("--switch-ms", default="", help="PLAYGROUND_SWITCH_MS of the server (the app's default if "
+                        "empty); several, comma-separated, measure one server each, one after another")
+    args = parser.parse_args()
+    counts = [int(n) for n in args.visitors.split(",") if n.strip()]
+
+    from playground.policy import switch_interval, torch_threads
+
+    threads = int(os.environ.get("PLAYGROUND_THREADS") or torch_threads())
+    core_rate, stream_rate = core_speeds(args.dtype, args.tokens, threads)
+    switches = [v.strip() for v in args.switch_ms.split(",")] if args.switch_ms else [""]
+    served = [serve(args, counts, switch) for switch in switches]
+
+    def named(switch: str) -> str:
+        return f"{switch} ms" if switch else f"{switch_interval() * 1000:g} ms (default)"
 
     print(f"python bench/bench_load.py --visitors {args.visitors} --rounds {args.rounds} --tokens {args.tokens} "
-          f"--ended {args.ended} --slots {args.slots} --dtype {args.dtype}{' --alone' if args.alone else ''}: "
+          f"--ended {args.ended} --slots {args.slots} --dtype {args.dtype}{' --alone' if args.alone else ''}"
+          f"{' --switch-ms ' + args.switch_ms if args.switch_ms else ''}: "
           f"{os.environ.get('PLAYGROUND_MODEL') or 'embedded model'}, {threads} torch thread(s), "
           f"forwards {'each run alone' if args.alone else 'shared'}, tabs {', '.join(TABS)}, seeds {list(SEEDS)}")
     print()
-    print("| path | tokens/s | ratio | target |")
-    print("|---|---:|---:|---|")
-    print(f"| `core.generate` (ListRecorder) | {core_rate:.1f} | 1.00x | |")
-    print(f"| `core.stream` | {stream_rate:.1f} | {stream_rate / core_rate:.2f}x core | >= 0.95x |")
-    print(f"| the app, one visitor (status line, server-side) | {app_rate:.1f} | {app_rate / core_rate:.2f}x core "
-          f"| >= 0.9x |")
-    print(f"| the app, one visitor (client: tokens / wall time) | {one_client_rate:.1f} | "
-          f"{one_client_rate / core_rate:.2f}x core | |")
-    if streamed:
-        print(f"\nbytes per streamed event (one greedy run of {args.tokens} tokens): {len(streamed)} events, mean "
-              f"{statistics.mean(streamed):.0f} B, median {statistics.median(streamed):.0f} B, max {max(streamed)} B; "
-              f"the final message {sum(sent.sizes.get('process_completed', [0]))} B")
+    print("| path | GIL switch | tokens/s | ratio | target |")
+    print("|---|---|---:|---:|---|")
+    print(f"| `core.generate` (ListRecorder) | | {core_rate:.1f} | 1.00x | |")
+    print(f"| `core.stream` | | {stream_rate:.1f} | {stream_rate / core_rate:.2f}x core | >= 0.95x |")
+    for got in served:
+        print(f"| the app, one visitor (status line, server-side) | {named(got.switch_ms)} | {got.app_rate:.1f} "
+              f"| {got.app_rate / core_rate:.2f}x core | >= 0.9x |")
+        print(f"| the app, one visitor (client: tokens / wall time) | {named(got.switch_ms)} "
+              f"| {got.one_client_rate:.1f} | {got.one_client_rate / core_rate:.2f}x core | |")
+    for got in served:
+        if got.streamed:
+            print(f"\nbytes per streamed event ({named(got.switch_ms)}; one greedy run of {args.tokens} tokens): "
+                  f"{len(got.streamed)} events, mean {statistics.mean(got.streamed):.0f} B, median "
+                  f"{statistics.median(got.streamed):.0f} B, max {max(got.streamed)} B; the final message "
+                  f"{got.final_bytes} B")
     print()
-    print("| visitors | runs | total tokens/s | / one visitor | p50 latency | p95 latency | p50 first token "
-          "| p95 first token | equal to solo | peak RSS |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| visitors | GIL switch | runs | total tokens/s | / one visitor | p50 latency | p95 latency "
+          "| p50 first token | p95 first token | equal to solo | peak RSS |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     mismatched = set()
-    for n, visitors, wall, peak in loads:
-        results = [r for v in visitors for r in v.results]
-        equal = sum(text == solo[(tab, seed)] for tab, seed, text in results)
-        mismatched |= {(tab, seed) for tab, seed, text in results if text != solo[(tab, seed)]}
-        latencies = [x for v in visitors for x in v.latencies]
-        first = [x for v in visitors for x in v.first]
-        total = sum(v.tokens for v in visitors) / wall
-        print(f"| {n} | {len(results)} | {total:.1f} | {total / app_rate:.2f}x | {statistics.median(latencies):.1f} s "
-              f"| {percentile(latencies, 0.95):.1f} s | {statistics.median(first):.2f} s "
-              f"| {percentile(first, 0.95):.2f} s | {equal}/{len(results)} | {peak:.0f} MB |")
+    for got in served:
+        for n, visitors, wall, peak in got.loads:
+            results = [r for v in visitors for r in v.results]
+            equal = sum(text == got.solo[(tab, seed)] for tab, seed, text in results)
+            mismatched |= {(tab, seed) for tab, seed, text in results if text != got.solo[(tab, seed)]}
+            latencies = [x for v in visitors for x in v.latencies]
+            first = [x for v in visitors for x in v.first]
+            total = sum(v.tokens for v in visitors) / wall
+            print(f"| {n} | {named(got.switch_ms)} | {len(results)} | {total:.1f} | {total / got.app_rate:.2f}x "
+                  f"| {statistics.median(latencies):.1f} s | {percentile(latencies, 0.95):.1f} s "
+                  f"| {statistics.median(first):.2f} s | {percentile(first, 0.95):.2f} s | {equal}/{len(results)} "
+                  f"| {peak:.0f} MB |")
     print()
-    print(f"RSS: {rss_warm:.0f} MB after the first warm-up, {rss_after:.0f} MB after the load's sessions ended, "
-          f"{rss_ended:.0f} MB after {args.ended} one-run sessions: growth {rss_ended - rss_warm:+.0f} MB "
-          f"(target <= 40 MB)")
+    for got in served:
+        warm, after, ended = got.rss
+        print(f"RSS ({named(got.switch_ms)}): {warm:.0f} MB after the first warm-up, {after:.0f} MB after the load's "
+              f"sessions ended, {ended:.0f} MB after {args.ended} one-run sessions: growth {ended - warm:+.0f} MB "
+              f"(target <= 40 MB)")
     if mismatched:
         print(f"\nnot equal to their solo run: {sorted(mismatched)}")
 

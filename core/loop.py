@@ -443,6 +443,7 @@ class StreamEvent:
     done: bool = False
     result: GenerationResult | None = None
     stopped: str = ""
+    behind: int = 0  # events already waiting after this one: a consumer that fell behind may show only the last
 
 
 class _QueueRecorder:
@@ -510,7 +511,7 @@ def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConf
                 for row in record.rows:
                     tokens[row.row].extend(row.chosen)
             # a copy per event: the list keeps growing, and a consumer may keep earlier events
-            yield StreamEvent(record, [list(t) for t in tokens], [decode(t) for t in tokens])
+            yield StreamEvent(record, [list(t) for t in tokens], [decode(t) for t in tokens], behind=q.qsize())
     finally:
         cancel.set()
         # a worker in its loop stops within a step; one stuck elsewhere is not waited for past the cap

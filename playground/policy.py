@@ -50,6 +50,7 @@ MAX_SECONDS_ENV = "PLAYGROUND_MAX_SECONDS"
 DTYPE_ENV = "PLAYGROUND_DTYPE"
 SHARED_ENV = "PLAYGROUND_SHARED_FORWARD"
 THREADS_ENV = "PLAYGROUND_THREADS"
+SWITCH_ENV = "PLAYGROUND_SWITCH_MS"
 DEFAULT_MAX_SECONDS = 120.0
 DEFAULT_MAX_PARAMS = 2_000_000_000
 DEFAULT_MAX_MODELS = 2
@@ -126,6 +127,21 @@ def torch_threads() -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError(f"{THREADS_ENV} must be a whole number of threads, at least 1; got {raw!r}")
     return int(raw)
+
+
+def switch_interval() -> float:
+    """``PLAYGROUND_SWITCH_MS``, default 1: how often (milliseconds) Python hands the GIL to another thread that waits
+    for it (``sys.setswitchinterval``; Python's own default is 5). A forward releases the GIL around each of its
+    hundreds of torch ops and must take it back after each: with the default, a Gradio handler busy in Python makes
+    the model's thread wait up to 5 ms per op (``bench/bench_load.py --switch-ms``)."""
+    raw = os.environ.get(SWITCH_ENV, "").strip() or "1"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.05 <= value <= 100:
+        raise ValueError(f"{SWITCH_ENV} must be a number of milliseconds from 0.05 to 100; got {raw!r}")
+    return value / 1000
 
 
 def default_dtype() -> str:

@@ -160,8 +160,9 @@ def streaming() -> int:
 def stream_run(run: Run, loaded, input_ids, attention_mask, *, generator, top_n: int = 10,
                max_seconds: float | None = None, origin: core.Origin | None = None,
                **model_kwargs) -> Iterator[Run]:
-    """Iterate ``core.stream`` into ``run``, yielding it after each event (on a ZeroGPU Space inside a GPU task:
-    ``zerogpu.stream``). The run draws from ``generator`` (its own: ``core.rng.new_generator(seed)``, or a list of
+    """Iterate ``core.stream`` into ``run``, yielding it after each event that is the newest (a consumer that fell
+    behind gets every record in ``run`` but one yield for the steps that queued meanwhile; on a ZeroGPU Space inside
+    a GPU task: ``zerogpu.stream``). The run draws from ``generator`` (its own: ``core.rng.new_generator(seed)``, or a list of
     them, one per row), stops at the ``max_seconds`` wall-clock cap, and names ``origin`` when it continues another
     run. Closing this generator closes the core's stream, which sets its cancel event: the worker stops within one
     step."""
@@ -185,7 +186,8 @@ def stream_run(run: Run, loaded, input_ids, attention_mask, *, generator, top_n:
         with _STREAMING:
             for event in events:
                 run.feed(event, decode)
-                yield run
+                if not event.behind:  # the consumer fell behind the worker: show the newest step, not each
+                    yield run
     finally:
         events.close()  # joins the worker
         run.streaming.clear()

@@ -87,6 +87,36 @@ def test_stream_without_tokenizer_streams_ids(tiny_model, prompt):
     assert events[-1].tokens[0] == events[-1].result.sequences[0, prompt.shape[1]:].tolist()
 
 
+def test_a_consumer_that_falls_behind_is_told_how_many_events_wait(tiny_model, prompt):
+    """``behind`` counts the events queued after this one: a slow consumer (a Gradio handler under load) may show
+    only the newest, and still gets every record and the same end."""
+    fast = list(core.stream(tiny_model, prompt, max_new_tokens=6, min_new_tokens=6))
+    slow = []
+    for event in core.stream(tiny_model, prompt, max_new_tokens=6, min_new_tokens=6):
+        if not slow:
+            time.sleep(0.5)  # the worker runs ahead meanwhile
+        slow.append(event)
+    assert any(e.behind for e in slow) and slow[-1].behind == 0
+    assert [e.record.step for e in slow if e.record] == [e.record.step for e in fast if e.record]
+    assert slow[-1].tokens == fast[-1].tokens
+
+
+def test_stream_run_yields_the_newest_step_only_when_behind(tiny_model, prompt):
+    """The tab's view is yielded once for the steps that queued while its consumer was busy; every record is in."""
+    from playground.runs import Run, stream_run
+
+    class Loaded:
+        model, tokenizer, name = tiny_model, None, "tiny"
+
+    run = Run("main", "greedy", dict(max_new_tokens=6, min_new_tokens=6, do_sample=False))
+    seen = []
+    for shown in stream_run(run, Loaded(), prompt, None, generator=None):
+        if not seen:
+            time.sleep(0.5)
+        seen.append(len(shown.steps))
+    assert len(seen) < 7 and seen[-1] == 6 and run.done and len(run.tokens[0]) == 6
+
+
 def test_stream_reraises_errors_in_the_caller(tiny_model, prompt):
     with pytest.raises(ValueError, match="`top_p` must be in"):
         list(core.stream(tiny_model, prompt, max_new_tokens=5, do_sample=True, top_p=3.0))

@@ -282,12 +282,13 @@ def test_main_serves_the_model_named_in_the_environment(tiny_folder, monkeypatch
     launched = {}
     monkeypatch.setenv(app.MODEL_ENV, tiny_folder)
     monkeypatch.setattr(app, "launch", lambda demo, **kw: launched.update(demo=demo, **kw))
-    threads = []
+    threads, switches = [], []
     monkeypatch.setattr(app.torch, "set_num_threads", threads.append)  # decided once, at start-up
+    monkeypatch.setattr(app.sys, "setswitchinterval", switches.append)
     app.main()
     assert launched["demo"].startup_model == tiny_folder
     assert launched["server_port"] == 7860 and launched["slots"] == 8  # runs share forwards: more may run at once
-    assert threads == [app.policy.torch_threads()]
+    assert threads == [app.policy.torch_threads()] and switches == [app.policy.switch_interval()]
     assert tiny_folder in capsys.readouterr().out
 
 
@@ -340,7 +341,7 @@ def test_tabs_come_in_registry_order_whatever_imports_what():
     assert [t.key for t in all_tabs()] == list(tabs._MODULES)
 
 
-def test_the_shared_forward_and_threads_knobs_name_their_variable_when_malformed(monkeypatch):
+def test_the_shared_forward_threads_and_switch_knobs_name_their_variable_when_malformed(monkeypatch):
     from playground import policy
 
     monkeypatch.setenv(policy.SHARED_ENV, "yes")
@@ -349,9 +350,13 @@ def test_the_shared_forward_and_threads_knobs_name_their_variable_when_malformed
     monkeypatch.setenv(policy.THREADS_ENV, "0")
     with pytest.raises(ValueError, match=policy.THREADS_ENV):
         policy.torch_threads()
+    monkeypatch.setenv(policy.SWITCH_ENV, "0")
+    with pytest.raises(ValueError, match=policy.SWITCH_ENV):
+        policy.switch_interval()
     monkeypatch.setenv(policy.SHARED_ENV, "0")
     monkeypatch.setenv(policy.THREADS_ENV, "3")
-    assert policy.shared_forward() is False and policy.torch_threads() == 3
+    monkeypatch.setenv(policy.SWITCH_ENV, "0.5")
+    assert policy.shared_forward() is False and policy.torch_threads() == 3 and policy.switch_interval() == 0.0005
 
 
 def test_output_names_follow_what_a_build_sends(served):
