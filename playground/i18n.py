@@ -8,7 +8,8 @@ Call sites keep their English and wrap it: ``tr("Generate")`` is the marker Grad
 of the browser's language. The English stays the key to everything else: run labels, ``Figure.label`` in the API's
 output names (``figure:Beam tree``), tests that find a widget by its English label, a ``gr.Warning``. A text with
 no entry comes back as it is, in English in both languages, and is remembered in ``missing()`` (a test keeps it
-empty, and keeps every entry in use).
+empty, and keeps every entry in use). A ``Blocks`` that shows these widgets must be launched with ``i18n=I18N``
+(``app.launch`` is): without it the browser shows the keys.
 
 Not translated, on purpose: a widget whose label is a ``GenerationConfig`` field (``num_beams``, ``temperature``,
 ``max_new_tokens``, ``seed``, ``penalty_alpha``, ``dola_layers``, ...) keeps the field's name in both languages, so
