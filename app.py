@@ -28,6 +28,7 @@ import torch
 import core
 from core.models import DEFAULT_NAME, DTYPE_CHOICES, available_models
 from playground import branches_panel, config_panel, engine, gradio_patches, policy, session
+from playground.i18n import I18N, tr
 from playground.branches import Branches
 from playground.state import MODELS, ModelCache
 from playground.tabs import TabHandle, all_tabs
@@ -83,21 +84,21 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
     max_seconds = policy.max_seconds() if max_seconds is None else max_seconds
     # Gradio's own copies of served files (uploads, files not already in its cache) go after an hour
     with gr.Blocks(title="Decoding Playground", delete_cache=(600, 3600)) as demo:
-        gr.Markdown("# Decoding Playground\nHow a language model picks its next token, strategy by strategy: "
-                    "the text streams in while the figures show what each step considered.", label="Title")
+        gr.Markdown(tr("# Decoding Playground\nHow a language model picks its next token, strategy by strategy: "
+                       "the text streams in while the figures show what each step considered."), label="Title")
         model_state = session.state(startup)
         branches = session.state(Branches())  # every run of the session, as a tree of forks
         with gr.Row(equal_height=False):
-            pick = gr.Dropdown(list(dict.fromkeys([*choices, startup_name])), value=startup_name, label="Model",
+            pick = gr.Dropdown(list(dict.fromkeys([*choices, startup_name])), value=startup_name, label=tr("Model"),
                                scale=2)
             public = policy.public_mode()  # a public server loads no local path a visitor types
-            path = gr.Textbox(label="Or a Hub id" if public else "Or a Hub id, local folder or .gguf file",
+            path = gr.Textbox(label=tr("Or a Hub id" if public else "Or a Hub id, local folder or .gguf file"),
                               placeholder="HuggingFaceTB/SmolLM2-360M", scale=3,
                               info=f"safetensors models of at most {policy.max_params() / 1e9:g}B parameters"
                               if public else None)
             precision = gr.Dropdown(list(DTYPE_CHOICES), value=dtype, label="dtype", scale=1,
-                                    info="precision of the weights; auto: bfloat16 where the hardware has it")
-            load = gr.Button("Load model", scale=1)
+                                    info=tr("precision of the weights; auto: bfloat16 where the hardware has it"))
+            load = gr.Button(tr("Load model"), scale=1)
         model_status = gr.Markdown(describe(loaded), label="Model status")
         app = AppContext(models=models, model_state=model_state, startup=loaded, model_choices=choices, slots=slots,
                          max_seconds=max_seconds, branches=branches)
@@ -126,10 +127,13 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
 
 
 def launch(demo: gr.Blocks, slots: int = 2, queue_size: int = 16, **kwargs):
-    """Queue (``slots`` generations at once, ``queue_size`` waiting) and serve with the playground's CSS."""
+    """Queue (``slots`` generations at once, ``queue_size`` waiting) and serve with the playground's CSS, its
+    English and Arabic (``playground.i18n``: Gradio picks one from the browser's language) and the script that
+    lays an Arabic page out right to left (``assets/locale.js``)."""
     gradio_patches.apply()  # two mends of Gradio's output path, process-wide: see there
     demo.queue(default_concurrency_limit=slots, max_size=queue_size)
-    return demo.launch(css_paths=[ASSETS / "style.css"], **kwargs)
+    return demo.launch(css_paths=[ASSETS / "style.css"], i18n=I18N, js=(ASSETS / "locale.js").read_text(),
+                       **kwargs)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from .branches import Branches, compare, pieces, spelled, token_texts
 from .figures import branches as branch_figures
 from .figures.common import figure_json
 from .figures.tokens import tokens_html
+from .i18n import tr
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 INTRO = ("**Branches**: every run of this session, as a tree of forks per prompt. Continue a run with another "
@@ -139,29 +140,29 @@ class BranchesPanel:
         return branches, f"Loaded {len(loaded.entries)} runs."
 
     def build(self) -> None:
-        with gr.Tab("Branches", id="branches") as tab:
-            gr.Markdown(INTRO, label="About Branches")
+        with gr.Tab(tr("Branches"), id="branches") as tab:
+            gr.Markdown(tr(INTRO), label="About Branches")
             with gr.Row():
-                prompt = gr.Dropdown([], label="Prompt", info="the session's prompts, newest first", scale=4)
-                refresh = gr.Button("Refresh", scale=1)
-            tree = gr.Plot(label="Branch tree")
-            gr.Markdown(branch_figures.TREE_CAPTION, label="Branch tree caption", elem_classes=["dp-caption"])
+                prompt = gr.Dropdown([], label=tr("Prompt"), info=tr("the session's prompts, newest first"), scale=4)
+                refresh = gr.Button(tr("Refresh"), scale=1)
+            tree = gr.Plot(label=tr("Branch tree"))
+            gr.Markdown(tr(branch_figures.TREE_CAPTION), label="Branch tree caption", elem_classes=["dp-caption"])
             about = gr.Markdown(label="Shown run")
-            text = gr.Textbox(label="Run text", lines=4, max_lines=16, interactive=False)
-            tokens = gr.HTML(label="Run tokens", show_label=True, container=True, padding=True)
+            text = gr.Textbox(label=tr("Run text"), lines=4, max_lines=16, interactive=False)
+            tokens = gr.HTML(label=tr("Run tokens"), show_label=True, container=True, padding=True)
             with gr.Row():
-                first = gr.Dropdown([], label="Run A")
-                second = gr.Dropdown([], label="Run B")
-                go = gr.Button("Compare two runs", variant="primary")
+                first = gr.Dropdown([], label=tr("Run A"))
+                second = gr.Dropdown([], label=tr("Run B"))
+                go = gr.Button(tr("Compare two runs"), variant="primary")
             where = gr.Markdown(label="Where they diverge")
             with gr.Row():
-                text_a = gr.Textbox(label="Run A text", lines=4, max_lines=16, interactive=False)
-                text_b = gr.Textbox(label="Run B text", lines=4, max_lines=16, interactive=False)
-            evidence = gr.Plot(label="Log-probability per position")
-            gr.Markdown(branch_figures.COMPARE_CAPTION, label="Compare caption", elem_classes=["dp-caption"])
+                text_a = gr.Textbox(label=tr("Run A text"), lines=4, max_lines=16, interactive=False)
+                text_b = gr.Textbox(label=tr("Run B text"), lines=4, max_lines=16, interactive=False)
+            evidence = gr.Plot(label=tr("Log-probability per position"))
+            gr.Markdown(tr(branch_figures.COMPARE_CAPTION), label="Compare caption", elem_classes=["dp-caption"])
             with gr.Row():
-                download = gr.DownloadButton("Download branch tree (JSON)")
-                upload = gr.UploadButton("Load branch tree (JSON)", file_types=[".json"])
+                download = gr.DownloadButton(tr("Download branch tree (JSON)"))
+                upload = gr.UploadButton(tr("Load branch tree (JSON)"), file_types=[".json"])
             loaded_status = gr.Markdown(label="Branch tree file")
             clicks = gr.HTML("", label="Plot clicks", elem_classes=["dp-plot-clicks"],
                              js_on_load=(ASSETS / "plot_click.js").read_text())

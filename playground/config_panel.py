@@ -26,6 +26,7 @@ import gradio as gr
 
 from . import policy, session, share
 from .field_codecs import generate_kwargs, widget_value
+from .i18n import tr
 
 HEADING = "Settings of the **{title}** tab, as the `GenerationConfig` JSON transformers saves (only the values " \
           "that differ from the defaults)."
@@ -198,33 +199,34 @@ class ConfigPanel:
     # --- layout and wiring -----------------------------------------------------------------------
     def build(self) -> Panel:
         space, public = share.on_space(), policy.public_mode()
-        with gr.Tab("Config & Share", id="config") as tab:
+        with gr.Tab(tr("Config & Share"), id="config") as tab:
             heading = gr.Markdown(label="Config heading")
             json_view = gr.Code(language="json", interactive=False, label="GenerationConfig JSON")
             with gr.Row():
                 file_name = gr.Textbox(share.DEFAULT_FILE_NAME, label="config_file_name",
-                                       info="several named configs can live in one folder or repo")
+                                       info=tr("several named configs can live in one folder or repo"))
                 # in public mode the box is not used, and shows no server path
-                folder = gr.Textbox("" if public else share.DEFAULT_FOLDER, label="Local folder",
-                                    interactive=not public, placeholder="this session's own folder" if public else None,
-                                    info="a folder per session on this public server" if public else
-                                    "created if missing")
+                folder = gr.Textbox("" if public else share.DEFAULT_FOLDER, label=tr("Local folder"),
+                                    interactive=not public,
+                                    placeholder=tr("this session's own folder") if public else None,
+                                    info=tr("a folder per session on this public server" if public else
+                                            "created if missing"))
             with gr.Row():
-                save = gr.Button("Save", variant="primary")
-                load_folder = gr.Button("Load from folder")
-            download = gr.File(label="Download saved config", interactive=False)
-            upload = gr.File(label="Load from an uploaded JSON", file_types=[".json"], type="filepath")
+                save = gr.Button(tr("Save"), variant="primary")
+                load_folder = gr.Button(tr("Load from folder"))
+            download = gr.File(label=tr("Download saved config"), interactive=False)
+            upload = gr.File(label=tr("Load from an uploaded JSON"), file_types=[".json"], type="filepath")
             with gr.Group():
-                repo_id = gr.Textbox(label="Hub repo id", placeholder="your-name/your-model")
-                commit_message = gr.Textbox(label="Commit message", placeholder="Add a generation config")
+                repo_id = gr.Textbox(label=tr("Hub repo id"), placeholder="your-name/your-model")
+                commit_message = gr.Textbox(label=tr("Commit message"), placeholder=tr("Add a generation config"))
                 login = gr.LoginButton() if space else None
-                token = gr.Textbox(label="Hugging Face token", type="password",
-                                   info=("used only when you are not signed in" if space else
-                                         "your own token with write access; never stored" if public else
-                                         "used only when HF_TOKEN is unset; never stored"))
+                token = gr.Textbox(label=tr("Hugging Face token"), type="password",
+                                   info=tr("used only when you are not signed in" if space else
+                                           "your own token with write access; never stored" if public else
+                                           "used only when HF_TOKEN is unset; never stored"))
                 with gr.Row():
-                    push = gr.Button("Push to the Hub", variant="primary")
-                    load_hub = gr.Button("Load from the Hub")
+                    push = gr.Button(tr("Push to the Hub"), variant="primary")
+                    load_hub = gr.Button(tr("Load from the Hub"))
             status = gr.Markdown(label="Share status")
         p = self.panel = Panel(tab, heading, json_view, file_name, folder, save, load_folder, download, upload,
                                repo_id, commit_message, token, login, push, load_hub, status)

@@ -328,8 +328,10 @@ def view_code_panel():
     """The "View code" accordion (closed) with its code box; returns the box, which ``filler`` fills."""
     import gradio as gr
 
-    with gr.Accordion("View code", open=False):
-        return gr.Code(NO_RUN, language="python", label=PANEL_LABEL, interactive=False, wrap_lines=True)
+    from .i18n import tr
+
+    with gr.Accordion(tr("View code"), open=False):
+        return gr.Code(NO_RUN, language="python", label=tr(PANEL_LABEL), interactive=False, wrap_lines=True)
 
 
 def filler(models):

@@ -24,6 +24,7 @@ import app
 from browser_helpers import (ANY_TEXT, SCREENSHOTS, nudge_slider, open_tab, set_number, status_of, text_of,
                              wait_done, wait_for_plot, wait_until_stable)
 from conftest import kernels_ready
+from playground import i18n
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -263,3 +264,63 @@ def test_an_arabic_reply_reads_right_to_left_without_replacement_characters(page
     assert view.evaluate("(el) => getComputedStyle(el).direction") == "rtl"
     grid = panel.get_by_role("grid", name="Top alternatives at the picked step")
     assert "\ufffd" not in grid.inner_text()
+
+
+# --- the UI in Arabic (playground/i18n.py, assets/locale.js) ---------------------------------------------------
+def _direction(page, selector: str) -> str:
+    return page.locator(selector).first.evaluate("(el) => getComputedStyle(el).direction")
+
+
+def test_the_arabic_ui_renders_translated_and_right_to_left(server, browser):
+    """A browser set to Arabic gets the labels in Arabic, laid out right to left, with transformers' field names as
+    they are; it still runs, and the screenshot of its Greedy tab is ``greedy_ar.png``."""
+    expect.set_options(timeout=TIMEOUT)
+    context = browser.new_context(locale="ar", viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.goto(server.local_url)
+        tab = page.get_by_role("tab", name=i18n.AR["tab_greedy"], exact=True)
+        expect(tab).to_have_attribute("aria-selected", "true")
+        expect(page.locator("html")).to_have_attribute("dir", "rtl")
+        assert _direction(page, ".gradio-container") == "rtl"
+        panel = page.get_by_role("tabpanel").first
+        generate = panel.get_by_role("button", name=i18n.AR["btn_generate"], exact=True)
+        expect(generate).to_be_visible()
+        expect(panel.get_by_role("textbox", name=i18n.AR["label_prompt"], exact=True)).to_be_visible()
+        expect(page.get_by_role("tab", name=i18n.AR["tab_sampling"], exact=True)).to_be_visible()
+        expect(panel.get_by_role("tab", name=i18n.AR["fig_candidates"], exact=True)).to_be_visible()
+        for english in ("Generate", "Prompt", "Apply chat template", "Top alternatives at the picked step"):
+            expect(panel.get_by_text(english, exact=True)).to_have_count(0)
+        # field names stay, and so does what reads left to right everywhere
+        expect(panel.get_by_text("max_new_tokens", exact=True)).to_be_visible()
+        expect(panel.get_by_text("repetition_penalty", exact=True)).to_be_visible()
+        assert _direction(page, "input[type=range]") == "ltr"
+        assert "__i18n__" not in page.locator("body").inner_text()
+        # it runs in Arabic as in English: the status is the core's (in English), the tokens and figure drawn
+        set_number(panel, "max_new_tokens", 8)
+        panel.get_by_role("textbox", name=i18n.AR["label_prompt"], exact=True).fill("Name three fruits.")
+        generate.click()
+        wait_done(panel)
+        expect(text_of(panel, i18n.AR["text_generated"])).to_have_value(ANY_TEXT)
+        wait_for_plot(page, panel, i18n.AR["fig_candidates"], "s.bars > 0")
+        # right to left: the settings column (the first) on the right, the run column on its left
+        settings = panel.get_by_role("textbox", name=i18n.AR["label_prompt"], exact=True).bounding_box()
+        tokens = panel.locator(".dp-token-view").first.bounding_box()
+        assert settings["x"] > tokens["x"] + tokens["width"] - 1, (settings, tokens)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / "greedy_ar.png", full_page=True)
+    finally:
+        context.close()
+
+
+def test_an_english_browser_still_reads_english_left_to_right(page):
+    """The default (the ``page`` fixture's English browser): English labels, left to right."""
+    expect(page.locator("html")).to_have_attribute("dir", "ltr")
+    assert _direction(page, ".gradio-container") == "ltr"
+    panel = open_tab(page, "Greedy")
+    expect(panel.get_by_role("button", name="Generate", exact=True)).to_be_visible()
+    expect(panel.get_by_role("tab", name="Candidates at the picked step", exact=True)).to_be_visible()
+    expect(panel.get_by_text(i18n.AR["btn_generate"], exact=True)).to_have_count(0)
+    settings = panel.get_by_role("textbox", name="Prompt", exact=True).bounding_box()
+    tokens = panel.locator(".dp-token-view").first.bounding_box()
+    assert settings["x"] + settings["width"] < tokens["x"] + 1, (settings, tokens)

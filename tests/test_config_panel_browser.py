@@ -36,7 +36,10 @@ def served(hub, tmp_path_factory):
     from tests.test_config_panel import small_app
 
     demo, panel, handles, active = small_app()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    from playground.i18n import I18N
+
+    # the panel's labels are translation keys: served with the translations, as app.launch serves them
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, i18n=I18N)
     yield url
     demo.close()
     mp.undo()

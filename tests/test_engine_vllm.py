@@ -218,12 +218,13 @@ def test_an_unreachable_server_is_named():
 def test_the_engines_models_join_the_picker(monkeypatch, server, model, embedded):
     import app
     from playground import policy
+    from playground.i18n import english
     from playground.state import ModelCache
 
     monkeypatch.setenv("PLAYGROUND_ENGINE", server)
     cache = ModelCache(capacity=2, loader=lambda name=None, dtype="float32": embedded)
     demo = app.build_demo(models=cache)
-    picker = next(b for b in demo.blocks.values() if getattr(b, "label", None) == "Model")
+    picker = next(b for b in demo.blocks.values() if english(getattr(b, "label", None)) == "Model")
     assert model.name in [choice[0] for choice in picker.choices]
     key, status = app.load_handler(cache)(model.name, "", None, progress=lambda *a, **k: None)
     assert key == model.name and "served by vLLM" in status

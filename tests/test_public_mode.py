@@ -26,6 +26,7 @@ import core
 from core import models as core_models
 from core.models import DEFAULT_NAME, LoadedModel
 from playground import policy, session, share
+from playground.i18n import english
 from playground.state import ModelBusy, ModelCache
 from conftest import tiny_llama
 from test_models import tiny_tokenizer
@@ -171,7 +172,7 @@ def test_the_assistant_picker_refuses_them_too(public, public_demo, tmp_path, mo
 
 def test_the_public_picker_names_what_it_takes(public_demo):
     demo, _ = public_demo
-    labels = {b.label: b for b in demo.blocks.values() if getattr(b, "label", None)}
+    labels = {english(b.label): b for b in demo.blocks.values() if getattr(b, "label", None)}  # as shown in English
     assert "Or a Hub id" in labels and "Or a Hub id, local folder or .gguf file" not in labels
     assert labels["Or a Hub id"].info == "safetensors models of at most 2B parameters"
     assert labels["assistant_model"].info == "a named model or Hub id; or prompt lookup"

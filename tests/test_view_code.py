@@ -18,6 +18,7 @@ import pytest
 
 import app
 from playground import view_code
+from playground.i18n import english
 from playground.state import ModelCache
 from playground.view_code import RunSpec, snippet
 
@@ -196,7 +197,7 @@ def test_every_strategy_tab_fills_its_view_code_panel_after_a_run(served, browse
 
     demo, _ = served
     titles = [h.title for h in demo.handles if h.ui is not None]
-    panels = [b for b in demo.blocks.values() if getattr(b, "label", None) == view_code.PANEL_LABEL]
+    panels = [b for b in demo.blocks.values() if english(getattr(b, "label", None)) == view_code.PANEL_LABEL]
     assert len(panels) == len(titles), (len(panels), titles)
     app.launch(demo, prevent_thread_lock=True, quiet=True, server_port=None)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..fields import GROUPS, Field
+from ..i18n import tr
 
 
 def widget(field: Field) -> gr.components.Component:
@@ -27,13 +28,13 @@ def accordion(groups: tuple[str, ...], own: dict) -> dict[str, gr.components.Com
     if not groups:
         return {}
     widgets: dict[str, gr.components.Component] = {}
-    with gr.Accordion("Advanced", open=False):
+    with gr.Accordion(tr("Advanced"), open=False):
         for key in groups:
             group = GROUPS[key]
             fields = [f for f in group.fields if f.name not in own]
             if not fields:
                 continue
-            gr.Markdown(f"**{group.title}**", label=f"{group.title} heading")
+            gr.Markdown(f"**{tr(group.title)}**", label=f"{group.title} heading")
             for field in fields:
                 widgets[field.name] = widget(field)
     return widgets

@@ -38,6 +38,7 @@ from ..branches import Branches, Entry, entropy_per_step, pieces, sample_tree, s
 from ..figures import branches as branch_figures
 from ..figures import funnel
 from ..field_codecs import generate_kwargs, widget_value
+from ..i18n import tr
 from ..prompt import encode_prompt, parse_token
 from ..runs import Run, load_runs, save_runs, stream_run, wait_stopped
 from ..state import ModelCache
@@ -321,9 +322,9 @@ class TabUI:
         """The settings on the left; on the right the run: its tokens coloured by probability on top (the answer to
         "why this token?"), the picked step's alternatives and the steering, then the figures, one sub-tab each."""
         tab, app = self.tab, self.app
-        with gr.Tab(tab.title, id=tab.key) as tab_block:
+        with gr.Tab(tr(tab.title), id=tab.key) as tab_block:
             if tab.intro:
-                gr.Markdown(tab.intro, label=f"About {tab.title}")
+                gr.Markdown(tr(tab.intro), label=f"About {tab.title}")
             with gr.Row(equal_height=False):
                 with gr.Column(scale=2, min_width=320):
                     settings = self._settings()
@@ -343,30 +344,30 @@ class TabUI:
 
     def _settings(self) -> dict:
         tab, app = self.tab, self.app
-        prompt = gr.Textbox(label="Prompt", lines=3, value=(load_examples(tab.key) or [""])[0])
-        with gr.Accordion(tab.examples_label, open=False):  # the prompt starts as the first; the rest a click away
-            gr.Examples([[p] for p in load_examples(tab.key)], inputs=[prompt], label=tab.examples_label)
-        chat = gr.Checkbox(label="Apply chat template", value=True,
-                           info="tokenizer.apply_chat_template, for instruct models")
+        prompt = gr.Textbox(label=tr("Prompt"), lines=3, value=(load_examples(tab.key) or [""])[0])
+        with gr.Accordion(tr(tab.examples_label), open=False):  # the prompt starts as the first; the rest a click away
+            gr.Examples([[p] for p in load_examples(tab.key)], inputs=[prompt], label=tr(tab.examples_label))
+        chat = gr.Checkbox(label=tr("Apply chat template"), value=True,
+                           info=tr("tokenizer.apply_chat_template, for instruct models"))
         with gr.Row():  # under the prompt: the run starts and reports where the user is looking
-            generate = gr.Button("Generate", variant="primary")
-            stop = gr.Button("Stop", variant="stop")
-        status = gr.Markdown(label="Status", elem_classes=["dp-status"])
+            generate = gr.Button(tr("Generate"), variant="primary")
+            stop = gr.Button(tr("Stop"), variant="stop")
+        status = gr.Markdown(label=tr("Status"), elem_classes=["dp-status"])
         max_new = gr.Slider(1, 512, value=tab.max_new_tokens, step=1, label="max_new_tokens")
-        stop_strings = gr.Textbox("", label="stop_strings", placeholder="comma-separated; \\n for a newline")
+        stop_strings = gr.Textbox("", label="stop_strings", placeholder=tr("comma-separated; \\n for a newline"))
         seed = gr.Number(label="seed", value=0, precision=0, visible=tab.seeded,
-                         info="the same seed gives the same text; empty: a new random seed each run")
+                         info=tr("the same seed gives the same text; empty: a new random seed each run"))
         own = with_advanced(tab.controls(), tab.advanced)
         side = tab.side_inputs(app)
         model_panel = tab.model_panel(app)
         presets = tab.presets()
-        preset = gr.Dropdown(list(presets), label="Preset", value=None, visible=bool(presets))
+        preset = gr.Dropdown(list(presets), label=tr("Preset"), value=None, visible=bool(presets))
         n_samples = sample_many = None
         if tab.samples:
             with gr.Row():
-                n_samples = gr.Slider(2, steering.SAMPLE_MANY_MAX, value=16, step=1, label="samples N",
-                                      info="runs with seeds seed, seed+1, ... merged into one tree", scale=3)
-                sample_many = gr.Button("Sample N", scale=1)
+                n_samples = gr.Slider(2, steering.SAMPLE_MANY_MAX, value=16, step=1, label=tr("samples N"),
+                                      info=tr("runs with seeds seed, seed+1, ... merged into one tree"), scale=3)
+                sample_many = gr.Button(tr("Sample N"), scale=1)
         return dict(prompt=prompt, chat=chat, seed=seed, controls={"max_new_tokens": max_new,
                                                                     "stop_strings": stop_strings, **own},
                     side=side, model_panel=model_panel, preset=preset, generate=generate, stop=stop,
@@ -374,41 +375,41 @@ class TabUI:
 
     def _run_column(self) -> dict:
         tab = self.tab
-        tokens = gr.HTML(label="Tokens coloured by probability (hover: alternatives; click one to pick its step)",
+        tokens = gr.HTML(label=tr("Tokens coloured by probability (hover: alternatives; click one to pick its step)"),
                          show_label=True, container=True, padding=True, elem_classes=["dp-token-view"],
                          js_on_load=(ASSETS / "token_click.js").read_text())
         with gr.Row():  # several texts (DoLa beside greedy, assisted beside greedy) side by side
-            texts = [gr.Textbox(label=lab, lines=tab.text_lines, max_lines=tab.text_lines + 4, interactive=False)
+            texts = [gr.Textbox(label=tr(lab), lines=tab.text_lines, max_lines=tab.text_lines + 4, interactive=False)
                      for lab in tab.text_labels]
         with gr.Row():
-            step = gr.Slider(0, 1, value=0, step=1, label="step", info="pick a step to see its alternatives",
+            step = gr.Slider(0, 1, value=0, step=1, label=tr("step"), info=tr("pick a step to see its alternatives"),
                              scale=3)
-            row = gr.Number(label="row", value=0, precision=0, minimum=0, info="returned sequence or beam",
+            row = gr.Number(label=tr("row"), value=0, precision=0, minimum=0, info=tr("returned sequence or beam"),
                             scale=1)
-        alternatives = gr.Dataframe(headers=ALTERNATIVES_HEADERS, label="Top alternatives at the picked step",
+        alternatives = gr.Dataframe(headers=ALTERNATIVES_HEADERS, label=tr("Top alternatives at the picked step"),
                                     interactive=False, wrap=True, max_height=280)
         with gr.Group(elem_classes=["dp-steer"]):
             with gr.Row():
-                token = gr.Textbox(label="token", scale=3, placeholder="#1234 or a token's text",
-                                   info="click an alternative above, or type a token (its text or #<id>); it "
-                                        "replaces the picked step's choice")
-                node = gr.Number(label="beam node", value=None, precision=0, visible=tab.beam, scale=1,
-                                 info="click a node of the beam tree")
+                token = gr.Textbox(label=tr("token"), scale=3, placeholder=tr("#1234 or a token's text"),
+                                   info=tr("click an alternative above, or type a token (its text or #<id>); it "
+                                           "replaces the picked step's choice"))
+                node = gr.Number(label=tr("beam node"), value=None, precision=0, visible=tab.beam, scale=1,
+                                 info=tr("click a node of the beam tree"))
             with gr.Row():
-                branch = gr.Button("Continue with this token")
-                from_node = gr.Button("Continue from this node", visible=tab.beam)
-                next_token = gr.Button("Next token", visible=tab.steppable)
+                branch = gr.Button(tr("Continue with this token"))
+                from_node = gr.Button(tr("Continue from this node"), visible=tab.beam)
+                next_token = gr.Button(tr("Next token"), visible=tab.steppable)
         plots, figure_tabs = [], []
         with gr.Tabs(elem_classes=["dp-figures"]):
             for fig in self.figures:
-                with gr.Tab(fig.label, visible=not fig.only_with) as fig_tab:
-                    plots.append(gr.Plot(label=fig.label, show_label=False))
+                with gr.Tab(tr(fig.label), visible=not fig.only_with) as fig_tab:
+                    plots.append(gr.Plot(label=tr(fig.label), show_label=False))
                     if fig.caption:
-                        gr.Markdown(fig.caption, label=f"{fig.label} caption", elem_classes=["dp-caption"])
+                        gr.Markdown(tr(fig.caption), label=f"{fig.label} caption", elem_classes=["dp-caption"])
                 figure_tabs.append(fig_tab)
         with gr.Row():
-            download = gr.DownloadButton("Download trace (JSON)", value=None)
-            upload = gr.UploadButton("Load trace (JSON)", file_types=[".json"])
+            download = gr.DownloadButton(tr("Download trace (JSON)"), value=None)
+            upload = gr.UploadButton(tr("Load trace (JSON)"), file_types=[".json"])
         clicks = gr.HTML("", label="Plot clicks", elem_classes=["dp-plot-clicks"],
                          js_on_load=(ASSETS / "plot_click.js").read_text())
         code = view_code.view_code_panel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..figures import compare
+from ..i18n import tr
 from .status import join_texts
 from . import all_tabs, register
 from .base import AppContext, Figure, Plan, StrategyTab, View, candidates_panel, load_presets
@@ -41,9 +42,9 @@ class Compare(StrategyTab):
 
     def side_inputs(self, app: AppContext):
         strategies = all_presets()
-        return {"strategies": gr.CheckboxGroup(list(strategies), value=list(strategies)[:4], label="Strategies",
-                                               info="the strategies of assets/presets/compare.json, then every "
-                                                    "tab's presets (e.g. Sampling · min_p 0.1, top-nσ 1.0, XTC)")}
+        return {"strategies": gr.CheckboxGroup(list(strategies), value=list(strategies)[:4], label=tr("Strategies"),
+                                               info=tr("the strategies of assets/presets/compare.json, then every "
+                                                       "tab's presets (e.g. Sampling · min_p 0.1, top-nσ 1.0, XTC)"))}
 
     def plans(self, kwargs, side, loaded, app):
         chosen = side["strategies"]

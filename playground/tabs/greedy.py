@@ -13,6 +13,7 @@ import gradio as gr
 from transformers import GenerationConfig
 
 from ..fields import GREEDY_GROUPS
+from ..i18n import tr
 from . import register
 from .base import AppContext, Plan, StrategyTab, candidates_panel, chain_panels
 from .lens_panel import lens_figures, lens_input, with_lens
@@ -47,12 +48,12 @@ class Greedy(StrategyTab):
                                                 info="1.0 = off; > 1 discourages tokens already in the text")}
 
     def side_inputs(self, app: AppContext):
-        return {"defaults_only": gr.Checkbox(label="Leave max_new_tokens unset (use the model's defaults)",
+        return {"defaults_only": gr.Checkbox(label=tr("Leave max_new_tokens unset (use the model's defaults)"),
                                              value=False), **lens_input()}
 
     def model_panel(self, app: AppContext):
         config, note = model_defaults(app.startup)
-        with gr.Accordion("The model's default generation config", open=False):
+        with gr.Accordion(tr("The model's default generation config"), open=False):
             return [gr.Code(config, language="json", label="model.generation_config", interactive=False),
                     gr.Markdown(note, label="Defaults that apply")]
 

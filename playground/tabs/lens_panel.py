@@ -10,6 +10,7 @@ import gradio as gr
 from core.lens import lens_problem
 
 from ..figures import lens
+from ..i18n import tr
 from .base import Figure, Plan
 
 
@@ -26,9 +27,9 @@ def lens_figures() -> tuple[Figure, Figure]:
 
 def lens_input() -> dict[str, gr.Checkbox]:
     """The tab's "Record the logit lens" checkbox, off by default."""
-    return {LENS_INPUT: gr.Checkbox(label="Record the logit lens", value=False,
-                                    info="every layer read through the LM head: about one more head per layer and "
-                                         "step, so runs are slower")}
+    return {LENS_INPUT: gr.Checkbox(label=tr("Record the logit lens"), value=False,
+                                    info=tr("every layer read through the LM head: about one more head per layer and "
+                                            "step, so runs are slower"))}
 
 
 def with_lens(plan: Plan, loaded, side: dict) -> Plan:
