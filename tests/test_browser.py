@@ -309,6 +309,12 @@ def test_the_arabic_ui_renders_translated_and_right_to_left(server, browser):
         assert settings["x"] > tokens["x"] + tokens["width"] - 1, (settings, tokens)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=SCREENSHOTS / "greedy_ar.png", full_page=True)
+        if os.environ.get("PLAYGROUND_UPDATE_DOCS"):  # the README's picture: the first screen, a small PNG
+            readme = SCREENSHOTS / "greedy_ar_readme.png"
+            page.screenshot(path=readme, clip={"x": 0, "y": 0, "width": 1400, "height": 1000})
+            Image.open(readme).convert("RGB").quantize(colors=128).save(readme, optimize=True)
+            DOCS.mkdir(exist_ok=True)
+            shutil.copy(readme, DOCS / "greedy_ar.png")
     finally:
         context.close()
 
