@@ -153,7 +153,7 @@ def main() -> None:
     policy.default_dtype()
     policy.shared_forward()
     torch.set_num_threads(policy.torch_threads())  # threads decided once, before any model runs
-    sys.setswitchinterval(policy.switch_interval())  # the model's thread gets the GIL back soon after each op
+    sys.setswitchinterval(policy.switch_interval())  # Python's 5 ms unless PLAYGROUND_SWITCH_MS says otherwise
     demo = build_demo(startup, models=ModelCache(policy.max_models()), slots=slots)
     print(f"Decoding Playground: serving model {demo.startup_model!r} "
           f"(set {MODEL_ENV} to choose another)", flush=True)

@@ -130,11 +130,12 @@ def torch_threads() -> int:
 
 
 def switch_interval() -> float:
-    """``PLAYGROUND_SWITCH_MS``, default 1: how often (milliseconds) Python hands the GIL to another thread that waits
-    for it (``sys.setswitchinterval``; Python's own default is 5). A forward releases the GIL around each of its
-    hundreds of torch ops and must take it back after each: with the default, a Gradio handler busy in Python makes
-    the model's thread wait up to 5 ms per op (``bench/bench_load.py --switch-ms``)."""
-    raw = os.environ.get(SWITCH_ENV, "").strip() or "1"
+    """``PLAYGROUND_SWITCH_MS``, default 5 (Python's own): how often (milliseconds) Python hands the GIL to another
+    thread that waits for it (``sys.setswitchinterval``). A forward releases the GIL around each of its torch ops and
+    takes it back after each, so a thread busy in Python can hold it up; yet measured in the app (``python
+    bench/bench_load.py --switch-ms 5,1``) 1 ms gave no more tokens/s under 8 or 16 visitors and fewer to one
+    visitor, so the default stays Python's; the knob is there to measure it again on other hardware."""
+    raw = os.environ.get(SWITCH_ENV, "").strip() or "5"
     try:
         value = float(raw)
     except ValueError:
