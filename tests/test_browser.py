@@ -311,7 +311,7 @@ def test_the_arabic_ui_renders_translated_and_right_to_left(server, browser):
         page.screenshot(path=SCREENSHOTS / "greedy_ar.png", full_page=True)
         if os.environ.get("PLAYGROUND_UPDATE_DOCS"):  # the README's picture: the first screen, a small PNG
             readme = SCREENSHOTS / "greedy_ar_readme.png"
-            page.screenshot(path=readme, clip={"x": 0, "y": 0, "width": 1400, "height": 1000})
+            page.screenshot(path=readme, full_page=True, clip={"x": 0, "y": 0, "width": 1400, "height": 1000})
             Image.open(readme).convert("RGB").quantize(colors=128).save(readme, optimize=True)
             DOCS.mkdir(exist_ok=True)
             shutil.copy(readme, DOCS / "greedy_ar.png")

@@ -67,7 +67,7 @@ def contrastive_figure(steps: Steps, step: int = -1, row: int = 0) -> go.Figure:
                              hovertext=chosen_hover, hoverinfo="text"), row=2, col=1)
     overruled = sum(1 for y in chosen_y if y != 1)
     finish(fig, f"Contrastive search · penalty overruled greedy at {overruled} of {len(chosen_y)} steps",
-           height=560, uirevision=f"contrastive-{row}")
+           height=540, uirevision=f"contrastive-{row}")
     fig.update_layout(barmode="group", margin=dict(t=100), legend=dict(y=1.06))
     fig.update_yaxes(title_text="rank by confidence", autorange="reversed", dtick=1, row=2, col=1)
     fig.update_xaxes(title_text="step", row=2, col=1)
