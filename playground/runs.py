@@ -162,10 +162,10 @@ def stream_run(run: Run, loaded, input_ids, attention_mask, *, generator, top_n:
                **model_kwargs) -> Iterator[Run]:
     """Iterate ``core.stream`` into ``run``, yielding it after each event that is the newest (a consumer that fell
     behind gets every record in ``run`` but one yield for the steps that queued meanwhile; on a ZeroGPU Space inside
-    a GPU task: ``zerogpu.stream``). The run draws from ``generator`` (its own: ``core.rng.new_generator(seed)``, or a list of
-    them, one per row), stops at the ``max_seconds`` wall-clock cap, and names ``origin`` when it continues another
-    run. Closing this generator closes the core's stream, which sets its cancel event: the worker stops within one
-    step."""
+    a GPU task: ``zerogpu.stream``). The run draws from ``generator`` (its own: ``core.rng.new_generator(seed)``,
+    or a list of them, one per row), stops at the ``max_seconds`` wall-clock cap, and names ``origin`` when it
+    continues another run. Closing this generator closes the core's stream, which sets its cancel event: the worker
+    stops within one step."""
     if isinstance(generator, torch.Generator):
         run.seed = generator.initial_seed() if run.base is None else run.base.seed
     run.prompt_ids, run.model_name, run.started = input_ids.tolist(), loaded.name, time.perf_counter()
