@@ -70,10 +70,11 @@ def load_handler(models: ModelCache):
 
 
 def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: int = 2,
-               max_seconds: float | None = None, dtype: str | None = None) -> gr.Blocks:
+               max_seconds: float | None = None, dtype: str | None = None, frame: float | None = None) -> gr.Blocks:
     """The whole app. ``startup`` names the model every new session starts on (loaded here, pinned), in precision
     ``dtype`` (default ``PLAYGROUND_DTYPE``, float32); every generation stops at ``max_seconds`` of wall-clock time
-    (default ``PLAYGROUND_MAX_SECONDS``, 120)."""
+    (default ``PLAYGROUND_MAX_SECONDS``, 120); a streaming run sends an update at most every ``frame`` seconds
+    (default ``PLAYGROUND_FRAME_MS``, 50 ms)."""
     dtype = dtype or policy.default_dtype()
     startup_name = startup or DEFAULT_NAME
     startup = policy.model_key(startup_name, dtype)
@@ -101,7 +102,8 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
             load = gr.Button(tr("Load model"), scale=1)
         model_status = gr.Markdown(describe(loaded), label="Model status")
         app = AppContext(models=models, model_state=model_state, startup=loaded, model_choices=choices, slots=slots,
-                         max_seconds=max_seconds, branches=branches)
+                         max_seconds=max_seconds, frame=policy.frame_seconds() if frame is None else frame,
+                         branches=branches)
         tabs = all_tabs()
         active_tab = session.state(tabs[0].key)
         with gr.Tabs():
@@ -132,8 +134,11 @@ def launch(demo: gr.Blocks, slots: int = 2, queue_size: int = 16, **kwargs):
     lays an Arabic page out right to left (``assets/locale.js``)."""
     gradio_patches.apply()  # two mends of Gradio's output path, process-wide: see there
     demo.queue(default_concurrency_limit=slots, max_size=queue_size)
+    app_kwargs = kwargs.pop("app_kwargs", None) or {}
+    # and one of its page: the loading statuses a streamed message refreshes (see gradio_patches)
+    app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), *gradio_patches.middleware()]
     return demo.launch(css_paths=[ASSETS / "style.css"], i18n=I18N, js=(ASSETS / "locale.js").read_text(),
-                       **kwargs)
+                       app_kwargs=app_kwargs, **kwargs)
 
 
 def main() -> None:
@@ -142,6 +147,7 @@ def main() -> None:
     max_params = policy.max_params()  # read now, so that a malformed value stops the start, not a visitor's load
     policy.default_dtype()
     policy.shared_forward()
+    policy.frame_seconds()
     torch.set_num_threads(policy.torch_threads())  # threads decided once, before any model runs
     sys.setswitchinterval(policy.switch_interval())  # Python's 5 ms unless PLAYGROUND_SWITCH_MS says otherwise
     demo = build_demo(startup, models=ModelCache(policy.max_models()), slots=slots)

@@ -237,13 +237,16 @@ class ConfigPanel:
         shown = [heading, json_view, status]
         writes = [*widgets, *extras, self.active_tab, *shown, download]
         quiet = dict(api_name=False, show_progress="hidden")
+        # Shown when the tab is opened, not at each switch of strategy tab: an event's inputs stay in the page's
+        # loading statuses once it has run, and Gradio's page refreshes every one of them at each message a
+        # run streams, so these ~300 inputs read at a tab switch would tax every later stream.
         tab.select(self.preview, reads, shown, **quiet)
-        self.active_tab.change(self.preview, reads, shown, **quiet)
         save.click(self.save, reads, [*shown, download], **quiet)
         push.click(self.push, reads, [*shown, download], api_name=False)
-        load_folder.click(self.load_folder, reads, writes, **quiet)
-        load_hub.click(self.load_hub, reads, writes, api_name=False)
-        upload.upload(self.load_upload, reads | {upload}, writes, **quiet)
+        # a load writes every tab's widgets; its progress shows on the status alone (see ``TabUI.wire``)
+        load_folder.click(self.load_folder, reads, writes, show_progress_on=[status], **quiet)
+        load_hub.click(self.load_hub, reads, writes, api_name=False, show_progress_on=[status])
+        upload.upload(self.load_upload, reads | {upload}, writes, show_progress_on=[status], **quiet)
         return p
 
 

@@ -1,5 +1,5 @@
-"""Two process-wide mends of Gradio's output path, applied once at start-up (``app.launch``), each guarded by the
-Gradio versions it was read against: outside them it is not applied and says so.
+"""Mends of Gradio, applied once at start-up (``app.launch``), each guarded by the Gradio versions it was read
+against: outside them it is not applied and says so. Two of its output path, process-wide:
 
 - ``keep_component_ids``: a per-session leak. An output updated by props gets a per-session copy of its component,
   made with a new ``_id``; the next value update then files that copy under its new id as well (``blocks.py``
@@ -11,11 +11,21 @@ Gradio versions it was read against: outside them it is not applied and says so.
   included: 1.5-5.6 ms per skipped output, all of it holding the GIL. A streaming tab skips ~10 outputs per token
   (the figures between redraws), which took more of the GIL than the model's forward. A bare skip changes nothing,
   so it now goes straight out as the same ``{"__type__": "update"}`` the slow path returns for it.
+
+And one of its page (``PatchedAssets``, an ASGI middleware ``app.launch`` installs): ``quiet_loading_statuses``. At
+every message a run streams, the page's ``DependencyManager.update_loading_stati_state`` hands the loading status of
+every component any event has touched so far (each finished event's inputs and progress targets: hundreds once a
+visitor has run a few tabs or opened the Config tab) to ``AppTree.update_state``, which finds each one by a search of
+the whole layout (~1,000 components here). Measured in chromium after runs in six tabs: ~60 ms of the page's main
+thread per message, so a streaming run kept the page busy (2.4 s pauses; Stop could not be clicked). The page now
+hands over only the statuses that changed since it last did, which is all the others would have set.
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -28,11 +38,17 @@ def version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
+def _untested() -> bool:
+    if version() in TESTED:
+        return False
+    warnings.warn(f"Gradio {gr.__version__} is not among the versions playground.gradio_patches was checked "
+                  f"against ({', '.join('%d.%d' % v for v in TESTED)}): its mends are not applied", stacklevel=3)
+    return True
+
+
 def apply() -> list[str]:
     """Apply the mends once (idempotent); returns the names of those in force."""
-    if version() not in TESTED:
-        warnings.warn(f"Gradio {gr.__version__} is not among the versions playground.gradio_patches was checked "
-                      f"against ({', '.join('%d.%d' % v for v in TESTED)}): its mends are not applied", stacklevel=2)
+    if _untested():
         return []
     keep_component_ids()
     cheap_skips()
@@ -84,3 +100,70 @@ def cheap_skips() -> None:
 
     mended.mended, mended.original = True, postprocess_data
     Blocks.postprocess_data = mended
+
+
+# --- the page ------------------------------------------------------------------------------------------------
+ASSETS = Path(gr.__file__).parent / "templates" / "frontend" / "assets"
+# (file pattern, Gradio's code, the mended code): each must be found exactly once, or nothing of it is served
+_STATI = ("async update_loading_stati_state(){await Promise.all(Object.entries(this.loading_stati.current)"
+          ".map(([e,t])=>this.update_state_cb(Number(e),{loading_status:t},!1)))}")
+_QUIET_STATI = ("async update_loading_stati_state(){let s=this.dp_sent||(this.dp_sent=new Map);"
+                "await Promise.all(Object.entries(this.loading_stati.current)"
+                ".filter(([e,t])=>{let j=JSON.stringify(t);return s.get(e)!==j&&(s.set(e,j),!0)})"
+                ".map(([e,t])=>this.update_state_cb(Number(e),{loading_status:t},!1)))}")
+_RELOAD = "reload(e,t,n,r,i){"  # a new layout (a re-render) gets every status again
+MENDS = {"quiet_loading_statuses": ("Blocks-*.js", ((_STATI, _QUIET_STATI), (_RELOAD, _RELOAD + "this.dp_sent=new Map;")))}
+
+
+def mended_assets() -> dict[str, bytes]:
+    """The page's files these mends change, by file name under ``/assets/``, as they are served instead of Gradio's.
+    A file whose code is not found as it was read (another Gradio build) is left as it is, and this says so."""
+    if _untested():
+        return {}
+    files = {}
+    for name, (pattern, edits) in MENDS.items():
+        found = [p for p in sorted(ASSETS.glob(pattern)) if edits[0][0] in p.read_text(encoding="utf-8")]
+        text = found[0].read_text(encoding="utf-8") if len(found) == 1 else ""
+        if not text or any(text.count(old) != 1 for old, _ in edits):
+            warnings.warn(f"playground.gradio_patches: {name} not applied: Gradio's {pattern} is not the one it was "
+                          "read against", stacklevel=2)
+            continue
+        for old, new in edits:
+            text = text.replace(old, new)
+        files[found[0].name] = text.encode("utf-8")
+    return files
+
+
+class PatchedAssets:
+    """ASGI middleware: answers a GET of ``/assets/<name>`` (under any root path) with the mended copy of that file of
+    Gradio's page (``mended_assets``), with its own ETag so that a browser holding Gradio's copy fetches it again."""
+
+    def __init__(self, app, files: dict[str, bytes]):
+        self.app = app
+        self.files = {f"/assets/{name}": (body, '"%s"' % hashlib.sha256(body).hexdigest()[:32])
+                      for name, body in files.items()}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            path = scope["path"]
+            hit = None if "file=" in path else next((v for k, v in self.files.items() if path.endswith(k)), None)
+            if hit is not None:
+                from starlette.responses import Response
+
+                body, etag = hit
+                headers = {"ETag": etag, "Cache-Control": "max-age=0, must-revalidate"}
+                request_etag = dict(scope.get("headers") or ()).get(b"if-none-match", b"").decode()
+                response = (Response(status_code=304, headers=headers) if request_etag == etag
+                            else Response(body if scope["method"] == "GET" else b"", media_type="text/javascript",
+                                          headers=headers))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def middleware() -> list:
+    """What ``launch`` passes to Gradio's FastAPI app (``app_kwargs["middleware"]``): the mended page files."""
+    from starlette.middleware import Middleware
+
+    files = mended_assets()
+    return [Middleware(PatchedAssets, files=files)] if files else []

@@ -51,6 +51,7 @@ DTYPE_ENV = "PLAYGROUND_DTYPE"
 SHARED_ENV = "PLAYGROUND_SHARED_FORWARD"
 THREADS_ENV = "PLAYGROUND_THREADS"
 SWITCH_ENV = "PLAYGROUND_SWITCH_MS"
+FRAME_ENV = "PLAYGROUND_FRAME_MS"
 DEFAULT_MAX_SECONDS = 120.0
 DEFAULT_MAX_PARAMS = 2_000_000_000
 DEFAULT_MAX_MODELS = 2
@@ -142,6 +143,21 @@ def switch_interval() -> float:
         value = -1.0
     if not 0.05 <= value <= 100:
         raise ValueError(f"{SWITCH_ENV} must be a number of milliseconds from 0.05 to 100; got {raw!r}")
+    return value / 1000
+
+
+def frame_seconds() -> float:
+    """``PLAYGROUND_FRAME_MS``, default 50: the least time between two streamed updates of a run (0: one per step);
+    what streamed meanwhile goes out with the next, so the page redraws at most 20 times a second however fast the
+    model runs. Each message costs the page's main thread work that grows with the text it redraws (the token view's
+    HTML) and, in Gradio's page unmended, with every component any event has touched (``gradio_patches``)."""
+    raw = os.environ.get(FRAME_ENV, "").strip() or "50"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 5000:
+        raise ValueError(f"{FRAME_ENV} must be a number of milliseconds from 0 to 5000; got {raw!r}")
     return value / 1000
 
 

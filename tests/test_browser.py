@@ -138,6 +138,8 @@ def test_stop_halts_a_long_generation(page):
     tokens = int(re.search(r"(\d+) tokens in", summary).group(1))
     assert 0 < tokens < 512
     assert len(stopped) < 512 * 2
+    # what Stop shows is what the run made, though the last streamed update may be a frame behind it
+    assert panel.locator(".dp-tokens .dp-tok[data-step]").count() == tokens
 
 
 def test_bad_setting_shows_the_message_and_keeps_the_text(page):

@@ -4,6 +4,7 @@ is without building a new component, on the served path a client sees."""
 from __future__ import annotations
 
 import gradio as gr
+import httpx
 from gradio_client import Client
 
 from playground import gradio_patches
@@ -55,3 +56,27 @@ def test_a_skipped_output_is_sent_as_before_and_builds_no_component(monkeypatch)
     assert outputs == reference and outputs[1][1] == {"__type__": "update"}
     # box1 was skipped five times and box2 four: each was built once, by the layout (the slow path builds one per skip)
     assert built.count("box1") == built.count("box2") == 1 and "renamed" in built
+
+
+def test_the_page_is_served_with_its_loading_statuses_mended():
+    """``PatchedAssets`` serves the mended copy of Gradio's page file at its own path (with an ETag of its own, so a
+    browser holding Gradio's copy fetches it again), and every other file as Gradio serves it."""
+    files = gradio_patches.mended_assets()
+    assert len(files) == 1
+    (name, body), = files.items()
+    original = (gradio_patches.ASSETS / name).read_text(encoding="utf-8")
+    assert gradio_patches._STATI in original and gradio_patches._QUIET_STATI in body.decode()
+    with gr.Blocks() as demo:
+        gr.Textbox()
+    demo.launch(prevent_thread_lock=True, quiet=True, app_kwargs={"middleware": gradio_patches.middleware()})
+    try:
+        with httpx.Client(base_url=demo.local_url.rstrip("/")) as http:
+            served = http.get(f"/assets/{name}")
+            assert served.status_code == 200 and served.content == body
+            assert served.headers["content-type"].startswith("text/javascript")
+            again = http.get(f"/assets/{name}", headers={"If-None-Match": served.headers["etag"]})
+            assert again.status_code == 304
+            index = next(p.name for p in gradio_patches.ASSETS.glob("index-*.js"))
+            assert http.get(f"/assets/{index}").content == (gradio_patches.ASSETS / index).read_bytes()
+    finally:
+        demo.close()

@@ -353,10 +353,52 @@ def test_the_shared_forward_threads_and_switch_knobs_name_their_variable_when_ma
     monkeypatch.setenv(policy.SWITCH_ENV, "0")
     with pytest.raises(ValueError, match=policy.SWITCH_ENV):
         policy.switch_interval()
+    monkeypatch.setenv(policy.FRAME_ENV, "fast")
+    with pytest.raises(ValueError, match=policy.FRAME_ENV):
+        policy.frame_seconds()
     monkeypatch.setenv(policy.SHARED_ENV, "0")
     monkeypatch.setenv(policy.THREADS_ENV, "3")
     monkeypatch.setenv(policy.SWITCH_ENV, "0.5")
+    monkeypatch.setenv(policy.FRAME_ENV, "0")
     assert policy.shared_forward() is False and policy.torch_threads() == 3 and policy.switch_interval() == 0.0005
+    assert policy.frame_seconds() == 0
+    monkeypatch.delenv(policy.FRAME_ENV)
+    assert policy.frame_seconds() == 0.05
+
+
+def test_a_run_streams_at_most_one_update_per_frame(monkeypatch):
+    """``Frames``: the first step goes out at once, then none sooner than a frame after the last; 0 sends each."""
+    from playground.tabs import status
+
+    clock = [0.0]
+    monkeypatch.setattr(status.time, "perf_counter", lambda: clock[0])
+    frames = status.Frames(0.05)
+    sent = []
+    for i in range(10):  # a step every 20 ms
+        sent.append(frames.due())
+        clock[0] += 0.02
+    assert sent == [True, False, False, True, False, False, True, False, False, True]
+    every = status.Frames(0.0)
+    assert all(every.due() for _ in range(5))
+
+
+def test_switching_tabs_and_streaming_touch_few_loading_statuses(served):
+    """Gradio's page refreshes the loading status of every component an event has read or shown progress on, at each
+    streamed message (``gradio_patches``): a tab switch reads a few (opening the Config tab reads every tab's settings), a run shows progress on its status."""
+    demo, _, _ = served
+    config = demo.get_config_file()
+    tabs = {c["id"] for c in config["components"] if c["type"] == "tabitem"}
+    states = {c["id"] for c in config["components"] if c["type"] == "state"}
+    for dep in config["dependencies"]:
+        triggers = {(target, event) for target, event in dep["targets"]}
+        if any(t in tabs and e == "select" for t, e in triggers) or any(t in states and e == "change"
+                                                                        for t, e in triggers):
+            opens_config = any(getattr(demo.blocks[t], "id", None) == "config" for t, _ in triggers if t in tabs)
+            assert opens_config or len(dep["inputs"]) <= 8, (dep["api_name"], len(dep["inputs"]))
+    for handle in demo.handles:
+        status = handle.ui.out.status._id
+        runs = [d for d in config["dependencies"] if d["api_name"] == f"{handle.key}_generate"]
+        assert runs and runs[0]["show_progress_on"] == [status]
 
 
 def test_output_names_follow_what_a_build_sends(served):

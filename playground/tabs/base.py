@@ -44,7 +44,7 @@ from ..runs import Run, load_runs, save_runs, stream_run, wait_stopped
 from ..state import ModelCache
 from . import TabHandle
 from .advanced import with_advanced
-from .status import Throttle, error_line, join_texts, status_line
+from .status import Frames, Throttle, error_line, join_texts, status_line
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
@@ -60,6 +60,7 @@ class AppContext:
     slots: int = 2  # generations running at once, across all tabs
     branches: gr.State | None = None  # the session's runs (``playground.branches.Branches``)
     max_seconds: float | None = None  # the wall-clock cap of every generation (``PLAYGROUND_MAX_SECONDS``)
+    frame: float = 0.0  # the least seconds between two streamed updates of a run (``PLAYGROUND_FRAME_MS``)
 
 
 @dataclass
@@ -424,7 +425,11 @@ class TabUI:
         names = ["model", "prompt", "chat", "seed", "extra", *w.side, *w.controls]
         settings = [app.model_state, w.prompt, w.chat, w.seed, w.extra, *w.side.values(), *w.controls.values()]
         states = [out.runs, app.branches]
-        lane = dict(concurrency_id="generate", concurrency_limit=app.slots)
+        # The progress animation on the status line alone: Gradio's page refreshes the loading status of every
+        # progress target at each streamed message, searching its whole layout for each one, so a run's two dozen
+        # outputs as targets cost the browser ~0.1 s per message and a long run saturates the page (Stop then
+        # cannot be clicked).
+        lane = dict(concurrency_id="generate", concurrency_limit=app.slots, show_progress_on=[out.status])
 
         def run_event(button, handler, more: list, api: str | None):
             return button.click(named(handler, ["runs", "branches", *names, *(n for n, _ in more)]),
@@ -444,8 +449,8 @@ class TabUI:
         # carries ``cancels``, before the next one, so ``stopped`` (registered second, and waiting for
         # the worker) sums up what streamed after the last stream update. API clients: ``job.cancel()``.
         w.stop.click(None, None, None, cancels=runs_events)
-        stopped = w.stop.click(self.stopped, [out.runs], [out.status, out.download], concurrency_limit=None,
-                               api_name=False)
+        stopped = w.stop.click(self.stopped, [out.runs], [*out.texts, out.tokens, out.status, out.download],
+                               concurrency_limit=None, api_name=False, show_progress_on=[out.status])
         picked = [p for p, f in zip(out.plots, self.figures) if f.picked]
         for widget in (out.step, w.row):
             widget.input(self.pick, [out.runs, out.step, w.row], [out.alternatives, *picked],
@@ -453,14 +458,17 @@ class TabUI:
         out.tokens.select(self.pick_token, [out.runs, w.row], [out.step, out.alternatives, *picked],
                           trigger_mode="always_last", api_name=False)
         out.alternatives.select(self.pick_alternative, None, w.token, api_name=False)
-        shown = w.clicks.select(self.clicked, [out.runs, app.branches], [*outputs, w.node], api_name=False)
-        loaded = w.upload.upload(self.load_trace, [w.upload, out.runs], outputs, api_name=f"{tab.key}_load_trace")
+        shown = w.clicks.select(self.clicked, [out.runs, app.branches], [*outputs, w.node], api_name=False,
+                                show_progress_on=[out.status])
+        loaded = w.upload.upload(self.load_trace, [w.upload, out.runs], outputs, api_name=f"{tab.key}_load_trace",
+                                 show_progress_on=[out.status])
         # View code, once the run on screen has ended (a run, Stop, a branch-tree run shown, a loaded trace)
         fill = view_code.filler(app.models)
         for done in (*runs_events, stopped, shown, loaded):
             done.then(fill, [out.runs, app.model_state], w.code, api_name=False, concurrency_limit=None)
         if self.tab.presets():
-            w.preset.change(self.apply_preset, [w.preset, w.extra], [*w.controls.values(), w.extra], api_name=False)
+            w.preset.change(self.apply_preset, [w.preset, w.extra], [*w.controls.values(), w.extra], api_name=False,
+                            show_progress_on=[w.preset])
         if w.model_panel:
             app.model_state.change(self.on_model_name, [app.model_state], w.model_panel, api_name=False)
 
@@ -570,12 +578,14 @@ class TabUI:
         view = View({plan.name: Run(plan.name, start.label, start.kwargs, prompt=prompt, base=start.base,
                                     paused=start.paused, lead=list(start.lead), lead_texts=texts.pieces(start.lead)[0])
                      for plan, start in starts}, branches=branches)
-        throttle = Throttle()
+        frames, throttle = Frames(self.app.frame), Throttle()
         try:
             for plan, start in starts:
                 for _ in stream_run(view.runs[plan.name], loaded, start.input_ids, start.attention_mask,
                                     generator=start.generator, max_seconds=self.app.max_seconds, origin=start.origin,
                                     top_n=start.top_n, **plan.model_kwargs):
+                    if not frames.due():  # the run's records hold the step; the next update shows it
+                        continue
                     if throttle.due():
                         started = time.perf_counter()
                         out = self._outputs(view, note=note)
@@ -603,7 +613,9 @@ class TabUI:
         wait_stopped(runs)  # after this no late stream update can overwrite the summary
         for run in runs.values():
             run.stopped = run.stopped or ("" if run.done else "cancelled")
-        return {self.out.status: "Stopped.  \n" + status_line(runs, seeded=self.tab.seeded),
+        view = View(runs)  # the text and tokens too: the last streamed update may be a frame behind the runs
+        return {**dict(zip(self.out.texts, self.tab.texts(view))), self.out.tokens: self._tokens(view),
+                self.out.status: "Stopped.  \n" + status_line(runs, seeded=self.tab.seeded),
                 self.out.download: save_runs(self.tab.key, runs, session.folder(request))}
 
     # --- handlers: picking ----------------------------------------------------------------------------

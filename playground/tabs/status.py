@@ -37,6 +37,22 @@ def error_line(err: Exception) -> str:
     return f"Not run: {err}"
 
 
+class Frames:
+    """Says which of a run's streamed steps go out to the browser: the first at once (the time to first token), then
+    none sooner than ``frame`` seconds after the last (``policy.frame_seconds``); the final output always goes."""
+
+    def __init__(self, frame: float):
+        self.frame = frame
+        self.last: float | None = None
+
+    def due(self) -> bool:
+        now = time.perf_counter()
+        if self.last is not None and now - self.last < self.frame:
+            return False
+        self.last = now
+        return True
+
+
 class Throttle:
     """Says when to redraw a run's figures while its text streams: never with the first token (it goes out as text
     alone, at once), then no more often than every ``interval`` seconds, and only as often as redrawing takes at
