@@ -27,7 +27,7 @@ import torch
 
 import core
 from core.models import DEFAULT_NAME, DTYPE_CHOICES, available_models
-from playground import branches_panel, config_panel, engine, gradio_patches, policy, session
+from playground import branches_panel, config_panel, engine, gradio_patches, persist, policy, session
 from playground.i18n import I18N, tr
 from playground.branches import Branches
 from playground.state import MODELS, ModelCache
@@ -89,6 +89,7 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
                        "the text streams in while the figures show what each step considered."), label="Title")
         model_state = session.state(startup)
         branches = session.state(Branches())  # every run of the session, as a tree of forks
+        tree_store = persist.tree_store()  # the browser's copy of it, back after a reload
         with gr.Row(equal_height=False):
             pick = gr.Dropdown(list(dict.fromkeys([*choices, startup_name])), value=startup_name, label=tr("Model"),
                                scale=2)
@@ -103,14 +104,14 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
         model_status = gr.Markdown(describe(loaded), label="Model status")
         app = AppContext(models=models, model_state=model_state, startup=loaded, model_choices=choices, slots=slots,
                          max_seconds=max_seconds, frame=policy.frame_seconds() if frame is None else frame,
-                         branches=branches)
+                         branches=branches, tree_store=tree_store)
         tabs = all_tabs()
         active_tab = session.state(tabs[0].key)
-        with gr.Tabs():
+        with gr.Tabs() as tabs_block:
             handles: list[TabHandle] = [tab.build(app) for tab in tabs]
             for handle in handles:
                 handle.tab.select(lambda key=handle.key: key, None, active_tab, api_name=False)
-            branches_panel.build(branches)  # the session's runs as a tree, compared, downloaded
+            branches_panel.build(branches, tree_store)  # the session's runs as a tree, compared, downloaded
             config_panel.build(handles, active_tab)  # save / load / share settings
         loader = load_handler(models)
         load.click(loader, [pick, path, precision], [model_state, model_status], concurrency_id="load",
@@ -119,11 +120,16 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
             trigger(loader, [pick, path, precision], [model_state, model_status], concurrency_id="load",
                     concurrency_limit=1, api_name=False)
 
+        # each tab's settings and the branch tree, kept in the browser, back on a reload; a share link opens its tab
+        keeper = persist.Keeper({h.key: h.ui for h in handles}, branches, tree_store, tabs_block, active_tab)
+        keeper.wire(demo)
+
         def end_session(request: gr.Request) -> None:  # the session's runs and files go with it
             session.end(demo, request)
 
         demo.unload(end_session)
     demo.handles = handles  # for tests and for panels built later
+    demo.keeper = keeper  # the page load's restore (tests call it directly)
     demo.startup_model = startup  # the session's first model key (its name, @precision unless float32)
     return demo
 
@@ -131,14 +137,18 @@ def build_demo(startup: str | None = None, models: ModelCache = MODELS, slots: i
 def launch(demo: gr.Blocks, slots: int = 2, queue_size: int = 16, **kwargs):
     """Queue (``slots`` generations at once, ``queue_size`` waiting) and serve with the playground's CSS, its
     English and Arabic (``playground.i18n``: Gradio picks one from the browser's language) and the script that
-    lays an Arabic page out right to left (``assets/locale.js``)."""
+    lays an Arabic page out right to left (``assets/locale.js``).
+
+    Gradio's run history is off: it keeps up to 100 runs in the browser's localStorage, every output of each (the
+    figures' JSON: ~40 KB a greedy run), so it would fill the origin's ~5 MB and leave no room for what a reload
+    restores (``playground.persist``); the branch tree, View code and the trace downloads keep what was run."""
     gradio_patches.apply()  # two mends of Gradio's output path, process-wide: see there
     demo.queue(default_concurrency_limit=slots, max_size=queue_size)
     app_kwargs = kwargs.pop("app_kwargs", None) or {}
     # and one of its page: the loading statuses a streamed message refreshes (see gradio_patches)
     app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), *gradio_patches.middleware()]
     return demo.launch(css_paths=[ASSETS / "style.css"], i18n=I18N, js=(ASSETS / "locale.js").read_text(),
-                       app_kwargs=app_kwargs, **kwargs)
+                       app_kwargs=app_kwargs, **{"run_history": False, **kwargs})
 
 
 def main() -> None:

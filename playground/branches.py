@@ -7,6 +7,9 @@ runs' traces: the tree never re-runs or re-simulates anything.
 
 ``Branches`` lives in one ``gr.State`` per session; it keeps at most ``MAX_RUNS`` runs (the oldest runs nobody
 continues go first) and round-trips through JSON (``to_json`` / ``from_json``) with every trace in it.
+``to_json(max_chars=...)`` writes a bounded form of the same format, the one the browser keeps across a reload
+(``playground.persist``): each run's records cut to what the tree, the comparison, the token view and continuing
+from a run read (``slim``), and only the newest runs that fit in ``max_chars``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from core.records import BeamNode, Candidate, Piece, Trace
+from core.records import BeamNode, Candidate, Piece, RowStep, StepRecord, Trace
 from core.text import shown
 
 MAX_RUNS = 64  # per session: a run holds its records (tens to hundreds of KB)
@@ -91,6 +94,14 @@ class Branches:
     def children(self, run_id: str) -> list[Entry]:
         return [e for e in self.entries.values() if e.parent == run_id]
 
+    def extend(self, older: "Branches") -> None:
+        """Take the runs of ``older`` (a tree kept from before a reload) as the oldest ones; a run of the same id
+        already here stays as it is."""
+        entries = OrderedDict((k, e) for k, e in older.entries.items() if k not in self.entries)
+        entries.update(self.entries)
+        self.entries = entries
+        self._bound()
+
     def _bound(self) -> None:
         while len(self.entries) > MAX_RUNS:
             parents = {e.parent for e in self.entries.values()}
@@ -98,10 +109,19 @@ class Branches:
             del self.entries[victim]
 
     # --- JSON ---------------------------------------------------------------------------------------------
-    def to_json(self) -> str:
-        return json.dumps({"format": FORMAT, "runs": [
-            {"run_id": e.run_id, "tab": e.tab, "label": e.label, "prompt": e.prompt, "trace": e.trace.to_dict()}
-            for e in self.entries.values()]}, allow_nan=True)
+    def to_json(self, max_chars: int | None = None) -> str:
+        """Every run with all its records; with ``max_chars``, the bounded form: each run ``slim``, the newest runs
+        whose JSON fits in ``max_chars`` characters in all (older ones, and a run too big alone, are left out)."""
+        if max_chars is None:
+            return _dumps([_run_dict(e, e.trace) for e in self.entries.values()])
+        forced = _forced(self)
+        kept, size = [], len(_dumps([]))
+        for e in reversed(self.entries.values()):
+            run = json.dumps(_run_dict(e, slim(e.trace, forced.get(e.run_id, {}))), allow_nan=True)
+            if size + len(run) + 2 <= max_chars:  # 2: the separator between runs
+                kept.append(run)
+                size += len(run) + 2
+        return _dumps(kept[::-1], encoded=True)
 
     @classmethod
     def from_json(cls, text: str) -> "Branches":
@@ -116,6 +136,61 @@ class Branches:
         except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as err:
             raise ValueError(f"the file must be a branch tree this playground wrote (format {FORMAT!r}); "
                              f"could not read {err}") from None
+
+
+def _run_dict(entry: Entry, trace: Trace) -> dict[str, Any]:
+    return {"run_id": entry.run_id, "tab": entry.tab, "label": entry.label, "prompt": entry.prompt,
+            "trace": trace.to_dict()}
+
+
+def _dumps(runs: list, encoded: bool = False) -> str:
+    """The tree file: its format tag and the runs (``encoded``: runs already JSON text)."""
+    if not encoded:
+        return json.dumps({"format": FORMAT, "runs": runs}, allow_nan=True)
+    return f'{{"format": {json.dumps(FORMAT)}, "runs": [{", ".join(runs)}]}}'
+
+
+# --- the bounded form ------------------------------------------------------------------------------------------
+KEEP_CANDIDATES = 5  # alternatives kept per row and step in the bounded form (the tab records 10)
+
+
+def _forced(branches: Branches) -> dict[str, dict[tuple[int, int], set[int]]]:
+    """Per run id, the (step, row) -> tokens its children forced there: the edge labels and the children's texts
+    spell a forced token from the parent's record of it, so the bounded form keeps those candidates."""
+    out: dict[str, dict[tuple[int, int], set[int]]] = {}
+    for e in branches.entries.values():
+        origin = e.trace.origin
+        if origin is not None and origin.token_id is not None:
+            out.setdefault(origin.parent, {}).setdefault((origin.step, origin.row), set()).add(origin.token_id)
+    return out
+
+
+def slim(trace: Trace, forced: dict[tuple[int, int], set[int]] | None = None) -> Trace:
+    """``trace`` cut to what the branch tree, the comparison, the token view and continuing read: per row and step
+    the chosen tokens, their pieces and entropy and the first ``KEEP_CANDIDATES`` candidates (best score first; the
+    chosen ones and those in ``forced`` too); for the beam family only the nodes on the returned hypotheses' paths. Gone:
+    the processors' effects, the strategy details (contrastive, DoLa, drafts), the cache sizes, the logit lens and
+    the running best continuations, which only the tab's own figures draw."""
+    forced = forced or {}
+    last = next((rec.best_nodes for rec in reversed(trace.steps) if rec.best_nodes is not None), None)
+    on_path: set[int] = set()
+    if last is not None:
+        parents = {n.node_id: n.parent for rec in trace.steps for n in rec.beam or ()}
+        for node_id in last:
+            while node_id in parents and node_id not in on_path:
+                on_path.add(node_id)
+                node_id = parents[node_id]
+
+    def row(rec: StepRecord, rs: RowStep) -> RowStep:
+        keep = {*rs.chosen, *forced.get((rec.step, rs.row), ())}
+        candidates = [c for i, c in enumerate(rs.candidates) if i < KEEP_CANDIDATES or c.token_id in keep]
+        return replace(rs, candidates=candidates, effects=[])
+
+    steps = [replace(rec, rows=[row(rec, rs) for rs in rec.rows], contrastive=None, dola=None, assisted=None,
+                     cache=None, lens=None, best=None,
+                     beam=None if rec.beam is None else [n for n in rec.beam if n.node_id in on_path])
+             for rec in trace.steps]
+    return replace(trace, steps=steps)
 
 
 # --- what an edge says -------------------------------------------------------------------------------------------

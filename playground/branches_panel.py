@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 from gradio.components.plot import PlotData
 
-from . import session
+from . import persist, session
 from .branches import Branches, compare, pieces, spelled, token_texts
 from .figures import branches as branch_figures
 from .figures.common import figure_json
@@ -58,6 +58,7 @@ class BranchesPanel:
     """The tab's handlers over the session's ``branches`` state (an ``AppContext.branches``)."""
 
     branches: gr.State
+    store: gr.BrowserState | None = None  # the browser's copy of the tree (``playground.persist``)
 
     def refresh(self, branches, prompt_key, first, second, request: gr.Request = None):
         """The prompts, the tree on the chosen (else newest) prompt, the run pickers, the newest run shown, and the
@@ -174,10 +175,13 @@ class BranchesPanel:
         prompt.input(self.refresh, [state, prompt, first, second], views, api_name=False, **quiet)
         clicks.select(self.clicked, [state], [text, about, tokens], api_name=False)
         go.click(self.compare, [state, first, second], [text_a, text_b, where, evidence], api_name="branches_compare")
-        upload.upload(self.load, [state, upload], [state, loaded_status], api_name="branches_load").then(
-            self.refresh, [state, prompt, first, second], views, api_name=False)
+        loaded = upload.upload(self.load, [state, upload], [state, loaded_status], api_name="branches_load")
+        loaded.then(self.refresh, [state, prompt, first, second], views, api_name=False)
+        if self.store is not None:
+            loaded.then(persist.save_tree, [state], [self.store], api_name=False, show_progress="hidden")
 
 
-def build(branches: gr.State) -> None:
-    """Build the "Branches" tab (call inside the app's ``gr.Tabs``) over the session's ``branches`` state."""
-    BranchesPanel(branches).build()
+def build(branches: gr.State, store: gr.BrowserState | None = None) -> None:
+    """Build the "Branches" tab (call inside the app's ``gr.Tabs``) over the session's ``branches`` state (kept in the
+    browser's ``store`` too, when given)."""
+    BranchesPanel(branches, store).build()

@@ -217,6 +217,9 @@ TEXTS: dict[str, tuple[str, str]] = {
     "btn_next_token": ("Next token", "الرمز التالي"),
     "btn_download_trace": ("Download trace (JSON)", "تنزيل أثر التشغيل (JSON)"),
     "btn_load_trace": ("Load trace (JSON)", "تحميل أثر تشغيل (JSON)"),
+    "btn_share_link": ("Share link", "رابط المشاركة"),
+    "info_share_link": ("opens this tab with its prompt and settings (copied to the clipboard where the browser "
+                        "lets it)", "يفتح هذا التبويب بموجّهه وإعداداته (ويُنسخ إلى الحافظة حيث يسمح المتصفح)"),
     "label_view_code": ("View code", "عرض الشيفرة"),
     "label_view_code_box": ("Python that reproduces this run", "شيفرة Python التي تعيد إنتاج هذا التشغيل"),
 

@@ -332,3 +332,68 @@ def test_an_english_browser_still_reads_english_left_to_right(page):
     settings = panel.get_by_role("textbox", name="Prompt", exact=True).bounding_box()
     tokens = panel.locator(".dp-token-view").first.bounding_box()
     assert settings["x"] + settings["width"] < tokens["x"] + 1, (settings, tokens)
+
+
+# --- nothing lost on reload; a share link opens its tab ---------------------------------------------------------
+TREE_KEPT = "() => !!localStorage.getItem('decoding-playground:branches')"
+
+
+def test_settings_prompt_and_branch_tree_survive_a_reload(page):
+    """Change a tab's prompt and settings, run it once (the branch tree gets a node), reload: all of it is back."""
+    panel = open_tab(page, "Sampling")
+    panel.get_by_role("checkbox", name="Apply chat template").uncheck()
+    set_number(panel, "temperature", 0.7)
+    set_number(panel, "seed", 5)
+    generate(panel, max_new_tokens=6, prompt="The colour of the sky is")
+    wait_done(panel)
+    text = text_of(panel).input_value()
+    page.wait_for_function(TREE_KEPT)  # written once the run has joined the tree
+
+    page.reload()
+    expect(page.get_by_role("tab", name="Greedy", exact=True)).to_be_visible()
+    panel = open_tab(page, "Sampling")
+    expect(panel.get_by_role("textbox", name="Prompt", exact=True)).to_have_value("The colour of the sky is")
+    expect(panel.get_by_role("spinbutton", name="number input for max_new_tokens")).to_have_value("6")
+    expect(panel.get_by_role("spinbutton", name="number input for temperature")).to_have_value("0.7")
+    expect(panel.get_by_role("spinbutton", name="seed", exact=True)).to_have_value("5")
+    expect(panel.get_by_role("checkbox", name="Apply chat template")).not_to_be_checked()
+    branches = open_tab(page, "Branches")
+    wait_for_plot(page, branches, "Branch tree", "s.title.includes('1 runs') && s.points > 0")
+    expect(branches.get_by_role("textbox", name="Run text", exact=True)).to_have_value(text)
+    # the same settings, the same seed: Generate gives the same text again, and the tree grows
+    panel = open_tab(page, "Sampling")
+    panel.get_by_role("button", name="Generate").click()
+    wait_done(panel)
+    expect(text_of(panel)).to_have_value(text)
+    wait_for_plot(page, panel, "Branch tree", "s.title.includes('2 runs')")
+
+
+def test_a_share_link_opens_its_tab_with_its_prompt_and_settings(page, browser):
+    panel = open_tab(page, "Beam search")
+    panel.get_by_role("textbox", name="Prompt", exact=True).fill("Three words for rain:")
+    set_number(panel, "num_beams", 3)
+    set_number(panel, "length_penalty", 1.5)
+    panel.get_by_role("button", name="Share link").click()
+    box = panel.get_by_role("textbox", name="Share link")
+    expect(box).to_have_value(re.compile(r"\?tab=beam&prompt=Three%20words%20for%20rain%3A&"))
+    link = box.input_value()
+    assert "num_beams=3" in link and "length_penalty=1.5" in link and "max_new_tokens" not in link, link
+
+    other = browser.new_context(viewport={"width": 1400, "height": 1000})  # another visitor: nothing kept
+    try:
+        shared = other.new_page()
+        shared.goto(link + "&num_return_sequences=99")  # and a hand-edited value the slider cannot take
+        tab = shared.get_by_role("tab", name="Beam search", exact=True)
+        expect(tab).to_have_attribute("aria-selected", "true")
+        opened = shared.get_by_role("tabpanel").first
+        expect(opened.get_by_role("textbox", name="Prompt", exact=True)).to_have_value("Three words for rain:")
+        expect(opened.get_by_role("spinbutton", name="number input for length_penalty")).to_have_value("1.5")
+        expect(opened.get_by_role("spinbutton", name="number input for num_beams")).to_have_value("3")
+        expect(opened.get_by_text(re.compile(r"not applied: num_return_sequences must be a whole number in "
+                                             r"\[1, 8\]; got 99"))).to_be_visible()
+        expect(shared).not_to_have_url(re.compile(r"tab=beam"))  # applied once: a reload restores what changes next
+        generate(opened, max_new_tokens=6)
+        wait_done(opened)  # it runs with what the link set
+        wait_for_plot(shared, opened, "Beam tree", "s.markers > 0")
+    finally:
+        other.close()

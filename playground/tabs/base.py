@@ -33,7 +33,7 @@ from ..figures.tokens import ALTERNATIVES_HEADERS, alternatives_table, tokens_ht
 from core.rng import new_generator
 from core.text import TokenTexts
 
-from .. import policy, session, steering, view_code
+from .. import persist, policy, session, steering, view_code
 from ..branches import Branches, Entry, entropy_per_step, pieces, sample_tree, samples
 from ..figures import branches as branch_figures
 from ..figures import funnel
@@ -59,6 +59,7 @@ class AppContext:
     model_choices: list[str] = field(default_factory=list)  # named models, for pickers (speculative)
     slots: int = 2  # generations running at once, across all tabs
     branches: gr.State | None = None  # the session's runs (``playground.branches.Branches``)
+    tree_store: gr.BrowserState | None = None  # the browser's copy of them (``playground.persist``)
     max_seconds: float | None = None  # the wall-clock cap of every generation (``PLAYGROUND_MAX_SECONDS``)
     frame: float = 0.0  # the least seconds between two streamed updates of a run (``PLAYGROUND_FRAME_MS``)
 
@@ -284,6 +285,9 @@ class Widgets:
     from_node: gr.Button
     next_token: gr.Button
     upload: gr.UploadButton
+    share: gr.Button  # Share link: a URL that reopens the tab with its prompt and settings
+    link: gr.Textbox
+    store: gr.BrowserState  # the browser's copy of the settings, back after a reload (``playground.persist``)
     clicks: gr.HTML
     code: gr.Code  # View code: the Python that reproduces the run on screen
     tab: gr.Tab
@@ -318,6 +322,14 @@ class TabUI:
         """The ``GenerationConfig`` fields of the tab's widgets, in the order its run handlers take their values."""
         return list(self.w.controls)
 
+    @property
+    def settings(self) -> dict[str, gr.components.Component]:
+        """What a reload keeps and a share link carries, by API name: the prompt, the chat box, the seed (seeded
+        tabs), the side inputs and the controls."""
+        w = self.w
+        return {"prompt": w.prompt, "chat": w.chat, **({"seed": w.seed} if self.tab.seeded else {}), **w.side,
+                **w.controls}
+
     # --- layout ----------------------------------------------------------------------------------
     def layout(self) -> Widgets:
         """The settings on the left; on the right the run: its tokens coloured by probability on top (the answer to
@@ -335,13 +347,14 @@ class TabUI:
             # browser indexes its tab bar by (the selected tab then shows up in another tab's place).
             extra = session.state({})
             runs_state = session.state({})
+            store = persist.settings_store(tab.key)
         out = Outputs(texts=run["texts"], status=settings["status"], plots=run["plots"],
                       figure_tabs=run["figure_tabs"], tokens=run["tokens"], step=run["step"],
                       alternatives=run["alternatives"], runs=runs_state, download=run["download"],
                       branches=app.branches)
         own = {f.name for f in fields(Widgets)}  # the rest of what the two columns made is in ``out``
         made = {k: v for k, v in {**settings, **run}.items() if k in own}
-        return Widgets(out=out, extra=extra, tab=tab_block, **made)
+        return Widgets(out=out, extra=extra, store=store, tab=tab_block, **made)
 
     def _settings(self) -> dict:
         tab, app = self.tab, self.app
@@ -411,12 +424,18 @@ class TabUI:
         with gr.Row():
             download = gr.DownloadButton(tr("Download trace (JSON)"), value=None)
             upload = gr.UploadButton(tr("Load trace (JSON)"), file_types=[".json"])
+            share = gr.Button(tr("Share link"))
+        # no copy button: in Gradio 6.31 a button inside a textbox's label leaves the textbox without a name
+        link = gr.Textbox(label=tr("Share link"), visible=False,
+                          info=tr("opens this tab with its prompt and settings (copied to the clipboard where the "
+                                  "browser lets it)"))
         clicks = gr.HTML("", label="Plot clicks", elem_classes=["dp-plot-clicks"],
                          js_on_load=(ASSETS / "plot_click.js").read_text())
         code = view_code.view_code_panel()
         return dict(tokens=tokens, texts=texts, step=step, row=row, alternatives=alternatives, token=token,
                     node=node, branch=branch, from_node=from_node, next_token=next_token, plots=plots,
-                    figure_tabs=figure_tabs, download=download, upload=upload, clicks=clicks, code=code)
+                    figure_tabs=figure_tabs, download=download, upload=upload, share=share, link=link, clicks=clicks,
+                    code=code)
 
     # --- wiring ----------------------------------------------------------------------------------
     def wire(self, w: Widgets) -> None:
@@ -471,6 +490,24 @@ class TabUI:
                             show_progress_on=[w.preset])
         if w.model_panel:
             app.model_state.change(self.on_model_name, [app.model_state], w.model_panel, api_name=False)
+        self._wire_keeping(w, runs_events)
+
+    def _wire_keeping(self, w: Widgets, runs_events) -> None:
+        """What survives a reload (``playground.persist``): the settings go to the browser's store as they change,
+        in the browser alone (a keystroke costs no round trip; a preset or a loaded config is kept too); the branch
+        tree after every run; Share link puts the page's address in beside the settings."""
+        settings = self.settings
+        gr.on([c.change for c in settings.values()], None, [*settings.values(), w.store], w.store,
+              js=persist.save_js(self.tab.key, {n: c.value for n, c in settings.items()}), api_name=False,
+              show_progress="hidden")
+        if self.app.tree_store is not None:
+            for done in runs_events:
+                done.then(persist.save_tree, [self.app.branches], [self.app.tree_store], api_name=False, queue=False,
+                          show_progress="hidden")
+        n = len(settings)
+        w.share.click(self.share_link, [*settings.values(), w.link], [w.link, self.out.status], api_name=False,
+                      js=f"(...v) => [...v.slice(0, {n}), window.location.href]", concurrency_limit=None,
+                      show_progress="hidden").then(None, w.link, None, js=persist.COPY_JS, api_name=False)
 
     # --- handlers: runs --------------------------------------------------------------------------
     def _setup(self, model_name, prompt, chat, extra, values):
@@ -654,6 +691,21 @@ class TabUI:
         except ValueError as err:
             return self._error(err)
         return self._outputs(View(runs), final=True, saved=path)
+
+    def share_link(self, *values) -> dict:
+        """The link that reopens this tab with its prompt and settings (the last value: the page's address)."""
+        *values, page_url = values
+        settings = self.settings
+        try:
+            checked = {name: persist.check(name, settings[name], value) for name, value in zip(settings, values)}
+        except ValueError as err:
+            return {self.w.link: gr.Textbox(visible=False), **self._error(err)}
+        url = persist.share_url(page_url, self.tab.key, settings, checked)
+        if len(url) > persist.MAX_LINK:
+            return {self.w.link: gr.Textbox(visible=False), **self._error(ValueError(
+                f"the share link would be {len(url):,} characters, more than a server reads ({persist.MAX_LINK:,}); "
+                "shorten the prompt or the long settings"))}
+        return {self.w.link: gr.Textbox(value=url, visible=True)}
 
     def apply_preset(self, name, extra) -> dict:
         values, controls = self.tab.presets().get(name, {}), self.w.controls
