@@ -6,7 +6,8 @@ Debian's chromium as a visitor touring the playground would: a short Generate in
 tab, then one long sampling run, streamed. Per configuration one row:
 
 - tokens/s: what the run's status line reports (the server's side; the page and the model share this machine's cores);
-- messages and KB a message: the server-sent messages the page received during the run, and their size;
+- messages and KB a message: the updates the run's handler sent (each one message) and the bytes the page received
+  over them;
 - busy: the share of the run's wall time the page's main thread spent in tasks (chromium's ``TaskDuration``);
 - timer delay p90 / max: how late a 20 ms timer fired, i.e. how long a click (Stop) waits to be handled.
 
@@ -29,6 +30,7 @@ import app  # noqa: E402
 from browser_helpers import RUNNING, launch_chromium, open_tab, set_number, status_of, wait_done  # noqa: E402
 from playground import gradio_patches  # noqa: E402
 from playground.tabs import TABS  # noqa: E402
+from playground.tabs.base import TabUI  # noqa: E402
 
 TIMER = """() => { window.__lags = []; let last = performance.now();
     const tick = () => { const now = performance.now(); window.__lags.push(now - last - 20); last = now;
@@ -42,6 +44,7 @@ def task_seconds(cdp) -> float:
 
 
 def measure(browser, url: str, tokens: int, tour: list[str]) -> dict:
+    expect.set_options(timeout=300_000)  # Gradio's page, unmended, falls far behind a long run
     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
     page.goto(url)
     expect(page.get_by_role("tab", name="Greedy", exact=True)).to_be_visible()
@@ -59,13 +62,20 @@ def measure(browser, url: str, tokens: int, tour: list[str]) -> dict:
     cdp.send("Network.enable")
     received = {"bytes": 0, "messages": 0}
     cdp.on("Network.dataReceived", lambda e: received.update(bytes=received["bytes"] + e["dataLength"]))
-    cdp.on("Network.eventSourceMessageReceived", lambda e: received.update(messages=received["messages"] + 1))
+    build = TabUI._outputs  # each update a run handler builds is one message to the page (Gradio streams over fetch)
+
+    def counted(self, *args, **kwargs):
+        received["messages"] += 1
+        return build(self, *args, **kwargs)
+
+    TabUI._outputs = counted
     page.evaluate(TIMER)
     busy0, t0 = task_seconds(cdp), time.perf_counter()
     panel.get_by_role("button", name="Generate").click()
     expect(status_of(panel)).to_contain_text(RUNNING)
     summary = wait_done(panel).inner_text()
     wall, busy = time.perf_counter() - t0, task_seconds(cdp) - busy0
+    TabUI._outputs = build
     lags = sorted(page.evaluate("window.__lags"))
     page.context.close()
     speed = float(summary.split("tokens/s")[0].rsplit("(", 1)[1])
