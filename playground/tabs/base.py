@@ -444,10 +444,9 @@ class TabUI:
         names = ["model", "prompt", "chat", "seed", "extra", *w.side, *w.controls]
         settings = [app.model_state, w.prompt, w.chat, w.seed, w.extra, *w.side.values(), *w.controls.values()]
         states = [out.runs, app.branches]
-        # The progress animation on the status line alone: Gradio's page refreshes the loading status of every
-        # progress target at each streamed message, searching its whole layout for each one, so a run's two dozen
-        # outputs as targets cost the browser ~0.1 s per message and a long run saturates the page (Stop then
-        # cannot be clicked).
+        # The progress animation on the status line alone, not on the run's two dozen outputs: Gradio's page keeps
+        # the loading status of every progress target it has seen and handles them all at each streamed message
+        # (see gradio_patches: unmended, a long run kept the page too busy for Stop to be clicked).
         lane = dict(concurrency_id="generate", concurrency_limit=app.slots, show_progress_on=[out.status])
 
         def run_event(button, handler, more: list, api: str | None):
