@@ -127,11 +127,12 @@ def samples_panel() -> Figure:
     """Sample N's prefix tree of the samples (counts, probabilities) above the entropy per step over them."""
     def tree(view: View):
         runs = samples(view.steps)
+        if len(runs) < 2:  # one sample's tree is its text again: the token view and the entropy figure show it
+            return branch_figures.sample_tree_figure(None)
         seeds = view.main.label.rpartition("(seeds ")[2].rstrip(")") if "(seeds " in view.main.label else ""
-        return branch_figures.sample_tree_figure(sample_tree(runs) if runs else None, entropy_per_step(view.steps),
-                                                 seeds)
+        return branch_figures.sample_tree_figure(sample_tree(runs), entropy_per_step(view.steps), seeds)
 
-    return Figure("Samples", tree, branch_figures.SAMPLES_CAPTION)
+    return Figure("Samples", tree, branch_figures.SAMPLES_CAPTION, only_with="Sample N or num_return_sequences > 1")
 
 
 @dataclass
