@@ -136,14 +136,7 @@ def switch_interval() -> float:
     takes it back after each, so a thread busy in Python can hold it up; yet measured in the app (``python
     bench/bench_load.py --switch-ms 5,1``) 1 ms gave no more tokens/s under 8 or 16 visitors and fewer to one
     visitor, so the default stays Python's; the knob is there to measure it again on other hardware."""
-    raw = os.environ.get(SWITCH_ENV, "").strip() or "5"
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0.05 <= value <= 100:
-        raise ValueError(f"{SWITCH_ENV} must be a number of milliseconds from 0.05 to 100; got {raw!r}")
-    return value / 1000
+    return _seconds_from_ms(SWITCH_ENV, "5", 0.05, 100)
 
 
 def frame_seconds() -> float:
@@ -151,13 +144,19 @@ def frame_seconds() -> float:
     what streamed meanwhile goes out with the next, so the page redraws at most 20 times a second however fast the
     model runs. Each message costs the page's main thread work that grows with the text it redraws (the token view's
     HTML) and, in Gradio's page unmended, with every component any event has touched (``gradio_patches``)."""
-    raw = os.environ.get(FRAME_ENV, "").strip() or "50"
+    return _seconds_from_ms(FRAME_ENV, "50", 0, 5000)
+
+
+def _seconds_from_ms(env: str, default: str, low: float, high: float) -> float:
+    """The variable ``env`` (milliseconds, ``default`` when unset) in seconds; outside [``low``, ``high``] or not a
+    number, a ValueError naming the variable and its range."""
+    raw = os.environ.get(env, "").strip() or default
     try:
         value = float(raw)
     except ValueError:
-        value = -1.0
-    if not 0 <= value <= 5000:
-        raise ValueError(f"{FRAME_ENV} must be a number of milliseconds from 0 to 5000; got {raw!r}")
+        value = math.nan
+    if not low <= value <= high:
+        raise ValueError(f"{env} must be a number of milliseconds from {low:g} to {high:g}; got {raw!r}")
     return value / 1000
 
 
