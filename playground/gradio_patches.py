@@ -104,7 +104,7 @@ def cheap_skips() -> None:
 
 # --- the page ------------------------------------------------------------------------------------------------
 ASSETS = Path(gr.__file__).parent / "templates" / "frontend" / "assets"
-# (file pattern, Gradio's code, the mended code): each must be found exactly once, or nothing of it is served
+# Gradio's code and the mended code: each piece must be found exactly once in its file, or nothing of it is served
 _STATI = ("async update_loading_stati_state(){await Promise.all(Object.entries(this.loading_stati.current)"
           ".map(([e,t])=>this.update_state_cb(Number(e),{loading_status:t},!1)))}")
 _QUIET_STATI = ("async update_loading_stati_state(){let s=this.dp_sent||(this.dp_sent=new Map);"
@@ -112,7 +112,9 @@ _QUIET_STATI = ("async update_loading_stati_state(){let s=this.dp_sent||(this.dp
                 ".filter(([e,t])=>{let j=JSON.stringify(t);return s.get(e)!==j&&(s.set(e,j),!0)})"
                 ".map(([e,t])=>this.update_state_cb(Number(e),{loading_status:t},!1)))}")
 _RELOAD = "reload(e,t,n,r,i){"  # a new layout (a re-render) gets every status again
-MENDS = {"quiet_loading_statuses": ("Blocks-*.js", ((_STATI, _QUIET_STATI), (_RELOAD, _RELOAD + "this.dp_sent=new Map;")))}
+# name: (the page file's pattern under ``ASSETS``, its (Gradio's code, the mended code) pairs)
+MENDS = {"quiet_loading_statuses": ("Blocks-*.js", ((_STATI, _QUIET_STATI),
+                                                    (_RELOAD, _RELOAD + "this.dp_sent=new Map;")))}
 
 
 def mended_assets() -> dict[str, bytes]:
@@ -122,15 +124,16 @@ def mended_assets() -> dict[str, bytes]:
         return {}
     files = {}
     for name, (pattern, edits) in MENDS.items():
-        found = [p for p in sorted(ASSETS.glob(pattern)) if edits[0][0] in p.read_text(encoding="utf-8")]
-        text = found[0].read_text(encoding="utf-8") if len(found) == 1 else ""
-        if not text or any(text.count(old) != 1 for old, _ in edits):
+        texts = {p.name: p.read_text(encoding="utf-8") for p in sorted(ASSETS.glob(pattern))}
+        found = [(file, text) for file, text in texts.items() if edits[0][0] in text]
+        if len(found) != 1 or any(found[0][1].count(old) != 1 for old, _ in edits):
             warnings.warn(f"playground.gradio_patches: {name} not applied: Gradio's {pattern} is not the one it was "
                           "read against", stacklevel=2)
             continue
+        file, text = found[0]
         for old, new in edits:
             text = text.replace(old, new)
-        files[found[0].name] = text.encode("utf-8")
+        files[file] = text.encode("utf-8")
     return files
 
 

@@ -229,13 +229,19 @@ def restore(key: str, components: Mapping[str, Any], kept: Any) -> tuple[dict[st
         return {}, ["the kept settings are not in a form this version reads"]
     if kept.get("version") != VERSION or kept.get("tab") != key:
         return {}, [f"the kept settings are of another version ({kept.get('version')!r}) or tab"]
+    return _checked(kept["values"].items(), components, check, "is no longer a setting of this tab")
+
+
+def _checked(items, components: Mapping[str, Any], read, unknown: str) -> tuple[dict[str, Any], list[str]]:
+    """(``{name: read(name, component, value)}``, problems) for ``items`` (name, value) pairs: a name with no
+    component is named with ``unknown``, a value ``read`` refuses with its ValueError's message."""
     values, problems = {}, []
-    for name, value in kept["values"].items():
+    for name, value in items:
         if name not in components:
-            problems.append(f"`{name}` is no longer a setting of this tab")
+            problems.append(f"`{name}` {unknown}")
             continue
         try:
-            values[name] = check(name, components[name], value)
+            values[name] = read(name, components[name], value)
         except ValueError as err:
             problems.append(str(err))
     return values, problems
@@ -250,18 +256,8 @@ def read_link(params: Mapping[str, str], tabs: Mapping[str, Mapping[str, Any]]
         return None, {}, []
     if key not in tabs:
         return None, {}, [f"`tab` must be one of {', '.join(tabs)}; got {key!r}"]
-    components, values, problems = tabs[key], {}, []
-    for name, text in params.items():
-        if name == "tab" or name in GRADIO_PARAMS:
-            continue
-        if name not in components:
-            problems.append(f"`{name}` is not a setting of this tab")
-            continue
-        try:
-            values[name] = parse_link_value(name, components[name], text)
-        except ValueError as err:
-            problems.append(str(err))
-    return key, values, problems
+    items = [(name, text) for name, text in params.items() if name != "tab" and name not in GRADIO_PARAMS]
+    return key, *_checked(items, tabs[key], parse_link_value, "is not a setting of this tab")
 
 
 def share_url(page_url: str | None, key: str, components: Mapping[str, Any], values: Mapping[str, Any]) -> str:

@@ -384,7 +384,8 @@ def test_a_run_streams_at_most_one_update_per_frame(monkeypatch):
 
 def test_switching_tabs_and_streaming_touch_few_loading_statuses(served):
     """Gradio's page refreshes the loading status of every component an event has read or shown progress on, at each
-    streamed message (``gradio_patches``): a tab switch reads a few (opening the Config tab reads every tab's settings), a run shows progress on its status."""
+    streamed message (``gradio_patches``): a tab switch reads a few (opening the Config tab reads every tab's
+    settings), a run shows progress on its status."""
     demo, _, _ = served
     config = demo.get_config_file()
     tabs = {c["id"] for c in config["components"] if c["type"] == "tabitem"}
