@@ -131,13 +131,14 @@ def build_chain(logits_processor, generation_config, extra: list[LogitsProcessor
 
 
 def sampler_chain(logits_processor, generation_config, *, mode: str, tokenizer, generator, prompt_length: int,
-                  vocab_size: int) -> LogitsProcessorList:
+                  vocab_size: int, deadline: float | None = None) -> LogitsProcessorList:
     """The run's whole chain: transformers' processors, the community samplers the config switches on (XTC draws
-    from ``generator``), the grammar; ordered as the module docstring says."""
+    from ``generator``), the grammar (compiled by ``deadline``); ordered as the module docstring says."""
     check_modes(generation_config, mode)
     extra = community.community_processors(generation_config, tokenizer=tokenizer, generator=generator,
                                            prompt_length=prompt_length)
-    stage = grammar.build(generation_config, tokenizer=tokenizer, vocab_size=vocab_size, prompt_length=prompt_length)
+    stage = grammar.build(generation_config, tokenizer=tokenizer, vocab_size=vocab_size, prompt_length=prompt_length,
+                          deadline=deadline)
     return build_chain(logits_processor, generation_config, extra + ([stage] if stage is not None else []))
 
 

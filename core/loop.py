@@ -380,7 +380,8 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
         strategy = get_strategy(ctx.mode)
         logits_processor = chain.sampler_chain(
             logits_processor, generation_config, mode=ctx.mode, tokenizer=ctx.tokenizer, generator=ctx.generator,
-            prompt_length=input_ids.shape[1], vocab_size=model.config.get_text_config().vocab_size)
+            prompt_length=input_ids.shape[1], vocab_size=model.config.get_text_config().vocab_size,
+            deadline=ctx.deadline)
         stopping_criteria.append(CancelCriteria(ctx))
         ctx.generation_config = generation_config
         if ctx.recording and ctx.follows_rows():  # a branch's prefix may end inside a character
