@@ -126,7 +126,8 @@ class LlamaAdaptiveP:
         self.softmax_impl(cur_p)
         self.original_probs = [d["p"] for d in cur_p]
         target = F32(min(max(self.target, F32(0.0)), F32(1.0)))
-        raw = target if self.total_weight == F32(0.0) else F32(F32(2.0) * target - (self.weighted_sum / self.total_weight))
+        average = F32(self.weighted_sum / self.total_weight)
+        raw = target if self.total_weight == F32(0.0) else F32(F32(2.0) * target - average)
         adapted_target = F32(min(max(raw, F32(0.0)), F32(1.0)))
         self.adapted_target = adapted_target
         for d in cur_p:
