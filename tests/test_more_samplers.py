@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
+import core
 import core.processors as community
 from core import chain
 from core.processors.adaptive_p import AdaptivePLogitsProcessor
@@ -423,3 +424,18 @@ def test_adaptive_p_in_generate_equals_the_loop_by_hand(model):
     with torch.no_grad():
         first = model(PROMPT).logits[0, -1]
     assert greedy[PROMPT.shape[1]] == first.argmin().item()
+
+
+# --- the boundary ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("settings, message", [
+    ({"top_a": 1.5}, "`top_a` must be in [0, 1]; got 1.5"),
+    ({"tfs": -0.5}, "`tfs` must be in [0, 1] (1 is off); got -0.5"),
+    ({"smoothing_factor": 0.3, "smoothing_curve": 0}, "`smoothing_curve` must be a number >= 1 (1 is the plain "
+                                                       "quadratic); got 0"),
+    ({"adaptive_target": 0.5, "adaptive_decay": -0.1}, "`adaptive_decay` must be in [0, 0.99] (how slowly the "
+                                                        "average forgets, e.g. 0.9); got -0.1"),
+])
+def test_core_generate_names_the_field_before_transformers_runs(model, settings, message):
+    with pytest.raises(ValueError) as err:
+        core.generate(model, PROMPT, max_new_tokens=2, do_sample=True, **settings)
+    assert str(err.value) == message
