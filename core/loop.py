@@ -346,6 +346,7 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
     if deadline is None and max_seconds is not None:
         deadline = time.monotonic() + max_seconds
     config_checks.check_prompt(input_ids, kwargs)
+    config_checks.check_ids(model, input_ids)
     check_recorder(recorder)
     bounds.check(model, input_ids, generation_config, kwargs, limits)
     input_ids, generation_config, kwargs, attention_mask = requests.prepare(model, input_ids, generation_config, kwargs,

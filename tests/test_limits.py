@@ -146,3 +146,15 @@ def test_closing_a_stream_returns_at_once_and_the_worker_ends_on_its_own(model):
     events.close()
     assert time.monotonic() - started < 0.5
     assert ended.wait(10)
+
+
+def test_an_id_past_the_vocabulary_never_reaches_the_model(model):
+    calls = []
+    hook = model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        for bad in (64, 10 ** 7, -1):
+            with pytest.raises(ValueError, match=r"`input_ids` must hold token ids in \[0, 63\]"):
+                core.generate(model, torch.tensor([[1, 5, bad]]), do_sample=False, max_new_tokens=2)
+    finally:
+        hook.remove()
+    assert calls == []
