@@ -294,6 +294,11 @@ class Widgets:
     tab: gr.Tab
 
 
+def _vocab(loaded) -> int:
+    """The model's vocabulary size: every id fed to it must be below it."""
+    return loaded.model.config.get_text_config().vocab_size
+
+
 class TabUI:
     """One build of a tab: its layout (``layout``), its wiring (``wire``) and its handlers. Handlers read everything
     per session from their inputs (the session's states) and the request, and return ``{component: value}``.
@@ -541,7 +546,7 @@ class TabUI:
         def starts():
             parent = self._parent(runs)
             loaded, plans, _, _, note = self._setup(model_name, parent.prompt, chat, extra, values)
-            vocab = loaded.model.config.get_text_config().vocab_size
+            vocab = _vocab(loaded)
             token_id = parse_token(loaded.tokenizer, token, vocab)
             if token_id is None:
                 raise ValueError("`token` is empty: click one of the alternatives, or type a token's text or #<id>")
@@ -561,7 +566,7 @@ class TabUI:
                 raise ValueError("`beam node` is empty: click a node of the beam tree (or type its id)")
             loaded, plans, _, _, note = self._setup(model_name, parent.prompt, chat, extra, values)
             start = steering.branch_at_node(parent, int(node), plans[0].kwargs, self._seed(seed),
-                                            f"{plans[0].label} · from node {int(node)}")
+                                            f"{plans[0].label} · from node {int(node)}", _vocab(loaded))
             return [(plans[0], start)], loaded, parent.prompt, note
 
         yield from self._run(starts, branches, request)
@@ -596,6 +601,8 @@ class TabUI:
         it raises is the status (what is on screen stays); otherwise stream them."""
         try:
             pairs, loaded, prompt, note = starts()
+            for _, start in pairs:
+                steering.check_vocab(start, _vocab(loaded))
         except (ValueError, OSError) as err:
             yield self._error(err)
             return
