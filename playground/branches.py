@@ -149,8 +149,9 @@ def _check_acyclic(entries: dict[str, Entry], run_ids: list[str]) -> None:
         parent = entries[run_id].parent
         while parent is not None and parent in entries:
             if parent in chain:
-                raise ValueError(f"branch tree: run {run_id!r} continues itself ({' -> '.join(map(str, chain + [parent]))}); "
-                                 f"a run's origin.parent must name an earlier run")
+                loop = " -> ".join(map(str, chain + [parent]))
+                raise ValueError(f"branch tree: run {run_id!r} continues itself ({loop}); a run's origin.parent must "
+                                 f"name an earlier run")
             chain.append(parent)
             parent = entries[parent].parent
 

@@ -12,7 +12,7 @@ import networkx as nx
 import plotly.graph_objects as go
 
 from core.beam_index import ROOT, BeamIndex
-from core.records import BeamNode, StepRecord
+from core.records import BeamNode
 
 from .common import HIGHLIGHT, PALETTE, Steps, empty_figure, finish, plotly_text, records, visible
 
@@ -102,8 +102,7 @@ def _hover(node: BeamNode, step: int) -> str:
 def beam_tree_figure(steps: Steps) -> go.Figure:
     """One marker per recorded ``BeamNode`` (x = step), edges parent -> child, pruned nodes faded,
     finished ones as stars with their final score, the returned sequences' paths in gold."""
-    recs = records(steps)
-    tree = beam_graph(recs)
+    tree = beam_graph(steps)
     if not tree.nodes:
         return empty_figure("Run beam search (num_beams > 1) to grow the tree of hypotheses here.", "Beam tree")
     pos = _layout(tree)
