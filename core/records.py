@@ -1,7 +1,8 @@
 """Step records and the one observer interface through which every strategy reports what it did.
 
 Records are frozen dataclasses holding plain Python values, so a trace is JSON as it stands:
-``Trace.to_json()`` writes it and ``Trace.from_json()`` reads it back into the same objects.
+``Trace.to_json()`` writes it and ``Trace.from_json()`` reads it back into the same objects, checked once
+(``Trace.check``: the beam nodes form a tree) so that every walk over them ends.
 Each strategy fills the common fields of ``StepRecord`` and, where it has one, its own detail
 field (``beam``, ``contrastive``, ``dola``, ``assisted``); the others stay ``None``. ``lens`` (the logit
 lens, per layer) is filled only when the recorder asks for it (``ListRecorder(lens=True)``).
@@ -13,6 +14,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol, get_args, get_origin, get_type_hints
+
+from .beam_index import BeamIndex
 
 
 @dataclass(frozen=True)
@@ -206,7 +209,15 @@ class Trace:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Trace":
-        return _build(cls, data)
+        """The trace ``to_dict`` wrote, checked once (``check``): a file read back may hold anything."""
+        trace = _build(cls, data)
+        trace.check()
+        return trace
+
+    def check(self) -> None:
+        """Raise ValueError unless the beam nodes form a tree (``BeamIndex``: every parent recorded before its child,
+        ids unique), so every walk from a node to the prompt ends."""
+        BeamIndex.of(self.steps)
 
     @classmethod
     def from_json(cls, text: str) -> "Trace":

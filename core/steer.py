@@ -6,7 +6,11 @@ Every function reads a run's recorded steps, never re-runs the algorithm:
   tokens of every verification round before it);
 - ``branch(trace, step, row, token_id)``: the input ids and the ``Origin`` of a run that continues there with
   ``token_id`` forced (``None``: nothing forced, it resumes);
-- ``node_path(steps, node_id)``: the tokens of a beam-tree node's hypothesis (branching from a node).
+- ``node_path(steps, node_id)``: the tokens of a beam-tree node's hypothesis (branching from a node), walked on the
+  trace's ``BeamIndex``;
+- ``check_ids(ids, field, vocab_size)``: ids read from a trace, checked before they reach a model (a loaded trace is a
+  visitor's file: an id outside the vocabulary is an ``IndexError`` on CPU and a device-side assert that breaks CUDA
+  for every later run on a GPU).
 
 A branch is then an ordinary ``core.generate`` / ``core.stream`` on those input ids with ``origin=`` set, so its
 trace names its parent run and step.
@@ -18,27 +22,32 @@ from typing import Sequence
 
 import torch
 
-from .records import BeamNode, Origin, StepRecord, Trace
+from .beam_index import BeamIndex
+from .records import Origin, StepRecord, Trace
 
-ROOT = -1  # a beam node's parent when it extends the prompt
+# the most tokens a continued run starts from (prompt and prefix): the app has no prompt limit of its own yet (a
+# configurable table of limits is coming); a trace read from a file reaches the model through here
+MAX_CONTINUED_TOKENS = 8192
 
 
-def _beam_nodes(steps: Sequence[StepRecord]) -> dict[int, tuple[int, BeamNode]]:
-    """node id -> (the step it was expanded at, its record)."""
-    return {node.node_id: (rec.step, node) for rec in steps for node in rec.beam or ()}
+def check_ids(ids, field: str, vocab_size: int | None) -> list[int]:
+    """``ids`` as a list of int token ids in the model's vocabulary ``[0, vocab_size)`` (``None``: any id >= 0)."""
+    if not isinstance(ids, (list, tuple)):
+        raise ValueError(f"{field} must be a list of token ids; got {type(ids).__name__}")
+    if len(ids) > MAX_CONTINUED_TOKENS:
+        raise ValueError(f"{field} must hold at most {MAX_CONTINUED_TOKENS} tokens; got {len(ids)}")
+    top = vocab_size if vocab_size is not None else "its size"
+    for t in ids:
+        if not isinstance(t, int) or isinstance(t, bool):
+            raise ValueError(f"{field}: a token id must be an int; got {t!r}")
+        if t < 0 or (vocab_size is not None and t >= vocab_size):
+            raise ValueError(f"{field}: token id {t} is outside the model's vocabulary [0, {top})")
+    return list(ids)
 
 
 def node_path(steps: Sequence[StepRecord], node_id: int) -> list[int]:
     """Tokens from the first generated one to ``node_id`` (inclusive) along recorded parents."""
-    nodes = _beam_nodes(steps)
-    tokens = []
-    while node_id != ROOT:
-        if node_id not in nodes:
-            raise ValueError(f"`node` must be a node of the run's beam tree; got {node_id} (not recorded)")
-        _, node = nodes[node_id]
-        tokens.append(node.token_id)
-        node_id = node.parent
-    return tokens[::-1]
+    return BeamIndex.of(steps).tokens(node_id)
 
 
 def tokens_before(steps: Sequence[StepRecord], step: int, row: int = 0) -> list[int]:
@@ -71,9 +80,13 @@ def branch(trace: Trace, step: int, row: int = 0, token_id: int | None = None,
     if not trace.prompt_ids:
         raise ValueError("the run has no prompt ids to continue from")
     # the user's prompt: a parent that itself continued a run holds that run's prefix in its prompt ids
-    carried = list(trace.origin.prefix) if trace.origin is not None else []
-    prompt = list(trace.prompt_ids[0])
+    carried = check_ids(trace.origin.prefix, "trace origin.prefix", vocab_size) if trace.origin is not None else []
+    prompt = check_ids(trace.prompt_ids[0], "trace prompt_ids", vocab_size)
     prompt = prompt[:len(prompt) - len(carried)]
-    prefix = carried + tokens_before(trace.steps, step, row) + ([token_id] if token_id is not None else [])
+    before = check_ids(tokens_before(trace.steps, step, row), "trace chosen tokens", vocab_size)
+    prefix = carried + before + ([token_id] if token_id is not None else [])
+    if len(prompt) + len(prefix) > MAX_CONTINUED_TOKENS:
+        raise ValueError(f"trace prompt_ids and prefix must hold at most {MAX_CONTINUED_TOKENS} tokens together to "
+                         f"continue the run; got {len(prompt) + len(prefix)}")
     origin = Origin(parent=trace.run_id, step=step, row=row, token_id=token_id, prefix=prefix)
     return torch.tensor([prompt + prefix]), origin

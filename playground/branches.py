@@ -20,6 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+from core.beam_index import BeamIndex
 from core.records import BeamNode, Candidate, Piece, RowStep, StepRecord, Trace
 from core.text import shown
 
@@ -77,6 +78,7 @@ class Branches:
         if any(step.lens for step in trace.steps):
             trace = replace(trace, steps=[replace(step, lens=None) for step in trace.steps])
         entry = Entry(trace.run_id, tab, label, prompt, trace)
+        _check_acyclic({**self.entries, entry.run_id: entry}, [entry.run_id])
         self.entries[trace.run_id] = entry
         self.entries.move_to_end(trace.run_id)
         self._bound()
@@ -99,6 +101,7 @@ class Branches:
         already here stays as it is."""
         entries = OrderedDict((k, e) for k, e in older.entries.items() if k not in self.entries)
         entries.update(self.entries)
+        _check_acyclic(entries, list(entries))  # each tree is one, but a run of each may continue the other's
         self.entries = entries
         self._bound()
 
@@ -138,6 +141,21 @@ class Branches:
                              f"could not read {err}") from None
 
 
+def _check_acyclic(entries: dict[str, Entry], run_ids: list[str]) -> None:
+    """Raise ValueError if the origin parents of a run of ``run_ids`` lead back to a run already on the way: every
+    walk up the tree (``series``, ``pieces``) then ends at the prompt or at a run no longer kept."""
+    for run_id in run_ids:
+        chain = [run_id]
+        parent = entries[run_id].parent
+        while parent is not None and parent in entries:
+            if parent in chain:
+                loop = " -> ".join(map(str, chain + [parent]))
+                raise ValueError(f"branch tree: run {run_id!r} continues itself ({loop}); a run's origin.parent must "
+                                 f"name an earlier run")
+            chain.append(parent)
+            parent = entries[parent].parent
+
+
 def _run_dict(entry: Entry, trace: Trace) -> dict[str, Any]:
     return {"run_id": entry.run_id, "tab": entry.tab, "label": entry.label, "prompt": entry.prompt,
             "trace": trace.to_dict()}
@@ -172,14 +190,7 @@ def slim(trace: Trace, forced: dict[tuple[int, int], set[int]] | None = None) ->
     the processors' effects, the strategy details (contrastive, DoLa, drafts), the cache sizes, the logit lens and
     the running best continuations, which only the tab's own figures draw."""
     forced = forced or {}
-    last = next((rec.best_nodes for rec in reversed(trace.steps) if rec.best_nodes is not None), None)
-    on_path: set[int] = set()
-    if last is not None:
-        parents = {n.node_id: n.parent for rec in trace.steps for n in rec.beam or ()}
-        for node_id in last:
-            while node_id in parents and node_id not in on_path:
-                on_path.add(node_id)
-                node_id = parents[node_id]
+    on_path = {n for path in BeamIndex.of(trace.steps).best_paths() for n in path}
 
     def row(rec: StepRecord, rs: RowStep) -> RowStep:
         keep = {*rs.chosen, *forced.get((rec.step, rs.row), ())}
@@ -266,15 +277,9 @@ def _best_path(trace: Trace, row: int) -> list[BeamNode] | None:
     family)."""
     if not any(rec.beam is not None for rec in trace.steps):
         return None
-    last = next((rec.best_nodes for rec in reversed(trace.steps) if rec.best_nodes is not None), None)
-    if not last or row >= len(last):
-        return []
-    nodes = {n.node_id: n for rec in trace.steps for n in rec.beam or ()}
-    path, node_id = [], last[row]
-    while node_id in nodes:
-        path.append(nodes[node_id])
-        node_id = nodes[node_id].parent
-    return path[::-1]
+    index = BeamIndex.of(trace.steps)
+    paths = index.best_paths()
+    return [index.nodes[n] for n in paths[row]] if row < len(paths) else []
 
 
 def _own_logprobs(trace: Trace, row: int) -> list[float | None]:
@@ -375,16 +380,11 @@ def samples(steps) -> list[list[Sampled]]:
     """Each sample of a run (a batch row; for the beam family each returned hypothesis) as its tokens with what the
     records say of them: the rows' candidates and entropies, or the beam nodes' scores along the returned paths."""
     steps = list(steps)
-    best_nodes = next((rec.best_nodes for rec in reversed(steps) if rec.best_nodes is not None), None)
-    if best_nodes is not None:
-        nodes = {n.node_id: n for rec in steps for n in rec.beam or ()}
+    index = BeamIndex.of(steps)
+    if index.best_nodes is not None:
         out = []
-        for node_id in best_nodes:
-            path = []
-            while node_id in nodes:
-                path.append(nodes[node_id])
-                node_id = nodes[node_id].parent
-            path.reverse()
+        for node_ids in index.best_paths():
+            path = [index.nodes[n] for n in node_ids]
             out.append([Sampled(n.token_id, n.text + n.tail, None,
                                 math.exp(n.score - (path[i - 1].score if i else 0.0)), None, Piece(n.text, n.tail))
                         for i, n in enumerate(path)])

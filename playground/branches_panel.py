@@ -4,6 +4,7 @@ traces); the strategy tabs add to it (``TabUI._stream``)."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,13 +132,17 @@ class BranchesPanel:
         """A downloaded tree back into the session (its runs join the current ones)."""
         if not path:
             return gr.skip(), gr.skip()
+        branches = branches if isinstance(branches, Branches) else Branches()
+        # into a copy first: a run of the file that would continue one of the session's into a cycle leaves the tree
+        # as it was; then in place, so that a run that started before the load ends in the same tree
+        merged = Branches(OrderedDict(branches.entries))
         try:
             loaded = Branches.from_json(Path(path).read_text())
+            for entry in loaded.entries.values():
+                merged.add(entry.tab, entry.label, entry.prompt, entry.trace)
         except (OSError, UnicodeDecodeError, ValueError) as err:
             return gr.skip(), f"Not loaded: {err}"
-        branches = branches if isinstance(branches, Branches) else Branches()
-        for entry in loaded.entries.values():
-            branches.add(entry.tab, entry.label, entry.prompt, entry.trace)
+        branches.entries = merged.entries
         return branches, f"Loaded {len(loaded.entries)} runs."
 
     def build(self) -> None:

@@ -336,8 +336,11 @@ class Keeper:
         if kept is not None and kept.entries:
             current = data.get(self.branches)
             current = current if isinstance(current, Branches) else Branches()
-            current.extend(kept)  # in place: a run that started before the load ends in the same tree
-            out[self.branches] = current
+            try:
+                current.extend(kept)  # in place: a run that started before the load ends in the same tree
+                out[self.branches] = current
+            except ValueError as err:  # a kept run and one of this page's would continue each other
+                gr.Warning(f"the kept branch tree was not restored: {err}")
         return out
 
     def wire(self, demo: gr.Blocks) -> None:

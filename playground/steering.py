@@ -14,7 +14,7 @@ import torch
 
 import core
 from core.rng import new_generator
-from core.steer import branch, node_path
+from core.steer import branch, check_ids, node_path
 
 from .runs import Run, returned_tokens
 
@@ -93,16 +93,17 @@ def branch_at(parent: Run, step: int, row: int, token_id: int, kwargs: dict, see
     return _continue(ids, origin, kwargs, seed, label, parent.paused)
 
 
-def branch_at_node(parent: Run, node_id: int, kwargs: dict, seed: int | None, label: str) -> Start:
+def branch_at_node(parent: Run, node_id: int, kwargs: dict, seed: int | None, label: str,
+                   vocab_size: int | None = None) -> Start:
     """Continue the hypothesis of beam-tree node ``node_id`` of ``parent`` (its path is the prefix)."""
     if parent.trace is None:
         raise ValueError("the run to branch from has not finished; wait for it (or Stop it) first")
-    path = node_path(parent.trace.steps, node_id)
+    path = check_ids(node_path(parent.trace.steps, node_id), "trace beam token_id", vocab_size)
     step = next(rec.step for rec in parent.trace.steps for n in rec.beam or () if n.node_id == node_id)
-    ids, origin = branch(parent.trace, 0, 0, None)  # the prompt, without any token of the parent
+    ids, origin = branch(parent.trace, 0, 0, None, vocab_size)  # the prompt, without any token of the parent
     prefix = list(origin.prefix) + path
     origin = core.Origin(parent=parent.trace.run_id, step=step, row=0, token_id=path[-1], prefix=prefix)
-    ids = torch.tensor([ids[0].tolist() + path])
+    ids = torch.tensor([check_ids(ids[0].tolist() + path, "trace prompt_ids and beam path", vocab_size)])
     return _continue(ids, origin, kwargs, seed, label, paused=False)
 
 
@@ -124,6 +125,15 @@ def sample_many(prompt_ids: torch.LongTensor, kwargs: dict, n: int, seed: int | 
     return Start(ids, torch.ones_like(ids), [new_generator(first + i) for i in range(n)],
                  {**kwargs, "num_return_sequences": 1}, f"{label} ×{n} (seeds {first}..{first + n - 1})",
                  top_n=SAMPLE_MANY_TOP_N)
+
+
+def check_vocab(start: Start, vocab_size: int) -> None:
+    """The last check before the model: every input id of ``start`` in ``[0, vocab_size)`` (whatever record or
+    file the ids were read from, an id past the embedding must not reach a forward)."""
+    ids = start.input_ids  # [B, S]
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
+        raise ValueError(f"input ids: token id {bad} is outside the model's vocabulary [0, {vocab_size})")
 
 
 def _generator(run: Run) -> torch.Generator:

@@ -162,3 +162,24 @@ def test_clicking_a_run_of_the_branch_tree_shows_it(served, client):  # noqa: F8
     out = ui.clicked({}, state, type("Evt", (), {"value": "runs", "index": first.run_id})())
     assert out[ui.out.texts[0]] == first.texts[0]
     assert "Greedy" in out[ui.out.status]
+
+
+def test_a_loaded_trace_that_is_not_a_tree_or_past_the_vocabulary_is_refused_with_its_field(client, tmp_path):
+    """A ~300-byte trace whose beam node is its own parent answers at once; a loaded trace's out-of-vocabulary prompt
+    id is named before the branch reaches the model."""
+    loop = tmp_path / "loop.json"
+    loop.write_text(json.dumps({"strategy": "beam", "config": {}, "prompt_ids": [[1, 5]], "steps": [
+        {"step": 0, "strategy": "beam", "rows": [], "best_nodes": [7], "beam": [
+            {"node_id": 7, "parent": 7, "batch": 0, "token_id": 3, "text": "a", "score": -1.0,
+             "normalized_score": -1.0, "fate": "kept"}]}]}))
+    job = client.submit(handle_file(str(loop)), api_name="/beam_load_trace")
+    out = outputs_of("beam", job.result(timeout=30))
+    assert "beam node 7's parent 7 is not an earlier node" in out["status"], out["status"]
+    parent = call(client, "greedy_generate", "greedy", max_new_tokens=4)
+    data = trace_of(parent).to_dict()
+    data["prompt_ids"][0][1] = 99_999
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(data))
+    outputs_of("greedy", client.predict(handle_file(str(edited)), api_name="/greedy_load_trace"))
+    out = call(client, "greedy_branch", "greedy", max_new_tokens=4, step=1, row=0, token="#5")
+    assert "trace prompt_ids: token id 99999 is outside the model's vocabulary [0, " in out["status"], out["status"]

@@ -22,10 +22,9 @@ from typing import Any, NamedTuple
 import torch
 from transformers.generation.utils import GenerationMixin
 
+from ..beam_index import ROOT, BeamIndex
 from ..records import BeamNode
 from ..text import TokenTexts
-
-ROOT = -1  # parent id of the first expansions: the prompt
 
 # [B, K, ...] <-> [B*K, ...] and gathering beams along dim 1: transformers' helpers, not re-written here
 flatten_beams = GenerationMixin._flatten_beam_dim
@@ -71,16 +70,14 @@ class BeamTree:
         self.running = [[ROOT] * num_beams for _ in range(batch_size)]  # [B][K] node of each running beam
         self._next_running = [row[:] for row in self.running]
         self._open: dict[int, _Open] = {}
-        self._parent: dict[int, int] = {}
-        self._token: dict[int, int] = {}
+        self.index = BeamIndex("beam search")  # every node's parent and token: what ``path`` walks
 
     def expand(self, batch: int, beam: int, token_id: int, score: float, normalized: float, **details) -> int:
         """A new candidate: running beam ``beam`` of ``batch`` extended by ``token_id``. Returns its node id.
         ``details`` are the strategy fields of ``BeamNode`` (``group``, ``diversity_penalty``, ``forced``, ``bank``)."""
-        node_id = len(self._parent)
+        node_id = len(self.index)
         parent = self.running[batch][beam]
-        self._parent[node_id] = parent
-        self._token[node_id] = int(token_id)
+        self.index.add(node_id, parent, int(token_id))
         self._open[node_id] = _Open(node_id, parent, batch, int(token_id), float(score), float(normalized), details)
         return node_id
 
@@ -114,11 +111,7 @@ class BeamTree:
 
     def path(self, node_id: int) -> list[int]:
         """Tokens from the prompt to ``node_id`` (inclusive); ``[]`` for ``ROOT``."""
-        tokens = []
-        while node_id != ROOT:
-            tokens.append(self._token[node_id])
-            node_id = self._parent[node_id]
-        return tokens[::-1]
+        return self.index.tokens(node_id)
 
     def best(self, pools: list[list[tuple[float, int]]], per_batch: int) -> "Best":
         """The ``per_batch`` highest-scoring hypotheses of each batch's pool of (score, node id), laid out like

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import networkx as nx
 import plotly.graph_objects as go
 
-from core.records import BeamNode, StepRecord
+from core.beam_index import ROOT, BeamIndex
+from core.records import BeamNode
 
 from .common import HIGHLIGHT, PALETTE, Steps, empty_figure, finish, plotly_text, records, visible
 
@@ -29,52 +30,48 @@ _ROOT = "prompt"  # the virtual node every batch's first tokens hang from
 
 @dataclass(frozen=True)
 class BeamGraph:
-    """The recorded nodes (last record of a ``node_id`` wins), the step each appeared at, and their graph: what the
-    figure is drawn from, read back from the records (the core's ``core.strategies.beam_tree.BeamTree`` is the
-    bookkeeping that writes those records during the search)."""
+    """The recorded nodes, the step each appeared at, and their graph: what the figure is drawn from, read back from
+    the records (the core's ``core.strategies.beam_tree.BeamTree`` is the bookkeeping that writes those records
+    during the search; ``index`` is the core's ``BeamIndex`` of them, every parent before its child)."""
 
-    nodes: dict[int, BeamNode]
-    step_of: dict[int, int]
+    index: BeamIndex
     graph: nx.DiGraph
+
+    @property
+    def nodes(self) -> dict[int, BeamNode]:
+        return self.index.nodes
+
+    @property
+    def step_of(self) -> dict[int, int]:
+        return self.index.step_of
 
     def path_to(self, node_id: int) -> list[int]:
         """Node ids from the first generated token down to ``node_id``."""
-        path = [node_id]
-        while True:
-            parents = [p for p in self.graph.predecessors(path[-1]) if p in self.nodes]
-            if not parents:
-                return path[::-1]
-            path.append(parents[0])
+        return self.index.path(node_id)
 
 
 def beam_graph(steps: Steps) -> BeamGraph:
-    """Index the beam nodes of ``steps`` into a tree (a node whose parent was not recorded becomes a root)."""
-    nodes: dict[int, BeamNode] = {}
-    step_of: dict[int, int] = {}
-    for rec in records(steps):
-        for node in rec.beam or ():
-            nodes[node.node_id] = node
-            step_of.setdefault(node.node_id, rec.step)
+    """Index the beam nodes of ``steps`` into a tree (ValueError for records that are not one: ``BeamIndex``)."""
+    index = BeamIndex.of(records(steps))
     graph = nx.DiGraph()
     graph.add_node(_ROOT)
-    for node_id, node in nodes.items():
-        graph.add_edge(node.parent if node.parent in nodes else (_ROOT, node.batch), node_id)
-    for batch in sorted({n.batch for n in nodes.values()}):
+    for node_id, node in index.nodes.items():
+        graph.add_edge(node.parent if node.parent != ROOT else (_ROOT, node.batch), node_id)
+    for batch in sorted({n.batch for n in index.nodes.values()}):
         graph.add_edge(_ROOT, (_ROOT, batch))
-    return BeamGraph(nodes, step_of, graph)
+    return BeamGraph(index, graph)
 
 
 def returned_paths(steps: Steps) -> list[list[int]]:
     """Node-id paths of the current best hypotheses (the returned sequences once the run ended), from the nodes
     the latest record names (``StepRecord.best_nodes``); none for traces that name none."""
-    return paths_in(beam_graph(steps), records(steps))
+    return paths_in(beam_graph(steps))
 
 
-def paths_in(tree: BeamGraph, recs: list[StepRecord]) -> list[list[int]]:
-    """``returned_paths`` for a tree already indexed from ``recs``: one path per returned row, ``[]`` for a row
-    with no hypothesis yet."""
-    best_nodes = next((rec.best_nodes for rec in reversed(recs) if rec.best_nodes is not None), None)
-    return [tree.path_to(node) if node in tree.nodes else [] for node in best_nodes or ()]
+def paths_in(tree: BeamGraph) -> list[list[int]]:
+    """``returned_paths`` for a tree already indexed: one path per returned row, ``[]`` for a row with no hypothesis
+    yet."""
+    return tree.index.best_paths()
 
 
 def _layout(tree: BeamGraph) -> dict[int, tuple[float, float]]:
@@ -105,12 +102,11 @@ def _hover(node: BeamNode, step: int) -> str:
 def beam_tree_figure(steps: Steps) -> go.Figure:
     """One marker per recorded ``BeamNode`` (x = step), edges parent -> child, pruned nodes faded,
     finished ones as stars with their final score, the returned sequences' paths in gold."""
-    recs = records(steps)
-    tree = beam_graph(recs)
+    tree = beam_graph(steps)
     if not tree.nodes:
         return empty_figure("Run beam search (num_beams > 1) to grow the tree of hypotheses here.", "Beam tree")
     pos = _layout(tree)
-    on_path = {n for path in paths_in(tree, recs) for n in path}
+    on_path = {n for path in paths_in(tree) for n in path}
     groups = sorted({n.group for n in tree.nodes.values()})
     big = len(tree.nodes) > LABEL_ALL_BELOW
     fig = go.Figure()

@@ -93,7 +93,7 @@ def _beam_tokens(steps: Steps, row: int) -> list[_Token]:
     """The tokens of the current best hypothesis of returned row ``row`` of the beam family, along its path in the
     beam tree (the node the records name for that row; the first row's where ``row`` is past them)."""
     tree = beam_graph(steps)
-    paths = paths_in(tree, records(steps))
+    paths = paths_in(tree)
     path = (paths[row] if row < len(paths) else paths[0]) if paths else []
     tokens = []
     for node_id in path:

@@ -295,6 +295,11 @@ class Widgets:
     tab: gr.Tab
 
 
+def _vocab(loaded) -> int:
+    """The model's vocabulary size: every id fed to it must be below it."""
+    return loaded.model.config.get_text_config().vocab_size
+
+
 class TabUI:
     """One build of a tab: its layout (``layout``), its wiring (``wire``) and its handlers. Handlers read everything
     per session from their inputs (the session's states) and the request, and return ``{component: value}``.
@@ -548,7 +553,7 @@ class TabUI:
         def starts():
             parent = self._parent(runs)
             loaded, plans, _, _, note = self._setup(model_name, parent.prompt, chat, extra, values)
-            vocab = loaded.model.config.get_text_config().vocab_size
+            vocab = _vocab(loaded)
             token_id = parse_token(loaded.tokenizer, token, vocab)
             if token_id is None:
                 raise ValueError("`token` is empty: click one of the alternatives, or type a token's text or #<id>")
@@ -565,13 +570,15 @@ class TabUI:
         *values, node = values
 
         def starts():
+            if not self.tab.beam:
+                raise ValueError(f"{self.tab.title} has no beam tree to continue from")
             parent = self._parent(runs)
             if node is None or node == "":
                 raise ValueError("`beam node` is empty: click a node of the beam tree (or type its id)")
             node_ = policy.whole(node, "beam node", 0, 2 ** 31 - 1)
             loaded, plans, _, _, note = self._setup(model_name, parent.prompt, chat, extra, values)
             start = steering.branch_at_node(parent, node_, plans[0].kwargs, self._seed(seed),
-                                            f"{plans[0].label} · from node {node_}")
+                                            f"{plans[0].label} · from node {node_}", _vocab(loaded))
             return [(plans[0], start)], loaded, parent.prompt, note
 
         yield from self._run(starts, branches, request)
@@ -579,6 +586,8 @@ class TabUI:
     def next_token(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
         """Step mode: one more token with the tab's strategy (the first one from the prompt)."""
         def starts():
+            if not self.tab.steppable:  # wired on every tab, shown on some: a hand-made call to it is refused
+                raise ValueError(f"{self.tab.title} has no step mode (Next token)")
             loaded, plans, input_ids, _, note = self._setup(model_name, prompt, chat, extra, values)
             current = next(iter(runs.values()), None) if runs else None
             paused = current if steering.is_paused(current, prompt, loaded.name) else None
@@ -613,6 +622,8 @@ class TabUI:
             with policy.SESSION_RUNS.slot(getattr(request, "session_hash", None)):
                 try:
                     pairs, loaded, prompt, note = starts()
+                    for _, start in pairs:  # whatever path made them, no id past the vocabulary reaches the model
+                        steering.check_vocab(start, _vocab(loaded))
                 except Exception as err:  # noqa: BLE001 - any input a handler cannot use: the status says so
                     if not isinstance(err, (ValueError, OSError, TimeoutError)):
                         traceback.print_exc()
