@@ -150,7 +150,7 @@ class ConfigPanel:
     def load_upload(self, data: Mapping) -> dict:
         path = data[self.panel.upload]
         if not path:
-            return {}
+            return {self.panel.status: gr.skip()}  # an empty dict would read to Gradio as one output value
         return self._load(data, lambda: share.load_file(path), f"the uploaded {Path(path).name}")
 
     def load_folder(self, data: Mapping, request: gr.Request = None) -> dict:

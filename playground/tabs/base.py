@@ -678,7 +678,7 @@ class TabUI:
 
     def stopped(self, runs: dict[str, Run], request: gr.Request = None) -> dict:
         if not runs or all(r.done for r in runs.values()):
-            return {}
+            return {self.out.status: gr.skip()}  # an empty dict would read to Gradio as one output value
         wait_stopped(runs, timeout=2.0)  # after this no late stream update can overwrite the summary
         for run in runs.values():
             run.stopped = run.stopped or ("" if run.done else "cancelled")
@@ -690,32 +690,44 @@ class TabUI:
     # --- handlers: picking ----------------------------------------------------------------------------
     def pick(self, runs: dict[str, Run], step, row) -> dict:
         if not runs:
-            return {}
+            return {self.out.alternatives: gr.skip()}
         try:
             view = View(runs, step=policy.whole(step or 0, "step", 0, 2 ** 31), row=policy.whole(row or 0, "row", 0,
                                                                                                    2 ** 31))
         except ValueError:  # a hand-made call: nothing to show for it
-            return {}
+            return {self.out.alternatives: gr.skip()}
         return {self.out.alternatives: self._alternatives(view),
                 **{plot: self._draw(f, view) for plot, f in zip(self.out.plots, self.figures) if f.picked}}
 
     def pick_token(self, runs: dict[str, Run], row, evt: gr.SelectData) -> dict:
         """A click on a generated token: its step goes to the step slider and the picked figures."""
-        return {self.out.step: gr.Slider(value=int(evt.index)), **self.pick(runs, evt.index, row)}
+        try:
+            step = policy.whole(evt.index, "step", 0, 2 ** 31)
+        except ValueError:  # a hand-made event: nothing to pick
+            return {self.out.step: gr.skip()}
+        return {self.out.step: gr.Slider(value=step), **self.pick(runs, step, row)}
 
     @staticmethod
     def pick_alternative(evt: gr.SelectData):
         """A click on a row of the alternatives: its token (by id) goes to the token box."""
         row = evt.row_value or []
-        return f"#{int(row[1])}" if len(row) > 1 and row[1] not in (None, "") else gr.skip()
+        try:
+            return f"#{policy.whole(row[1], 'token', 0, 2 ** 31)}" if len(row) > 1 and row[1] not in (None, "") \
+                else gr.skip()
+        except (ValueError, TypeError):  # a hand-made event
+            return gr.skip()
 
     def clicked(self, runs, branches, evt: gr.SelectData) -> dict:
         """A click on a point of a figure: a run of the branch tree shows that run; a beam-tree node fills the
         beam node box."""
         if evt.value == "nodes":  # the beam tree's node markers carry their node id
-            return {self.w.node: int(evt.index)}
-        if evt.value != "runs" or not isinstance(branches, Branches) or evt.index not in branches.entries:
-            return {}
+            try:
+                return {self.w.node: policy.whole(evt.index, "beam node", 0, 2 ** 31 - 1)}
+            except ValueError:
+                return {self.w.node: gr.skip()}
+        if evt.value != "runs" or not isinstance(branches, Branches) or not isinstance(evt.index, str) \
+                or evt.index not in branches.entries:
+            return {self.out.status: gr.skip()}
         entry = branches.get(evt.index)
         run = Run.from_trace("main", entry.label, entry.trace, prompt=entry.prompt,
                              lead_pieces=pieces(entry, branches)[:entry.offset])
@@ -753,7 +765,7 @@ class TabUI:
         try:
             values = self.tab.on_model(policy.load(self.app.models, name, "model"))
         except (ValueError, OSError):  # the status of the next Generate says why; the panel keeps what it shows
-            return {}
+            return {self.w.model_panel[0]: gr.skip()}
         return dict(zip(self.w.model_panel, values))
 
     # --- output assembly -------------------------------------------------------------------------
