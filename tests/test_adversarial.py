@@ -285,11 +285,11 @@ def test_every_hidden_handler_answers_hostile_input_within_its_bound(server):
               and str(d.get("api_name", "")).startswith("false")]
     assert len(hidden) > 50, "the page's hidden handlers were not found in its config"
     garbage = [None, -1, 1e308, "x" * 5000, {"a": [1] * 100}]
-    for index, dep in hidden:
-        n = len(dep.get("inputs", []))
-        # every handler with nothing, and with one of the other values in turn
-        for value in (None, garbage[1 + index % (len(garbage) - 1)]):
-            join(server, index, [value] * n, bound=MAX_SECONDS + REFUSED_S)
+    for index, dep in hidden:  # every handler once, with each of the values in turn
+        join(server, index, [garbage[index % len(garbage)]] * len(dep.get("inputs", [])),
+             bound=MAX_SECONDS + REFUSED_S)
+    raised = server.our_tracebacks()
+    assert not raised, f"{len(raised)} handlers raised instead of answering in words:\n" + "\n---\n".join(raised[:5])
     assert greedy(server)
 
 
