@@ -1,5 +1,5 @@
-"""``playground.zerogpu``: a no-op unless ``SPACES_ZERO_GPU`` is true and ``spaces`` importable (a CPU Space, ``SPACE_ID``
-alone, shares the forward like a local run); there, generation runs in
+"""``playground.zerogpu``: a no-op unless ``SPACES_ZERO_GPU`` is true and ``spaces`` importable (a CPU Space,
+``SPACE_ID`` alone, shares the forward like a local run); there, generation runs in
 the ``@spaces.GPU`` function with arguments and events that survive pickling (ZeroGPU's worker boundary), a GPU time
 that grows with ``max_new_tokens``, and the same tokens as ``core.stream``."""
 
