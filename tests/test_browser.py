@@ -15,6 +15,7 @@ import shutil
 import socket
 import threading
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import pytest
 from PIL import Image
@@ -397,3 +398,26 @@ def test_a_share_link_opens_its_tab_with_its_prompt_and_settings(page, browser):
         wait_for_plot(shared, opened, "Beam tree", "s.markers > 0")
     finally:
         other.close()
+
+
+def test_a_share_links_values_show_as_text_and_fetch_nothing(server, browser):
+    """A crafted link's values are echoed in the status and the warning toast as the visitor wrote them: no image is
+    loaded from its address, no link made of its Markdown."""
+    image, link = '<img src="http://example.org/p.png">', "[x](http://evil.example)"
+    expect.set_options(timeout=TIMEOUT)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    requested = []
+    try:
+        shared = context.new_page()
+        shared.on("request", lambda request: requested.append(request.url))
+        shared.goto(f"{server.local_url}?tab=greedy&max_new_tokens={quote(image)}&repetition_penalty={quote(link)}")
+        expect(shared.get_by_role("tab", name="Greedy", exact=True)).to_have_attribute("aria-selected", "true")
+        opened = shared.get_by_role("tabpanel").first
+        for value in (image, link):  # in the status line, then in the toast
+            expect(opened.get_by_text(f"got {value!r}")).to_be_visible()
+            expect(shared.get_by_test_id("toast-body").get_by_text(f"got {value!r}")).to_be_visible()
+        assert shared.locator("img[src*='example.org'], a[href*='evil']").count() == 0
+        hosts = {urlsplit(url).hostname for url in requested}
+        assert hosts == {urlsplit(server.local_url).hostname}, hosts  # the page's own server only
+    finally:
+        context.close()
