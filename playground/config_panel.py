@@ -194,7 +194,8 @@ class ConfigPanel:
         kept = f" Kept without a widget (they run and are saved back): {', '.join(sorted(extra))}." if extra else ""
         note = (f" This tab always sets {', '.join(f'`{k}`' for k in overridden)}; the loaded value is not used."
                 if overridden else "")
-        out[p.status] = f"Loaded {source} into the **{h.title}** tab.{kept}{note}"
+        # the source names what the visitor typed, and a file's unknown fields are its own: as text
+        out[p.status] = f"Loaded {plain(source)} into the **{h.title}** tab.{plain(kept)}{plain(note)}"
         return out
 
     # --- layout and wiring -----------------------------------------------------------------------
