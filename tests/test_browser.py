@@ -23,7 +23,7 @@ from playwright.sync_api import expect
 
 import app
 from browser_helpers import (ANY_TEXT, SCREENSHOTS, nudge_slider, open_tab, set_number, status_of, text_of,
-                             wait_done, wait_for_plot, wait_until_stable)
+                             wait_done, wait_for_plot, wait_idle, wait_until_stable)
 from conftest import kernels_ready
 from playground import i18n
 
@@ -153,7 +153,8 @@ def test_bad_setting_shows_the_message_and_keeps_the_text(page):
     panel.get_by_role("button", name="Generate").click()
     message = re.compile(r"top_p.*must be in \(0, 1\]; got 0")
     expect(panel.get_by_text(message)).to_be_visible()  # the status line
-    expect(page.get_by_text(message).last).to_be_visible()  # and the warning toast
+    expect(page.get_by_test_id("toast-body").filter(has_text=message)).to_be_visible()  # and the warning toast
+    wait_idle(panel)
     expect(text_of(panel)).to_have_value(before)
 
 
