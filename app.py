@@ -29,6 +29,7 @@ import core
 from core.models import DEFAULT_NAME, DTYPE_CHOICES, available_models
 from playground import branches_panel, config_panel, engine, gradio_patches, persist, policy, queue_share, session
 from playground.i18n import I18N, tr
+from playground.tabs.status import plain
 from playground.branches import Branches
 from playground.state import MODELS, ModelCache
 from playground.tabs import TabHandle, all_tabs
@@ -61,8 +62,8 @@ def load_handler(models: ModelCache):
             key = policy.model_key(name, dtype or policy.default_dtype())
             loaded = policy.load(models, key, "model")
         except (ValueError, OSError) as err:
-            gr.Warning(str(err))
-            return gr.skip(), f"**Model not loaded:** {err}"
+            gr.Warning(plain(err))  # the message quotes the Hub id the visitor typed
+            return gr.skip(), f"**Model not loaded:** {plain(err)}"
         progress(1.0, desc="Loaded")
         return key, describe(loaded)
 

@@ -17,6 +17,7 @@ from .figures import branches as branch_figures
 from .figures.common import figure_json
 from .figures.tokens import tokens_html
 from .i18n import tr
+from .tabs.status import plain
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 INTRO = ("**Branches**: every run of this session, as a tree of forks per prompt. Continue a run with another "
@@ -84,7 +85,9 @@ class BranchesPanel:
         entry = branches.get(run_id)
         number = branch_figures.numbered(branches)[run_id]
         origin = entry.trace.origin
-        about = (f"**{branch_figures.run_title(entry, number)}** (`{entry.trace.strategy}`, {entry.tab} tab)"
+        # a tree comes from a visitor's file or browser store: its labels and names as text
+        kind = plain(f"`{entry.trace.strategy}`, {entry.tab} tab")
+        about = (f"**{plain(branch_figures.run_title(entry, number))}** ({kind})"
                  + (f", seed {entry.trace.seed}" if entry.trace.seed is not None and entry.trace.config.get("do_sample")
                     else "")
                  + (f"; continues run #{branch_figures.numbered(branches).get(origin.parent, '?')} at step "
@@ -115,9 +118,9 @@ class BranchesPanel:
             pa, pb = result.first.logprobs[result.diverge], result.second.logprobs[result.diverge]
             prefer = ("" if pa is None or pb is None else
                       f" There the model gives {labels[0]}'s token log p = {pa:.2f} and {labels[1]}'s {pb:.2f}.")
-            where = (f"They diverge at position {result.diverge} after the prompt: "
-                     f"{text_of(result.first.tokens[result.diverge])!r} vs "
-                     f"{text_of(result.second.tokens[result.diverge])!r}.{prefer}")
+            where = plain(f"They diverge at position {result.diverge} after the prompt: "
+                          f"{text_of(result.first.tokens[result.diverge])!r} vs "
+                          f"{text_of(result.second.tokens[result.diverge])!r}.{prefer}")
         return (spelled(a, branches), spelled(b, branches),
                 where, _plot(branch_figures.two_runs_figure(result, labels, text_of)))
 
@@ -141,7 +144,7 @@ class BranchesPanel:
             for entry in loaded.entries.values():
                 merged.add(entry.tab, entry.label, entry.prompt, entry.trace)
         except (OSError, UnicodeDecodeError, ValueError) as err:
-            return gr.skip(), f"Not loaded: {err}"
+            return gr.skip(), plain(f"Not loaded: {err}")
         branches.entries = merged.entries
         return branches, f"Loaded {len(loaded.entries)} runs."
 

@@ -27,6 +27,7 @@ import gradio as gr
 from . import policy, session, share
 from .field_codecs import generate_kwargs, widget_value
 from .i18n import tr
+from .tabs.status import plain  # every status here may quote a file name, repo id or value a visitor typed
 
 HEADING = "Settings of the **{title}** tab, as the `GenerationConfig` JSON transformers saves (only the values " \
           "that differ from the defaults)."
@@ -116,7 +117,7 @@ class ConfigPanel:
         try:
             text = share.config_json(self.config(data, h))
         except ValueError as err:
-            return {p.heading: HEADING.format(title=h.title), p.status: f"Settings are not valid: {err}"}
+            return {p.heading: HEADING.format(title=h.title), p.status: plain(f"Settings are not valid: {err}")}
         return {p.heading: HEADING.format(title=h.title), p.json: text}
 
     def save(self, data: Mapping, request: gr.Request = None) -> dict:
@@ -125,12 +126,12 @@ class ConfigPanel:
             path = share.save_config(self.config(data), self.folder(data, request), data[p.file_name],
                                      self.user_set(self.handle(data)))
         except ValueError as err:
-            return {p.status: f"Save failed: {err}"}
+            return {p.status: plain(f"Save failed: {err}")}
         if policy.public_mode():
-            status = f"Saved as {path.name} (download below)."
+            status = plain(f"Saved as {path.name} (download below).")
         else:
-            status = (f"Saved to {path}. Load it with GenerationConfig.from_pretrained({str(path.parent)!r}, "
-                      f"config_file_name={path.name!r}).")
+            status = plain(f"Saved to {path}. Load it with GenerationConfig.from_pretrained({str(path.parent)!r}, "
+                           f"config_file_name={path.name!r}).")
         return {**self.preview(data), p.download: str(share.download_copy(path, session.folder(request))),
                 p.status: status}
 
@@ -139,10 +140,10 @@ class ConfigPanel:
         try:
             cfg, folder = self.config(data), self.folder(data, request)
         except ValueError as err:
-            return {p.status: f"Push failed before saving: {err}"}
+            return {p.status: plain(f"Push failed before saving: {err}")}
         out = share.push_config(cfg, data[p.repo_id], data[p.file_name], data[p.commit_message],
                                 self.token(data, oauth_token), folder, self.user_set(self.handle(data)))
-        result = {**self.preview(data), p.status: out.message}
+        result = {**self.preview(data), p.status: plain(out.message)}  # quotes the repo id and commit message
         if out.path is not None:
             result[p.download] = str(share.download_copy(out.path, session.folder(request)))
         return result
@@ -176,12 +177,12 @@ class ConfigPanel:
             values = share.config_values(read())
         except OSError as err:
             if not policy.public_mode():
-                return {p.status: f"Load failed ({source}): {err}"}
+                return {p.status: plain(f"Load failed ({source}): {err}")}
             # transformers' and huggingface_hub's texts name the file's server path (a temp or cache folder)
             reason = policy.hub_reason(err) or "the file could not be read as a GenerationConfig JSON file"
-            return {p.status: f"Load failed ({source}): {reason}."}
+            return {p.status: plain(f"Load failed ({source}): {reason}.")}
         except ValueError as err:  # ours, or transformers' about a field: no path
-            return {p.status: f"Load failed ({source}): {err}"}
+            return {p.status: plain(f"Load failed ({source}): {err}")}
         h, overridden = matching_tab(values, self.handles.values(), data.get(self.active_tab))
         extra = {k: v for k, v in values.items() if k not in h.controls and k not in h.fixed}
         updates: dict = {h.extra: extra, self.active_tab: h.key}
@@ -193,7 +194,8 @@ class ConfigPanel:
         kept = f" Kept without a widget (they run and are saved back): {', '.join(sorted(extra))}." if extra else ""
         note = (f" This tab always sets {', '.join(f'`{k}`' for k in overridden)}; the loaded value is not used."
                 if overridden else "")
-        out[p.status] = f"Loaded {source} into the **{h.title}** tab.{kept}{note}"
+        # the source names what the visitor typed, and a file's unknown fields are its own: as text
+        out[p.status] = f"Loaded {plain(source)} into the **{h.title}** tab.{plain(kept)}{plain(note)}"
         return out
 
     # --- layout and wiring -----------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Mends of Gradio, applied once at start-up (``app.launch``), each guarded by the Gradio versions it was read
-against: outside them it is not applied and says so. Two of its output path, process-wide:
+"""Mends of Gradio, applied once at start-up (``app.launch``), each guarded by the Gradio release it was read against
+(``TESTED``, the exact version: a patch release rebuilds the page and may change the code mended): outside it, it is
+not applied and says so. Two of its output path, process-wide:
 
 - ``keep_component_ids``: a per-session leak. An output updated by props gets a per-session copy of its component,
   made with a new ``_id``; the next value update then files that copy under its new id as well (``blocks.py``
@@ -30,19 +31,18 @@ from typing import Any
 
 import gradio as gr
 
-TESTED = ((6, 31),)  # the Gradio (major, minor) versions whose blocks.py these mends were read against
+TESTED = ("6.31.0",)  # the Gradio releases whose blocks.py and page files these mends were read against
 
 
-def version() -> tuple[int, int]:
-    major, minor, *_ = gr.__version__.split(".")
-    return int(major), int(minor)
+def version() -> str:
+    return gr.__version__
 
 
 def _untested() -> bool:
     if version() in TESTED:
         return False
-    warnings.warn(f"Gradio {gr.__version__} is not among the versions playground.gradio_patches was checked "
-                  f"against ({', '.join('%d.%d' % v for v in TESTED)}): its mends are not applied", stacklevel=3)
+    warnings.warn(f"Gradio {version()} is not among the versions playground.gradio_patches was checked "
+                  f"against ({', '.join(TESTED)}): its mends are not applied", stacklevel=3)
     return True
 
 
@@ -139,7 +139,17 @@ def mended_assets() -> dict[str, bytes]:
 
 class PatchedAssets:
     """ASGI middleware: answers a GET of ``/assets/<name>`` (under any root path) with the mended copy of that file of
-    Gradio's page (``mended_assets``), with its own ETag so that a browser holding Gradio's copy fetches it again."""
+    Gradio's page (``mended_assets``), under Gradio's name, marked ``Cache-Control: no-cache`` with an ETag of its own.
+
+    Why not a URL of its own: the page imports the file by name from another page file (``Index-*.js``), which is
+    imported by name from ``index-*.js``, which every other page file imports by name; a new name would need each of
+    them rewritten and renamed up to that one, and ``index-*.js`` under a second name would load a second copy of
+    Gradio's runtime beside the first. So the name stays, and the headers make every cache ask before each use:
+    ``no-cache`` lets a browser or proxy store the response but never serve it without asking this server, and the
+    ETag (a hash of the mended bytes, unlike Gradio's, which hashes the file's time and size) tells a copy kept of
+    Gradio's file from ours, so the answer to it is the mended file, to ours a 304. What headers cannot reach: a copy
+    of Gradio's file that a cache took from this host before the mend served it (Gradio sends no Cache-Control, so
+    caches keep it for a while by their own rule) is used until that cache asks again."""
 
     def __init__(self, app, files: dict[str, bytes]):
         self.app = app
@@ -154,7 +164,7 @@ class PatchedAssets:
                 from starlette.responses import Response
 
                 body, etag = hit
-                headers = {"ETag": etag, "Cache-Control": "max-age=0, must-revalidate"}
+                headers = {"ETag": etag, "Cache-Control": "no-cache"}
                 request_etag = dict(scope.get("headers") or ()).get(b"if-none-match", b"").decode()
                 response = (Response(status_code=304, headers=headers) if request_etag == etag
                             else Response(body if scope["method"] == "GET" else b"", media_type="text/javascript",

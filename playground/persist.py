@@ -39,6 +39,7 @@ import gradio as gr
 from .branches import Branches
 from .field_codecs import config_value
 from .fields import INT_FIELDS, as_number_type
+from .tabs.status import plain
 
 VERSION = 1  # of what a settings store holds: {"version", "tab", "values": {name: widget value}}
 KEY_PREFIX = "decoding-playground"
@@ -323,16 +324,16 @@ class Keeper:
                              + (f"; not applied: {'; '.join(link_problems)}" if link_problems else "") + ".")
             if problems:
                 notes.append(f"Kept settings not restored: {'; '.join(problems)}.")
-            if notes:
-                out[ui.out.status] = " ".join(notes)
+            if notes:  # the problems quote what the link or the store held: as text (see status.plain)
+                out[ui.out.status] = plain(" ".join(notes))
         if link_problems:
-            gr.Warning(f"Share link: {'; '.join(link_problems)}")
+            gr.Warning(plain(f"Share link: {'; '.join(link_problems)}"))
         if linked is not None:
             out[self.tabs_block] = gr.Tabs(selected=linked)
             out[self.active_tab] = linked
         kept, problem = restore_tree(data.get(self.tree))
         if problem:
-            gr.Warning(problem)
+            gr.Warning(plain(problem))
         if kept is not None and kept.entries:
             current = data.get(self.branches)
             current = current if isinstance(current, Branches) else Branches()

@@ -1,6 +1,6 @@
 """Generation on a Hugging Face ZeroGPU Space; elsewhere nothing changes.
 
-A ZeroGPU Space (``SPACE_ID`` set and the ``spaces`` package importable) holds a GPU only while a function
+A ZeroGPU Space (``SPACES_ZERO_GPU`` true and the ``spaces`` package importable) holds a GPU only while a function
 decorated with ``@spaces.GPU`` runs, in a worker process forked for the call: what goes in and what comes out
 crosses by pickling, and the call asks for a number of seconds of GPU time up front. So ``stream`` runs
 ``core.stream`` inside such a function (``_on_gpu``):
@@ -35,8 +35,11 @@ _LENT_LOCK = threading.Lock()
 
 
 def on_zerogpu() -> bool:
-    """True on a Hugging Face Space (``SPACE_ID``) where the ``spaces`` package is installed."""
-    return bool(os.environ.get("SPACE_ID")) and importlib.util.find_spec("spaces") is not None
+    """True on a ZeroGPU Space: ``SPACES_ZERO_GPU`` set as the ``spaces`` package reads it (``spaces.config``: 1, t or
+    true, any case), and ``spaces`` installed. ``SPACE_ID`` does not decide: it is set on every Space, and a Space on
+    CPU or on a GPU of its own runs every generation here, where runs share each forward (``core.scheduler``)."""
+    flag = os.environ.get("SPACES_ZERO_GPU")
+    return flag is not None and flag.lower() in ("1", "t", "true") and importlib.util.find_spec("spaces") is not None
 
 
 if on_zerogpu():  # ZeroGPU asks for spaces to be imported before torch; app.py imports this module first

@@ -1,8 +1,9 @@
 """Playwright helpers for the playground's browser tests: Debian's chromium, and widgets found by role
 and label (Gradio names a slider's boxes "number input for X" / "range slider for X").
 
-Plots are the one place the DOM is read directly: a plotly figure's data lives on its ``.js-plotly-plot``
-element, found inside the block whose label is the figure's label.
+Two things are read from the DOM directly, having no role or label: a plotly figure's data, which lives on its
+``.js-plotly-plot`` element inside the block whose label is the figure's label, and whether an event is still pending
+on a tab's status line (its progress tracker, ``wait_idle``).
 """
 
 from __future__ import annotations
@@ -67,11 +68,22 @@ RUNNING = re.compile(r"\((running|waiting)\)")
 
 
 def wait_done(panel: Locator) -> Locator:
-    """Wait until the tab's runs have all finished (text and status update together, per step)."""
+    """Wait until the tab's runs have all finished (text and status update together, per step) and their event has
+    ended (``wait_idle``)."""
     status = status_of(panel)
     expect(status).to_contain_text("tokens in")
     expect(status).not_to_contain_text(RUNNING)
+    wait_idle(panel)
     return status
+
+
+def wait_idle(panel: Locator) -> None:
+    """Wait until no event shows progress on the tab's status line. A run's final output comes a message before its
+    event ends (a second or more apart on a loaded CPU), and until the end Gradio drops another click of the same
+    button (``trigger_mode="once"``) and may still be applying that output to other components: a test that reads
+    the page or clicks again on the final status alone passes or fails by timing. The status line's progress tracker
+    (Gradio's ``.wrap`` in it) is hidden once every event that shows progress there has ended."""
+    expect(panel.locator(".dp-status .wrap").first).to_have_class(re.compile(r"\bhide\b"))
 
 
 def open_figure(panel: Locator, label: str) -> Locator:
@@ -116,7 +128,7 @@ def plot_summary(panel: Locator, label: str) -> dict | None:
     return _plot_block(panel, label).evaluate(PLOT_SUMMARY)
 
 
-def wait_for_plot(page: Page, panel: Locator, label: str, condition: str, timeout: float = 60_000) -> dict:
+def wait_for_plot(page: Page, panel: Locator, label: str, condition: str, timeout: float = 90_000) -> dict:
     """Wait until ``condition`` (a JS expression over ``s``, the summary) holds for the figure ``label``."""
     handle = _plot_block(panel, label).element_handle(timeout=timeout)
     page.wait_for_function(f"(block) => {{ const s = ({PLOT_SUMMARY})(block); return s && ({condition}); }}",

@@ -15,6 +15,7 @@ import shutil
 import socket
 import threading
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import pytest
 from PIL import Image
@@ -22,7 +23,7 @@ from playwright.sync_api import expect
 
 import app
 from browser_helpers import (ANY_TEXT, SCREENSHOTS, nudge_slider, open_tab, set_number, status_of, text_of,
-                             wait_done, wait_for_plot, wait_until_stable)
+                             wait_done, wait_for_plot, wait_idle, wait_until_stable)
 from conftest import kernels_ready
 from playground import i18n
 
@@ -152,7 +153,8 @@ def test_bad_setting_shows_the_message_and_keeps_the_text(page):
     panel.get_by_role("button", name="Generate").click()
     message = re.compile(r"top_p.*must be in \(0, 1\]; got 0")
     expect(panel.get_by_text(message)).to_be_visible()  # the status line
-    expect(page.get_by_text(message).last).to_be_visible()  # and the warning toast
+    expect(page.get_by_test_id("toast-body").filter(has_text=message)).to_be_visible()  # and the warning toast
+    wait_idle(panel)
     expect(text_of(panel)).to_have_value(before)
 
 
@@ -397,3 +399,26 @@ def test_a_share_link_opens_its_tab_with_its_prompt_and_settings(page, browser):
         wait_for_plot(shared, opened, "Beam tree", "s.markers > 0")
     finally:
         other.close()
+
+
+def test_a_share_links_values_show_as_text_and_fetch_nothing(server, browser):
+    """A crafted link's values are echoed in the status and the warning toast as the visitor wrote them: no image is
+    loaded from its address, no link made of its Markdown."""
+    image, link = '<img src="http://example.org/p.png">', "[x](http://evil.example)"
+    expect.set_options(timeout=TIMEOUT)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    requested = []
+    try:
+        shared = context.new_page()
+        shared.on("request", lambda request: requested.append(request.url))
+        shared.goto(f"{server.local_url}?tab=greedy&max_new_tokens={quote(image)}&repetition_penalty={quote(link)}")
+        expect(shared.get_by_role("tab", name="Greedy", exact=True)).to_have_attribute("aria-selected", "true")
+        opened = shared.get_by_role("tabpanel").first
+        for value in (image, link):  # in the status line, then in the toast
+            expect(opened.get_by_text(f"got {value!r}")).to_be_visible()
+            expect(shared.get_by_test_id("toast-body").get_by_text(f"got {value!r}")).to_be_visible()
+        assert shared.locator("img[src*='example.org'], a[href*='evil']").count() == 0
+        hosts = {urlsplit(url).hostname for url in requested}
+        assert hosts == {urlsplit(server.local_url).hostname}, hosts  # the page's own server only
+    finally:
+        context.close()

@@ -4,7 +4,9 @@ restore over a built app (a value that does not fit is left out with a message; 
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from types import SimpleNamespace
 from urllib.parse import parse_qsl, urlsplit
 
@@ -16,6 +18,8 @@ from core.steer import branch
 from playground import persist
 from playground.branches import KEEP_CANDIDATES, Branches, edge_label, slim, spelled
 from playground.figures.branches import branch_tree_figure
+from playground.runs import Run
+from playground.tabs import status as status_text
 from test_ui_handlers import tiny_folder  # noqa: F401 - the fixture
 
 
@@ -215,8 +219,8 @@ def test_the_page_load_restores_each_tab_and_the_tree(built, tree):
     out = keeper.load(data, request())
     assert out[g["prompt"]] == "Kept prompt" and out[g["repetition_penalty"]] == 1.3
     assert g["max_new_tokens"] not in out  # out of range: left as the page shows it
-    assert "`max_new_tokens` must be a whole number in [1, 512]; got 600" in out[greedy.out.status]
-    assert "`gone` is no longer a setting" in out[greedy.out.status]
+    assert "`max_new_tokens` must be a whole number in [1, 512]; got 600" in shown(out[greedy.out.status])
+    assert "`gone` is no longer a setting" in shown(out[greedy.out.status])
     assert out[s["temperature"]] == 0.4 and out[s["seed"]] == 7 and sampling.out.status not in out
     assert out[greedy.w.store]["values"] == {"prompt": "Kept prompt", "repetition_penalty": 1.3}  # misfits dropped
     assert list(out[keeper.branches].entries) == list(tree[0].entries)
@@ -231,7 +235,7 @@ def test_a_share_link_opens_its_tab_over_what_the_browser_kept(built):
     out = keeper.load(data, request(tab="beam", prompt="Linked", num_beams="5", length_penalty="99"))
     assert out[b["prompt"]] == "Linked" and out[b["num_beams"]] == 5 and out[b["length_penalty"]] == 1.5
     assert out[keeper.active_tab] == "beam" and out[keeper.tabs_block].selected == "beam"
-    assert "Opened from a share link; not applied: `length_penalty` must be" in out[beam.out.status]
+    assert "Opened from a share link; not applied: `length_penalty` must be" in shown(out[beam.out.status])
     bad = keeper.load({}, request(tab="nowhere"))
     assert keeper.tabs_block not in bad and all(ui.out.status not in bad for ui in keeper.tabs.values())
 
@@ -247,3 +251,72 @@ def test_share_link_in_a_tab_writes_its_prompt_and_changed_settings(built, monke
     values["prompt"] = "x" * 9_000
     out = ui.share_link(*values.values(), "http://localhost:7860/")
     assert out[ui.w.link].visible is False and "more than a server reads" in out[ui.out.status]
+
+
+# --- what a visitor sent shows as text ----------------------------------------------------------------------------
+IMAGE, LINK = '<img src="http://example.org/p.png">', "[x](http://evil)"
+
+
+def shown(markdown: str) -> str:
+    """The text a page shows of status ``markdown``: rendered as CommonMark (markdown-it, as the page's marked reads
+    it), checked to make no element but paragraphs, line breaks, emphasis and code (no image, no link, no raw HTML),
+    and no bare ``http://`` or ``www.`` that the page's GitHub-flavoured Markdown would make a link of. A code span
+    reads as its text in backticks."""
+    from markdown_it import MarkdownIt
+
+    assert "http://" not in markdown and "www." not in markdown, markdown
+    rendered = MarkdownIt("commonmark").render(markdown)
+    assert set(re.findall(r"</?([a-zA-Z][a-zA-Z0-9]*)", rendered)) <= {"p", "br", "em", "strong", "code"}, rendered
+    return html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"</?code>", "`", rendered))).strip()
+
+
+def toast(message: str) -> str:
+    """The text a toast shows of ``message`` (the page renders it as HTML), checked to hold no tag."""
+    assert "<" not in message and ">" not in message and "http://" not in message, message
+    return html.unescape(message)
+
+
+@pytest.mark.parametrize("value", [IMAGE, LINK])
+def test_a_share_links_values_show_as_text_in_the_status_and_the_warning(built, value):
+    keeper = built.keeper
+    greedy = keeper.tabs["greedy"]
+    with pytest.warns(UserWarning) as caught:
+        out = keeper.load({}, request(tab="greedy", max_new_tokens=value, **{value: "1"}))
+    status = shown(out[greedy.out.status])
+    assert f"`max_new_tokens` must be a whole number in [1, 512]; got {value!r}" in status
+    assert f"`{value}` is not a setting of this tab" in status  # a name the link made up, too
+    (warning,) = [str(w.message) for w in caught if str(w.message).startswith("Share link")]
+    assert f"got {value!r}" in toast(warning) and f"`{value}` is not a setting" in toast(warning)
+    assert out[greedy.w.store]["values"] == {}  # what was refused is not written back
+
+
+def test_kept_values_show_as_text_and_a_refused_one_is_not_kept(built):
+    keeper = built.keeper
+    greedy = keeper.tabs["greedy"]
+    data = {greedy.w.store: persist.stored("greedy", {"prompt": LINK, "max_new_tokens": IMAGE, IMAGE: 1}),
+            keeper.tree: LINK}
+    with pytest.warns(UserWarning) as caught:
+        out = keeper.load(data, request())
+    status = shown(out[greedy.out.status])
+    assert f"got {IMAGE!r}" in status and f"`{IMAGE}` is no longer a setting" in status
+    assert out[greedy.w.store]["values"] == {"prompt": LINK}  # a prompt is text in a textbox: kept as typed
+    assert any("branch tree" in toast(str(w.message)) for w in caught)
+
+
+def test_a_refused_value_shows_as_text_in_a_tabs_status_and_warning(built):
+    """``_error``, the path every handler's ValueError takes (here Share link's check of the settings)."""
+    ui = built.keeper.tabs["greedy"]
+    values = {name: c.value for name, c in ui.settings.items()}
+    values["max_new_tokens"] = IMAGE
+    with pytest.warns(UserWarning) as caught:
+        out = ui.share_link(*values.values(), "http://localhost:7860/")
+    assert shown(out[ui.out.status]) == f"Not run: `max_new_tokens` must be a whole number in [1, 512]; got {IMAGE!r}"
+    assert toast(str(caught[0].message)) == f"`max_new_tokens` must be a whole number in [1, 512]; got {IMAGE!r}"
+
+
+def test_a_runs_label_and_note_show_as_text():
+    """A label may come from a loaded trace or tree file, a note may quote a setting."""
+    line = status_text.status_line({"main": Run("main", IMAGE, done=True)}, note=LINK)
+    assert shown(line).splitlines() == [f"{IMAGE}: 0 tokens in 0.00 s (0.0 tokens/s)", LINK]
+    names = "`max_new_tokens` and `owner/model-1.5`"  # names stay code spans
+    assert status_text.plain(names) == names

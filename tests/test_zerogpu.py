@@ -1,4 +1,5 @@
-"""``playground.zerogpu``: a no-op unless ``SPACE_ID`` is set and ``spaces`` importable; there, generation runs in
+"""``playground.zerogpu``: a no-op unless ``SPACES_ZERO_GPU`` is true and ``spaces`` importable (a CPU Space,
+``SPACE_ID`` alone, shares the forward like a local run); there, generation runs in
 the ``@spaces.GPU`` function with arguments and events that survive pickling (ZeroGPU's worker boundary), a GPU time
 that grows with ``max_new_tokens``, and the same tokens as ``core.stream``."""
 
@@ -37,9 +38,12 @@ def _plain(model, **kwargs):
     return _tokens(core.stream(model, torch.tensor(PROMPT), **kwargs))
 
 
-@pytest.mark.parametrize("space_id, spaces_importable", [("", True), ("user/space", False), ("", False)])
-def test_a_no_op_unless_on_a_space_with_spaces(monkeypatch, reload_zerogpu, tiny_model, space_id, spaces_importable):
-    monkeypatch.setenv("SPACE_ID", space_id)
+@pytest.mark.parametrize("zero_gpu, spaces_importable", [("", True), ("true", False), ("", False), ("0", True),
+                                                          ("false", True)])
+def test_a_no_op_unless_on_a_space_with_spaces(monkeypatch, reload_zerogpu, tiny_model, zero_gpu, spaces_importable):
+    monkeypatch.setenv("SPACE_ID", "user/space")
+    monkeypatch.setenv("SPACES_ZERO_GPU", zero_gpu)
+    monkeypatch.setitem(sys.modules, "spaces", fake_spaces([]))  # what a real import would be, were it made
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: real_find_spec(name, *a) if spaces_importable or name != "spaces" else None)
@@ -81,6 +85,7 @@ def test_on_zerogpu_runs_inside_the_gpu_function_with_picklable_arguments_and_cp
 
     calls: list[int] = []
     monkeypatch.setenv("SPACE_ID", "user/space")
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     monkeypatch.setitem(sys.modules, "spaces", fake_spaces(calls))
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "spaces"
@@ -114,12 +119,35 @@ def test_on_zerogpu_runs_inside_the_gpu_function_with_picklable_arguments_and_cp
     assert not module._LENT  # everything lent came back
 
 
-def test_with_the_real_spaces_package_off_zerogpu(monkeypatch, reload_zerogpu, tiny_model):
-    """The installed ``spaces`` outside ZeroGPU: its ``GPU`` changes nothing, and neither does the wrapper."""
+@pytest.mark.parametrize("flag", ["true", "True", "1", "t", "T"])
+def test_spaces_zero_gpu_decides_as_the_spaces_package_reads_it(monkeypatch, flag):
+    """Read as ``spaces.config.Config.zero_gpu`` reads it, with or without ``SPACE_ID``."""
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setenv("SPACES_ZERO_GPU", flag)
+    assert zerogpu.on_zerogpu()
+    monkeypatch.setenv("SPACES_ZERO_GPU", "yes")  # not a word spaces reads as true
+    assert not zerogpu.on_zerogpu()
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    assert not zerogpu.on_zerogpu()
+
+
+def test_on_a_cpu_space_with_the_real_spaces_package_runs_share_the_forward(monkeypatch, reload_zerogpu, tiny_model):
+    """A CPU Space: ``SPACE_ID`` set, ``SPACES_ZERO_GPU`` unset, ``spaces`` installed. The wrapper is off and a shared
+    run takes a seat at the model's scheduler, as it does locally."""
     if importlib.util.find_spec("spaces") is None:
         pytest.skip("spaces is not installed")
+    from core import scheduler
+
     monkeypatch.setenv("SPACE_ID", "user/space")
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
     module = reload_zerogpu()
-    assert module.on_zerogpu()
-    events = list(module.stream(tiny_model, torch.tensor(PROMPT), max_new_tokens=5))
+    assert not module.on_zerogpu() and module._on_gpu is None
+    asked = []
+    real_shared = scheduler.shared
+    monkeypatch.setattr(scheduler, "shared", lambda model: asked.append(model) or real_shared(model))
+    before = real_shared(tiny_model).stats.steps
+    events = list(module.stream(tiny_model, torch.tensor(PROMPT), shared=True, max_new_tokens=5))
+    assert asked == [tiny_model]
+    assert real_shared(tiny_model).stats.steps > before  # its decode steps went through the scheduler
     assert _tokens(events) == _plain(tiny_model, max_new_tokens=5)

@@ -44,7 +44,7 @@ from ..runs import Run, load_runs, save_runs, stream_run, wait_stopped
 from ..state import ModelCache
 from . import TabHandle
 from .advanced import with_advanced
-from .status import Frames, Throttle, error_line, join_texts, status_line
+from .status import Frames, Throttle, error_line, join_texts, plain, status_line
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 LIGHT_LANE = 2  # at once, of each handler that only formats what a session holds (View code, Share link, tree save)
@@ -373,7 +373,8 @@ class TabUI:
         with gr.Row():  # under the prompt: the run starts and reports where the user is looking
             generate = gr.Button(tr("Generate"), variant="primary")
             stop = gr.Button(tr("Stop"), variant="stop")
-        status = gr.Markdown(label=tr("Status"), elem_classes=["dp-status"])
+        # no LaTeX: the page would typeset a quoted value's $$...$$ after Markdown, where status.plain cannot reach
+        status = gr.Markdown(label=tr("Status"), elem_classes=["dp-status"], latex_delimiters=[])
         max_new = gr.Slider(1, 512, value=tab.max_new_tokens, step=1, label="max_new_tokens")
         stop_strings = gr.Textbox("", label="stop_strings", placeholder=tr("comma-separated; \\n for a newline"))
         seed = gr.Number(label="seed", value=0, precision=0, visible=tab.seeded,
@@ -770,8 +771,9 @@ class TabUI:
 
     # --- output assembly -------------------------------------------------------------------------
     def _error(self, err: Exception) -> dict:
-        """Everything on screen stays; only the status says what was wrong."""
-        gr.Warning(str(err))
+        """Everything on screen stays; only the status says what was wrong (as text: the error often quotes a value
+        the visitor sent, see ``status.plain``)."""
+        gr.Warning(plain(err))
         return {self.out.status: error_line(err)}
 
     def _draw(self, fig: Figure, view: View) -> PlotData | None:
@@ -782,7 +784,7 @@ class TabUI:
             return None if drawn is None or is_empty(drawn) else PlotData(type="plotly", plot=figure_json(drawn))
         except Exception as err:  # noqa: BLE001 - a figure that cannot draw this trace says so, others still draw
             traceback.print_exc()
-            gr.Warning(f"{fig.label}: cannot draw this trace ({type(err).__name__}: {err})")
+            gr.Warning(plain(f"{fig.label}: cannot draw this trace ({type(err).__name__}: {err})"))
             return None
 
     def _tokens(self, view: View) -> str:

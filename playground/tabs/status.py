@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from ..runs import Run, streaming
+
+# A name in backticks, as messages name fields, files and repos (`max_new_tokens`, `owner/model`): these letters are
+# markup neither in a code span nor in a toast's HTML
+_NAME = re.compile(r"`([\w./-]+)`")
+# What Markdown or HTML would read as markup: HTML's specials; links and images ([...]), code, emphasis (an underscore
+# only where it can open or close one, so snake_case reads as typed), strikethrough, tables and escapes; the bare
+# URLs and e-mail addresses that GitHub-flavoured Markdown makes links of; a block's mark at the start of a line
+_MARKUP = re.compile(r"(?P<c>[&<>\[\]`*~|\\@]|(?<![^\W_])_|_(?![^\W_])|:(?=//)|(?<=[wW]{3})\.)"
+                     r"|^(?P<lead>[ \t]*\d*)(?P<mark>[#+=-]|(?<=\d)[.)])", re.M)
+_ENTITY = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def _reference(char: str) -> str:
+    return _ENTITY.get(char, f"&#{ord(char)};")
+
+
+def plain(text: object) -> str:
+    """``text`` as the page shows it letter for letter, in a ``gr.Markdown`` and in a toast (``gr.Warning``, whose
+    message the page renders as HTML): for every message that may quote what a visitor sent (a share link, a kept
+    setting, a Hub id, a ValueError's ``got ...``). Gradio's ``sanitize_html`` is no help here: it strips scripts but
+    keeps ``<img src>`` and links, and Markdown makes its own links and images before it runs. Each character that
+    would be markup (``_MARKUP``) becomes a character reference, which neither Markdown nor HTML reads as markup and
+    both show as the character; only a name in backticks (letters, digits and ``_ . / -``) stays a code span. The
+    rest is left as written, so that a message without markup reads the same in the API's answer."""
+    parts = _NAME.split(str(text))  # odd parts: the names inside backticks
+    return "".join(f"`{part}`" if i % 2 else _MARKUP.sub(
+        lambda m: _reference(m["c"]) if m["c"] else m["lead"] + _reference(m["mark"]), part)
+        for i, part in enumerate(parts))
 
 
 def join_texts(texts: list[str]) -> str:
@@ -24,17 +53,19 @@ def status_line(runs: dict[str, Run], note: str = "", seeded: bool = False) -> s
         state = (STOPPED.get(run.stopped, f" ({run.stopped})") if run.stopped else "" if run.done
                  else " (running)" if run.steps else " (waiting)")
         first = f", first token {run.first_token_s:.2f} s" if run.first_token_s is not None else ""
-        mode = f" (`{run.steps[0].strategy}`)" if run.steps and run.steps[0].strategy else ""
+        mode = f" ({plain(f'`{run.steps[0].strategy}`')})" if run.steps and run.steps[0].strategy else ""
         seed = f", seed {run.seed}" if seeded and run.seed is not None else ""
-        parts.append(f"**{run.label}**{mode}: {run.new_tokens} tokens in {run.elapsed_s:.2f} s "
+        # a label may come from a loaded trace or tree file, a note may quote a setting: both as text
+        parts.append(f"**{plain(run.label)}**{mode}: {run.new_tokens} tokens in {run.elapsed_s:.2f} s "
                      f"({run.tokens_per_s:.1f} tokens/s{first}{seed}){state}")
     if note:
-        parts.append(f"_{note}_")
+        parts.append(f"_{plain(note)}_")
     return "  \n".join(parts)
 
 
 def error_line(err: Exception) -> str:
-    return f"Not run: {err}"
+    """The status of a run that did not start; the error's text (which often quotes the value it refused) as text."""
+    return f"Not run: {plain(err)}"
 
 
 class Frames:
