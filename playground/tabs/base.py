@@ -593,13 +593,17 @@ class TabUI:
 
     def _run(self, starts, branches, request) -> Iterator[dict]:
         """``starts()`` -> (the (plan, ``steering.Start``) pairs, the model, the prompt, a note); a ``ValueError``
-        it raises is the status (what is on screen stays); otherwise stream them."""
-        try:
-            pairs, loaded, prompt, note = starts()
-        except (ValueError, OSError) as err:
-            yield self._error(err)
-            return
-        yield from self._stream(pairs, loaded, prompt, branches, note, request)
+        it raises is the status (what is on screen stays); otherwise stream them. The models ``starts`` loads (the
+        tab's, an assistant) are held by the run's lease until it ends, so that no other visitor's load evicts them
+        meanwhile (``ModelCache.lease``)."""
+        with self.app.models.lease() as lease:
+            try:
+                with lease.taking():
+                    pairs, loaded, prompt, note = starts()
+            except (ValueError, OSError) as err:
+                yield self._error(err)
+                return
+            yield from self._stream(pairs, loaded, prompt, branches, note, request)
 
     def _parent(self, runs) -> Run:
         parent = next(iter(runs.values()), None) if runs else None
