@@ -28,6 +28,7 @@ from core.models import DEFAULT_NAME, LoadedModel
 from playground import policy, session, share
 from playground.i18n import english
 from playground.state import ModelBusy, ModelCache
+from playground.tabs.speculative import PROMPT_LOOKUP
 from conftest import tiny_llama
 from test_models import tiny_tokenizer
 from tests.fake_hub import FakeHub, point_hub_at, safetensors_header
@@ -432,6 +433,19 @@ def test_waiting_for_another_visitors_load_has_an_end():
         release.set()
         first.join(10)
     assert models.loaded() == ["big/model"] and models.get("big/model").name == "big/model"
+
+
+def test_a_running_generation_holds_its_model_until_it_ends(public, public_demo):
+    """The run handlers hold the models they use (``ModelCache.lease``) while they stream, so that no other
+    visitor's load evicts them; closing the stream (Stop, a visitor who leaves) lets them go."""
+    demo, models = public_demo
+    handle = next(h for h in demo.handles if h.key == "speculative")
+    widgets = [handle.controls[name].value for name in handle.ui.control_names]
+    run = handle.ui.generate({}, None, demo.startup_model, "Name a fruit.", True, 0, {}, PROMPT_LOOKUP, *widgets)
+    assert not next(run)[handle.ui.out.status].startswith("Not run"), "the run must be streaming"
+    assert models.in_use() == {demo.startup_model: 1}
+    run.close()
+    assert models.in_use() == {}
 
 
 def test_the_busy_message_reaches_a_public_visitor_as_it_is(public):
