@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import NotASafetensorsRepoError
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig,
                           PreTrainedModel)
@@ -245,38 +245,71 @@ def load_pretrained(source: str, dtype: str = "float32", device: str = "cpu", na
 
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
+# what from_pretrained reads of a repo besides its weights: configs and the tokenizer files transformers' tokenizers
+# name (the chat templates' folder too, ``_model_file``); anything else a repo holds is never fetched
+MODEL_FILES = frozenset({
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model",
+    "sentencepiece.bpe.model", "tiktoken.model", "tekken.json", "chat_template.json", "chat_template.jinja"})
+MAX_MODEL_FILES = 64  # a repo asking for more than this many files besides its weights is not fetched
 
 
 def _model_file(path: str) -> bool:
-    """A file ``from_pretrained`` reads for a model and its tokenizer, other than the weights: configs and tokenizer
-    files at the repo's top level and its chat templates (no pickles, no other formats, no variants in subfolders)."""
+    """A file ``from_pretrained`` reads for a model and its tokenizer, other than the weights (``MODEL_FILES`` and
+    the chat templates' folder): no pickles, no other formats, no variants in subfolders."""
     folder, _, name = path.rpartition("/")
     if folder == "additional_chat_templates":
         return name.endswith(".jinja")
-    return not folder and name.endswith((".json", ".txt", ".model", ".jinja", ".tiktoken"))
+    return not folder and name in MODEL_FILES
 
 
-def fetch_hub_model(repo_id: str, cache_dir: str | os.PathLike | None = None, token: str | bool | None = None) -> Path:
+class DownloadTooLarge(ValueError):
+    """The files a Hub model needs take more bytes than the download may (``fetch_hub_model``'s ``max_bytes``)."""
+
+
+def fetch_hub_model(repo_id: str, cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+                    max_bytes: int | None = None) -> Path:
     """Download the files ``load_pretrained`` reads of the Hub model ``repo_id`` into ``cache_dir`` with ``token``
-    (``False``: anonymously), and return the folder they are in. The weights are the safetensors files the size check
-    read (``model.safetensors``, or those its index names), nothing else. Loading that folder instead of the Hub id
-    keeps every Hub request here: transformers' tokenizer asks the Hub (file lists, model info) without passing a
-    token, which lets huggingface_hub send the server's own HF_TOKEN."""
+    (``False``: anonymously), all at one commit, and return the folder they are in. The weights are the safetensors
+    files the size check read (``model.safetensors``, or those its index names), nothing else. With ``max_bytes``,
+    the files' sizes are asked first (one HEAD each) and ``DownloadTooLarge`` raised when they add up to more.
+
+    Loading that folder instead of the Hub id keeps every Hub request here: transformers' tokenizer asks the Hub (file
+    lists, model info) without passing a token, which lets huggingface_hub send the server's own HF_TOKEN."""
     info = HfApi().model_info(repo_id, token=token)
     names = [s.rfilename for s in info.siblings or ()]
 
     def get(filename: str) -> Path:
         return Path(hf_hub_download(repo_id, filename, revision=info.sha, cache_dir=cache_dir, token=token))
 
-    folder = get("config.json").parent
-    weights = ["model.safetensors"] if "model.safetensors" in names else []
-    if not weights and SAFETENSORS_INDEX in names:
+    def check(filenames: list[str]) -> None:
+        total = 0 if max_bytes is None else _hub_bytes(repo_id, info.sha, filenames, token)
+        if max_bytes is not None and total > max_bytes:
+            raise DownloadTooLarge(f"its files take {total / 1e9:.2f} GB, more than the {max_bytes / 1e9:.2f} GB "
+                                   "set aside for it")
+
+    wanted = [n for n in names if _model_file(n)]
+    if len(wanted) > MAX_MODEL_FILES:
+        raise DownloadTooLarge(f"the repo has {len(wanted)} config and tokenizer files; at most {MAX_MODEL_FILES} "
+                               "are fetched")
+    if "model.safetensors" in names:
+        wanted.append("model.safetensors")
+    elif SAFETENSORS_INDEX in names:
+        check([SAFETENSORS_INDEX])  # the repo's text, read here: sized before it is fetched
         index = json.loads(get(SAFETENSORS_INDEX).read_text())
-        # only the repo's own top-level files: an index is the repo's text, and may name anything
-        weights = sorted({w for w in index.get("weight_map", {}).values() if w in names and "/" not in w})
-    for filename in [*(n for n in names if _model_file(n) and n != "config.json"), *weights]:
+        # only the repo's own top-level files: the index may name anything
+        wanted += [SAFETENSORS_INDEX,
+                   *sorted({w for w in index.get("weight_map", {}).values() if w in names and "/" not in w})]
+    check(wanted)
+    for filename in wanted:
         get(filename)
-    return folder
+    return get("config.json").parent  # fetched above when the repo has one; otherwise the Hub's "no such file"
+
+
+def _hub_bytes(repo_id: str, revision: str | None, filenames: list[str], token: str | bool | None) -> int:
+    """Bytes of ``filenames`` in the Hub repo ``repo_id`` at ``revision``, asked with one HEAD each."""
+    return sum(get_hf_file_metadata(hf_hub_url(repo_id, f, revision=revision), token=token).size or 0
+               for f in filenames)
 
 
 def hub_weights(repo_id: str, token: str | bool | None = None) -> tuple[int, int]:
@@ -336,7 +369,8 @@ LOAD_RNG_WAIT_S = 300.0  # how long a load waits for a run holding torch's globa
 
 
 def load_model(name: str | None = None, dtype: str = "float32", device: str | None = None, *,
-               token: str | bool | None = None, cache_dir: str | os.PathLike | None = None) -> LoadedModel:
+               token: str | bool | None = None, cache_dir: str | os.PathLike | None = None,
+               max_bytes: int | None = None) -> LoadedModel:
     """``None``: the embedded SmolLM2-135M-Instruct (its Hub id when the wheel is absent). Otherwise, tried in
     this order: a named model (``available_models()``), a ``.gguf`` file, a local folder, a Hub id. A name that
     loads none of these ways raises one ``ValueError`` listing what was tried.
@@ -345,9 +379,9 @@ def load_model(name: str | None = None, dtype: str = "float32", device: str | No
     ``"cuda"``; by default CUDA when present (``choose_device``). ``LoadedModel.dtype`` / ``.device`` say what it got.
 
     ``token`` / ``cache_dir``: given either, a Hub id is downloaded with that token (``False``: anonymously) into that
-    folder first (``fetch_hub_model``) and loaded from there; without them it loads as ``from_pretrained`` does, with
-    huggingface_hub's own token and cache. A public server passes ``token=False`` and a folder of its own for every
-    model a visitor asks for.
+    folder first (``fetch_hub_model``, at most ``max_bytes`` of files) and loaded from there; without them it loads as
+    ``from_pretrained`` does, with huggingface_hub's own token and cache. A public server passes ``token=False`` and a
+    folder of its own for every model a visitor asks for.
 
     Building a model draws from torch's global generator (weight initialisation before the weights are read),
     which would disturb a seeded run that lends its state to it (``core.rng``); so the load holds it, drawing
@@ -357,11 +391,11 @@ def load_model(name: str | None = None, dtype: str = "float32", device: str | No
         raise ValueError(f'`device` must be "cpu" or "cuda"; got {device!r}')
     dtype = resolve_dtype(dtype, device)
     with global_generator(new_generator(), timeout=LOAD_RNG_WAIT_S):
-        return _load(name, dtype, device, token, cache_dir)
+        return _load(name, dtype, device, token, cache_dir, max_bytes)
 
 
 def _load(name: str | None, dtype: str = "float32", device: str = "cpu", token: str | bool | None = None,
-          cache_dir: str | os.PathLike | None = None) -> LoadedModel:
+          cache_dir: str | os.PathLike | None = None, max_bytes: int | None = None) -> LoadedModel:
     name = DEFAULT_NAME if name is None else name
     tried: list[str] = []
     if name in NAMED_GGUF:
@@ -390,7 +424,8 @@ def _load(name: str | None, dtype: str = "float32", device: str = "cpu", token: 
         source, hub = name, True
     try:
         if hub and (token is not None or cache_dir is not None):
-            return load_pretrained(str(fetch_hub_model(name, cache_dir, token)), dtype, device, name=name)
+            folder = fetch_hub_model(name, cache_dir, token, max_bytes)
+            return load_pretrained(str(folder), dtype, device, name=name)
         return load_pretrained(source, dtype, device)
     except (OSError, ValueError) as err:
         raise ValueError(f"model {name!r} could not be loaded; tried {', '.join(tried)}: {err}") from err

@@ -39,8 +39,9 @@ from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidation
                                     RepositoryNotFoundError, RevisionNotFoundError, SafetensorsParsingError)
 from huggingface_hub.utils import validate_repo_id
 
-from core.models import (DEFAULT_NAME, DTYPE_CHOICES, NAMED_GGUF, LoadedModel, available_models, choose_device,
-                         TooManyLayers, hub_config_parameter_count, hub_weights, resolve_dtype)
+from core.models import (DEFAULT_NAME, DTYPE_CHOICES, EMBEDDED_HUB_ID, NAMED_GGUF, DownloadTooLarge, LoadedModel,
+                         TooManyLayers, available_models, choose_device, hub_config_parameter_count, hub_weights,
+                         resolve_dtype)
 
 from . import engine
 
@@ -63,6 +64,8 @@ DEFAULT_MAX_SECONDS = 120.0
 DEFAULT_MAX_PARAMS = 2_000_000_000
 DEFAULT_MAX_MODELS = 2
 DEFAULT_MAX_DISK_GB = 20.0
+# set aside on disk beside a visitor's weights: configs, tokenizer files and the weights files' own headers
+OTHER_FILES_BYTES = 128 * 2**20
 EXAMPLE_HUB_ID = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
 log = logging.getLogger(__name__)
@@ -309,10 +312,11 @@ def check_size(repo_id: str, field: str, disk_bytes: int | None = None,
         raise PublicError(
             f"`{field}`: {_typed(repo_id)} has {_count(n)} parameters, above this server's limit of "
             f"{_count(limit)}. " + _raise_hint(n))
-    if size > disk_bytes:
+    if size + OTHER_FILES_BYTES > disk_bytes:
         raise PublicError(
-            f"`{field}`: {_typed(repo_id)} has {size / 1e9:.2f} GB of weights to download, above this server's disk "
-            f"budget of {disk_bytes / 1e9:.2f} GB for visitors' models ({MAX_DISK_ENV}).")
+            f"`{field}`: {_typed(repo_id)} has {size / 1e9:.2f} GB of weights to download (and up to "
+            f"{OTHER_FILES_BYTES / 1e9:.2f} GB of configs and tokenizer files), above this server's disk budget of "
+            f"{disk_bytes / 1e9:.2f} GB for visitors' models ({MAX_DISK_ENV}).")
     try:
         n_config = config_count(repo_id, token=False)
     except ValueError as err:  # our own words (too many layers), or transformers' (which may hold a server path)
@@ -348,16 +352,19 @@ def load(models, name: str | None, field: str) -> LoadedModel:
     served = engine.served()  # the vLLM engine's models (the operator's PLAYGROUND_ENGINE), never sized
     name = check_model_name(name, field, allowed=[*([split_key(pinned)[0]] if pinned else ()), *served])
     key = model_key(name, dtype)
+    # without its wheel the default model loads from its Hub id (core.load_model): a visitor's Hub load like others
+    hub_id = EMBEDDED_HUB_ID if name == DEFAULT_NAME and name not in available_models() else name
     size = None
-    if name not in NAMED_GGUF and name not in served and key != pinned and key not in models.loaded():
-        size = check_size(name, field, getattr(models, "disk_bytes", None))
+    if hub_id not in NAMED_GGUF and name not in served and key != pinned and key not in models.loaded():
+        size = check_size(hub_id, field, getattr(models, "disk_bytes", None))
     try:
         # a Hub model a visitor asked for: downloaded anonymously into the cache's own folder, its bytes reserved
-        return models.get(key) if size is None else models.get(key, download=size.bytes)
+        return models.get(key) if size is None else models.get(key, download=size.bytes + OTHER_FILES_BYTES)
     except PublicError:  # already written for visitors (e.g. the cache's "still loading")
         raise
     except Exception as err:  # noqa: BLE001 - transformers' messages carry server paths (the cache folder)
         log.warning("loading %r for a visitor failed", name, exc_info=err)
-        reason = (hub_reason(err, missing="the repo lacks a file transformers needs (config.json, tokenizer or "
-                             "weights)") or "transformers could not load it as a language model with its tokenizer")
+        reason = (str(err.__cause__) if isinstance(err.__cause__, DownloadTooLarge) else hub_reason(
+            err, missing="the repo lacks a file transformers needs (config.json, tokenizer or weights)")
+            or "transformers could not load it as a language model with its tokenizer")
         raise PublicError(f"`{field}`: {_typed(name)} could not be loaded: {reason}.") from None

@@ -183,14 +183,14 @@ class ModelCache:
 
     def _load(self, key: str, folder: Path | None = None) -> LoadedModel:
         """``loader(name)``, with ``dtype=...`` for a key that names a precision; a visitor's download (``folder``)
-        also ``token=False`` (never the server's HF_TOKEN) and ``cache_dir=folder``."""
+        also ``token=False`` (never the server's HF_TOKEN), ``cache_dir=folder`` and ``max_bytes``, its reservation."""
         name, dtype = split_key(key)
         if name in engine.served():  # served by the vLLM engine: nothing loads here, in any precision
             return engine.load(name)
         name = None if name == DEFAULT_NAME else name
         kwargs = {} if dtype is None else {"dtype": dtype}
         if folder is not None:
-            kwargs.update(token=False, cache_dir=str(folder))
+            kwargs.update(token=False, cache_dir=str(folder), max_bytes=self._folders[key][1])
         return self.loader(name, **kwargs)
 
     def pin(self, name: str) -> None:

@@ -176,11 +176,13 @@ def test_a_failed_download_leaves_nothing(public, hub, tmp_path):
 
 
 def test_the_disk_budget_refuses_what_cannot_fit_and_evicts_idle_models_for_the_rest(public, hub, tmp_path):
-    size = core.models.hub_weights("owner/public-model", token=False)[1]
+    # what a load sets aside: its weights by their header, and room for its configs and tokenizer
+    size = core.models.hub_weights("owner/public-model", token=False)[1] + policy.OTHER_FILES_BYTES
     with pytest.raises(policy.PublicError) as info:
         policy.load(cache(disk_bytes=size - 1, downloads=tmp_path / "a"), "owner/public-model", "model")
-    assert str(info.value).startswith("`model`: 'owner/public-model' has 0.00 GB of weights to download, above this "
-                                      "server's disk budget of 0.00 GB for visitors' models (PLAYGROUND_MAX_DISK_GB)")
+    assert str(info.value) == ("`model`: 'owner/public-model' has 0.00 GB of weights to download (and up to 0.13 GB of "
+                               "configs and tokenizer files), above this server's disk budget of 0.13 GB for visitors' "
+                               "models (PLAYGROUND_MAX_DISK_GB).")
     models = cache(capacity=3, disk_bytes=size + size // 2, downloads=tmp_path / "b")  # room for one download
     policy.load(models, "owner/public-model", "model")
     policy.load(models, "owner/other-model", "model")  # slots enough, disk not: the idle first one goes
@@ -230,3 +232,34 @@ def test_a_lease_takes_only_what_is_got_inside_taking():
             models.get("inside")  # a run that uses a model twice (an assistant the same as the model) holds it twice
         assert models.in_use() == {"inside": 2}
     assert models.in_use() == {}
+
+
+def test_only_what_from_pretrained_reads_is_fetched_and_within_its_bytes(hub, tmp_path, model_files):
+    repo = "tester/cluttered"
+    index = {"metadata": {}, "weight_map": {"w": "model-00001-of-00001.safetensors", "x": "../escape.safetensors",
+                                            "y": "onnx/model.safetensors"}}
+    files = {**{n: d for n, d in model_files.items() if n != "model.safetensors"},
+             "model.safetensors.index.json": json.dumps(index).encode(),
+             "model-00001-of-00001.safetensors": model_files["model.safetensors"],
+             "onnx/model.safetensors": b"x", "pytorch_model.bin": b"x", "notes.txt": b"x", "data.json": b"x"}
+    for name, data in files.items():
+        hub.add_file(repo, name, data)
+    with pytest.raises(core.models.DownloadTooLarge, match="more than the 0.00 GB set aside for it"):
+        core.models.fetch_hub_model(repo, tmp_path / "small", token=False, max_bytes=100)
+    assert files_under(tmp_path / "small") == []  # sized before anything was fetched
+    folder = core.models.fetch_hub_model(repo, tmp_path / "fits", token=False, max_bytes=10**8)
+    assert files_under(folder) == sorted({*model_files, "model.safetensors.index.json",
+                                          "model-00001-of-00001.safetensors"} - {"model.safetensors"})
+    assert owners_token_sent(hub) == []
+
+
+def test_the_default_model_without_its_wheel_is_a_visitors_hub_load_too(public, hub, tmp_path, monkeypatch,
+                                                                       model_files):
+    monkeypatch.setitem(core.models.NAMED_GGUF, DEFAULT_NAME, core.models.NamedModel("not_installed_wheel",
+                                                                                     lambda: None))
+    for name, data in model_files.items():
+        hub.add_file(core.models.EMBEDDED_HUB_ID, name, data)
+    models = cache(downloads=tmp_path / "downloads")
+    assert policy.load(models, DEFAULT_NAME, "model").name == core.models.EMBEDDED_HUB_ID
+    assert models.download_folder(DEFAULT_NAME) is not None  # sized, and fetched into the cache's own folder
+    assert hub.requests and owners_token_sent(hub) == []
