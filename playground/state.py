@@ -123,7 +123,7 @@ class ModelCache:
                 folder = self._reserve(key, download) if download is not None else None
             if dropped:
                 gc.collect()  # free the dropped weights now (if no session uses them), before new ones arrive
-                for path in dropped:
+                for path in filter(None, dropped):
                     shutil.rmtree(path, ignore_errors=True)
             loaded = None
             try:
@@ -201,18 +201,20 @@ class ModelCache:
         with self._guard:
             return list(self._models)
 
-    def _make_room(self, key: str, size: int = 0) -> list[Path]:
+    def _make_room(self, key: str, size: int = 0) -> list[Path | None]:
         """Evict (under the guard) so that the loaded models, the loads in flight and ``key`` fit in ``capacity``, and
-        its ``size`` bytes of download in ``disk_bytes``; returns the evicted downloads' folders, to delete once the
-        guard is let go. ``ModelBusy``, with nothing evicted, when not enough can go (pinned, in use by a run, or still
-        loading)."""
+        its ``size`` bytes of download in ``disk_bytes``; returns each evicted model's download folder (None: not a
+        visitor's download), to delete once the guard is let go. ``ModelBusy``, with nothing evicted, when not enough
+        can go (pinned, in use by a run, or still loading)."""
         idle = [k for k in self._models if k != self.pinned and not self._users[k]]  # least recently used first
         excess = len(self._models) + len(self._loading) + 1 - self.capacity
         victims = idle[:max(excess, 0)]
         disk = self._disk_used() - sum(self._folders.get(k, (None, 0))[1] for k in victims)
-        for k in idle[len(victims):]:  # more idle models go while the download does not fit
+        for k in idle[len(victims):]:  # more idle downloads go while this one does not fit
             if not size or disk + size <= self.disk_bytes:
                 break
+            if k not in self._folders:  # an operator's model takes no room in the budget
+                continue
             victims.append(k)
             disk -= self._folders.get(k, (None, 0))[1]
         if len(victims) < excess:
@@ -223,16 +225,14 @@ class ModelCache:
                 f"running generations, {len(self._loading)} still loading; the startup model stays); try again later")
         if size and disk + size > self.disk_bytes:
             raise ModelBusy(
-                f"model {key!r} cannot be loaded now: its weights take {size / 1e9:.2f} GB and the disk budget of "
-                f"visitors' downloads ({MAX_DISK_ENV}, {self.disk_bytes / 1e9:.2f} GB) has "
+                f"model {key!r} cannot be loaded now: its download takes up to {size / 1e9:.2f} GB and the disk budget "
+                f"of visitors' downloads ({MAX_DISK_ENV}, {self.disk_bytes / 1e9:.2f} GB) has "
                 f"{max(self.disk_bytes - disk, 0) / 1e9:.2f} GB free while the models holding the rest are in use; "
                 "try again later")
         folders = []
         for victim in victims:
             del self._models[victim]
-            folder, _ = self._folders.pop(victim, (None, 0))
-            if folder is not None:
-                folders.append(folder)
+            folders.append(self._folders.pop(victim, (None, 0))[0])
         return folders
 
     def _disk_used(self) -> int:
