@@ -28,7 +28,7 @@ import torch
 
 import core
 from core.models import DEFAULT_NAME, DTYPE_CHOICES, available_models
-from playground import branches_panel, config_panel, engine, gradio_patches, persist, policy, session
+from playground import branches_panel, config_panel, engine, gradio_patches, persist, policy, queue_share, session
 from playground.i18n import I18N, tr
 from playground.branches import Branches
 from playground.state import MODELS, ModelCache
@@ -144,12 +144,15 @@ def launch(demo: gr.Blocks, slots: int = 2, queue_size: int = 16, **kwargs):
     figures' JSON: ~40 KB a greedy run), so it would fill the origin's ~5 MB and leave no room for what a reload
     restores (``playground.persist``); the branch tree, View code and the trace downloads keep what was run."""
     gradio_patches.apply()  # two mends of Gradio's output path, process-wide: see there
-    demo.queue(default_concurrency_limit=slots, max_size=queue_size)
+    # api_open=False: every event goes through the queue (its limits and places), none by a direct REST call
+    demo.queue(default_concurrency_limit=slots, max_size=queue_size, api_open=False)
+    queue_share.apply(demo)  # and one session takes a bounded share of its places
     app_kwargs = kwargs.pop("app_kwargs", None) or {}
     # and one of its page: the loading statuses a streamed message refreshes (see gradio_patches)
     app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), *gradio_patches.middleware()]
     return demo.launch(css_paths=[ASSETS / "style.css"], i18n=I18N, js=(ASSETS / "locale.js").read_text(),
-                       app_kwargs=app_kwargs, **{"run_history": False, **kwargs})
+                       app_kwargs=app_kwargs, **{"run_history": False, "max_file_size": policy.bound("upload"),
+                                                 **kwargs})
 
 
 def main() -> None:
@@ -159,6 +162,7 @@ def main() -> None:
     policy.default_dtype()
     policy.shared_forward()
     policy.frame_seconds()
+    policy.limits(), policy.bound("upload"), policy.bound("session_runs"), policy.bound("session_queue")
     torch.set_num_threads(policy.torch_threads())  # threads decided once, before any model runs
     sys.setswitchinterval(policy.switch_interval())  # Python's 5 ms unless PLAYGROUND_SWITCH_MS says otherwise
     demo = build_demo(startup, models=ModelCache(policy.max_models()), slots=slots)

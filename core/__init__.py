@@ -4,6 +4,7 @@ Public face: ``load_model``, ``generate``, ``stream`` and the record types. No U
 """
 
 from .constraints import DisjunctiveConstraint, PhrasalConstraint
+from .limits import LimitError, Limits
 from .loop import GenerationResult, RunContext, StreamEvent, generate, stream
 from .models import LoadedModel, load_model
 from .records import (AssistedStep, BeamNode, CacheInfo, Candidate, ContrastiveCandidate, DolaStep, LayerLens,
@@ -13,5 +14,5 @@ __all__ = [
     "generate", "stream", "load_model", "LoadedModel", "GenerationResult", "StreamEvent", "RunContext",
     "Recorder", "ListRecorder", "Trace", "StepRecord", "RowStep", "Candidate", "ProcessorEffect", "BeamNode",
     "ContrastiveCandidate", "DolaStep", "Origin", "AssistedStep", "CacheInfo", "LayerLens", "PhrasalConstraint",
-    "DisjunctiveConstraint",
+    "DisjunctiveConstraint", "Limits", "LimitError",
 ]

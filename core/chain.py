@@ -11,11 +11,15 @@ The default order (``RANKS``; a stable sort, so with no community stage the list
    logits), so that a truncation never keeps only tokens the grammar forbids;
 3. transformers' processors (penalties, bad words, min length, ...) and the caller's own, in transformers' order;
 4. ``penalties`` and ``dry``: additive penalties beside transformers' repetition penalties;
-5. ``temperature``, then ``dynatemp`` (a temperature too), then ``top_n_sigma`` (a truncation on logits);
+5. ``temperature``, then ``dynatemp`` (a temperature too), then ``smoothing`` (quadratic sampling, a reshaping of
+   the logits that text-generation-webui runs after its temperatures), then ``top_n_sigma`` (a truncation on logits);
 6. transformers' truncations (``top_h``, ``top_k``, ``top_p``, ``min_p``, ``typical_p``, ``epsilon_cutoff``,
-   ``eta_cutoff``), then ``xtc``, which works on the tokens still in play, then ``mirostat``, which must see the
-   distribution the token is drawn from;
+   ``eta_cutoff``) and with them, after them, ``tfs`` and ``top_a``; then ``xtc``, which works on the tokens still in
+   play, then ``mirostat`` or ``adaptive_p`` (never both), which choose the token and must see the distribution it
+   is drawn from;
 7. ``watermarking_config`` after all logits processing (transformers #34630), ``renormalize_logits`` last.
+
+``adaptive_p`` stays the last sampling stage: ``sampler_order`` may name it only last.
 
 ``sampler_order`` (a list of stage names) reorders the stages it names among the places they hold; stages it does
 not name stay where they are. ``LLAMA_CPP_ORDER`` is llama.cpp's default chain in these names.
@@ -66,9 +70,11 @@ FIELD_OF: dict[type, str] = {
 TRUNCATIONS = ("top_h", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")
 OTHER = 3  # the rank of transformers' processors not named below, and of the caller's own
 RANKS: dict[str, int] = {
-    "guidance_scale": 1, "grammar": 2, "penalties": 4, "dry": 4, "temperature": 5, "dynatemp": 6, "top_n_sigma": 7,
-    **{name: 8 for name in TRUNCATIONS}, "xtc": 9, "mirostat": 10, "watermarking_config": 11, "renormalize_logits": 12,
+    "guidance_scale": 1, "grammar": 2, "penalties": 4, "dry": 4, "temperature": 5, "dynatemp": 6, "smoothing": 7,
+    "top_n_sigma": 8, **{name: 9 for name in (*TRUNCATIONS, "tfs", "top_a")}, "xtc": 10, "mirostat": 11,
+    "adaptive_p": 12, "watermarking_config": 13, "renormalize_logits": 14,
 }
+LAST = "adaptive_p"  # the stage that chooses the token: after every other sampling stage, whatever the order
 # every name ``sampler_order`` may hold
 STAGE_NAMES: tuple[str, ...] = tuple(dict.fromkeys([*FIELD_OF.values(), *community.ORDER, "grammar"]))
 # llama.cpp's default chain (common_params_sampling::samplers): penalties, DRY, top-nσ, top-k, typical-p, top-p,
@@ -76,7 +82,7 @@ STAGE_NAMES: tuple[str, ...] = tuple(dict.fromkeys([*FIELD_OF.values(), *communi
 LLAMA_CPP_ORDER: list[str] = ["repetition_penalty", "penalties", "dry", "top_n_sigma", "top_k", "typical_p", "top_p",
                               "min_p", "xtc", "temperature", "dynatemp"]
 # stages whose state belongs to one row that grows by one token per step: no beams, no drafts
-ONE_TOKEN_PER_ROW = {"mirostat": {"greedy_search", "sample"}}
+ONE_TOKEN_PER_ROW = {"mirostat": {"greedy_search", "sample"}, "adaptive_p": {"greedy_search", "sample"}}
 
 
 def stage_name(proc: LogitsProcessor) -> str:
@@ -96,6 +102,9 @@ def check_order(order) -> list[str] | None:
         raise ValueError(f"`sampler_order` must name only known stages ({known}); got unknown {unknown}")
     if len(set(order)) != len(order):
         raise ValueError(f"`sampler_order` must name each stage once; got {list(order)!r}")
+    if LAST in order and order[-1] != LAST:
+        raise ValueError(f"`sampler_order` must name {LAST} last (it chooses the token from the distribution it "
+                         f"returns, so no sampling stage may follow it); got {list(order)!r}")
     return list(order)
 
 
@@ -131,13 +140,14 @@ def build_chain(logits_processor, generation_config, extra: list[LogitsProcessor
 
 
 def sampler_chain(logits_processor, generation_config, *, mode: str, tokenizer, generator, prompt_length: int,
-                  vocab_size: int) -> LogitsProcessorList:
+                  vocab_size: int, deadline: float | None = None) -> LogitsProcessorList:
     """The run's whole chain: transformers' processors, the community samplers the config switches on (XTC draws
-    from ``generator``), the grammar; ordered as the module docstring says."""
+    from ``generator``), the grammar (compiled by ``deadline``); ordered as the module docstring says."""
     check_modes(generation_config, mode)
     extra = community.community_processors(generation_config, tokenizer=tokenizer, generator=generator,
                                            prompt_length=prompt_length)
-    stage = grammar.build(generation_config, tokenizer=tokenizer, vocab_size=vocab_size, prompt_length=prompt_length)
+    stage = grammar.build(generation_config, tokenizer=tokenizer, vocab_size=vocab_size, prompt_length=prompt_length,
+                          deadline=deadline)
     return build_chain(logits_processor, generation_config, extra + ([stage] if stage is not None else []))
 
 

@@ -48,6 +48,19 @@ def check_prompt(input_ids, kwargs) -> None:
             raise ValueError(f"`input_ids` must hold at least one token; got shape {tuple(input_ids.shape)} (an empty prompt)")
 
 
+def check_ids(model, input_ids) -> None:
+    """Every prompt id names a row of the model's embeddings: an id past them is an ``IndexError`` on the CPU and a
+    device-side assert on a GPU, which breaks CUDA for every other run in the process."""
+    if input_ids is None or input_ids.numel() == 0:
+        return
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = max(model.config.get_text_config().vocab_size or 0, getattr(embeddings, "num_embeddings", 0) or 0)
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or (rows and high >= rows):
+        bad = low if low < 0 else high
+        raise ValueError(f"`input_ids` must hold token ids in [0, {rows - 1}] (the model's vocabulary); got {bad}")
+
+
 def check_assistant(model, assistant_model, tokenizer, assistant_tokenizer) -> None:
     """An assistant with another vocabulary needs both tokenizers (universal assisted decoding)."""
     if assistant_model is None:

@@ -20,13 +20,17 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from typing import Any
+import time
+from typing import Any, Callable
 
 import torch
 from transformers import LogitsProcessor
 
 FIELDS: dict[str, Any] = {"json_schema": None, "regex": None, "grammar": None}
 COMPACT = (",", ":")  # JSON separators without spaces
+# What a compiler keeps of the grammars it compiled, at most: each visitor's grammar is another entry, so an unbounded
+# cache grows with every distinct one sent (xgrammar evicts the least recently used past this)
+CACHE_LIMIT_BYTES = 64 * 2 ** 20
 
 
 def _xgr():
@@ -77,7 +81,7 @@ def _compiler(tokenizer, vocab_size: int, stop_ids: tuple[int, ...]):
     """One ``GrammarCompiler`` per tokenizer and vocabulary (read-only once built; it caches compiled grammars)."""
     xgr = _xgr()
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_ids) or None)
-    return xgr.GrammarCompiler(info, max_threads=1)
+    return xgr.GrammarCompiler(info, max_threads=1, cache_limit_bytes=CACHE_LIMIT_BYTES)
 
 
 def compile_grammar(field: str, value, tokenizer, vocab_size: int, stop_ids: tuple[int, ...]):
@@ -156,8 +160,35 @@ class GrammarLogitsProcessor(LogitsProcessor):
         return scores
 
 
-def build(generation_config, *, tokenizer=None, vocab_size: int, prompt_length: int) -> GrammarLogitsProcessor | None:
-    """The grammar stage of ``generation_config``, or ``None`` when it sets no grammar field."""
+def within(deadline: float | None, field: str, compile: Callable[[], Any]):
+    """``compile()``, given until ``deadline`` (``time.monotonic()``): past it a ``TimeoutError`` naming ``field``. A
+    compile is one call into xgrammar that nothing can interrupt, so it runs in a thread of its own, left to finish
+    (its size is bounded by ``core.limits``) while the run answers."""
+    if deadline is None:
+        return compile()
+    done: dict[str, Any] = {}
+
+    def run():
+        try:
+            done["value"] = compile()
+        except BaseException as err:  # raised in the run's thread below
+            done["error"] = err
+
+    worker = threading.Thread(target=run, name=f"compile {field}", daemon=True)
+    worker.start()
+    worker.join(max(deadline - time.monotonic(), 0.0))
+    if worker.is_alive():
+        raise TimeoutError(f"`{field}` did not compile within the run's time cap; a shorter or simpler one compiles "
+                           "faster")
+    if "error" in done:
+        raise done["error"]
+    return done["value"]
+
+
+def build(generation_config, *, tokenizer=None, vocab_size: int, prompt_length: int,
+          deadline: float | None = None) -> GrammarLogitsProcessor | None:
+    """The grammar stage of ``generation_config``, or ``None`` when it sets no grammar field; its compile ends by
+    ``deadline`` (``within``)."""
     validate(generation_config)
     given = requested(generation_config)
     if not given:
@@ -165,7 +196,7 @@ def build(generation_config, *, tokenizer=None, vocab_size: int, prompt_length: 
     ((field, value),) = given.items()
     eos = getattr(generation_config, "_eos_token_tensor", None)
     eos_ids = [] if eos is None else [int(t) for t in eos.reshape(-1).tolist()]
-    compiled = compile_grammar(field, value, tokenizer, vocab_size, tuple(eos_ids))
+    compiled = within(deadline, field, lambda: compile_grammar(field, value, tokenizer, vocab_size, tuple(eos_ids)))
     return GrammarLogitsProcessor(compiled, prompt_length, eos_ids)
 
 

@@ -36,10 +36,13 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 from . import chain, requests, watermark
 from . import config as config_checks
 from . import lens
+from . import limits as bounds
+from .limits import Limits
 from .records import Candidate, CacheInfo, Origin, ProcessorEffect, Recorder, RowStep, StepRecord, Trace, check_recorder
 from .rng import global_generator
 from .scheduler import StepScheduler
 from .strategies import family_of, get_strategy
+from .strategies.steps import Stopped, stoppable
 from .text import TokenTexts
 
 
@@ -62,7 +65,7 @@ class RunContext:
 
     def __init__(self, model, *, recorder: Recorder | None, streamer, tokenizer, assistant_model,
                  assistant_tokenizer, cancel: threading.Event, generator: torch.Generator | None = None,
-                 max_seconds: float | None = None, assistant_settings: dict | None = None):
+                 deadline: float | None = None, assistant_settings: dict | None = None):
         self.model = model
         self.recorder = recorder
         self.recording = recorder is not None
@@ -75,7 +78,7 @@ class RunContext:
         self.cancel = cancel
         self.generator = generator  # every draw of the run; None: torch's default generator, as transformers
         self._device_generators: dict[tuple, torch.Generator] = {}  # its seed on the model's device (``generator_for``)
-        self.deadline = time.monotonic() + max_seconds if max_seconds is not None else None
+        self.deadline = deadline  # time.monotonic() past which the run ends with what it has
         self.stopped = ""  # why the run ended early: "cancelled" or "time cap"
         self.assistant_settings = dict(assistant_settings or {})  # this run's num_assistant_tokens, ...
         self.inputs_tensor: torch.Tensor | None = None
@@ -320,7 +323,7 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
              generator: torch.Generator | list[torch.Generator] | None = None, max_seconds: float | None = None,
              origin: Origin | None = None, logits_processor: LogitsProcessorList | None = None,
              stopping_criteria: StoppingCriteriaList | None = None, scheduler: StepScheduler | None = None,
-             **kwargs) -> GenerationResult:
+             limits: Limits | None = None, deadline: float | None = None, **kwargs) -> GenerationResult:
     """Generate like ``model.generate`` with any strategy of the generation guide, recording each step
     into ``recorder`` when one is given. ``kwargs`` override fields of ``generation_config``, which
     defaults to the model's own. ``cancel`` is an event another thread may set to stop early.
@@ -329,18 +332,26 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
     ``torch.manual_seed(s)`` would, so seeded runs equal transformers'); without one the run draws from torch's
     default generator, as transformers does. A list of generators, one per row, samples many runs in one batch:
     row i draws what a run of its own with ``generator[i]`` would (sampling and beam sampling; ``origin`` names
-    the run this one continues, see ``Origin``). ``max_seconds`` caps the run's wall-clock time: it then ends with
-    what it has, like a cancel (``GenerationResult.stopped`` says which). The assistant fields
+    the run this one continues, see ``Origin``). ``max_seconds`` caps the run's wall-clock time from this call on
+    (``deadline``: a ``time.monotonic()`` time instead, e.g. counted from a request's arrival), preparation and
+    prefill included: it then ends with what it has, like a cancel (``GenerationResult.stopped`` says which).
+    ``limits`` (``core.limits.Limits``) bounds what the request may ask for before anything is built from it. The
+    assistant fields
     (``num_assistant_tokens``, its schedule, ``assistant_confidence_threshold``) apply to this run's assistant
     only; transformers 5.x would read them from the assistant's own ``generation_config``, which stays as it is.
 
     ``scheduler`` (``core.scheduler.shared(model)``): the run takes a seat there, so that its decode steps share one
     forward with every other seated run's (each row keeps the bits of its solo step) and its other model calls
     never run beside another forward."""
+    if deadline is None and max_seconds is not None:
+        deadline = time.monotonic() + max_seconds
     config_checks.check_prompt(input_ids, kwargs)
+    config_checks.check_ids(model, input_ids)
     check_recorder(recorder)
+    bounds.check(model, input_ids, generation_config, kwargs, limits)
     input_ids, generation_config, kwargs, attention_mask = requests.prepare(model, input_ids, generation_config, kwargs,
                                                                             tokenizer, attention_mask)
+    bounds.check_cache(model, input_ids, generation_config, kwargs, limits)
     assistant_tokenizer = kwargs.pop("assistant_tokenizer", None)
     config_checks.check_assistant(model, assistant_model, tokenizer, assistant_tokenizer)
     config_checks.check_request(model, generation_config, kwargs, assistant_model)
@@ -355,7 +366,7 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
         kwargs["stop_strings"] = None
     ctx = RunContext(model, recorder=recorder, streamer=streamer, tokenizer=tokenizer, assistant_model=assistant_model,
                      assistant_tokenizer=assistant_tokenizer, cancel=cancel or threading.Event(), generator=generator,
-                     max_seconds=max_seconds, assistant_settings=assistant_settings(generation_config, kwargs))
+                     deadline=deadline, assistant_settings=assistant_settings(generation_config, kwargs))
     prompt_len = input_ids.shape[1] if input_ids is not None else 0
     if input_ids is not None and input_ids.device != model.device:  # a prompt tokenized on the CPU, a model on a GPU
         input_ids = input_ids.to(model.device)
@@ -370,7 +381,8 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
         strategy = get_strategy(ctx.mode)
         logits_processor = chain.sampler_chain(
             logits_processor, generation_config, mode=ctx.mode, tokenizer=ctx.tokenizer, generator=ctx.generator,
-            prompt_length=input_ids.shape[1], vocab_size=model.config.get_text_config().vocab_size)
+            prompt_length=input_ids.shape[1], vocab_size=model.config.get_text_config().vocab_size,
+            deadline=ctx.deadline)
         stopping_criteria.append(CancelCriteria(ctx))
         ctx.generation_config = generation_config
         if ctx.recording and ctx.follows_rows():  # a branch's prefix may end inside a character
@@ -378,14 +390,19 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
         if ctx.streamer is not None:  # the beam family streams its final best row only (row 0)
             ctx.streamer.put((input_ids[:1] if family_of(ctx.mode) == "beam" else input_ids).cpu())
         seat = scheduler.seat(ctx.deadline) if scheduler is not None else contextlib.nullcontext()
-        with seat:
+        with seat, stoppable(model, ctx.should_stop):
             return strategy(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx,
                             **model_kwargs)
 
     ctx.t0 = time.perf_counter()
-    sequences = model.generate(input_ids, generation_config=generation_config, attention_mask=attention_mask,
-                               logits_processor=logits_processor, stopping_criteria=stopping_criteria,
-                               custom_generate=dispatch, **kwargs)
+    try:
+        sequences = model.generate(input_ids, generation_config=generation_config, attention_mask=attention_mask,
+                                   logits_processor=logits_processor, stopping_criteria=stopping_criteria,
+                                   custom_generate=dispatch, **kwargs)
+    except Stopped:  # cancelled or out of time before the prefill ended: the prompt alone, as a stop at step 0 does
+        sequences = input_ids if input_ids is not None else torch.zeros((1, 0), dtype=torch.long)
+        ctx.generation_config = getattr(ctx, "generation_config", None) or generation_config or model.generation_config
+        ctx.mode = ctx.mode or ""
     trace = None
     if recorder is not None:
         new = sequences if model.config.is_encoder_decoder else sequences[:, prompt_len:]
@@ -464,25 +481,33 @@ GRACE_S = 15.0  # past the cap, how long ``stream`` waits for a worker stuck out
 
 def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConfig | None = None, *,
            tokenizer=None, top_n: int = 10, lens: bool = False, cancel: threading.Event | None = None,
-           max_seconds: float | None = None, **kwargs) -> Iterator[StreamEvent]:
+           max_seconds: float | None = None, deadline: float | None = None, ended: threading.Event | None = None,
+           **kwargs) -> Iterator[StreamEvent]:
     """Run ``generate`` in a worker thread and yield a ``StreamEvent`` per step. Closing the iterator
-    (or setting ``cancel``) stops the generation within one step. Errors are re-raised here. ``top_n`` and ``lens``
-    are what a ``ListRecorder`` takes: candidates per row, and whether to record the logit lens.
+    (or setting ``cancel``) stops the generation within one step (or one prefill chunk); the close itself returns at
+    once, waiting for nothing (a UI's event loop may be the one closing), and ``ended`` is set when the worker has
+    finished. Errors are re-raised here. ``top_n`` and ``lens`` are what a ``ListRecorder`` takes: candidates per
+    row, and whether to record the logit lens.
 
-    With ``max_seconds`` the run stops at that wall-clock cap, and nothing here waits much longer: a worker
-    stuck outside the decoding loop (a lock, a kernel build) is left behind after ``GRACE_S`` more seconds and
-    the stream ends with what it has (``result=None``, ``stopped="time cap"``)."""
+    With ``max_seconds`` (or ``deadline``, a ``time.monotonic()`` time) the run stops at that wall-clock cap, and
+    nothing here waits much longer: a worker stuck outside the decoding loop (a lock, a kernel build) is left behind
+    after ``GRACE_S`` more seconds and the stream ends with what it has (``result=None``, ``stopped="time cap"``)."""
     q: queue.Queue = queue.Queue()
     cancel = cancel or threading.Event()
-    give_up = time.monotonic() + max_seconds + GRACE_S if max_seconds is not None else None
+    if deadline is None and max_seconds is not None:
+        deadline = time.monotonic() + max_seconds
+    give_up = deadline + GRACE_S if deadline is not None else None
 
     def work():
         try:
             result = generate(model, input_ids, generation_config, recorder=_QueueRecorder(q, top_n, lens),
-                              tokenizer=tokenizer, cancel=cancel, max_seconds=max_seconds, **kwargs)
+                              tokenizer=tokenizer, cancel=cancel, deadline=deadline, **kwargs)
             q.put(("done", result))
         except BaseException as err:  # handed to the consumer, raised there
             q.put(("error", err))
+        finally:
+            if ended is not None:
+                ended.set()
 
     worker = threading.Thread(target=work, daemon=True)
     worker.start()
@@ -513,6 +538,4 @@ def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConf
             # a copy per event: the list keeps growing, and a consumer may keep earlier events
             yield StreamEvent(record, [list(t) for t in tokens], [decode(t) for t in tokens], behind=q.qsize())
     finally:
-        cancel.set()
-        # a worker in its loop stops within a step; one stuck elsewhere is not waited for past the cap
-        worker.join(timeout=None if give_up is None else max(give_up - time.monotonic(), 1.0))
+        cancel.set()  # a worker in its loop stops within a step or a prefill chunk; nobody waits for it here

@@ -37,6 +37,7 @@ import torch
 from . import batching
 
 PREFILL_CHUNK = 512  # prompts longer than this prefill in chunks of this many tokens between other runs' steps
+PREFILL_TOKENS = 1024  # a prefill of more tokens (over all its rows) runs in chunks of this many, a stop between two
 STEP_WAIT_S = 120.0  # the longest a handed-in step waits for the worker when its run has no deadline
 MAX_ROWS = 128  # rows in one batched forward; more are split
 

@@ -92,6 +92,18 @@ GROUPS: dict[str, Group] = {
         Field("mirostat_tau", "slider", 0.0, "mirostat v2: target surprise in bits; 0 = off; try 5", 0.0, 10.0, 0.1,
               off=0),
         Field("mirostat_eta", "slider", 0.1, "mirostat v2: learning rate > 0", 0.01, 1.0, 0.01),
+        Field("smoothing_factor", "slider", 0.0, "quadratic sampling: >= 0; 0 = off; try 0.3. Logits fall with the "
+              "square of their gap to the top", 0.0, 5.0, 0.01, off=0),
+        Field("smoothing_curve", "slider", 1.0, "quadratic sampling: >= 1; 1 = plain quadratic, higher cuts the tail "
+              "harder", 1.0, 10.0, 0.1),
+        Field("tfs", "slider", 1.0, "tail-free sampling z: [0, 1]; 1 = off; try 0.95. Lower cuts the sorted tail "
+              "sooner", 0.0, 1.0, 0.01),
+        Field("top_a", "slider", 0.0, "top-a: [0, 1]; 0 = off; try 0.2. Drops tokens with p < top_a * p_max²", 0.0,
+              1.0, 0.01, off=0),
+        Field("adaptive_target", "number", None, "adaptive-P: [0, 1], the probability chosen tokens should average "
+              "(empty: off; try 0.5). Chooses last; not with mirostat"),
+        Field("adaptive_decay", "slider", 0.9, "adaptive-P: [0, 0.99]; how slowly the running average forgets", 0.0,
+              0.99, 0.01),
     )),
     "order": Group("Sampler chain order", (
         Field("sampler_order", "names", "", "comma-separated stage names, reordered among their places; empty: "

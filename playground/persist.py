@@ -351,6 +351,6 @@ class Keeper:
         # progress on one status, not on the ~300 outputs: each target stays among the loading statuses Gradio's page
         # refreshes at every streamed message (see gradio_patches)
         first = next(iter(self.tabs.values())).out.status
-        demo.load(self.load, inputs, outputs, api_name=False, show_progress="hidden", concurrency_limit=None,
-                  show_progress_on=[first]).then(
+        demo.load(self.load, inputs, outputs, api_name=False, show_progress="hidden", concurrency_id="page_load",
+                  concurrency_limit=4, show_progress_on=[first]).then(
             None, None, None, js=AFTER_LOAD_JS, api_name=False)

@@ -22,6 +22,9 @@ Environment, read when asked (so that a test or a restart sees the current value
     PLAYGROUND_DTYPE       the precision models load in unless a visitor picks another: float32 (default),
                            bfloat16, float16 or auto (``core.models.resolve_dtype``)
 
+and the bounds on what a visitor sends (``BOUNDS``: each size a visitor controls, its knob, its default in public
+mode and in a private run), read by ``limits()`` for the core and by the handlers for the rest.
+
 A model is asked for by a *key*: its name, with ``@bfloat16`` (or another precision) appended when it is to be
 loaded in anything but float32 (``model_key``); the cache holds one model per key.
 """
@@ -31,8 +34,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
+
+from core.limits import Limits
 
 from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
                                     NotASafetensorsRepoError, OfflineModeIsEnabled, RemoteEntryNotFoundError,
@@ -189,6 +196,141 @@ def default_dtype() -> str:
     if raw not in DTYPE_CHOICES:
         raise ValueError(f"{DTYPE_ENV} must be one of {', '.join(DTYPE_CHOICES)}; got {raw!r}")
     return raw
+
+
+# --- the bounds on what a visitor sends --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bound:
+    """One size a visitor controls: the ``core.limits.Limits`` fields it bounds (none: the playground's own, read by
+    ``bound``), its knob, its defaults in public mode and in a private run, in the knob's ``unit`` (``scale`` of the
+    field's own unit each), and what it bounds in words (docs/public-mode.md lists them)."""
+
+    key: str
+    env: str
+    public: int
+    private: int
+    what: str
+    fields: tuple[str, ...] = ()
+    unit: str = ""
+    scale: int = 1
+
+
+BOUNDS: tuple[Bound, ...] = (
+    Bound("prompt_tokens", "PLAYGROUND_MAX_PROMPT_TOKENS", 2048, 16_384, "prompt and negative prompt, in tokens "
+          "(a branch's prompt and prefix: this plus max_new_tokens)", ("negative_prompt_tokens",)),
+    Bound("new_tokens", "PLAYGROUND_MAX_NEW_TOKENS", 512, 4096, "max_new_tokens", ("new_tokens",)),
+    Bound("rows", "PLAYGROUND_MAX_ROWS", 64, 256, "rows decoded at once: Sample N, num_beams or num_return_sequences, "
+          "x contrastive search's top_k", ("rows",)),
+    Bound("kv", "PLAYGROUND_MAX_KV_MB", 1024, 8192, "the KV cache a run needs: rows x (prompt + max_new_tokens) x "
+          "the model's bytes per token", ("kv_bytes",), "MB", 2 ** 20),
+    Bound("stop_strings", "PLAYGROUND_MAX_STOP_STRINGS", 8, 16, "stop_strings: how many", ("stop_strings",)),
+    Bound("stop_chars", "PLAYGROUND_MAX_STOP_CHARS", 32, 64, "stop_strings: characters of each",
+          ("stop_string_chars",)),
+    Bound("entries", "PLAYGROUND_MAX_ENTRIES", 256, 1024, "entries of bad_words_ids, sequence_bias, "
+          "force_words_ids, suppress_tokens, begin_suppress_tokens", ("entries",)),
+    Bound("entry_tokens", "PLAYGROUND_MAX_ENTRY_TOKENS", 32, 64, "tokens (or a word's characters) in one entry",
+          ("entry_tokens",)),
+    Bound("grammar_chars", "PLAYGROUND_MAX_GRAMMAR_CHARS", 2000, 20_000, "characters of json_schema, regex or "
+          "grammar", ("grammar_chars",)),
+    Bound("upload", "PLAYGROUND_MAX_UPLOAD_MB", 5, 50, "an uploaded file (a trace, a config, a branch tree)", (),
+          "MB", 2 ** 20),
+    Bound("session_runs", "PLAYGROUND_SESSION_RUNS", 1, 8, "generations one session runs at once"),
+    Bound("session_queue", "PLAYGROUND_SESSION_QUEUE", 4, 16, "requests one session has waiting in the queue"),
+)
+BOUND = {b.key: b for b in BOUNDS}
+SEED_MAX = 2 ** 63 - 1  # torch.Generator.manual_seed takes more, but every seed shown must survive a JSON round trip
+
+
+def bound(key: str) -> int:
+    """The bound ``key`` of ``BOUNDS`` in its field's unit: its knob when set (a whole number >= 1), else its default
+    for this mode."""
+    b = BOUND[key]
+    raw = os.environ.get(b.env, "").strip()
+    if not raw:
+        return (b.public if public_mode() else b.private) * b.scale
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{b.env} must be a whole number >= 1{f' ({b.unit})' if b.unit else ''}; got {raw!r}")
+    return int(raw) * b.scale
+
+
+def limits() -> Limits:
+    """The core's bounds for a visitor's run (``core.generate(limits=...)``), each message naming its knob."""
+    values, knobs = {}, {}
+    for b in BOUNDS:
+        for name in b.fields:
+            values[name], knobs[name] = bound(b.key), b.env
+    prompt = bound("prompt_tokens")
+    values["context_tokens"] = prompt + bound("new_tokens")  # a branch starts from its prompt and prefix
+    knobs["context_tokens"] = f"{BOUND['prompt_tokens'].env} + {BOUND['new_tokens'].env}"
+    return Limits(**values, knobs=knobs)
+
+
+def check_prompt(text: str | None, n_tokens: int | None = None, field: str = "prompt") -> None:
+    """A prompt within ``PLAYGROUND_MAX_PROMPT_TOKENS``: its characters before it is tokenized (a token is rarely
+    shorter than a character, so 16 per token is generous), its tokens after."""
+    limit = bound("prompt_tokens")
+    env = BOUND["prompt_tokens"].env
+    if text is not None and len(text) > 16 * limit:
+        raise ValueError(f"`{field}` must be at most {limit:,} tokens on this server (set by {env}); got "
+                         f"{len(text):,} characters")
+    if n_tokens is not None and n_tokens > limit:
+        raise ValueError(f"`{field}` must be at most {limit:,} tokens on this server (set by {env}); got "
+                         f"{n_tokens:,} tokens")
+
+
+def whole(value, field: str, low: int, high: int) -> int:
+    """``value`` (a number from a widget or an API call) as an int in [``low``, ``high``], or a ``ValueError`` that
+    names ``field`` and the range."""
+    try:
+        number = float(value)
+        ok = math.isfinite(number) and number == int(number) and low <= int(number) <= high
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise ValueError(f"`{field}` must be a whole number in [{low:,}, {high:,}]; got {shown}")
+    return int(number)
+
+
+def check_seed(seed, n: int = 1) -> int | None:
+    """The seed box's value: None (a fresh random seed) or a whole number that ``n`` runs can count up from within
+    torch's range."""
+    if seed is None or seed == "":
+        return None
+    return whole(seed, "seed", 0, SEED_MAX - (n - 1))
+
+
+class SessionRuns:
+    """How many generations each session runs now, keyed by its hash and dropped at zero: a session holds at most
+    ``session_runs`` of the process's slots (``PLAYGROUND_SESSION_RUNS``), so one page or client cannot take them
+    all."""
+
+    def __init__(self):
+        self._lock, self._count = threading.Lock(), {}
+
+    @contextmanager
+    def slot(self, session: str | None) -> Iterator[None]:
+        limit, key = bound("session_runs"), session or ""
+        with self._lock:
+            if self._count.get(key, 0) >= limit:
+                raise ValueError(f"this page already runs {limit} generation{'s' * (limit > 1)} at once, the most "
+                                 f"one visitor may on this server (set by {BOUND['session_runs'].env}); Stop it or "
+                                 "wait for it to end")
+            self._count[key] = self._count.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._count[key] -= 1
+                if not self._count[key]:
+                    del self._count[key]
+
+    def running(self, session: str | None) -> int:
+        with self._lock:
+            return self._count.get(session or "", 0)
+
+
+SESSION_RUNS = SessionRuns()  # a gauge per session, not a session's data: what the slot limit reads
 
 
 # --- which model, in which precision ---------------------------------------------------------------------------

@@ -45,6 +45,7 @@ class Run:
     stopped: str = ""  # why it ended early: "cancelled" (Stop), "time cap" (the server's wall-clock limit)
     seed: int | None = None  # the seed its generator started from (a sampled run replays with it)
     streaming: threading.Event = field(default_factory=threading.Event)  # set while core.stream runs
+    ended: threading.Event = field(default_factory=threading.Event)  # set when its worker has finished
     prompt: str = ""  # the prompt as typed (the branch tree shows it)
     base: Trace | None = None  # the paused step-mode run this one continues from its end
     paused: bool = False  # step mode: Next token may add more
@@ -158,27 +159,30 @@ def streaming() -> int:
 
 
 def stream_run(run: Run, loaded, input_ids, attention_mask, *, generator, top_n: int = 10,
-               max_seconds: float | None = None, origin: core.Origin | None = None,
+               deadline: float | None = None, origin: core.Origin | None = None, limits: core.Limits | None = None,
                **model_kwargs) -> Iterator[Run]:
     """Iterate ``core.stream`` into ``run``, yielding it after each event that is the newest (a consumer that fell
     behind gets every record in ``run`` but one yield for the steps that queued meanwhile; on a ZeroGPU Space inside
     a GPU task: ``zerogpu.stream``). The run draws from ``generator`` (its own: ``core.rng.new_generator(seed)``,
-    or a list of them, one per row), stops at the ``max_seconds`` wall-clock cap, and names ``origin`` when it
-    continues another run. Closing this generator closes the core's stream, which sets its cancel event: the worker
-    stops within one step."""
+    or a list of them, one per row), stops at ``deadline`` (``time.monotonic()``: the request's, counted from its
+    arrival), is refused when over ``limits`` (``policy.limits()``), and names ``origin`` when it continues another
+    run. Closing this generator closes the core's stream, which sets its cancel event and returns at once: the worker
+    stops within one step or prefill chunk, and sets ``run.ended`` then."""
     if isinstance(generator, torch.Generator):
         run.seed = generator.initial_seed() if run.base is None else run.base.seed
     run.prompt_ids, run.model_name, run.started = input_ids.tolist(), loaded.name, time.perf_counter()
     if run.base is not None:
         run.prompt_ids = run.base.prompt_ids
     if engine.is_remote(loaded):  # a model the vLLM engine serves (playground.engine): the run goes to its server
+        max_seconds = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         events = remote.stream(loaded.model.engine, input_ids, top_n=top_n, generator=generator,
                                max_seconds=max_seconds, origin=origin, **run.kwargs, **model_kwargs)
+        run.ended.set()  # its server's run ends with the request: nothing of it runs here
     else:
+        run.ended.clear()
         events = zerogpu.stream(loaded.model, input_ids, shared=policy.shared_forward(), tokenizer=loaded.tokenizer,
-                                top_n=top_n,
-                                attention_mask=attention_mask, generator=generator, max_seconds=max_seconds,
-                                origin=origin, **run.kwargs, **model_kwargs)
+                                top_n=top_n, attention_mask=attention_mask, generator=generator, deadline=deadline,
+                                limits=limits, ended=run.ended, origin=origin, **run.kwargs, **model_kwargs)
     decode = TokenTexts(loaded.tokenizer).decode  # as tokenizer.decode, with no U+FFFD for a split character
 
     run.streaming.set()
@@ -189,7 +193,7 @@ def stream_run(run: Run, loaded, input_ids, attention_mask, *, generator, top_n:
                 if not event.behind:  # the consumer fell behind the worker: show the newest step, not each
                     yield run
     finally:
-        events.close()  # joins the worker
+        events.close()  # returns at once: the worker stops on its own (run.ended)
         run.streaming.clear()
         if isinstance(generator, torch.Generator):
             run.generator_state = generator.get_state()

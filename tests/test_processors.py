@@ -597,7 +597,8 @@ def test_mirostat_in_generate_equals_the_loop_by_hand(model):
 
 
 ALL_ON = dict(presence_penalty=0.5, frequency_penalty=0.25, dry_multiplier=0.8, dynatemp_low=0.5, dynatemp_high=1.5,
-              top_n_sigma=2.0, xtc_probability=0.5, xtc_threshold=0.05, mirostat_tau=5.0, mirostat_eta=0.1)
+              smoothing_factor=0.3, smoothing_curve=1.5, top_n_sigma=2.0, tfs=0.95, top_a=0.1, xtc_probability=0.5,
+              xtc_threshold=0.05, mirostat_tau=5.0, mirostat_eta=0.1)  # adaptive-P excludes mirostat: tested alone
 
 
 def test_fields_and_ranges():
@@ -606,9 +607,11 @@ def test_fields_and_ranges():
         "dry_multiplier": None, "dry_base": 1.75, "dry_allowed_length": 2,
         "dry_sequence_breakers": ["\n", ":", "\"", "*"],
         "dynatemp_low": None, "dynatemp_high": None, "dynatemp_exponent": 1.0,
-        "top_n_sigma": None,
+        "smoothing_factor": None, "smoothing_curve": 1.0,
+        "top_n_sigma": None, "tfs": None, "top_a": None,
         "xtc_probability": None, "xtc_threshold": 0.1,
         "mirostat_tau": None, "mirostat_eta": 0.1,
+        "adaptive_target": None, "adaptive_decay": 0.9,
     }
     assert set(community.RANGES) == set(community.FIELDS)
     for name, default in community.FIELDS.items():  # every default is in its own range
@@ -626,7 +629,8 @@ def test_generation_config_keeps_the_new_fields():
 def test_nothing_is_on_by_default_and_zero_is_off():
     assert community.community_processors(GenerationConfig()) == []
     off = GenerationConfig(dry_multiplier=0.0, xtc_probability=0.0, presence_penalty=0.0, frequency_penalty=0.0,
-                           dry_base=3.0, xtc_threshold=0.2, mirostat_eta=0.5, dynatemp_exponent=2.0)
+                           dry_base=3.0, xtc_threshold=0.2, mirostat_eta=0.5, dynatemp_exponent=2.0,
+                           smoothing_factor=0.0, smoothing_curve=2.0, tfs=1.0, top_a=0.0, adaptive_decay=0.5)
     assert community.community_processors(off) == []
 
 
@@ -635,16 +639,18 @@ def test_community_processors_in_the_default_order():
     generator = torch.Generator().manual_seed(0)
     cfg = GenerationConfig(**ALL_ON, eos_token_id=40)
     procs = community.community_processors(cfg, tokenizer=tokenizer, generator=generator, prompt_length=6)
-    assert community.ORDER == ("penalties", "dry", "dynatemp", "top_n_sigma", "xtc", "mirostat")
+    assert community.ORDER == ("penalties", "dry", "dynatemp", "smoothing", "top_n_sigma", "tfs", "top_a", "xtc",
+                               "mirostat", "adaptive_p")
     assert [type(p) for p in procs] == [
         community.PresenceFrequencyPenaltyLogitsProcessor, community.DRYLogitsProcessor,
-        community.DynamicTemperatureLogitsProcessor, community.TopNSigmaLogitsProcessor,
+        community.DynamicTemperatureLogitsProcessor, community.SmoothingFactorLogitsProcessor,
+        community.TopNSigmaLogitsProcessor, community.TailFreeLogitsProcessor, community.TopALogitsProcessor,
         community.XTCLogitsProcessor, community.MirostatLogitsProcessor]
-    penalties, dry, dynatemp, top_n_sigma, xtc, mirostat = procs
+    penalties, dry, dynatemp, smoothing, top_n_sigma, tfs, top_a, xtc, mirostat = procs
     assert (penalties.presence_penalty, penalties.frequency_penalty, penalties.prompt_length) == (0.5, 0.25, 6)
     assert (dry.multiplier, dry.base, dry.allowed_length, dry.sequence_breaker_ids) == (0.8, 1.75, 2, {7, 8, 9, 10})
     assert (dynatemp.low, dynatemp.high, dynatemp.exponent) == (0.5, 1.5, 1.0)
-    assert top_n_sigma.n == 2.0
+    assert (smoothing.factor, smoothing.curve, top_n_sigma.n, tfs.z, top_a.top_a) == (0.3, 1.5, 2.0, 0.95, 0.1)
     assert (xtc.probability, xtc.threshold, xtc.special_token_ids, xtc.generator) == (0.5, 0.05, {7, 2, 40}, generator)
     assert (mirostat.tau, mirostat.eta) == (5.0, 0.1)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +19,8 @@ from transformers.generation.configuration_utils import WatermarkingConfig
 
 import core
 from core import chain
-from core.processors import DRYLogitsProcessor, PresenceFrequencyPenaltyLogitsProcessor
+from core.processors import (AdaptivePLogitsProcessor, DRYLogitsProcessor, PresenceFrequencyPenaltyLogitsProcessor,
+                             SmoothingFactorLogitsProcessor, TailFreeLogitsProcessor, TopALogitsProcessor)
 from core.rng import new_generator
 from core.watermark import detect
 from conftest import tiny_llama
@@ -209,6 +211,53 @@ def test_xtc_draws_from_the_run_generator_only(model):
     torch.manual_seed(123)  # the global generator must not matter
     b = core.generate(model, PROMPT, generator=new_generator(5), **kwargs).sequences
     assert a.tolist() == b.tolist()
+
+
+def test_the_new_samplers_take_their_places_and_are_recorded_stage_by_stage(model):
+    """Smoothing after the temperatures, tail-free and top-a after transformers' truncations, adaptive-P after every
+    sampling stage (and before the watermark, which transformers puts after all logits processing)."""
+    assert chain_of(model, do_sample=True, temperature=0.7, top_k=20, smoothing_factor=0.3, tfs=0.95, top_a=0.1,
+                    xtc_probability=0.5, dynatemp_low=0.5, dynatemp_high=1.5, adaptive_target=0.5,
+                    watermarking_config=WatermarkingConfig()) == [
+        "temperature", "dynatemp", "smoothing", "top_k", "tfs", "top_a", "xtc", "adaptive_p", "watermarking_config"]
+    assert chain_of(model, do_sample=True, top_k=20, adaptive_target=0.5, tfs=0.95,
+                    sampler_order=["adaptive_p"]) == ["top_k", "tfs", "adaptive_p"]
+
+
+def test_the_new_samplers_as_fields_equal_their_processors_in_transformers(model):
+    """The four as config fields through the core draw what transformers' ``generate`` draws with the processors
+    passed by hand, in the core's order (with no warpers on, transformers runs a caller's processors last)."""
+    procs = [SmoothingFactorLogitsProcessor(0.5, 1.5), TailFreeLogitsProcessor(0.97), TopALogitsProcessor(0.05),
+             AdaptivePLogitsProcessor(0.2, 0.8)]
+    torch.manual_seed(3)
+    ref = model.generate(PROMPT, max_new_tokens=12, do_sample=True, top_k=0,
+                         logits_processor=LogitsProcessorList(procs))
+    ours = core.generate(model, PROMPT, max_new_tokens=12, do_sample=True, top_k=0, smoothing_factor=0.5,
+                         smoothing_curve=1.5, tfs=0.97, top_a=0.05, adaptive_target=0.2, adaptive_decay=0.8,
+                         generator=new_generator(3))
+    assert ours.sequences.tolist() == ref.tolist()
+
+
+def test_adaptive_p_runs_only_where_each_row_grows_one_token_per_step_and_never_with_mirostat(model):
+    out = core.generate(model, PROMPT, max_new_tokens=6, do_sample=True, adaptive_target=0.3,
+                        generator=new_generator(0))
+    assert out.sequences.shape[1] == PROMPT.shape[1] + 6
+    with pytest.raises(ValueError, match="`adaptive_target` must be unset for beam_search"):
+        core.generate(model, PROMPT, max_new_tokens=3, num_beams=2, adaptive_target=0.3)
+    with pytest.raises(ValueError, match="`adaptive_target` must be unset when `mirostat_tau` is set"):
+        core.generate(model, PROMPT, max_new_tokens=3, do_sample=True, adaptive_target=0.3, mirostat_tau=3.0)
+    with pytest.raises(ValueError, match="`sampler_order` must name adaptive_p last"):
+        core.generate(model, PROMPT, max_new_tokens=3, do_sample=True, adaptive_target=0.3,
+                      sampler_order=["adaptive_p", "top_k"])
+
+
+@pytest.mark.parametrize("name", ["smoothing factor 0.3 (quadratic sampling)", "tail-free sampling (tfs 0.95)",
+                                  "top-a 0.2", "adaptive-P (target 0.5, decay 0.9)"])
+def test_the_new_sampling_presets_run_and_their_stage_is_recorded(model, name):
+    settings = json.loads((Path(__file__).parents[1] / "assets" / "presets" / "sampling.json").read_text())[name]
+    stage = next(s for s in ("smoothing", "tfs", "top_a", "adaptive_p")
+                 if core.chain.FIELDS.keys() & settings.keys() & set(core.processors.STAGES[s].fields))
+    assert stage in chain_of(model, do_sample=True, **settings)
 
 
 def test_mirostat_runs_only_where_each_row_grows_one_token_per_step(model):

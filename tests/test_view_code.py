@@ -146,6 +146,14 @@ def test_fields_transformers_lacks_run_the_core_with_the_runs_generator():
     assert "torch.manual_seed(seed)" not in code.replace("Generator().manual_seed", "")
 
 
+@pytest.mark.parametrize("field, value", [("smoothing_factor", 0.3), ("tfs", 0.95), ("top_a", 0.2),
+                                          ("adaptive_target", 0.5)])
+def test_the_newer_samplers_run_the_core_and_are_named(field, value):
+    code = compiles(snippet(spec(strategy="sample", seeds=(3,), settings={"do_sample": True, field: value})))
+    assert f"transformers has no {field}: core.generate" in code and f"    {field}={value}," in code
+    assert "out = core.generate(" in code
+
+
 def test_a_hub_model_loads_with_transformers_in_its_precision():
     code = compiles(snippet(spec(model="HuggingFaceTB/SmolLM2-360M", dtype="bfloat16")))
     assert "AutoModelForCausalLM.from_pretrained(\n    'HuggingFaceTB/SmolLM2-360M', dtype=torch.bfloat16)" in code

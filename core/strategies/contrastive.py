@@ -31,7 +31,7 @@ from transformers.generation.utils import GenerationMode
 from ..lens import no_logits, plain_head
 from ..records import ContrastiveCandidate
 from . import register
-from .steps import Rows
+from .steps import Rows, prefilling
 
 
 def _ranking_fast(context_hidden: torch.Tensor, next_hidden: torch.Tensor, top_k_probs: torch.Tensor,
@@ -181,7 +181,8 @@ def contrastive_search(model, input_ids, logits_processor, stopping_criteria, ge
     cosine_mask = cosine_mask.repeat_interleave(top_k, dim=0)  # [B*K, S]
 
     # 2. prefill: the prompt once, keeping its final hidden states as the context to compare against
-    outputs = model._prefill(input_ids, generation_config, {**model_kwargs, "output_hidden_states": True})
+    with prefilling():  # one forward, not chunked (see above); a run stopped before it starts none
+        outputs = model._prefill(input_ids, generation_config, {**model_kwargs, "output_hidden_states": True})
     context_hidden = _last_hidden(model, outputs)  # [B, S, H]
     next_logits = outputs.logits[:, -1, :].to(copy=True, dtype=torch.float32, device=input_ids.device)  # [B, V]
     head = plain_head(model, outputs)

@@ -16,13 +16,71 @@ A loop built from them reads (transformers ``_sample``):
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Any, Callable, NamedTuple
+import threading
+import weakref
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 from transformers.generation.utils import ALL_CACHE_NAMES
 
-from ..scheduler import PREFILL_CHUNK, Seat, current_seat
+from ..scheduler import PREFILL_CHUNK, PREFILL_TOKENS, Seat, current_seat
+
+
+class Stopped(Exception):
+    """The run was cancelled, or ran past its deadline, before its prefill ended: it has no token to return."""
+
+
+_local = threading.local()  # the calling thread's run: how to tell it should stop, whether it is prefilling
+_hooked: "weakref.WeakSet" = weakref.WeakSet()  # models carrying ``_stop_before_forward``
+_hook_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def stoppable(model, should_stop: Callable[[], bool]) -> Iterator[None]:
+    """Inside, the calling thread's prefill forwards (``prefilling``) raise ``Stopped`` once ``should_stop()`` is true:
+    a long prompt prefills in chunks, each one forward, and the cancel and the deadline are looked at between them.
+    The hook on the model is process-wide and keyed by thread: it holds nothing of a run."""
+    with _hook_lock:
+        if model not in _hooked:
+            # first of the pre-hooks: a stop raised here takes no lock the scheduler's own hook would take
+            model.register_forward_pre_hook(_stop_before_forward, prepend=True)
+            _hooked.add(model)
+    outer = getattr(_local, "should_stop", None)
+    _local.should_stop = should_stop
+    try:
+        yield
+    finally:
+        _local.should_stop = outer
+
+
+@contextlib.contextmanager
+def prefilling() -> Iterator[None]:
+    _local.prefilling = True
+    try:
+        yield
+    finally:
+        _local.prefilling = False
+
+
+def _stop_before_forward(module, args):
+    should_stop = getattr(_local, "should_stop", None)
+    if getattr(_local, "prefilling", False) and should_stop is not None and should_stop():
+        raise Stopped()
+
+
+def prefill_chunk(input_ids, seated: bool) -> int | None:
+    """Tokens per prefill chunk for ``input_ids`` [B, S], or None for one forward: past ``PREFILL_TOKENS`` tokens over
+    all rows, chunks of that many tokens in all (so a stop waits for one chunk at most); a seated run's prompt past
+    ``PREFILL_CHUNK`` tokens, chunks of that length at most (other runs' steps go between them)."""
+    rows, length = input_ids.shape[0], input_ids.shape[-1]
+    chunk = None
+    if rows * length > PREFILL_TOKENS:
+        chunk = max(16, PREFILL_TOKENS // rows)
+    if seated and length > PREFILL_CHUNK:
+        chunk = min(chunk or PREFILL_CHUNK, PREFILL_CHUNK)
+    return chunk if chunk is not None and chunk < length else None
 
 
 def forward_last_token(model, input_ids, model_kwargs: dict, seat: Seat | None = None):
@@ -48,18 +106,19 @@ class Forward:
     ``model_kwargs`` as transformers does after a forward. ``prefill_kwargs`` go to ``model._prefill``.
 
     A run seated at the model's step scheduler (``core.scheduler``) hands its decode steps to it; its prefill runs
-    in its own thread between the scheduler's steps, in chunks of ``PREFILL_CHUNK`` tokens past that length
-    (transformers' ``prefill_chunk_size``, on a copy of the run's config)."""
+    in its own thread between the scheduler's steps. A long prefill runs in chunks (``prefill_chunk``: transformers'
+    ``prefill_chunk_size``, on a copy of the run's config), and a stopped run stops between two (``stoppable``)."""
 
     def __init__(self, model, input_ids, generation_config, model_kwargs: dict, **prefill_kwargs):
         self.model = model
         self.seat = current_seat(model)
-        if (self.seat is not None and generation_config.prefill_chunk_size is None
-                and not model.config.is_encoder_decoder and input_ids.shape[-1] > PREFILL_CHUNK
-                and model_kwargs.get("cache") is not None):
+        chunk = prefill_chunk(input_ids, self.seat is not None)
+        if (chunk is not None and generation_config.prefill_chunk_size is None
+                and not model.config.is_encoder_decoder and model_kwargs.get("cache") is not None):
             generation_config = copy.copy(generation_config)
-            generation_config.prefill_chunk_size = PREFILL_CHUNK
-        self._pending = model._prefill(input_ids, generation_config, model_kwargs, **prefill_kwargs)
+            generation_config.prefill_chunk_size = chunk
+        with prefilling():
+            self._pending = model._prefill(input_ids, generation_config, model_kwargs, **prefill_kwargs)
 
     def __call__(self, input_ids, model_kwargs: dict) -> Forwarded:
         if self._pending is not None:

@@ -47,6 +47,7 @@ from .advanced import with_advanced
 from .status import Frames, Throttle, error_line, join_texts, status_line
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
+LIGHT_LANE = 2  # at once, of each handler that only formats what a session holds (View code, Share link, tree save)
 
 
 @dataclass
@@ -469,7 +470,8 @@ class TabUI:
         # the worker) sums up what streamed after the last stream update. API clients: ``job.cancel()``.
         w.stop.click(None, None, None, cancels=runs_events)
         stopped = w.stop.click(self.stopped, [out.runs], [*out.texts, out.tokens, out.status, out.download],
-                               concurrency_limit=None, api_name=False, show_progress_on=[out.status])
+                               concurrency_id="stop", concurrency_limit=app.slots, api_name=False,
+                               show_progress_on=[out.status])
         picked = [p for p, f in zip(out.plots, self.figures) if f.picked]
         for widget in (out.step, w.row):
             widget.input(self.pick, [out.runs, out.step, w.row], [out.alternatives, *picked],
@@ -484,7 +486,8 @@ class TabUI:
         # View code, once the run on screen has ended (a run, Stop, a branch-tree run shown, a loaded trace)
         fill = view_code.filler(app.models)
         for done in (*runs_events, stopped, shown, loaded):
-            done.then(fill, [out.runs, app.model_state], w.code, api_name=False, concurrency_limit=None)
+            done.then(fill, [out.runs, app.model_state], w.code, api_name=False, concurrency_id="view_code",
+                      concurrency_limit=LIGHT_LANE)
         if self.tab.presets():
             w.preset.change(self.apply_preset, [w.preset, w.extra], [*w.controls.values(), w.extra], api_name=False,
                             show_progress_on=[w.preset])
@@ -502,11 +505,12 @@ class TabUI:
               show_progress="hidden")
         if self.app.tree_store is not None:
             for done in runs_events:
-                done.then(persist.save_tree, [self.app.branches], [self.app.tree_store], api_name=False, queue=False,
-                          show_progress="hidden")
+                done.then(persist.save_tree, [self.app.branches], [self.app.tree_store], api_name=False,
+                          concurrency_id="save_tree", concurrency_limit=LIGHT_LANE, show_progress="hidden")
         n = len(settings)
         w.share.click(self.share_link, [*settings.values(), w.link], [w.link, self.out.status], api_name=False,
-                      js=f"(...v) => [...v.slice(0, {n}), window.location.href]", concurrency_limit=None,
+                      js=f"(...v) => [...v.slice(0, {n}), window.location.href]", concurrency_id="share_link",
+                      concurrency_limit=LIGHT_LANE,
                       show_progress="hidden").then(None, w.link, None, js=persist.COPY_JS, api_name=False)
 
     # --- handlers: runs --------------------------------------------------------------------------
@@ -514,13 +518,16 @@ class TabUI:
         """The session's model, the tab's plans from its widgets, the prompt ids (raises ValueError)."""
         n_side = len(self.w.side)
         side, widget_values = dict(zip(self.w.side, values[:n_side])), values[n_side:]
+        policy.check_prompt(prompt if isinstance(prompt, str) else None)  # before tokenizing it
         loaded = policy.load(self.app.models, model_name, "model")
         kwargs = generate_kwargs(dict(zip(self.control_names, widget_values)), extra, self.tab.fixed)
-        input_ids, mask, note = encode_prompt(loaded.tokenizer, prompt or "", chat)
+        input_ids, mask, note = encode_prompt(loaded.tokenizer, str(prompt or ""), bool(chat))
+        policy.check_prompt(None, input_ids.shape[-1])
         return loaded, self.tab.plans(kwargs, side, loaded, self.app), input_ids, mask, note
 
-    def _seed(self, seed) -> int | None:
-        return int(seed) if self.tab.seeded and seed is not None else None  # None: a fresh random seed
+    def _seed(self, seed, n: int = 1) -> int | None:
+        """The seed box's value, checked (None: a fresh random seed); a tab without a seed box draws a fresh one."""
+        return policy.check_seed(seed, n) if self.tab.seeded else None
 
     def generate(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
         """From the prompt; or, when the tab shows a paused step-mode run of this prompt, from where it stopped."""
@@ -545,8 +552,10 @@ class TabUI:
             token_id = parse_token(loaded.tokenizer, token, vocab)
             if token_id is None:
                 raise ValueError("`token` is empty: click one of the alternatives, or type a token's text or #<id>")
-            start = steering.branch_at(parent, int(step or 0), int(row or 0), token_id, plans[0].kwargs,
-                                       self._seed(seed), vocab, f"{plans[0].label} · branch")
+            step_, row_ = (policy.whole(step or 0, "step", 0, len(parent.steps)),
+                           policy.whole(row or 0, "row", 0, policy.bound("rows")))
+            start = steering.branch_at(parent, step_, row_, token_id, plans[0].kwargs, self._seed(seed), vocab,
+                                       f"{plans[0].label} · branch")
             return [(plans[0], start)], loaded, parent.prompt, note
 
         yield from self._run(starts, branches, request)
@@ -557,11 +566,12 @@ class TabUI:
 
         def starts():
             parent = self._parent(runs)
-            if node is None or node < 0:
+            if node is None or node == "":
                 raise ValueError("`beam node` is empty: click a node of the beam tree (or type its id)")
+            node_ = policy.whole(node, "beam node", 0, 2 ** 31 - 1)
             loaded, plans, _, _, note = self._setup(model_name, parent.prompt, chat, extra, values)
-            start = steering.branch_at_node(parent, int(node), plans[0].kwargs, self._seed(seed),
-                                            f"{plans[0].label} · from node {int(node)}")
+            start = steering.branch_at_node(parent, node_, plans[0].kwargs, self._seed(seed),
+                                            f"{plans[0].label} · from node {node_}")
             return [(plans[0], start)], loaded, parent.prompt, note
 
         yield from self._run(starts, branches, request)
@@ -583,8 +593,10 @@ class TabUI:
         *values, n = values
 
         def starts():
+            n_ = policy.whole(n, "samples N", 2, steering.SAMPLE_MANY_MAX)
+            seed_ = self._seed(seed, n_)
             loaded, plans, input_ids, _, note = self._setup(model_name, prompt, chat, extra, values)
-            start = steering.sample_many(input_ids, plans[0].kwargs, int(n), self._seed(seed), plans[0].label)
+            start = steering.sample_many(input_ids, plans[0].kwargs, n_, seed_, plans[0].label)
             # no logit lens: the samples' tree shows none of it, and N rows of it would cost N times a lens
             plan = replace(plans[0], model_kwargs={k: v for k, v in plans[0].model_kwargs.items() if k != "lens"})
             return [(plan, start)], loaded, prompt, note
@@ -593,17 +605,24 @@ class TabUI:
 
     def _run(self, starts, branches, request) -> Iterator[dict]:
         """``starts()`` -> (the (plan, ``steering.Start``) pairs, the model, the prompt, a note); a ``ValueError``
-        it raises is the status (what is on screen stays); otherwise stream them. The models ``starts`` loads (the
-        tab's, an assistant) are held by the run's lease until it ends, so that no other visitor's load evicts them
-        meanwhile (``ModelCache.lease``)."""
-        with self.app.models.lease() as lease:
-            try:
-                with lease.taking():
-                    pairs, loaded, prompt, note = starts()
-            except (ValueError, OSError) as err:
-                yield self._error(err)
-                return
-            yield from self._stream(pairs, loaded, prompt, branches, note, request)
+        it raises is the status (what is on screen stays); otherwise stream them. The request's deadline counts from
+        here, its preparation (the model's load, the prompt's encoding) included; the session holds one of its
+        slots (``policy.SESSION_RUNS``) throughout. The models ``starts`` loads (the tab's, an assistant) are held by
+        the run's lease until it ends, so that no other visitor's load evicts them meanwhile (``ModelCache.lease``)."""
+        deadline = time.monotonic() + self.app.max_seconds if self.app.max_seconds is not None else None
+        try:
+            with policy.SESSION_RUNS.slot(getattr(request, "session_hash", None)), self.app.models.lease() as lease:
+                try:
+                    with lease.taking():
+                        pairs, loaded, prompt, note = starts()
+                except Exception as err:  # noqa: BLE001 - any input a handler cannot use: the status says so
+                    if not isinstance(err, (ValueError, OSError, TimeoutError)):
+                        traceback.print_exc()
+                    yield self._error(err)
+                    return
+                yield from self._stream(pairs, loaded, prompt, branches, note, request, deadline)
+        except ValueError as err:  # the session's slots are taken
+            yield self._error(err)
 
     def _parent(self, runs) -> Run:
         parent = next(iter(runs.values()), None) if runs else None
@@ -611,7 +630,7 @@ class TabUI:
             raise ValueError("there is no finished run in this tab to continue: Generate first")
         return parent
 
-    def _stream(self, starts, loaded, prompt, branches, note, request) -> Iterator[dict]:
+    def _stream(self, starts, loaded, prompt, branches, note, request, deadline=None) -> Iterator[dict]:
         """Stream each (plan, start) in order into one view; the first is the tab's main run, which joins the
         session's branch tree when it ends (a paused step-mode run too, growing in place)."""
         branches = branches if isinstance(branches, Branches) else Branches()
@@ -623,8 +642,8 @@ class TabUI:
         try:
             for plan, start in starts:
                 for _ in stream_run(view.runs[plan.name], loaded, start.input_ids, start.attention_mask,
-                                    generator=start.generator, max_seconds=self.app.max_seconds, origin=start.origin,
-                                    top_n=start.top_n, **plan.model_kwargs):
+                                    generator=start.generator, deadline=deadline, limits=policy.limits(),
+                                    origin=start.origin, top_n=start.top_n, **plan.model_kwargs):
                     if not frames.due():  # the run's records hold the step; the next update shows it
                         continue
                     if throttle.due():
@@ -651,7 +670,7 @@ class TabUI:
     def stopped(self, runs: dict[str, Run], request: gr.Request = None) -> dict:
         if not runs or all(r.done for r in runs.values()):
             return {}
-        wait_stopped(runs)  # after this no late stream update can overwrite the summary
+        wait_stopped(runs, timeout=2.0)  # after this no late stream update can overwrite the summary
         for run in runs.values():
             run.stopped = run.stopped or ("" if run.done else "cancelled")
         view = View(runs)  # the text and tokens too: the last streamed update may be a frame behind the runs
@@ -663,7 +682,11 @@ class TabUI:
     def pick(self, runs: dict[str, Run], step, row) -> dict:
         if not runs:
             return {}
-        view = View(runs, step=int(step or 0), row=int(row or 0))
+        try:
+            view = View(runs, step=policy.whole(step or 0, "step", 0, 2 ** 31), row=policy.whole(row or 0, "row", 0,
+                                                                                                   2 ** 31))
+        except ValueError:  # a hand-made call: nothing to show for it
+            return {}
         return {self.out.alternatives: self._alternatives(view),
                 **{plot: self._draw(f, view) for plot, f in zip(self.out.plots, self.figures) if f.picked}}
 
