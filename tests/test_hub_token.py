@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
+import app
 import core
 from core.models import DEFAULT_NAME, LoadedModel
 from playground import policy
@@ -263,3 +264,14 @@ def test_the_default_model_without_its_wheel_is_a_visitors_hub_load_too(public, 
     assert policy.load(models, DEFAULT_NAME, "model").name == core.models.EMBEDDED_HUB_ID
     assert models.download_folder(DEFAULT_NAME) is not None  # sized, and fetched into the cache's own folder
     assert hub.requests and owners_token_sent(hub) == []
+
+
+def test_the_load_model_endpoint_refuses_a_private_repo_without_lending_the_token(public, hub, tmp_path):
+    """``/load_model``'s handler, as a visitor of issue 22 called it with ``HF_TOKEN`` set by the owner."""
+    load = app.load_handler(cache(downloads=tmp_path / "downloads"))
+    _, status = load(None, "owner/private-model", progress=lambda *a, **k: None)
+    assert status == ("**Model not loaded:** `model`: 'owner/private-model' could not be sized before downloading: "
+                      "no such repo on the Hub (or it is private).")
+    key, status = load(None, "owner/public-model", progress=lambda *a, **k: None)
+    assert key == "owner/public-model" and "Model: **owner/public-model**" in status
+    assert owners_token_sent(hub) == []
