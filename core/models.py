@@ -335,24 +335,30 @@ def hub_parameter_count(repo_id: str, token: str | bool | None = None) -> int:
 
 
 MAX_CONFIG_LAYERS = 1000  # more layers or experts than any model a server here could hold; each costs time to build
+MAX_CONFIG_BYTES = 2**20  # a config.json is a few KB; a larger one is the repo's trick, not a model's need
 
 
-class TooManyLayers(ValueError):
-    """A config declares more layers or experts than ``MAX_CONFIG_LAYERS``: it is not built, even on the meta device."""
+class ConfigRefused(ValueError):
+    """A config.json that is not fetched or built, even on the meta device: a file over ``MAX_CONFIG_BYTES``, or more
+    layers or experts than ``MAX_CONFIG_LAYERS`` (building those would take the server's time, not its memory)."""
 
 
 def hub_config_parameter_count(repo_id: str, token: str | bool | None = None) -> int:
-    """Parameters of the Hub model ``repo_id`` by its ``config.json`` alone (the one file fetched, into a folder
-    removed afterwards), built on the meta device (``config_parameter_count``). Raises huggingface_hub's errors as
-    ``hub_weights``; ``ValueError`` for a config transformers cannot build, ``TooManyLayers`` for one that declares more
-    than ``MAX_CONFIG_LAYERS`` layers or experts (building those would take the server's time, not its memory)."""
+    """Parameters of the Hub model ``repo_id`` by its ``config.json`` alone (the one file fetched, after its size is
+    asked, into a folder removed afterwards), built on the meta device (``config_parameter_count``). Raises
+    huggingface_hub's errors as ``hub_weights``; ``ConfigRefused``; and whatever transformers raises for a config it
+    cannot build."""
+    url = hf_hub_url(repo_id, "config.json")
+    size = get_hf_file_metadata(url, token=token).size or 0
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigRefused(f"its config.json takes {size:,} bytes (at most {MAX_CONFIG_BYTES:,} are read)")
     with tempfile.TemporaryDirectory(prefix="playground-config-") as tmp:
         path = hf_hub_download(repo_id, "config.json", cache_dir=tmp, token=token)
         config = AutoConfig.from_pretrained(Path(path).parent, trust_remote_code=False)
     too_many = [f"{key}={value}" for key, value in _int_fields(config.to_dict())
                 if ("layer" in key or "expert" in key) and value > MAX_CONFIG_LAYERS]
     if too_many:
-        raise TooManyLayers(f"its config.json declares {', '.join(too_many)} (at most {MAX_CONFIG_LAYERS} are built)")
+        raise ConfigRefused(f"its config.json declares {', '.join(too_many)} (at most {MAX_CONFIG_LAYERS} are built)")
     return config_parameter_count(config)
 
 

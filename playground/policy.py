@@ -46,8 +46,8 @@ from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidation
                                     RepositoryNotFoundError, RevisionNotFoundError, SafetensorsParsingError)
 from huggingface_hub.utils import validate_repo_id
 
-from core.models import (DEFAULT_NAME, DTYPE_CHOICES, EMBEDDED_HUB_ID, NAMED_GGUF, DownloadTooLarge, LoadedModel,
-                         TooManyLayers, available_models, choose_device, hub_config_parameter_count, hub_weights,
+from core.models import (DEFAULT_NAME, DTYPE_CHOICES, EMBEDDED_HUB_ID, NAMED_GGUF, ConfigRefused, DownloadTooLarge,
+                         LoadedModel, available_models, choose_device, hub_config_parameter_count, hub_weights,
                          resolve_dtype)
 
 from . import engine
@@ -461,13 +461,14 @@ def check_size(repo_id: str, field: str, disk_bytes: int | None = None,
             f"{disk_bytes / 1e9:.2f} GB for visitors' models ({MAX_DISK_ENV}).")
     try:
         n_config = config_count(repo_id, token=False)
-    except ValueError as err:  # our own words (too many layers), or transformers' (which may hold a server path)
+    except ConfigRefused as err:  # our own words
+        raise PublicError(f"`{field}`: {_typed(repo_id)} cannot be sized from its config.json: {err}.") from None
+    except Exception as err:  # noqa: BLE001 - the Hub's errors, or transformers' (which may hold a server path)
         log.warning("sizing %r from its config for a visitor failed", repo_id, exc_info=err)
-        reason = str(err) if isinstance(err, TooManyLayers) else "transformers cannot build a language model from it"
-        raise PublicError(f"`{field}`: {_typed(repo_id)} cannot be sized from its config.json: {reason}.") from None
-    except Exception as err:  # noqa: BLE001 - as above
-        log.warning("sizing %r from its config for a visitor failed", repo_id, exc_info=err)
-        reason = hub_reason(err, missing="the repo has no config.json") or "the Hub's answer could not be read"
+        reason = hub_reason(err, missing="the repo has no config.json")
+        if reason is None:
+            raise PublicError(f"`{field}`: {_typed(repo_id)} cannot be sized from its config.json: transformers "
+                              "cannot build a language model from it.") from None
         raise PublicError(f"`{field}`: {_typed(repo_id)} could not be sized from its config.json: {reason}.") from None
     if n_config > limit:
         raise PublicError(

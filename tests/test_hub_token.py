@@ -130,15 +130,19 @@ def test_a_small_header_with_a_huge_config_is_refused_before_the_load(public, hu
     assert owners_token_sent(hub) == []
 
 
-def test_a_config_with_absurdly_many_layers_is_not_built(public, hub):
-    hub.add_file("tester/deep", "model.safetensors", safetensors_header({"w": ("F32", [1000])}))
-    hub.add_file("tester/deep", "config.json", big_config(num_hidden_layers=10**6, hidden_size=64,
-                                                          intermediate_size=64, num_attention_heads=4,
-                                                          num_key_value_heads=4))
+@pytest.mark.parametrize("config, says", [
+    (big_config(num_hidden_layers=10**6, hidden_size=64, intermediate_size=64, num_attention_heads=4,
+                num_key_value_heads=4), "its config.json declares num_hidden_layers=1000000 (at most 1000 are built)"),
+    (b"{" + b" " * 2**20 + b"}", "its config.json takes 1,048,578 bytes (at most 1,048,576 are read)"),
+    (json.dumps({"model_type": "no-such-architecture"}).encode(), "transformers cannot build a language model from it"),
+])
+def test_a_config_that_cannot_be_built_here_is_refused_in_our_words(public, hub, config, says):
+    hub.add_file("tester/odd", "model.safetensors", safetensors_header({"w": ("F32", [1000])}))
+    hub.add_file("tester/odd", "config.json", config)
     with pytest.raises(policy.PublicError) as info:
-        policy.load(ModelCache(capacity=2, loader=None), "tester/deep", "model")
-    assert str(info.value) == ("`model`: 'tester/deep' cannot be sized from its config.json: its config.json declares "
-                               "num_hidden_layers=1000000 (at most 1000 are built).")
+        policy.load(ModelCache(capacity=2, loader=None), "tester/odd", "model")
+    assert str(info.value) == f"`model`: 'tester/odd' cannot be sized from its config.json: {says}."
+    assert owners_token_sent(hub) == []
 
 
 def test_a_repo_without_config_is_refused_at_the_size_check(public, hub):
