@@ -8,7 +8,8 @@ any name ``core.load_model`` takes: a named model, a ``.gguf`` file, a local fol
 forwards are shared (``PLAYGROUND_SHARED_FORWARD``, ``core.scheduler``) and run on ``PLAYGROUND_THREADS`` torch
 threads (default: the cores less one).
 Public mode (on a Space, or ``PLAYGROUND_PUBLIC=1``; see ``playground.policy``) lets visitors load only named
-models and Hub ids of at most ``PLAYGROUND_MAX_PARAMS`` parameters; ``PLAYGROUND_MAX_MODELS`` stay loaded.
+models and Hub ids of at most ``PLAYGROUND_MAX_PARAMS`` parameters, fetched anonymously (never with the server's
+``HF_TOKEN``) within ``PLAYGROUND_MAX_DISK_GB`` of disk; ``PLAYGROUND_MAX_MODELS`` stay loaded.
 ``PLAYGROUND_DTYPE`` is the precision models load in (float32, bfloat16, float16 or auto; default float32), which
 the picker beside the model changes per session. Models go to the GPU where CUDA is present; on a ZeroGPU Space
 each generation runs inside ``@spaces.GPU`` (``playground.zerogpu``).

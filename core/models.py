@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import NotASafetensorsRepoError
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig,
                           PreTrainedModel)
@@ -99,13 +101,23 @@ def gpu_free_bytes() -> list[int]:
         return []
 
 
+def _meta_model(config, dtype: str = "float32") -> PreTrainedModel:
+    """The model ``config`` describes, built on the meta device: shapes only, no memory for the weights."""
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    with torch.device("meta"):
+        return auto.from_config(config, dtype=DTYPES[dtype], trust_remote_code=False)
+
+
 def weight_bytes(config, dtype: str) -> int:
     """Bytes of a model's weights in ``dtype``, counted on the meta device from its config (nothing downloaded or
     allocated beyond the config)."""
-    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    with torch.device("meta"):
-        model = auto.from_config(config, dtype=DTYPES[dtype], trust_remote_code=False)
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+    return sum(p.numel() * p.element_size() for p in _meta_model(config, dtype).parameters())
+
+
+def config_parameter_count(config) -> int:
+    """Parameters of the model ``config`` describes, counted on the meta device: what ``from_pretrained`` would
+    allocate, whatever the weights files' headers claim."""
+    return sum(p.numel() for p in _meta_model(config).parameters())
 
 
 def describe_device(model) -> str:
@@ -212,26 +224,99 @@ def load_gguf(path: Path, name: str | None = None, dtype: str = "float32") -> Lo
     return LoadedModel(model, tokenizer, name or path.stem, str(path), dtype=dtype)
 
 
-def load_pretrained(name: str, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
-    """A Hub id or a local folder, through ``from_pretrained`` (causal LM or encoder-decoder) in ``dtype`` (resolved,
-    not "auto"), on ``device``: on CUDA the weights go straight to the GPU, spread by accelerate when they do not fit
-    one (``placement``). A repo's own modelling or tokenizer code never runs (``trust_remote_code=False``): only
-    architectures transformers ships."""
-    config = AutoConfig.from_pretrained(name, trust_remote_code=False)
+def load_pretrained(source: str, dtype: str = "float32", device: str = "cpu", name: str | None = None
+                    ) -> LoadedModel:
+    """A Hub id or a local folder ``source``, through ``from_pretrained`` (causal LM or encoder-decoder) in ``dtype``
+    (resolved, not "auto"), on ``device``: on CUDA the weights go straight to the GPU, spread by accelerate when they
+    do not fit one (``placement``). A repo's own modelling or tokenizer code never runs (``trust_remote_code=False``):
+    only architectures transformers ships. ``name`` (default ``source``) is what the model is called, e.g. the Hub
+    id of a folder ``fetch_hub_model`` filled."""
+    name = source if name is None else name
+    config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     device_map = placement(weight_bytes(config, dtype), gpu_free_bytes()) if device == "cuda" else None
-    model = auto.from_pretrained(name, dtype=DTYPES[dtype], device_map=device_map, trust_remote_code=False).eval()
+    model = auto.from_pretrained(source, dtype=DTYPES[dtype], device_map=device_map, trust_remote_code=False).eval()
     if device == "cuda" and device_map is None:
         model.to(device)
-    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    if name != source:  # the download folder is a server path: the model goes by its Hub id
+        model.name_or_path = tokenizer.name_or_path = name
     return LoadedModel(model, tokenizer, name, name, dtype=dtype, device=describe_device(model))
 
 
-def hub_parameter_count(repo_id: str, token: str | bool | None = None) -> int:
-    """Parameters of the Hub model ``repo_id``, summed over dtypes, read from its safetensors headers (one ranged
-    request per weights file; no weights are downloaded). Raises huggingface_hub's errors as they come:
-    ``NotASafetensorsRepoError`` (no ``model.safetensors`` nor index: it cannot be sized this way),
-    ``SafetensorsParsingError``, ``GatedRepoError``, ``RepositoryNotFoundError``, ``HfHubHTTPError``, and the
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+# what from_pretrained reads of a repo besides its weights: configs and the tokenizer files transformers' tokenizers
+# name (the chat templates' folder too, ``_model_file``); anything else a repo holds is never fetched
+MODEL_FILES = frozenset({
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model",
+    "sentencepiece.bpe.model", "tiktoken.model", "tekken.json", "chat_template.json", "chat_template.jinja"})
+MAX_MODEL_FILES = 64  # a repo asking for more than this many files besides its weights is not fetched
+
+
+def _model_file(path: str) -> bool:
+    """A file ``from_pretrained`` reads for a model and its tokenizer, other than the weights (``MODEL_FILES`` and
+    the chat templates' folder): no pickles, no other formats, no variants in subfolders."""
+    folder, _, name = path.rpartition("/")
+    if folder == "additional_chat_templates":
+        return name.endswith(".jinja")
+    return not folder and name in MODEL_FILES
+
+
+class DownloadTooLarge(ValueError):
+    """The files a Hub model needs take more bytes than the download may (``fetch_hub_model``'s ``max_bytes``)."""
+
+
+def fetch_hub_model(repo_id: str, cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+                    max_bytes: int | None = None) -> Path:
+    """Download the files ``load_pretrained`` reads of the Hub model ``repo_id`` into ``cache_dir`` with ``token``
+    (``False``: anonymously), all at one commit, and return the folder they are in. The weights are the safetensors
+    files the size check read (``model.safetensors``, or those its index names), nothing else. With ``max_bytes``,
+    the files' sizes are asked first (one HEAD each) and ``DownloadTooLarge`` raised when they add up to more.
+
+    Loading that folder instead of the Hub id keeps every Hub request here: transformers' tokenizer asks the Hub (file
+    lists, model info) without passing a token, which lets huggingface_hub send the server's own HF_TOKEN."""
+    info = HfApi().model_info(repo_id, token=token)
+    names = [s.rfilename for s in info.siblings or ()]
+
+    def get(filename: str) -> Path:
+        return Path(hf_hub_download(repo_id, filename, revision=info.sha, cache_dir=cache_dir, token=token))
+
+    def check(filenames: list[str]) -> None:
+        total = 0 if max_bytes is None else _hub_bytes(repo_id, info.sha, filenames, token)
+        if max_bytes is not None and total > max_bytes:
+            raise DownloadTooLarge(f"its files take {total / 1e9:.2f} GB, more than the {max_bytes / 1e9:.2f} GB "
+                                   "set aside for it")
+
+    wanted = [n for n in names if _model_file(n)]
+    if len(wanted) > MAX_MODEL_FILES:
+        raise DownloadTooLarge(f"the repo has {len(wanted)} config and tokenizer files; at most {MAX_MODEL_FILES} "
+                               "are fetched")
+    if "model.safetensors" in names:
+        wanted.append("model.safetensors")
+    elif SAFETENSORS_INDEX in names:
+        check([SAFETENSORS_INDEX])  # the repo's text, read here: sized before it is fetched
+        index = json.loads(get(SAFETENSORS_INDEX).read_text())
+        # only the repo's own top-level files: the index may name anything
+        wanted += [SAFETENSORS_INDEX,
+                   *sorted({w for w in index.get("weight_map", {}).values() if w in names and "/" not in w})]
+    check(wanted)
+    for filename in wanted:
+        get(filename)
+    return get("config.json").parent  # fetched above when the repo has one; otherwise the Hub's "no such file"
+
+
+def _hub_bytes(repo_id: str, revision: str | None, filenames: list[str], token: str | bool | None) -> int:
+    """Bytes of ``filenames`` in the Hub repo ``repo_id`` at ``revision``, asked with one HEAD each."""
+    return sum(get_hf_file_metadata(hf_hub_url(repo_id, f, revision=revision), token=token).size or 0
+               for f in filenames)
+
+
+def hub_weights(repo_id: str, token: str | bool | None = None) -> tuple[int, int]:
+    """``(parameters, bytes)`` of the Hub model ``repo_id``'s safetensors weights, summed over dtypes and files, read
+    from their headers (one ranged request per weights file; no weights are downloaded). Raises huggingface_hub's
+    errors as they come: ``NotASafetensorsRepoError`` (no ``model.safetensors`` nor index: it cannot be sized this
+    way), ``SafetensorsParsingError``, ``GatedRepoError``, ``RepositoryNotFoundError``, ``HfHubHTTPError``, and the
     HTTP client's transport errors when the Hub cannot be reached."""
     api = HfApi()
     try:
@@ -239,19 +324,70 @@ def hub_parameter_count(repo_id: str, token: str | bool | None = None) -> int:
     except NotASafetensorsRepoError:  # also what a missing repo gives (its file checks answer "no such file")
         api.model_info(repo_id, token=token)  # so: RepositoryNotFoundError for a repo that does not exist
         raise
-    return sum(metadata.parameter_count.values())
+    size = sum(end - start for file in metadata.files_metadata.values()
+               for start, end in (t.data_offsets for t in file.tensors.values()))
+    return sum(metadata.parameter_count.values()), size
+
+
+def hub_parameter_count(repo_id: str, token: str | bool | None = None) -> int:
+    """Parameters of the Hub model ``repo_id`` by its safetensors headers (``hub_weights``)."""
+    return hub_weights(repo_id, token)[0]
+
+
+MAX_CONFIG_LAYERS = 1000  # more layers or experts than any model a server here could hold; each costs time to build
+MAX_CONFIG_BYTES = 2**20  # a config.json is a few KB; a larger one is the repo's trick, not a model's need
+
+
+class ConfigRefused(ValueError):
+    """A config.json that is not fetched or built, even on the meta device: a file over ``MAX_CONFIG_BYTES``, or more
+    layers or experts than ``MAX_CONFIG_LAYERS`` (building those would take the server's time, not its memory)."""
+
+
+def hub_config_parameter_count(repo_id: str, token: str | bool | None = None) -> int:
+    """Parameters of the Hub model ``repo_id`` by its ``config.json`` alone (the one file fetched, after its size is
+    asked, into a folder removed afterwards), built on the meta device (``config_parameter_count``). Raises
+    huggingface_hub's errors as ``hub_weights``; ``ConfigRefused``; and whatever transformers raises for a config it
+    cannot build."""
+    url = hf_hub_url(repo_id, "config.json")
+    size = get_hf_file_metadata(url, token=token).size or 0
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigRefused(f"its config.json takes {size:,} bytes (at most {MAX_CONFIG_BYTES:,} are read)")
+    with tempfile.TemporaryDirectory(prefix="playground-config-") as tmp:
+        path = hf_hub_download(repo_id, "config.json", cache_dir=tmp, token=token)
+        config = AutoConfig.from_pretrained(Path(path).parent, trust_remote_code=False)
+    too_many = [f"{key}={value}" for key, value in _int_fields(config.to_dict())
+                if ("layer" in key or "expert" in key) and value > MAX_CONFIG_LAYERS]
+    if too_many:
+        raise ConfigRefused(f"its config.json declares {', '.join(too_many)} (at most {MAX_CONFIG_LAYERS} are built)")
+    return config_parameter_count(config)
+
+
+def _int_fields(values: dict):
+    """(key, value) of every whole number in a config's dict, nested configs included."""
+    for key, value in values.items():
+        if isinstance(value, dict):
+            yield from _int_fields(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            yield key, value
 
 
 LOAD_RNG_WAIT_S = 300.0  # how long a load waits for a run holding torch's global generator (runs are capped)
 
 
-def load_model(name: str | None = None, dtype: str = "float32", device: str | None = None) -> LoadedModel:
+def load_model(name: str | None = None, dtype: str = "float32", device: str | None = None, *,
+               token: str | bool | None = None, cache_dir: str | os.PathLike | None = None,
+               max_bytes: int | None = None) -> LoadedModel:
     """``None``: the embedded SmolLM2-135M-Instruct (its Hub id when the wheel is absent). Otherwise, tried in
     this order: a named model (``available_models()``), a ``.gguf`` file, a local folder, a Hub id. A name that
     loads none of these ways raises one ``ValueError`` listing what was tried.
 
     ``dtype``: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (``resolve_dtype``). ``device``: ``"cpu"`` or
     ``"cuda"``; by default CUDA when present (``choose_device``). ``LoadedModel.dtype`` / ``.device`` say what it got.
+
+    ``token`` / ``cache_dir``: given either, a Hub id is downloaded with that token (``False``: anonymously) into that
+    folder first (``fetch_hub_model``, at most ``max_bytes`` of files) and loaded from there; without them it loads as
+    ``from_pretrained`` does, with huggingface_hub's own token and cache. A public server passes ``token=False`` and a
+    folder of its own for every model a visitor asks for.
 
     Building a model draws from torch's global generator (weight initialisation before the weights are read),
     which would disturb a seeded run that lends its state to it (``core.rng``); so the load holds it, drawing
@@ -261,10 +397,11 @@ def load_model(name: str | None = None, dtype: str = "float32", device: str | No
         raise ValueError(f'`device` must be "cpu" or "cuda"; got {device!r}')
     dtype = resolve_dtype(dtype, device)
     with global_generator(new_generator(), timeout=LOAD_RNG_WAIT_S):
-        return _load(name, dtype, device)
+        return _load(name, dtype, device, token, cache_dir, max_bytes)
 
 
-def _load(name: str | None, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+def _load(name: str | None, dtype: str = "float32", device: str = "cpu", token: str | bool | None = None,
+          cache_dir: str | os.PathLike | None = None, max_bytes: int | None = None) -> LoadedModel:
     name = DEFAULT_NAME if name is None else name
     tried: list[str] = []
     if name in NAMED_GGUF:
@@ -286,12 +423,15 @@ def _load(name: str | None, dtype: str = "float32", device: str = "cpu") -> Load
     local = Path(name).expanduser()
     if local.is_dir():  # from_pretrained reads a folder without asking the Hub
         tried.append(f"a local folder {local.resolve()}")
-        source = str(local)
+        source, hub = str(local), False
     else:
         tried.append(f"a local folder {local.resolve()} (not found)")
         tried.append(f"the Hugging Face Hub id {name!r}")
-        source = name
+        source, hub = name, True
     try:
+        if hub and (token is not None or cache_dir is not None):
+            folder = fetch_hub_model(name, cache_dir, token, max_bytes)
+            return load_pretrained(str(folder), dtype, device, name=name)
         return load_pretrained(source, dtype, device)
     except (OSError, ValueError) as err:
         raise ValueError(f"model {name!r} could not be loaded; tried {', '.join(tried)}: {err}") from err

@@ -3,15 +3,20 @@
 Public mode is for a server that anonymous visitors share: a Hugging Face Space, or any host started with
 ``PLAYGROUND_PUBLIC=1``. There, what a visitor types never reaches the server's filesystem (only named
 models and Hub ids load; the Config & Share tab uses a folder per session), a Hub model is sized from its
-safetensors headers before anything is downloaded, and a refusal never shows a server path. Locally
-(public mode off) every name ``core.load_model`` takes loads as before, with no size check.
+safetensors headers and its config.json before anything else is downloaded, and a refusal never shows a server
+path. Every Hub request made for a visitor is anonymous (``token=False``): huggingface_hub would otherwise send the
+server's own HF_TOKEN, lending its owner's private and gated repos to anyone. A visitor's model is downloaded into a
+folder of the model cache's own, deleted when the model is evicted (``state.ModelCache``). Locally (public mode
+off) every name ``core.load_model`` takes loads as before, with no size check and the owner's token.
 
 Environment, read when asked (so that a test or a restart sees the current value):
 
     SPACE_ID               set by Hugging Face on every Space: public mode is on
     PLAYGROUND_PUBLIC      1 (or true / yes / on): public mode is on elsewhere
     PLAYGROUND_MAX_PARAMS  public mode: the largest Hub model loaded, in parameters (default 2e9: ~8 GB in
-                           float32 on CPU)
+                           float32 on CPU), by its safetensors headers and by its config.json alike
+    PLAYGROUND_MAX_DISK_GB public mode: the disk visitors' downloaded models may take together, in GB (default 20);
+                           a model too large for it is refused, idle ones are evicted to make room
     PLAYGROUND_MAX_MODELS  models kept loaded at once, the startup model included (default 2)
     PLAYGROUND_MAX_SECONDS the wall-clock cap of every generation, public or not (default 120)
     PLAYGROUND_DTYPE       the precision models load in unless a visitor picks another: float32 (default),
@@ -41,8 +46,9 @@ from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidation
                                     RepositoryNotFoundError, RevisionNotFoundError, SafetensorsParsingError)
 from huggingface_hub.utils import validate_repo_id
 
-from core.models import (DEFAULT_NAME, DTYPE_CHOICES, NAMED_GGUF, LoadedModel, available_models, choose_device,
-                         hub_parameter_count, resolve_dtype)
+from core.models import (DEFAULT_NAME, DTYPE_CHOICES, EMBEDDED_HUB_ID, NAMED_GGUF, ConfigRefused, DownloadTooLarge,
+                         LoadedModel, available_models, choose_device, hub_config_parameter_count, hub_weights,
+                         resolve_dtype)
 
 from . import engine
 
@@ -54,6 +60,7 @@ except ImportError:  # pragma: no cover - older huggingface_hub releases use htt
 PUBLIC_ENV = "PLAYGROUND_PUBLIC"
 MAX_PARAMS_ENV = "PLAYGROUND_MAX_PARAMS"
 MAX_MODELS_ENV = "PLAYGROUND_MAX_MODELS"
+MAX_DISK_ENV = "PLAYGROUND_MAX_DISK_GB"
 MAX_SECONDS_ENV = "PLAYGROUND_MAX_SECONDS"
 DTYPE_ENV = "PLAYGROUND_DTYPE"
 SHARED_ENV = "PLAYGROUND_SHARED_FORWARD"
@@ -63,6 +70,9 @@ FRAME_ENV = "PLAYGROUND_FRAME_MS"
 DEFAULT_MAX_SECONDS = 120.0
 DEFAULT_MAX_PARAMS = 2_000_000_000
 DEFAULT_MAX_MODELS = 2
+DEFAULT_MAX_DISK_GB = 20.0
+# set aside on disk beside a visitor's weights: configs, tokenizer files and the weights files' own headers
+OTHER_FILES_BYTES = 128 * 2**20
 EXAMPLE_HUB_ID = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
 log = logging.getLogger(__name__)
@@ -114,6 +124,18 @@ def max_models() -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError(f"{MAX_MODELS_ENV} must be a whole number of models, at least 1; got {raw!r}")
     return int(raw)
+
+
+def max_disk_bytes() -> int:
+    """``PLAYGROUND_MAX_DISK_GB`` in bytes, default 20 GB: what visitors' downloaded models may take on disk."""
+    raw = os.environ.get(MAX_DISK_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_MAX_DISK_GB
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{MAX_DISK_ENV} must be a number of gigabytes > 0 such as 20; got {raw!r}")
+    return int(value * 1e9)
 
 
 def shared_forward() -> bool:
@@ -390,13 +412,34 @@ def _count(n: int) -> str:
     return f"{n / 1e9:.2f}B ({n:,})"
 
 
-def check_size(repo_id: str, field: str, count: Callable[[str], int] = hub_parameter_count) -> int:
-    """The parameter count of the Hub model ``repo_id`` when it is within ``PLAYGROUND_MAX_PARAMS``, read from
-    its safetensors headers before anything is downloaded. A larger model, or one that cannot be sized (no
-    safetensors weights), raises ``PublicError``."""
+def _raise_hint(n: int) -> str:
+    """How the owner of a server would let a model of ``n`` parameters in."""
+    return (f"When you host the app yourself, raise the limit with {MAX_PARAMS_ENV} (e.g. {MAX_PARAMS_ENV}="
+            f"{math.ceil(n / 1e9)}e9), or run it locally without public mode ({PUBLIC_ENV} and SPACE_ID unset).")
+
+
+@dataclass(frozen=True)
+class HubSize:
+    """What ``check_size`` read of a Hub model: parameters by its safetensors headers and by its config.json, and the
+    bytes of its weights files (what downloading them takes on disk)."""
+
+    parameters: int
+    config_parameters: int
+    bytes: int
+
+
+def check_size(repo_id: str, field: str, disk_bytes: int | None = None,
+               weights: Callable[[str], tuple[int, int]] = hub_weights,
+               config_count: Callable[[str], int] = hub_config_parameter_count) -> HubSize:
+    """The size of the Hub model ``repo_id`` (``HubSize``) when it is within ``PLAYGROUND_MAX_PARAMS`` and the disk
+    budget (``disk_bytes``, default ``PLAYGROUND_MAX_DISK_GB``), asked anonymously (``token=False``) before any weight
+    is downloaded, in this order: its safetensors headers' parameters and bytes, then the parameters of the model its
+    config.json describes (built on the meta device: what ``from_pretrained`` would allocate, whatever the headers
+    claim). Over either limit, or when it cannot be sized, ``PublicError``."""
     limit = max_params()
+    disk_bytes = max_disk_bytes() if disk_bytes is None else disk_bytes
     try:
-        n = count(repo_id)
+        n, size = weights(repo_id, token=False)
     except (NotASafetensorsRepoError, SafetensorsParsingError):
         raise PublicError(
             f"`{field}`: {_typed(repo_id)} cannot be sized: this public server reads a model's parameter count "
@@ -410,10 +453,29 @@ def check_size(repo_id: str, field: str, count: Callable[[str], int] = hub_param
     if n > limit:
         raise PublicError(
             f"`{field}`: {_typed(repo_id)} has {_count(n)} parameters, above this server's limit of "
-            f"{_count(limit)}. When you host the app yourself, raise the limit with {MAX_PARAMS_ENV} (e.g. "
-            f"{MAX_PARAMS_ENV}={math.ceil(n / 1e9)}e9), or run it locally without public mode ({PUBLIC_ENV} and "
-            "SPACE_ID unset).")
-    return n
+            f"{_count(limit)}. " + _raise_hint(n))
+    if size + OTHER_FILES_BYTES > disk_bytes:
+        raise PublicError(
+            f"`{field}`: {_typed(repo_id)} has {size / 1e9:.2f} GB of weights to download (and up to "
+            f"{OTHER_FILES_BYTES / 1e9:.2f} GB of configs and tokenizer files), above this server's disk budget of "
+            f"{disk_bytes / 1e9:.2f} GB for visitors' models ({MAX_DISK_ENV}).")
+    try:
+        n_config = config_count(repo_id, token=False)
+    except ConfigRefused as err:  # our own words
+        raise PublicError(f"`{field}`: {_typed(repo_id)} cannot be sized from its config.json: {err}.") from None
+    except Exception as err:  # noqa: BLE001 - the Hub's errors, or transformers' (which may hold a server path)
+        log.warning("sizing %r from its config for a visitor failed", repo_id, exc_info=err)
+        reason = hub_reason(err, missing="the repo has no config.json")
+        if reason is None:
+            raise PublicError(f"`{field}`: {_typed(repo_id)} cannot be sized from its config.json: transformers "
+                              "cannot build a language model from it.") from None
+        raise PublicError(f"`{field}`: {_typed(repo_id)} could not be sized from its config.json: {reason}.") from None
+    if n_config > limit:
+        raise PublicError(
+            f"`{field}`: {_typed(repo_id)} has {_count(n_config)} parameters by its config.json (its safetensors "
+            f"weights declare {_count(n)}), above this server's limit of {_count(limit)}. "
+            + _raise_hint(n_config))
+    return HubSize(n, n_config, size)
 
 
 def load(models, name: str | None, field: str) -> LoadedModel:
@@ -422,7 +484,9 @@ def load(models, name: str | None, field: str) -> LoadedModel:
 
     Locally this is ``models.get(name)``, every name ``core.load_model`` takes. In public mode, in this order:
     the name is checked (``check_model_name``; the pinned startup model is allowed), a Hub model not yet
-    loaded is sized (``check_size``), then loaded; a failure is told in our words (``PublicError``)."""
+    loaded is sized (``check_size``), then downloaded anonymously into a folder of the cache's own and loaded
+    (``ModelCache.get``'s ``download``); a failure is told in our words (``PublicError``). Inside a
+    ``Lease.taking()`` the model joins that run's lease."""
     if not public_mode():
         return models.get(name)
     key = name or DEFAULT_NAME
@@ -431,14 +495,19 @@ def load(models, name: str | None, field: str) -> LoadedModel:
     served = engine.served()  # the vLLM engine's models (the operator's PLAYGROUND_ENGINE), never sized
     name = check_model_name(name, field, allowed=[*([split_key(pinned)[0]] if pinned else ()), *served])
     key = model_key(name, dtype)
-    if name not in NAMED_GGUF and name not in served and key != pinned and key not in models.loaded():
-        check_size(name, field)
+    # without its wheel the default model loads from its Hub id (core.load_model): a visitor's Hub load like others
+    hub_id = EMBEDDED_HUB_ID if name == DEFAULT_NAME and name not in available_models() else name
+    size = None
+    if hub_id not in NAMED_GGUF and name not in served and key != pinned and key not in models.loaded():
+        size = check_size(hub_id, field, getattr(models, "disk_bytes", None))
     try:
-        return models.get(key)
+        # a Hub model a visitor asked for: downloaded anonymously into the cache's own folder, its bytes reserved
+        return models.get(key) if size is None else models.get(key, download=size.bytes + OTHER_FILES_BYTES)
     except PublicError:  # already written for visitors (e.g. the cache's "still loading")
         raise
     except Exception as err:  # noqa: BLE001 - transformers' messages carry server paths (the cache folder)
         log.warning("loading %r for a visitor failed", name, exc_info=err)
-        reason = (hub_reason(err, missing="the repo lacks a file transformers needs (config.json, tokenizer or "
-                             "weights)") or "transformers could not load it as a language model with its tokenizer")
+        reason = (str(err.__cause__) if isinstance(err.__cause__, DownloadTooLarge) else hub_reason(
+            err, missing="the repo lacks a file transformers needs (config.json, tokenizer or weights)")
+            or "transformers could not load it as a language model with its tokenizer")
         raise PublicError(f"`{field}`: {_typed(name)} could not be loaded: {reason}.") from None

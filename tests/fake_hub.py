@@ -20,7 +20,8 @@ weights files are only ``safetensors_header(...)`` (a header declaring billions 
 sized like the real one.
 
 Tokens are ``"write"`` or ``"read"`` (see ``tokens``); an unknown token gets the Hub's 401 ("Invalid
-credentials in Authorization header"), a read token gets 403 on writes. ``force[name] = status`` makes the
+credentials in Authorization header"), a read token gets 403 on writes. A repo in ``private`` is read only with a
+known token: without one the Hub's 404 (RepoNotFound), as it answers anyone who may not see a private repo. ``force[name] = status`` makes the
 endpoint ``name`` (create, repo_info, preupload, commit, resolve, whoami) answer that status instead.
 Every request is recorded in ``requests`` (method, path, headers, body).
 """
@@ -92,6 +93,7 @@ class FakeHub:
         self.tokens: dict[str, str] = {WRITE_TOKEN: "write", READ_TOKEN: "read"}
         self.force: dict[str, int] = {}
         self.repos: dict[str, Repo] = {}
+        self.private: set[str] = set()  # repo ids read only with a known token
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         hub = self
@@ -207,6 +209,8 @@ class FakeHub:
         match = re.match(r"/api/models/([^/]+/[^/]+)", path) or re.match(r"/([^/]+/[^/]+)/resolve/", path)
         repo_id = match.group(1) if match else ""
         repo = self.repos.get(repo_id)
+        if repo_id in self.private and role is None:
+            repo = None  # the Hub tells an anonymous reader nothing of a private repo
         if name == "repo_info":
             return (200, {}, {"id": repo_id, "modelId": repo_id, "sha": repo.sha, "private": False,
                               "siblings": [{"rfilename": f} for f in repo.files]}) if repo else self._error(404)

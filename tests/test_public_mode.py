@@ -29,6 +29,7 @@ from core.models import DEFAULT_NAME, LoadedModel
 from playground import policy, session, share
 from playground.i18n import english
 from playground.state import ModelBusy, ModelCache
+from playground.tabs.speculative import PROMPT_LOOKUP
 from conftest import tiny_llama
 from test_models import tiny_tokenizer
 from tests.fake_hub import FakeHub, point_hub_at, safetensors_header
@@ -54,7 +55,8 @@ def local(monkeypatch):
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
     """The fake Hub: ``tester/big`` declares 3e9 float32 parameters in its model.safetensors header (and serves
-    no weights), ``tester/small`` 1,000,010; neither has a config.json, so a load past the size check fails."""
+    no weights), ``tester/small`` 1,000,010; both have a tiny Llama's config.json (so that the config's count
+    passes) and no tokenizer nor weights data, so a load past the size check fails."""
     with FakeHub() as fake:
         point_hub_at(monkeypatch, fake.url)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -64,6 +66,8 @@ def hub(monkeypatch, tmp_path):
         fake.add_file("tester/big", "model.safetensors", safetensors_header({"w": ("F32", [3, 1_000_000_000])}))
         fake.add_file("tester/small", "model.safetensors", safetensors_header({
             "w": ("BF16", [1000, 1000]), "b": ("F32", [10])}))
+        for repo in ("tester/big", "tester/small"):
+            fake.add_file(repo, "config.json", tiny_llama().config.to_json_string().encode())
         yield fake
 
 
@@ -244,8 +248,10 @@ def test_a_small_model_passes_the_size_check_and_fails_only_on_the_load(public, 
     name, status = load(None, "tester/small", **NO_PROGRESS)
     assert name == gr.skip()
     assert status == ("**Model not loaded:** `model`: 'tester/small' could not be loaded: transformers could not "
-                      "load it as a language model with its tokenizer.")  # it has no config.json
-    assert [r for r in hub.requests if r.path.endswith("/config.json")]  # the load went past the size check
+                      "load it as a language model with its tokenizer.")  # its weights file is a header alone
+    downloads = [r for r in hub.calls("resolve") if r.method == "GET" and r.path.endswith("/model.safetensors")
+                 and "range" not in r.headers]
+    assert downloads  # the load went past the size check
     assert_no_server_path(status)
 
 
@@ -273,7 +279,7 @@ def test_a_model_that_cannot_be_sized_is_refused(public, hub, repo, files, says)
 
 
 def test_a_hub_model_already_loaded_is_not_sized_again(public, hub, embedded):
-    models = ModelCache(capacity=2, loader=lambda name: LoadedModel(embedded.model, embedded.tokenizer, name))
+    models = ModelCache(capacity=2, loader=lambda name, **kw: LoadedModel(embedded.model, embedded.tokenizer, name))
     load = app.load_handler(models)
     assert load(None, "tester/small", **NO_PROGRESS)[0] == "tester/small"
     asked = len(hub.requests)
@@ -288,6 +294,7 @@ def test_locally_a_folder_loads_and_nothing_is_sized(local, hub, tmp_path):
     load = app.load_handler(ModelCache(capacity=2))
     name, status = load(None, str(tmp_path), **NO_PROGRESS)
     assert name == str(tmp_path) and "2 layers" in status
+    del hub.repos["tester/big"].files["config.json"]
     _, status = load(None, "tester/big", **NO_PROGRESS)  # no config.json: a load error, not a size refusal
     assert status.startswith("**Model not loaded:** model 'tester/big' could not be loaded; tried "), status
     assert not [r for r in hub.requests if ".safetensors" in r.path]
@@ -428,6 +435,19 @@ def test_waiting_for_another_visitors_load_has_an_end():
         release.set()
         first.join(10)
     assert models.loaded() == ["big/model"] and models.get("big/model").name == "big/model"
+
+
+def test_a_running_generation_holds_its_model_until_it_ends(public, public_demo):
+    """The run handlers hold the models they use (``ModelCache.lease``) while they stream, so that no other
+    visitor's load evicts them; closing the stream (Stop, a visitor who leaves) lets them go."""
+    demo, models = public_demo
+    handle = next(h for h in demo.handles if h.key == "speculative")
+    widgets = [handle.controls[name].value for name in handle.ui.control_names]
+    run = handle.ui.generate({}, None, demo.startup_model, "Name a fruit.", True, 0, {}, PROMPT_LOOKUP, *widgets)
+    assert not next(run)[handle.ui.out.status].startswith("Not run"), "the run must be streaming"
+    assert models.in_use() == {demo.startup_model: 1}
+    run.close()
+    assert models.in_use() == {}
 
 
 def test_the_busy_message_reaches_a_public_visitor_as_it_is(public):

@@ -617,12 +617,14 @@ class TabUI:
         """``starts()`` -> (the (plan, ``steering.Start``) pairs, the model, the prompt, a note); a ``ValueError``
         it raises is the status (what is on screen stays); otherwise stream them. The request's deadline counts from
         here, its preparation (the model's load, the prompt's encoding) included; the session holds one of its
-        slots (``policy.SESSION_RUNS``) throughout."""
+        slots (``policy.SESSION_RUNS``) throughout. The models ``starts`` loads (the tab's, an assistant) are held by
+        the run's lease until it ends, so that no other visitor's load evicts them meanwhile (``ModelCache.lease``)."""
         deadline = time.monotonic() + self.app.max_seconds if self.app.max_seconds is not None else None
         try:
-            with policy.SESSION_RUNS.slot(getattr(request, "session_hash", None)):
+            with policy.SESSION_RUNS.slot(getattr(request, "session_hash", None)), self.app.models.lease() as lease:
                 try:
-                    pairs, loaded, prompt, note = starts()
+                    with lease.taking():
+                        pairs, loaded, prompt, note = starts()
                     for _, start in pairs:  # whatever path made them, no id past the vocabulary reaches the model
                         steering.check_vocab(start, _vocab(loaded))
                 except Exception as err:  # noqa: BLE001 - any input a handler cannot use: the status says so
