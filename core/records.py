@@ -287,7 +287,6 @@ def check_recorder(recorder) -> None:
                         f"{type(recorder).__name__} without them")
     if not isinstance(recorder.top_n, int) or recorder.top_n < 1:
         raise ValueError(f"`recorder.top_n` must be an int >= 1; got {recorder.top_n!r}")
-    check_watch(watched_ids(recorder))
 
 
 def watched_ids(recorder) -> list[int]:
@@ -295,15 +294,13 @@ def watched_ids(recorder) -> list[int]:
     return list(getattr(recorder, "watch", None) or ())
 
 
-def check_watch(watch, vocab_size: int | None = None) -> None:
-    """``watch`` must be at most ``MAX_WATCH`` token ids, each in [0, vocab_size) (where the vocabulary is known)."""
+def check_watch(watch, vocab_size: int) -> None:
+    """``watch`` must be at most ``MAX_WATCH`` token ids, each in [0, vocab_size)."""
     if len(watch) > MAX_WATCH:
         raise ValueError(f"`watch` must name at most {MAX_WATCH} tokens; got {len(watch)}")
-    top = "vocab_size" if vocab_size is None else vocab_size - 1
     for token_id in watch:
-        if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0 \
-                or (vocab_size is not None and token_id >= vocab_size):
-            raise ValueError(f"`watch` must hold token ids in [0, {top}]; got {token_id!r}")
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < vocab_size:
+            raise ValueError(f"`watch` must hold token ids in [0, {vocab_size - 1}]; got {token_id!r}")
 
 
 class ListRecorder:
