@@ -131,7 +131,7 @@ def test_tiny_llama_lens_layers(model):
 
 
 def test_lens_watched_against_the_readout(model):
-    """``layer_lens`` on given hidden states: each watched token's probability is the softmax of that layer's readout."""
+    """``layer_lens`` on given hidden states: a watched token's probability is the softmax of its layer's readout."""
     torch.manual_seed(1)
     states = torch.randn(LAYERS, 2, model.config.hidden_size)  # [L, B, H]
     final = torch.randn(2, 64)  # [B, V]
@@ -205,3 +205,64 @@ def test_embedded_model_stages_are_softmaxes(embedded):
                 assert w.probs[-1] == pytest.approx(by_id[w.token_id].prob_after, rel=1e-4, abs=1e-12)
         for w_layer, w_step in zip(record.lens[0][-1].watched, rs.watched):
             assert w_layer.prob == pytest.approx(w_step.probs[0], rel=1e-4)
+
+
+# --- the tab's field and figures -----------------------------------------------------------------------------------
+def test_parse_watch(embedded):
+    from playground.prompt import parse_watch
+
+    tok = embedded.tokenizer
+    vocab = embedded.model.config.vocab_size
+    paris = tok.encode(" Paris", add_special_tokens=False)
+    assert len(paris) == 1
+    assert parse_watch(tok, "the, Paris, #5, #5,, ", vocab) == [tok.encode("the", add_special_tokens=False)[0],
+                                                                 paris[0], 5]
+    assert parse_watch(tok, "", vocab) == [] and parse_watch(tok, None, vocab) == []
+    with pytest.raises(ValueError, match=r"`watch` must be a token id in \[0, \d+\] \(#<id>\) .* got ' #99999999'"):
+        parse_watch(tok, "the, #99999999", vocab)
+    with pytest.raises(ValueError, match=r"`watch` must be one token .* ' Pariserplatz' is \d+ tokens"):
+        parse_watch(tok, "the, Pariserplatz", vocab)
+    with pytest.raises(ValueError, match=r"`watch` must name at most 8 tokens \(comma-separated\); got 9"):
+        parse_watch(tok, ",".join(f"#{i}" for i in range(9)), vocab)
+
+
+def test_watched_figure_one_line_per_token_on_a_log_axis(model):
+    from playground.figures.watch import watched_figure
+
+    trace = _generate(model, [3, 40], do_sample=True, top_k=4, temperature=0.7)
+    fig = watched_figure(trace)
+    lines = [t for t in fig.data if t.meta and t.meta.startswith("watched:")]
+    assert [t.meta for t in lines] == ["watched:3", "watched:40"]
+    assert fig.layout.yaxis.type == "log"
+    for k, line in enumerate(lines):
+        finals = [r.rows[0].watched[k].probs[-1] for r in trace.steps]
+        assert list(line.y) == [p if p > 0 else None for p in finals]
+    removed = [t for t in fig.data if t.meta and t.meta.startswith("watched_removed:")]
+    # top_k=4 over 64 tokens removes most tokens: a watched one outside the four is drawn as a cross
+    assert sum(len(t.x) for t in removed) == sum(w.probs[-1] == 0 for r in trace.steps for w in r.rows[0].watched)
+    assert "model" in lines[0].hovertext[0] and "top_k" in lines[0].hovertext[0]
+
+
+def test_watched_figure_is_empty_without_watched_tokens(model):
+    from playground.figures.common import is_empty
+    from playground.figures.watch import watched_figure
+
+    assert is_empty(watched_figure(_generate(model, [])))
+    assert is_empty(watched_figure(None))
+
+
+def test_lens_figure_offers_each_watched_token(model):
+    from playground.figures.lens import lens_figure
+
+    trace = _generate(model, [3, 40], lens=True)
+    fig = lens_figure(trace)
+    assert [t.meta for t in fig.data] == ["chosen_prob", "watched:3", "watched:40"]
+    assert [t.visible for t in fig.data] == [None, False, False]
+    (menu,) = fig.layout.updatemenus
+    assert [b.label for b in menu.buttons] == ["chosen token", "'3'", "'40'"]
+    assert menu.buttons[2].args[0]["visible"] == [False, False, True]
+    z = fig.data[2].z  # layers x steps of the watched token 40
+    for j, record in enumerate(trace.steps):
+        for layer in record.lens[0]:
+            assert z[layer.layer][j] == layer.watched[1].prob
+    assert not lens_figure(_generate(model, [], lens=True)).layout.updatemenus
