@@ -45,7 +45,7 @@ def test_each_token_carries_its_bucket_in_every_mode():
     by_mode = list(zip(*(c.split() for c in classes)))
     assert by_mode[0] == ("dp-p5", "dp-p3", "dp-p1", "dp-p0", "dp-p0")  # probability: today's colouring
     assert by_mode[1] == ("dp-h5", "dp-h3", "dp-h2", "dp-h1", "dp-h0")  # entropy of the step
-    assert by_mode[2] == ("dp-s5", "dp-s4", "dp-s2", "dp-s1", "dp-s0")  # surprisal tells p = 0.04 from p = 0.001
+    assert by_mode[2] == ("dp-s5", "dp-s4", "dp-s3", "dp-s1", "dp-s0")  # surprisal tells p = 0.04 from p = 0.001
     titles = re.findall(r'title="([^"]*)"', out)
     assert "surprisal 0.05 nats, entropy 0.10 nats" in titles[0]
 
