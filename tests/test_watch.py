@@ -266,3 +266,13 @@ def test_lens_figure_offers_each_watched_token(model):
         for layer in record.lens[0]:
             assert z[layer.layer][j] == layer.watched[1].prob
     assert not lens_figure(_generate(model, [], lens=True)).layout.updatemenus
+
+
+def test_the_branch_trees_bounded_form_drops_watched_tokens(model):
+    """The browser's copy of the branch tree (``branches.slim``) keeps what the tree reads: watched tokens, like the
+    processors' effects their stages follow, stay with the tab's run and its trace file."""
+    from playground.branches import slim
+
+    trace = _generate(model, [3, 40])
+    assert all(rs.watched == [] for r in slim(trace).steps for rs in r.rows)
+    assert all(rs.watched for r in trace.steps for rs in r.rows)
