@@ -342,13 +342,13 @@ TEXTS: dict[str, tuple[str, str]] = {
                  "gives the token the step chose (columns): a column that lights up only near the top is a prediction "
                  "the last layers made. Hover a cell for that layer's top tokens and its KL divergence from the final "
                  "layer. Reading every layer costs about one more LM head per layer and step. With watched tokens, the "
-                 "menu at the top right shows a watched token's probability per layer instead.",
+                 "menu at the top right shows a watched token's probability per layer instead, on a log scale.",
                  "تقرأ عدسة اللوجيت الحالة المخفية لكل طبقة عبر التطبيع الأخير للنموذج ورأس LM، كأن النموذج توقّف "
                  "عندها. كل خلية هي الاحتمال الذي تعطيه طبقةٌ (الصفوف، والتضمينات في الأسفل) للرمز الذي اختارته "
                  "الخطوة (الأعمدة): العمود الذي لا يضيء إلا قرب القمة تنبّؤٌ صنعته الطبقات الأخيرة. مرّر المؤشر فوق "
                  "خلية لترى أعلى رموز تلك الطبقة وتباعد KL بينها وبين الطبقة الأخيرة. وقراءة كل طبقة تكلّف نحو رأس "
                  "LM إضافي لكل طبقة وخطوة. ومع الرموز المراقَبة، تُظهر القائمة أعلى اليمين احتمال رمز مراقَب في كل "
-                 "طبقة بدلًا منه."),
+                 "طبقة بدلًا منه، بمقياس لوغاريتمي."),
     "cap_lens_step": ("Each layer's most probable next tokens at the picked step, most probable on the left, coloured "
                       "by that layer's probability; ★ marks the token the step chose.",
                       "أرجح الرموز التالية لكل طبقة في الخطوة المختارة، والأرجح على اليسار، ملوّنةً باحتمال تلك "

@@ -430,6 +430,11 @@ def test_a_watched_tokens_line_appears_after_a_run(page):
         shutil.copy(shot, DOCS / "watch.png")
     lens = wait_for_plot(page, panel, "Logit lens", "s.cells > 0")
     assert lens["traces"] == 4, lens  # the chosen token's heatmap and one per watched token
+    # plotly draws its menu in SVG, with no roles: its items are found by their text
+    panel.get_by_text("chosen token", exact=True).click()
+    panel.get_by_text("' Apples'", exact=True).click()
+    wait_for_plot(page, panel, "Logit lens", "s.title.includes(\"p(' Apples')\")")
+    open_figure(panel, "Logit lens").screenshot(path=SCREENSHOTS / "watch_lens.png")
 
 
 def test_colour_by_switches_the_token_views_legend(page):

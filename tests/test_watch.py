@@ -6,6 +6,7 @@ written before the field still load; the tab's ``watch`` field parses ids and te
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -264,7 +265,7 @@ def test_lens_figure_offers_each_watched_token(model):
     z = fig.data[2].z  # layers x steps of the watched token 40
     for j, record in enumerate(trace.steps):
         for layer in record.lens[0]:
-            assert z[layer.layer][j] == layer.watched[1].prob
+            assert z[layer.layer][j] == pytest.approx(math.log10(max(layer.watched[1].prob, 1e-10)))
     assert not lens_figure(_generate(model, [], lens=True)).layout.updatemenus
 
 

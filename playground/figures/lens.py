@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 
 from core.records import LayerLens, StepRecord
@@ -13,9 +15,10 @@ CAPTION = ("The logit lens reads every layer's hidden state through the model's 
            "the token the step chose (columns): a column that lights up only near the top is a prediction the "
            "last layers made. Hover a cell for that layer's top tokens and its KL divergence from the final layer. "
            "Reading every layer costs about one more LM head per layer and step. With watched tokens, the menu at the "
-           "top right shows a watched token's probability per layer instead.")
+           "top right shows a watched token's probability per layer instead, on a log scale.")
 STEP_CAPTION = ("Each layer's most probable next tokens at the picked step, most probable on the left, coloured by "
                 "that layer's probability; ★ marks the token the step chose.")
+LOG_FLOOR = -10  # the watched tokens' heatmaps show log10 p from here (and below it, clamped) to 0
 NO_LENS = ("Tick \"Record the logit lens\" and Generate to see each layer's prediction here (models with a final "
            "norm and an LM head).")
 
@@ -88,18 +91,21 @@ def _add_watched(fig: go.Figure, recs: list[StepRecord], row: int, xs: list[int]
             for layer in r.lens[row][:len(labels)]:
                 if k < len(layer.watched):
                     w = layer.watched[k]
-                    z[layer.layer][j] = w.prob
+                    z[layer.layer][j] = math.log10(max(w.prob, 10.0 ** LOG_FLOOR))
                     hover[layer.layer][j] = (f"step {r.step} · {_label(layer.layer, last)}<br>{token}: p "
                                              f"{w.prob:.4g}, rank {w.rank + 1}")
-        fig.add_trace(go.Heatmap(x=xs, y=labels, z=z, zmin=0.0, zmax=1.0, colorscale="Viridis", visible=False,
+        # a log scale: a watched token is mostly far from the top, where a linear one shows every layer alike
+        fig.add_trace(go.Heatmap(x=xs, y=labels, z=z, zmin=LOG_FLOOR, zmax=0.0, colorscale="Viridis", visible=False,
                                  meta=f"watched:{w0.token_id}", name=f"probability of {token}",
-                                 colorbar=dict(title=f"p({token})"), hovertext=hover, hoverinfo="text"))
+                                 colorbar=dict(title=f"p({token})", tickvals=list(range(LOG_FLOOR, 1, 2)),
+                                               ticktext=[f"1e{e}" if e else "1" for e in range(LOG_FLOOR, 1, 2)]),
+                                 hovertext=hover, hoverinfo="text"))
     names = ["chosen token", *(repr(texts.get(w.token_id, f"#{w.token_id}")) for w in watched)]
     n = len(names)
     buttons = [dict(label=name, method="update",
                     args=[{"visible": [i == k for i in range(n)]},
-                          {"title.text": title if k == 0 else f"Logit lens · row {row}: each layer's probability of "
-                                                              f"the watched token {plotly_text(name)}"}])
+                          {"title.text": title if k == 0 else f"Logit lens · row {row}: p({plotly_text(name)}) per "
+                                                              "layer (log)"}])
                for k, name in enumerate(names)]
     fig.update_layout(updatemenus=[dict(type="dropdown", buttons=buttons, active=0, x=1.0, xanchor="right", y=1.0,
                                         yanchor="bottom", pad=dict(b=4), showactive=True)])

@@ -241,8 +241,8 @@ class StrategyTab:
         return ""
 
     def all_figures(self) -> tuple[Figure, ...]:
-        """The tab's figures, then what every tab shows: the session's branch tree and the watched tokens (last, so
-        that the outputs API clients read by position before them stay where they were)."""
+        """The tab's figures, then what every tab shows: the session's branch tree and the watched tokens (last: the
+        figures before it keep their places among a run endpoint's outputs)."""
         return (*self.figures, branch_tree_panel(), watched_panel())
 
     def build(self, app: AppContext) -> TabHandle:
@@ -350,8 +350,8 @@ class TabUI:
 
     # --- layout ----------------------------------------------------------------------------------
     def layout(self) -> Widgets:
-        """The settings on the left; on the right the run: its tokens coloured by probability on top (the answer to
-        "why this token?"), the picked step's alternatives and the steering, then the figures, one sub-tab each."""
+        """The settings on the left; on the right the run: its tokens coloured as "colour by" says on top (the answer
+        to "why this token?"), the picked step's alternatives and the steering, then the figures, one sub-tab each."""
         tab, app = self.tab, self.app
         with gr.Tab(tr(tab.title), id=tab.key) as tab_block:
             if tab.intro:
