@@ -8,11 +8,12 @@ from .limits import LimitError, Limits
 from .loop import GenerationResult, RunContext, StreamEvent, generate, stream
 from .models import LoadedModel, load_model
 from .records import (AssistedStep, BeamNode, CacheInfo, Candidate, ContrastiveCandidate, DolaStep, LayerLens,
-                      ListRecorder, Origin, ProcessorEffect, Recorder, RowStep, StepRecord, Trace)
+                      ListRecorder, Origin, ProcessorEffect, Recorder, RowStep, StepRecord, Trace, WatchedLayer,
+                      WatchedToken)
 
 __all__ = [
     "generate", "stream", "load_model", "LoadedModel", "GenerationResult", "StreamEvent", "RunContext",
     "Recorder", "ListRecorder", "Trace", "StepRecord", "RowStep", "Candidate", "ProcessorEffect", "BeamNode",
     "ContrastiveCandidate", "DolaStep", "Origin", "AssistedStep", "CacheInfo", "LayerLens", "PhrasalConstraint",
-    "DisjunctiveConstraint", "Limits", "LimitError",
+    "DisjunctiveConstraint", "Limits", "LimitError", "WatchedToken", "WatchedLayer",
 ]

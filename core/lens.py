@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .records import Candidate, LayerLens
+from .records import Candidate, LayerLens, WatchedLayer
 
 HEAD_SLICE = 512  # output features per slice of the LM head's weight in ``head_rows``
 
@@ -101,19 +101,22 @@ def last_states(hidden_states) -> torch.Tensor:
 
 
 def layer_lens(model, states: torch.Tensor, final_logits: torch.Tensor, chosen: list[list[int]], text,
-               top_n: int = LENS_TOP_N) -> list[list[LayerLens]]:
+               top_n: int = LENS_TOP_N, watch: list[int] | tuple[int, ...] = ()) -> list[list[LayerLens]]:
     """The logit lens per row: one ``LayerLens`` per layer, embeddings first, the last one read from
     ``final_logits`` [B, V] (the logits the step chose from before its processors, so that it agrees with the step's
     candidates); the others from ``states`` [L, B, H] (``last_states``) through ``readout``, ``LENS_CHUNK`` layers at
     a time (a [L, B, V] block and its softmaxes at once would be tens of MB per step). ``chosen`` is the token list
     per row (its first token is compared; a row that had already finished chose none, and gets no layers);
-    ``text(row, id)`` is a token's text in its row (``TokenTexts.row_candidate``)."""
+    ``text(row, id)`` is a token's text in its row (``TokenTexts.row_candidate``). Each ``watch`` token id gets its
+    probability and rank at every layer (``LayerLens.watched``), read from the same softmaxes."""
     n_layers, batch, hidden = states.shape
     final = final_logits.float().to(states.device)  # [B, V]
     final_log_probs = final.log_softmax(-1)  # [B, V]
     final_probs = final_log_probs.exp()  # [B, V]
     chosen_ids = torch.tensor([row[0] if row else 0 for row in chosen], device=states.device)[:, None]  # [B, 1]
+    watch_ids = torch.tensor(list(watch), dtype=torch.long, device=states.device)  # [W]
     per_layer = []  # (top ids, top logits, top probs, chosen prob, rank, KL to final) per layer, each per row
+    watched = []  # per layer, per row: a WatchedLayer per watched token
     for first in range(0, n_layers + 1, LENS_CHUNK):
         layers = range(first, min(first + LENS_CHUNK, n_layers + 1))
         inner = states[first:layers[-1] + 1]  # [C', B, H]: the chunk's layers before the final one
@@ -129,7 +132,16 @@ def layer_lens(model, states: torch.Tensor, final_logits: torch.Tensor, chosen: 
         ranks = (logits > logits.gather(-1, chosen_at)).sum(-1)  # [C, B]
         per_layer += zip(top.indices.tolist(), top.values.tolist(), probs.gather(-1, top.indices).tolist(),
                          probs.gather(-1, chosen_at)[..., 0].tolist(), ranks.tolist(), kl.tolist())
+        if len(watch_ids):
+            watched_logits = logits[..., watch_ids]  # [C, B, W]
+            watched_ranks = (logits[..., None, :] > watched_logits[..., None]).sum(-1)  # [C, B, W]
+            watched += [[[WatchedLayer(t, p, r) for t, p, r in zip(watch, p_row, r_row)]
+                         for p_row, r_row in zip(p_layer, r_layer)]
+                        for p_layer, r_layer in zip(probs[..., watch_ids].tolist(), watched_ranks.tolist())]
+        else:
+            watched += [[[] for _ in range(batch)] for _ in layers]
     return [[LayerLens(layer, [Candidate(i, text(row, i), lg, p, lg, p) for i, lg, p in zip(ids[row], lgs[row], ps[row])],
-                       chosen_p[row], int(rank[row]), 0.0 if layer == n_layers else max(kl_row[row], 0.0))
+                       chosen_p[row], int(rank[row]), 0.0 if layer == n_layers else max(kl_row[row], 0.0),
+                       watched=watched[layer][row])
              for layer, (ids, lgs, ps, chosen_p, rank, kl_row) in enumerate(per_layer)] if chosen[row] else []
             for row in range(batch)]

@@ -38,7 +38,8 @@ from . import config as config_checks
 from . import lens
 from . import limits as bounds
 from .limits import Limits
-from .records import Candidate, CacheInfo, Origin, ProcessorEffect, Recorder, RowStep, StepRecord, Trace, check_recorder
+from .records import (Candidate, CacheInfo, Origin, ProcessorEffect, Recorder, RowStep, StepRecord, Trace, WatchedToken,
+                      check_recorder, check_watch, watched_ids)
 from .rng import global_generator
 from .scheduler import StepScheduler
 from .strategies import family_of, get_strategy
@@ -71,6 +72,7 @@ class RunContext:
         self.recording = recorder is not None
         self.top_n = recorder.top_n if self.recording else 0  # candidates recorded per row
         self.lens = self.recording and bool(recorder.lens)  # record the logit lens per step
+        self.watch = watched_ids(recorder) if self.recording else []  # token ids followed through every stage
         self.streamer = streamer
         self.tokenizer = tokenizer
         self.assistant_model = assistant_model
@@ -207,6 +209,7 @@ class RunContext:
             model_probs = inputs[row].float().softmax(-1)  # [V]: the model's own distribution
             first = int(chosen[row][0]) if chosen[row] else None
             effects, before = [], inputs[row]
+            watched = self.watched_stages(inputs[row], [stage[row] for _, stage in stages or ()], row)
             for proc, stage in stages or ():
                 after = stage[row]
                 changed_mask = before != after
@@ -225,15 +228,32 @@ class RunContext:
                 ))
                 before = after
             out.append(RowStep(row, self.candidates(logits[row], scores[row], ids, row), effects,
-                               [int(c) for c in chosen[row]], entropy=entropy(scores[row])))
+                               [int(c) for c in chosen[row]], entropy=entropy(scores[row]), watched=watched))
         return out
+
+    def watched_stages(self, inputs: torch.Tensor, stages: list[torch.Tensor], row: int) -> list[WatchedToken]:
+        """Each watched token through one row's chain: its score, probability and rank in ``inputs`` [V] (what the
+        first processor received) and in each stage's output [V], in order. Nothing is computed when none is
+        watched."""
+        if not self.watch:
+            return []
+        index = torch.tensor(self.watch, device=inputs.device)  # [W]
+        scores, probs, ranks = [], [], []
+        for stage in (inputs, *stages):
+            stage = stage.float()
+            at = stage[index]  # [W]
+            scores.append(at.tolist())
+            probs.append(stage.softmax(-1)[index].tolist())
+            ranks.append((stage[None, :] > at[:, None]).sum(-1).tolist())  # [W]: tokens scoring higher
+        return [WatchedToken(t, self.texts.row_candidate(row, t), [s[k] for s in scores], [p[k] for p in probs],
+                             [r[k] for r in ranks]) for k, t in enumerate(self.watch)]
 
     def lens_rows(self, states, final_logits, chosen):
         """The logit lens of each row (``core.lens.layer_lens``) for ``StepRecord.lens``; None when not asked."""
         if states is None:
             return None
         return lens.layer_lens(self.model, states, final_logits, chosen, self.texts.row_candidate,
-                               min(self.top_n, lens.LENS_TOP_N))
+                               min(self.top_n, lens.LENS_TOP_N), watch=self.watch)
 
     # --- reporting ------------------------------------------------------------------------------
     def emit(self, rows: list[RowStep], cache=None, **details) -> None:
@@ -348,6 +368,7 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
     config_checks.check_prompt(input_ids, kwargs)
     config_checks.check_ids(model, input_ids)
     check_recorder(recorder)
+    check_watch(watched_ids(recorder), model.config.get_text_config().vocab_size)
     bounds.check(model, input_ids, generation_config, kwargs, limits)
     input_ids, generation_config, kwargs, attention_mask = requests.prepare(model, input_ids, generation_config, kwargs,
                                                                             tokenizer, attention_mask)
@@ -466,8 +487,8 @@ class StreamEvent:
 class _QueueRecorder:
     """Hands each record to ``stream``'s consumer."""
 
-    def __init__(self, q: queue.Queue, top_n: int, lens: bool = False):
-        self.q, self.top_n, self.lens = q, top_n, lens
+    def __init__(self, q: queue.Queue, top_n: int, lens: bool = False, watch: list[int] | tuple[int, ...] = ()):
+        self.q, self.top_n, self.lens, self.watch = q, top_n, lens, list(watch)
 
     def on_step(self, record: StepRecord) -> None:
         self.q.put(("step", record))
@@ -480,14 +501,15 @@ GRACE_S = 15.0  # past the cap, how long ``stream`` waits for a worker stuck out
 
 
 def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConfig | None = None, *,
-           tokenizer=None, top_n: int = 10, lens: bool = False, cancel: threading.Event | None = None,
+           tokenizer=None, top_n: int = 10, lens: bool = False, watch: list[int] | tuple[int, ...] = (),
+           cancel: threading.Event | None = None,
            max_seconds: float | None = None, deadline: float | None = None, ended: threading.Event | None = None,
            **kwargs) -> Iterator[StreamEvent]:
     """Run ``generate`` in a worker thread and yield a ``StreamEvent`` per step. Closing the iterator
     (or setting ``cancel``) stops the generation within one step (or one prefill chunk); the close itself returns at
     once, waiting for nothing (a UI's event loop may be the one closing), and ``ended`` is set when the worker has
-    finished. Errors are re-raised here. ``top_n`` and ``lens`` are what a ``ListRecorder`` takes: candidates per
-    row, and whether to record the logit lens.
+    finished. Errors are re-raised here. ``top_n``, ``lens`` and ``watch`` are what a ``ListRecorder`` takes:
+    candidates per row, whether to record the logit lens, and the token ids to follow through the chain and the lens.
 
     With ``max_seconds`` (or ``deadline``, a ``time.monotonic()`` time) the run stops at that wall-clock cap, and
     nothing here waits much longer: a worker stuck outside the decoding loop (a lock, a kernel build) is left behind
@@ -500,7 +522,7 @@ def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConf
 
     def work():
         try:
-            result = generate(model, input_ids, generation_config, recorder=_QueueRecorder(q, top_n, lens),
+            result = generate(model, input_ids, generation_config, recorder=_QueueRecorder(q, top_n, lens, watch),
                               tokenizer=tokenizer, cancel=cancel, deadline=deadline, **kwargs)
             q.put(("done", result))
         except BaseException as err:  # handed to the consumer, raised there

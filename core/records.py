@@ -5,7 +5,8 @@ Records are frozen dataclasses holding plain Python values, so a trace is JSON a
 (``Trace.check``: the beam nodes form a tree) so that every walk over them ends.
 Each strategy fills the common fields of ``StepRecord`` and, where it has one, its own detail
 field (``beam``, ``contrastive``, ``dola``, ``assisted``); the others stay ``None``. ``lens`` (the logit
-lens, per layer) is filled only when the recorder asks for it (``ListRecorder(lens=True)``).
+lens, per layer) is filled only when the recorder asks for it (``ListRecorder(lens=True)``), and ``RowStep.watched``
+(and ``LayerLens.watched``) only for the tokens it watches (``ListRecorder(watch=[ids])``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,31 @@ class Piece:
     tail: str = ""
 
 
+MAX_WATCH = 8  # tokens a recorder may watch: each costs a gather and a comparison over the vocabulary per stage
+
+
+@dataclass(frozen=True)
+class WatchedToken:
+    """A token the recorder watches (``Recorder.watch``), in one row at one step, through the logits processors.
+    Index 0 is what the first processor received (the model's logits; beam search: their log-softmax), index i + 1 is
+    the output of ``RowStep.effects[i]``; the last one is the distribution the step chose from."""
+
+    token_id: int
+    text: str  # what it would print in its row there (as a ``Candidate``'s)
+    scores: list[float]  # its score at each stage (-inf once a processor removed it)
+    probs: list[float]  # softmax of each stage's scores, at this token
+    ranks: list[int]  # how many tokens score higher at that stage (0: the top token)
+
+
+@dataclass(frozen=True)
+class WatchedLayer:
+    """A watched token's standing at one layer of the logit lens (``LayerLens.watched``)."""
+
+    token_id: int
+    prob: float
+    rank: int  # how many tokens this layer finds more likely (0: its top token)
+
+
 @dataclass(frozen=True)
 class RowStep:
     """One batch row (or beam) at one step: candidates, processor effects, and the token chosen."""
@@ -67,6 +93,7 @@ class RowStep:
     chosen: list[int]  # token(s) appended to this row at this step
     entropy: float | None = None  # nats, of the final distribution (after every processor) the token came from
     pieces: list[Piece] | None = None  # one per ``chosen`` token, in its row's context (None: traces before them)
+    watched: list[WatchedToken] = field(default_factory=list)  # one per watched token, in the recorder's order
 
 
 @dataclass(frozen=True)
@@ -131,6 +158,7 @@ class LayerLens:
     chosen_prob: float  # this layer's probability of the token the step chose
     chosen_rank: int  # how many tokens this layer finds more likely than the chosen one (0: its top token)
     kl_to_final: float  # KL(final || this layer) in nats; 0 at the final layer
+    watched: list[WatchedLayer] = field(default_factory=list)  # one per watched token, in the recorder's order
 
 
 @dataclass(frozen=True)
@@ -243,10 +271,13 @@ def _build(tp: Any, value: Any) -> Any:
 
 class Recorder(Protocol):
     """The observer interface: a strategy calls ``on_step`` once per decoding step and ``on_end`` once. The loop
-    reads ``top_n`` (candidates recorded per row) and ``lens`` (whether to record the logit lens) from it."""
+    reads ``top_n`` (candidates recorded per row) and ``lens`` (whether to record the logit lens) from it, and
+    ``watch`` (token ids to follow through the processors and the lens) where it has one: a recorder written before
+    it watches nothing."""
 
     top_n: int
     lens: bool
+    watch: list[int]
 
     def on_step(self, record: StepRecord) -> None: ...
 
@@ -269,14 +300,30 @@ def check_recorder(recorder) -> None:
         raise ValueError(f"`recorder.top_n` must be an int >= 1; got {recorder.top_n!r}")
 
 
+def watched_ids(recorder) -> list[int]:
+    """The token ids ``recorder`` watches (none for a recorder without ``watch``)."""
+    return list(getattr(recorder, "watch", None) or ())
+
+
+def check_watch(watch, vocab_size: int) -> None:
+    """``watch`` must be at most ``MAX_WATCH`` token ids, each in [0, vocab_size)."""
+    if len(watch) > MAX_WATCH:
+        raise ValueError(f"`watch` must name at most {MAX_WATCH} tokens; got {len(watch)}")
+    for token_id in watch:
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < vocab_size:
+            raise ValueError(f"`watch` must hold token ids in [0, {vocab_size - 1}]; got {token_id!r}")
+
+
 class ListRecorder:
     """Keeps every record; ``top_n`` is how many candidates per row the strategies record. With ``lens=True`` the
     strategies that run one token per row (greedy, sampling, DoLa) also fill ``StepRecord.lens``; it costs nothing
-    when off (the forwards then return no hidden states)."""
+    when off (the forwards then return no hidden states). ``watch`` (at most ``MAX_WATCH`` token ids) fills
+    ``RowStep.watched`` and, with the lens, ``LayerLens.watched``; with none watched nothing of it is computed."""
 
-    def __init__(self, top_n: int = 10, lens: bool = False):
+    def __init__(self, top_n: int = 10, lens: bool = False, watch: list[int] | tuple[int, ...] = ()):
         self.top_n = top_n
         self.lens = lens
+        self.watch = list(watch)
         self.steps: list[StepRecord] = []
         self.trace: Trace | None = None
 

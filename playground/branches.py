@@ -187,15 +187,15 @@ def slim(trace: Trace, forced: dict[tuple[int, int], set[int]] | None = None) ->
     """``trace`` cut to what the branch tree, the comparison, the token view and continuing read: per row and step
     the chosen tokens, their pieces and entropy and the first ``KEEP_CANDIDATES`` candidates (best score first; the
     chosen ones and those in ``forced`` too); for the beam family only the nodes on the returned hypotheses' paths. Gone:
-    the processors' effects, the strategy details (contrastive, DoLa, drafts), the cache sizes, the logit lens and
-    the running best continuations, which only the tab's own figures draw."""
+    the processors' effects and the watched tokens, the strategy details (contrastive, DoLa, drafts), the cache sizes,
+    the logit lens and the running best continuations, which only the tab's own figures draw."""
     forced = forced or {}
     on_path = {n for path in BeamIndex.of(trace.steps).best_paths() for n in path}
 
     def row(rec: StepRecord, rs: RowStep) -> RowStep:
         keep = {*rs.chosen, *forced.get((rec.step, rs.row), ())}
         candidates = [c for i, c in enumerate(rs.candidates) if i < KEEP_CANDIDATES or c.token_id in keep]
-        return replace(rs, candidates=candidates, effects=[])
+        return replace(rs, candidates=candidates, effects=[], watched=[])
 
     steps = [replace(rec, rows=[row(rec, rs) for rs in rec.rows], contrastive=None, dola=None, assisted=None,
                      cache=None, lens=None, best=None,

@@ -189,8 +189,19 @@ TEXTS: dict[str, tuple[str, str]] = {
                         "min_p 0.1، top-nσ 1.0، XTC)"),
 
     # --- the run column (playground/tabs/base.py) ---
-    "label_tokens": ("Tokens coloured by probability (hover: alternatives; click one to pick its step)",
-                     "الرموز ملوّنةً بحسب احتمالها (مرّر المؤشر: البدائل؛ انقر رمزًا لاختيار خطوته)"),
+    "label_tokens": ("Tokens coloured as \"colour by\" says (hover: alternatives; click one to pick its step)",
+                     "الرموز ملوّنةً كما يقول «التلوين بحسب» (مرّر المؤشر: البدائل؛ انقر رمزًا لاختيار خطوته)"),
+    "label_colour_by": ("colour by", "التلوين بحسب"),
+    "info_colour_by": ("what the token colours show: the chosen token's probability, the step's entropy, or the chosen "
+                       "token's surprisal (−ln p)",
+                       "ما تُظهره ألوان الرموز: احتمال الرمز المختار، أو إنتروبيا الخطوة، أو مفاجأة الرمز المختار "
+                       "(−ln p)"),
+    "label_watch": ("watch", "مراقبة"),
+    "info_watch": ("tokens to follow at every step, even outside the top candidates: their texts or #<id>, "
+                   "comma-separated, up to 8 (\"the, Paris\" watches \"the\" and \" Paris\")",
+                   "رموز تُتابَع في كل خطوة، حتى خارج أعلى المرشّحين: نصوصها أو #<id>، مفصولةً بفواصل، حتى 8 "
+                   "(\"the, Paris\" تراقب \"the\" و\" Paris\")"),
+    "placeholder_watch": ("e.g. the, Paris, #1234", "مثلًا the, Paris, #1234"),
     "text_generated": ("Generated text", "النص المولَّد"),
     "text_dola": ("DoLa text", "نص DoLa"),
     "text_dola_greedy": ("Greedy text (same settings, no dola_layers)",
@@ -234,6 +245,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "fig_watermark": ("Watermark", "العلامة المائية"),
     "fig_lens": ("Logit lens", "عدسة اللوجيت"),
     "fig_lens_step": ("Logit lens at the picked step", "عدسة اللوجيت في الخطوة المختارة"),
+    "fig_watch": ("Watched tokens", "الرموز المراقَبة"),
     "fig_branch_tree": ("Branch tree", "شجرة الفروع"),
     "fig_samples": ("Samples", "العينات"),
     "fig_beam_tree": ("Beam tree", "شجرة الأشعة"),
@@ -287,11 +299,22 @@ TEXTS: dict[str, tuple[str, str]] = {
                   "ما زالت لها فرصة (بمقياس لوغاريتمي). الخط الأزرق: نصيب تلك الرموز من احتمال النموذج نفسه. الخط "
                   "البرتقالي: احتمال الرمز الذي اختير في النهاية، بعد كل مرحلة."),
     "cap_entropy": ("Entropy (nats) of the distribution each token was drawn from, after every stage: low means the "
-                    "chain left one obvious choice. With structured output, the red line is the share of the model's "
-                    "probability the grammar removed at each step (hover for how many tokens it allowed).",
+                    "chain left one obvious choice. The dotted line is the effective vocabulary e^H (right axis, log "
+                    "scale): as many equally likely tokens as that uncertainty amounts to. With structured output, the "
+                    "red line is the share of the model's probability the grammar removed at each step (hover for how "
+                    "many tokens it allowed).",
                     "إنتروبيا (بالـ nat) التوزيع الذي سُحب منه كل رمز، بعد كل مرحلة: القيمة المنخفضة تعني أن السلسلة "
-                    "تركت خيارًا واحدًا واضحًا. ومع المخرجات المهيكلة، الخط الأحمر حصة احتمال النموذج التي أزالتها "
-                    "القواعد النحوية في كل خطوة (مرّر المؤشر لترى عدد الرموز التي سمحت بها)."),
+                    "تركت خيارًا واحدًا واضحًا. والخط المنقّط هو المفردات الفعلية e^H (المحور الأيمن، بمقياس "
+                    "لوغاريتمي): عدد الرموز المتساوية الاحتمال الذي يعادل ذلك الشك. ومع المخرجات المهيكلة، الخط "
+                    "الأحمر حصة احتمال النموذج التي أزالتها القواعد النحوية في كل خطوة (مرّر المؤشر لترى عدد الرموز "
+                    "التي سمحت بها)."),
+    "cap_watch": ("The probability each watched token had at every step, on a log scale: the solid line after every "
+                  "logits processor (the distribution the token was drawn from), the dotted one the model's own. A "
+                  "cross at the bottom marks a step where a processor removed the token. Hover a point for its "
+                  "probability and rank at each stage of the chain.",
+                  "احتمال كل رمز مراقَب في كل خطوة، بمقياس لوغاريتمي: الخط المتصل بعد كل معالج للوجيت (التوزيع الذي "
+                  "سُحب منه الرمز)، والمنقّط احتمال النموذج نفسه. وتعلّم علامة × في الأسفل خطوةً أزال فيها معالجٌ "
+                  "الرمز. مرّر المؤشر فوق نقطة لترى احتمالها ورتبتها في كل مرحلة من السلسلة."),
     "cap_watermark": ("Each generated token, green when it fell in the green list its context seeds (the watermark "
                       "favours those), red otherwise; the title gives transformers' WatermarkDetector z-score.",
                       "كل رمز مولَّد، أخضر حين وقع في القائمة الخضراء التي يبذرها سياقه (والعلامة المائية تفضّل تلك "
@@ -318,12 +341,14 @@ TEXTS: dict[str, tuple[str, str]] = {
                  "the model stopped there. Each cell is the probability a layer (rows, the embeddings at the bottom) "
                  "gives the token the step chose (columns): a column that lights up only near the top is a prediction "
                  "the last layers made. Hover a cell for that layer's top tokens and its KL divergence from the final "
-                 "layer. Reading every layer costs about one more LM head per layer and step.",
+                 "layer. Reading every layer costs about one more LM head per layer and step. With watched tokens, the "
+                 "menu at the top right shows a watched token's probability per layer instead, on a log scale.",
                  "تقرأ عدسة اللوجيت الحالة المخفية لكل طبقة عبر التطبيع الأخير للنموذج ورأس LM، كأن النموذج توقّف "
                  "عندها. كل خلية هي الاحتمال الذي تعطيه طبقةٌ (الصفوف، والتضمينات في الأسفل) للرمز الذي اختارته "
                  "الخطوة (الأعمدة): العمود الذي لا يضيء إلا قرب القمة تنبّؤٌ صنعته الطبقات الأخيرة. مرّر المؤشر فوق "
                  "خلية لترى أعلى رموز تلك الطبقة وتباعد KL بينها وبين الطبقة الأخيرة. وقراءة كل طبقة تكلّف نحو رأس "
-                 "LM إضافي لكل طبقة وخطوة."),
+                 "LM إضافي لكل طبقة وخطوة. ومع الرموز المراقَبة، تُظهر القائمة أعلى اليمين احتمال رمز مراقَب في كل "
+                 "طبقة بدلًا منه، بمقياس لوغاريتمي."),
     "cap_lens_step": ("Each layer's most probable next tokens at the picked step, most probable on the left, coloured "
                       "by that layer's probability; ★ marks the token the step chose.",
                       "أرجح الرموز التالية لكل طبقة في الخطوة المختارة، والأرجح على اليسار، ملوّنةً باحتمال تلك "

@@ -22,8 +22,8 @@ from PIL import Image
 from playwright.sync_api import expect
 
 import app
-from browser_helpers import (ANY_TEXT, SCREENSHOTS, nudge_slider, open_tab, set_number, status_of, text_of,
-                             wait_done, wait_for_plot, wait_idle, wait_until_stable)
+from browser_helpers import (ANY_TEXT, SCREENSHOTS, nudge_slider, open_figure, open_tab, set_number, status_of,
+                             text_of, wait_done, wait_for_plot, wait_idle, wait_until_stable)
 from conftest import kernels_ready
 from playground import i18n
 
@@ -422,3 +422,69 @@ def test_a_share_links_values_show_as_text_and_fetch_nothing(server, browser):
         assert hosts == {urlsplit(server.local_url).hostname}, hosts  # the page's own server only
     finally:
         context.close()
+
+
+def test_a_watched_tokens_line_appears_after_a_run(page):
+    """Watch two tokens, Generate: the Watched tokens figure shows up with one line each, and the logit lens offers
+    them in its menu. The docs' picture of it (``docs/watch.png``) is taken here."""
+    panel = open_tab(page, "Greedy")
+    # "the" as typed, " Apples" with the space the comma leaves (one of the alternatives), a token by its id
+    panel.get_by_role("textbox", name=re.compile(r"^watch\b")).fill("the, Apples, #11")  # its name runs into its info
+    panel.get_by_role("checkbox", name="Record the logit lens").check()
+    generate(panel, max_new_tokens=8, prompt="Name three fruits.")
+    wait_done(panel)
+    summary = wait_for_plot(page, panel, "Watched tokens", "s.traces >= 3 && s.points >= 24")
+    assert summary["title"].startswith("Watched tokens"), summary
+    expect(panel.get_by_text(re.compile(r"^'the' \(#\d+\)$"))).to_be_visible()  # the legend names each line
+    expect(panel.get_by_text(re.compile(r"^'.*' \(#11\)$"))).to_be_visible()
+    expect(panel.get_by_text(re.compile(r"^' Apples' \(#\d+\)$"))).to_be_visible()
+    panel.get_by_role("radio", name="surprisal", exact=True).check()
+    expect(panel.get_by_text("Colour: surprisal −ln p of the chosen token", exact=False)).to_be_visible()
+    # the picture: the token view coloured by surprisal above the watched tokens' figure
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    parts = [SCREENSHOTS / "watch_tokens.png", SCREENSHOTS / "watch_figure.png"]
+    panel.locator(".dp-token-view").first.screenshot(path=parts[0])
+    open_figure(panel, "Watched tokens").screenshot(path=parts[1])
+    images = [Image.open(p).convert("RGB") for p in parts]
+    shot = SCREENSHOTS / "watch.png"
+    joined = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), "white")
+    joined.paste(images[0], (0, 0))
+    joined.paste(images[1], (0, images[0].height))
+    joined.quantize(colors=128).save(shot, optimize=True)
+    if os.environ.get("PLAYGROUND_UPDATE_DOCS"):  # refresh the committed copy only when asked
+        shutil.copy(shot, DOCS / "watch.png")
+    lens = wait_for_plot(page, panel, "Logit lens", "s.cells > 0")
+    assert lens["traces"] == 4, lens  # the chosen token's heatmap and one per watched token
+    # plotly draws its menu in SVG, with no roles: its items are found by their text
+    panel.get_by_text("chosen token", exact=True).click()
+    panel.get_by_text("' Apples'", exact=True).click()
+    wait_for_plot(page, panel, "Logit lens", "s.title.includes(\"p(' Apples')\")")
+    open_figure(panel, "Logit lens").screenshot(path=SCREENSHOTS / "watch_lens.png")
+
+
+def test_colour_by_switches_the_token_views_legend(page):
+    panel = open_tab(page, "Greedy")
+    generate(panel, max_new_tokens=6, prompt="Name three fruits.")
+    status = wait_done(panel)
+    expect(status).to_contain_text(re.compile(r"mean entropy \d+\.\d+ nats, effective vocabulary \d"))
+    by_probability = panel.get_by_text("Colour: probability of the chosen token", exact=False)
+    by_entropy = panel.get_by_text("Colour: entropy H of the step", exact=False)
+    expect(by_probability).to_be_visible()
+    expect(by_entropy).to_be_hidden()
+    panel.get_by_role("radio", name="entropy", exact=True).check()
+    expect(by_entropy).to_be_visible()
+    expect(by_probability).to_be_hidden()
+    panel.get_by_role("radio", name="probability", exact=True).check()
+    expect(by_probability).to_be_visible()
+    expect(by_entropy).to_be_hidden()
+    # kept on reload, as every setting is, and applied to the next run's view
+    panel.get_by_role("radio", name="entropy", exact=True).check()
+    expect(by_entropy).to_be_visible()
+    page.reload()
+    expect(page.get_by_role("tab", name="Greedy", exact=True)).to_be_visible()
+    panel = open_tab(page, "Greedy")
+    expect(panel.get_by_role("radio", name="entropy", exact=True)).to_be_checked()
+    generate(panel, max_new_tokens=4)
+    wait_done(panel)
+    expect(panel.get_by_text("Colour: entropy H of the step", exact=False)).to_be_visible()
+    expect(panel.get_by_text("Colour: probability of the chosen token", exact=False)).to_be_hidden()

@@ -172,6 +172,8 @@ def test_what_needs_the_in_process_model_says_so(settings, words):
 def test_the_logit_lens_needs_the_in_process_model():
     with pytest.raises(ValueError, match="logit lens.*in-process model"):
         engine.generate(OFFLINE, [1, 2, 3], max_new_tokens=4, lens=True)
+    with pytest.raises(ValueError, match="`watch`.*in-process model"):
+        engine.generate(OFFLINE, [1, 2, 3], max_new_tokens=4, watch=[5])
 
 
 def test_fields_at_their_off_value_ask_nothing_of_the_server():

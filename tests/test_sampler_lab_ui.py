@@ -50,7 +50,7 @@ def test_sampling_tab_json_schema_and_watermark(served):
     out, _ = generate(client, "sampling", json_schema=json.dumps(schema), max_new_tokens=16, seed=1)
     assert json.loads(out["text0"]).keys() == {"a"}
     entropy = figure(out, "Entropy per step")
-    assert [t.meta for t in entropy.data] == ["entropy", "grammar_removed"]
+    assert [t.meta for t in entropy.data] == ["entropy", "effective_vocabulary", "grammar_removed"]
     out, _ = generate(client, "sampling", watermarking_config='{"bias": 6.0}', max_new_tokens=10, seed=2)
     wm = figure(out, "Watermark")
     assert len(wm.data[0].x) == 10 and "z = " in wm.layout.title.text

@@ -187,6 +187,7 @@ def test_cache_tab_runs_each_quantized_backend_beside_the_dynamic_cache(served, 
     ("dola", {"dola_layers": "[0, 99]"}, "dola_layers"),
     ("dola", {"dola_layers": "middle"}, "dola_layers"),
     ("cache", {"cache_config": "{not json"}, "cache_config"),
+    ("greedy", {"watch": "#5, #99999999"}, "watch"),
 ])
 def test_bad_setting_names_the_field_and_keeps_the_text(served, key, bad, field):
     _, client, _ = served
@@ -200,6 +201,22 @@ def test_bad_setting_names_the_field_and_keeps_the_text(served, key, bad, field)
     for name, value in out.items():
         if name != "status":
             assert isinstance(value, dict) and value.get("__type__") == "update" and "value" not in value, name
+
+
+@pytest.mark.slow
+def test_watched_tokens_are_drawn_saved_and_loaded_back(served):
+    _, client, _ = served
+    out, _ = generate(client, "greedy", watch="#5, #9", logit_lens=True)
+    fig = figure(out, "Watched tokens")
+    assert [t.meta for t in fig.data if t.meta.startswith("watched:")] == ["watched:5", "watched:9"]
+    assert [b.label for b in figure(out, "Logit lens").layout.updatemenus[0].buttons][0] == "chosen token"
+    trace = Trace.from_json(open(out["download"]).read())
+    assert all([w.token_id for w in r.rows[0].watched] == [5, 9] for r in trace.steps)
+    assert all([w.token_id for w in layer.watched] == [5, 9] for r in trace.steps for layer in r.lens[0])
+    loaded = outputs_of("greedy", client.predict(handle_file(out["download"]), api_name="/greedy_load_trace"))
+    assert figure(loaded, "Watched tokens").to_dict() == fig.to_dict()
+    plain, _ = generate(client, "greedy")
+    assert plain["figure:Watched tokens"] is None  # nothing watched: its sub-tab stays hidden
 
 
 @pytest.mark.slow

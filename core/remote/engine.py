@@ -307,9 +307,9 @@ def run_seeds(mode: str, seed: int | None, generator) -> list[int] | None:
 
 
 def stream(model: EngineModel, input_ids, generation_config: GenerationConfig | None = None, *, top_n: int = 10,
-           lens: bool = False, cancel: threading.Event | None = None, max_seconds: float | None = None,
-           generator=None, seed: int | None = None, origin: Origin | None = None, attention_mask=None,
-           tokenizer=None, **kwargs) -> Iterator[StreamEvent]:
+           lens: bool = False, watch: list[int] | tuple[int, ...] = (), cancel: threading.Event | None = None,
+           max_seconds: float | None = None, generator=None, seed: int | None = None, origin: Origin | None = None,
+           attention_mask=None, tokenizer=None, **kwargs) -> Iterator[StreamEvent]:
     """``core.stream`` for a model on a vLLM server (steps 1-4 of the module docstring). ``input_ids``: one row of
     token ids (a [1, S] tensor or a list). ``generator`` gives the seed; a list of them (Sample N, the prompt repeated
     once per row) one seed per row. ``attention_mask`` and ``tokenizer`` are taken for ``core.stream``'s signature
@@ -318,6 +318,8 @@ def stream(model: EngineModel, input_ids, generation_config: GenerationConfig | 
     mode = fields.mode_of(cfg)
     if lens:
         raise fields.needs_model(fields.LENS)
+    if watch:
+        raise fields.needs_model(fields.WATCH)
     prompt = input_ids.tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)  # 2. the prompt
     if prompt and isinstance(prompt[0], list):
         # Sample N repeats the prompt once per seed (``generator`` a list): one prompt, a completion per seed

@@ -55,6 +55,8 @@ NEEDS_MODEL = {
     "constrained_beam_search": "constrained beam search (`force_words_ids`, `constraints`) is not in vLLM",
 }
 LENS = "the logit lens reads every layer's hidden state, which a vLLM server does not return"
+WATCH = ("watched tokens (`watch`) are read from each step's whole distribution, of which a vLLM server returns only "
+         "the top logprobs")
 
 
 def needs_model(what: str) -> ValueError:

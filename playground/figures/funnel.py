@@ -4,6 +4,8 @@ came from and, with structured output, what the grammar allowed and removed; the
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 
 from core.records import RowStep, Trace
@@ -15,8 +17,10 @@ CAPTION = ("The sampler chain at the picked step, stage by stage in the order it
            "have a chance (log scale). Blue line: how much of the model's own probability those tokens hold. Orange "
            "line: the probability of the token that was finally chosen after each stage.")
 RUN_CAPTION = ("Entropy (nats) of the distribution each token was drawn from, after every stage: low means the "
-               "chain left one obvious choice. With structured output, the red line is the share of the model's "
-               "probability the grammar removed at each step (hover for how many tokens it allowed).")
+               "chain left one obvious choice. The dotted line is the effective vocabulary e^H (right axis, log "
+               "scale): as many equally likely tokens as that uncertainty amounts to. With structured output, the "
+               "red line is the share of the model's probability the grammar removed at each step (hover for how "
+               "many tokens it allowed).")
 WATERMARK_CAPTION = ("Each generated token, green when it fell in the green list its context seeds (the watermark "
                      "favours those), red otherwise; the title gives transformers' WatermarkDetector z-score.")
 
@@ -70,7 +74,9 @@ def funnel_figure(steps: Steps, step: int = -1, row: int = 0) -> go.Figure:
 
 
 def entropy_figure(steps: Steps, row: int = 0) -> go.Figure:
-    """Entropy of the final distribution per step; with a grammar, the probability it removed per step."""
+    """Entropy of the final distribution per step and its effective vocabulary e^H (how many equally likely tokens
+    that uncertainty amounts to, on a log axis at the right); with a grammar, the probability it removed per step
+    (on a second right axis)."""
     recs = records(steps)
     points = [(rec.step, rs) for rec in recs for rs in [row_of(rec, row)] if rs is not None and rs.entropy is not None]
     if not points:
@@ -79,6 +85,9 @@ def entropy_figure(steps: Steps, row: int = 0) -> go.Figure:
     fig = go.Figure(go.Scatter(x=x, y=[rs.entropy for _, rs in points], name="entropy (nats)", mode="lines+markers",
                                line=dict(color=AFTER), meta="entropy",
                                hovertemplate="step %{x}<br>entropy %{y:.3f} nats<extra></extra>"))
+    fig.add_trace(go.Scatter(x=x, y=[math.exp(rs.entropy) for _, rs in points], name="effective vocabulary (e^H)",
+                             mode="lines", yaxis="y3", line=dict(color=AFTER, dash="dot"), meta="effective_vocabulary",
+                             hovertemplate="step %{x}<br>effective vocabulary %{y:.3g} tokens<extra></extra>"))
     removed, allowed, gx = [], [], []
     for s, rs in points:
         names = [e.stage for e in rs.effects]
@@ -94,8 +103,12 @@ def entropy_figure(steps: Steps, row: int = 0) -> go.Figure:
                                  hovertemplate="step %{x}<br>removed %{y:.1%}<br>%{customdata:,} tokens allowed"
                                                "<extra></extra>"))
     finish(fig, f"Entropy per step · row {row}", height=340, uirevision=f"entropy-{row}")
+    # the grammar's axis outside the effective vocabulary's (autoshift), where both are drawn
     fig.update_layout(xaxis=dict(title="step"), yaxis=dict(title="nats", rangemode="tozero"),
-                      yaxis2=dict(title="removed", overlaying="y", side="right", range=[0, 1.05], tickformat=".0%"),
+                      yaxis3=dict(title="effective vocabulary (tokens)", overlaying="y", side="right", type="log",
+                                  showgrid=False),
+                      yaxis2=dict(title="removed", overlaying="y", side="right", range=[0, 1.05], tickformat=".0%",
+                                  anchor="free", autoshift=True, shift=10),
                       margin=dict(r=70))
     return fig
 

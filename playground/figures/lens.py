@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 
 from core.records import LayerLens, StepRecord
@@ -12,9 +14,11 @@ CAPTION = ("The logit lens reads every layer's hidden state through the model's 
            "model stopped there. Each cell is the probability a layer (rows, the embeddings at the bottom) gives "
            "the token the step chose (columns): a column that lights up only near the top is a prediction the "
            "last layers made. Hover a cell for that layer's top tokens and its KL divergence from the final layer. "
-           "Reading every layer costs about one more LM head per layer and step.")
+           "Reading every layer costs about one more LM head per layer and step. With watched tokens, the menu at the "
+           "top right shows a watched token's probability per layer instead, on a log scale.")
 STEP_CAPTION = ("Each layer's most probable next tokens at the picked step, most probable on the left, coloured by "
                 "that layer's probability; ★ marks the token the step chose.")
+LOG_FLOOR = -10  # the watched tokens' heatmaps show log10 p from here (and below it, clamped) to 0
 NO_LENS = ("Tick \"Record the logit lens\" and Generate to see each layer's prediction here (models with a final "
            "norm and an LM head).")
 
@@ -34,7 +38,9 @@ def _top_text(layer: LayerLens, n: int = 5) -> str:
 
 def lens_figure(steps: Steps, row: int = 0) -> go.Figure:
     """Heatmap with y = layers (embeddings first), x = steps, z = ``LayerLens.chosen_prob``; hover: the chosen token's
-    rank, the layer's top tokens and its KL divergence from the final layer."""
+    rank, the layer's top tokens and its KL divergence from the final layer. With watched tokens
+    (``LayerLens.watched``), one more heatmap per watched token (its probability and rank per layer), hidden, and a
+    menu that picks which one shows."""
     recs = _lens_records(steps, row)
     if not recs:
         return empty_figure(NO_LENS, "Logit lens")
@@ -59,13 +65,50 @@ def lens_figure(steps: Steps, row: int = 0) -> go.Figure:
     fig = go.Figure(go.Heatmap(x=xs, y=labels, z=z, zmin=0.0, zmax=1.0, colorscale="Viridis", meta="chosen_prob",
                                name="probability of the chosen token", colorbar=dict(title="p(chosen)"),
                                hovertext=hover, hoverinfo="text"))
-    finish(fig, f"Logit lens · row {row}: each layer's probability of the chosen token",
-           height=max(360, 120 + 14 * layers), uirevision=f"lens-{row}")
+    title = f"Logit lens · row {row}: each layer's probability of the chosen token"
+    finish(fig, title, height=max(360, 120 + 14 * layers), uirevision=f"lens-{row}")
+    _add_watched(fig, recs, row, xs, labels, last, title)
     fig.update_layout(xaxis=dict(title="step (chosen token)", tickvals=xs,
                                  ticktext=[f"{x} {visible(t)}" for x, t in zip(xs, texts)],
                                  tickangle=-45),
                       yaxis=dict(title="layer", type="category", categoryorder="array", categoryarray=labels))
     return fig
+
+
+def _add_watched(fig: go.Figure, recs: list[StepRecord], row: int, xs: list[int], labels: list[str], last: int,
+                 title: str) -> None:
+    """One hidden heatmap per watched token (layers x steps of its probability) and a menu over the chosen token's
+    heatmap and theirs; nothing without watched tokens."""
+    watched = next((layer.watched for r in recs for layer in r.lens[row] if layer.watched), [])
+    if not watched:
+        return
+    texts = {w.token_id: w.text for r in recs for rs in [row_of(r, row)] if rs is not None for w in rs.watched}
+    for k, w0 in enumerate(watched):
+        token = plotly_text(repr(texts.get(w0.token_id, f"#{w0.token_id}")))
+        z = [[None] * len(recs) for _ in labels]
+        hover = [[""] * len(recs) for _ in labels]
+        for j, r in enumerate(recs):
+            for layer in r.lens[row][:len(labels)]:
+                if k < len(layer.watched):
+                    w = layer.watched[k]
+                    z[layer.layer][j] = math.log10(max(w.prob, 10.0 ** LOG_FLOOR))
+                    hover[layer.layer][j] = (f"step {r.step} · {_label(layer.layer, last)}<br>{token}: p "
+                                             f"{w.prob:.4g}, rank {w.rank + 1}")
+        # a log scale: a watched token is mostly far from the top, where a linear one shows every layer alike
+        fig.add_trace(go.Heatmap(x=xs, y=labels, z=z, zmin=LOG_FLOOR, zmax=0.0, colorscale="Viridis", visible=False,
+                                 meta=f"watched:{w0.token_id}", name=f"probability of {token}",
+                                 colorbar=dict(title=f"p({token})", tickvals=list(range(LOG_FLOOR, 1, 2)),
+                                               ticktext=[f"1e{e}" if e else "1" for e in range(LOG_FLOOR, 1, 2)]),
+                                 hovertext=hover, hoverinfo="text"))
+    names = ["chosen token", *(repr(texts.get(w.token_id, f"#{w.token_id}")) for w in watched)]
+    n = len(names)
+    buttons = [dict(label=name, method="update",
+                    args=[{"visible": [i == k for i in range(n)]},
+                          {"title.text": title if k == 0 else f"Logit lens · row {row}: p({plotly_text(name)}) per "
+                                                              "layer (log)"}])
+               for k, name in enumerate(names)]
+    fig.update_layout(updatemenus=[dict(type="dropdown", buttons=buttons, active=0, x=1.0, xanchor="right", y=1.0,
+                                        yanchor="bottom", pad=dict(b=4), showactive=True)])
 
 
 def lens_step_figure(steps: Steps, step: int = -1, row: int = 0) -> go.Figure:

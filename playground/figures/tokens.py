@@ -1,17 +1,26 @@
-"""The generated text as HTML, each token coloured by the probability it was chosen with.
+"""The generated text as HTML, each token coloured by the probability it was chosen with, the entropy of its step or
+its surprisal (``COLOUR_BY``).
 
 Each token shows its ``Piece`` (``core.text``): a character split across tokens appears whole on the token that
 completes it, bytes that never complete as ``<D8>``; the joined spans read as the decoded text, and the container's
 ``dir="auto"`` lets right-to-left text run right to left.
 
 The CSS classes used here are defined in ``assets/style.css``: ``dp-tokens`` (the container), ``dp-tok``
-(a token, with ``data-step`` and ``data-pos``), ``dp-p0`` … ``dp-p5`` (probability buckets, low to high), ``dp-pna`` (probability not recorded),
-``dp-legend`` (the bucket legend).
+(a token, with ``data-step`` and ``data-pos``), ``dp-p0`` … ``dp-p5`` (probability buckets, low to high), ``dp-pna``
+(probability not recorded), ``dp-h0`` … ``dp-h5`` / ``dp-hna`` (entropy buckets, high to low), ``dp-s0`` … ``dp-s5`` /
+``dp-sna`` (surprisal buckets, high to low), ``dp-legend`` (a bucket legend, one per way of colouring, ``data-mode``).
+
+Every token carries its bucket in all three ways and the view carries the three legends: the tab's "colour by" radio
+sets ``data-colour`` on the view's wrapper in the browser, and the stylesheet shows that way's colours and legend
+(probability where none is set). Switching costs no round trip, and a view streamed while a run goes on keeps the
+chosen colouring. Bucket 0 is always the red end: the least likely choice, the most uncertain step, the biggest
+surprise.
 """
 
 from __future__ import annotations
 
 import html
+import math
 from typing import NamedTuple
 
 from core.records import Piece, RowStep
@@ -26,6 +35,15 @@ CAPTION = ("The generated text, each token shaded by the probability it had when
 
 # Lower bounds of the probability buckets dp-p5 … dp-p1; below the last is dp-p0.
 BUCKETS = (0.9, 0.7, 0.5, 0.3, 0.1)
+# Upper bounds (nats) of the entropy buckets dp-h5 … dp-h1, above the last dp-h0. Fixed rather than scaled to the run:
+# a view streamed step by step must keep each token's colour (and the legend) as later steps arrive. e^H, the
+# effective vocabulary, is about 1.3, 2.1, 4.5, 12 and 55 tokens at these bounds.
+ENTROPY_BUCKETS = (0.25, 0.75, 1.5, 2.5, 4.0)
+# Upper bounds (nats) of the surprisal buckets dp-s5 … dp-s1 of -ln p (the chosen token, after the processors), above
+# the last dp-s0: p ≈ 0.61, 0.37, 0.14, 0.05, 0.007. Wider than the probability buckets below p = 0.1, where
+# probability lumps every unlikely choice together.
+SURPRISAL_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0)
+COLOUR_BY = ("probability", "entropy", "surprisal")  # the token view's ways of colouring, the radio's choices
 ALTERNATIVES_HEADERS = ["token", "id", "prob", "prob after", "removed by"]
 _ALTERNATIVES_IN_TOOLTIP = 5
 
@@ -38,6 +56,65 @@ def bucket_class(prob: float | None) -> str:
         if prob >= low:
             return f"dp-p{len(BUCKETS) - i}"
     return "dp-p0"
+
+
+def entropy_class(entropy: float | None) -> str:
+    """The CSS class of a step's entropy (nats): ``dp-h5`` for <= 0.25 up to ``dp-h0`` above 4."""
+    if entropy is None:
+        return "dp-hna"
+    for i, high in enumerate(ENTROPY_BUCKETS):
+        if entropy <= high:
+            return f"dp-h{len(ENTROPY_BUCKETS) - i}"
+    return "dp-h0"
+
+
+def surprisal(prob: float | None) -> float | None:
+    """-ln ``prob`` in nats (inf for a probability of 0; None when not recorded)."""
+    if prob is None:
+        return None
+    return math.inf if prob <= 0 else -math.log(prob)
+
+
+def surprisal_class(prob: float | None) -> str:
+    """The CSS class of a chosen token's surprisal -ln p: ``dp-s5`` for <= 0.5 nats up to ``dp-s0`` above 5."""
+    value = surprisal(prob)
+    if value is None:
+        return "dp-sna"
+    for i, high in enumerate(SURPRISAL_BUCKETS):
+        if value <= high:
+            return f"dp-s{len(SURPRISAL_BUCKETS) - i}"
+    return "dp-s0"
+
+
+def colour_classes(prob: float | None, entropy: float | None) -> str:
+    """A token's bucket classes in every way of colouring (``COLOUR_BY``), probability first."""
+    return f"{bucket_class(prob)} {entropy_class(entropy)} {surprisal_class(prob)}"
+
+
+def _legend_items(mode: str) -> list[tuple[str, str]]:
+    """(class, label) of each bucket of ``mode``, from the green end to the red one."""
+    if mode == "probability":
+        return [(f"dp-p{len(BUCKETS) - i}", f"p ≥ {low}") for i, low in enumerate(BUCKETS)] + \
+            [("dp-p0", f"p < {BUCKETS[-1]}")]
+    bounds, cls, unit = ((ENTROPY_BUCKETS, "dp-h", "H") if mode == "entropy" else (SURPRISAL_BUCKETS, "dp-s", "−ln p"))
+    items = [(f"{cls}{len(bounds) - i}", f"{unit} ≤ {high:g}" + (f" (e^H ≈ {math.exp(high):.3g})" if mode == "entropy"
+                                                                  else ""))
+             for i, high in enumerate(bounds)]
+    return items + [(f"{cls}0", f"{unit} > {bounds[-1]:g}")]
+
+
+LEGEND_TITLES = {"probability": "Colour: probability of the chosen token (after the processors)",
+                 "entropy": "Colour: entropy H of the step, nats (e^H: effective vocabulary, tokens)",
+                 "surprisal": "Colour: surprisal −ln p of the chosen token, nats"}
+
+
+def legend_html(mode: str) -> str:
+    """The legend of one way of colouring: what it colours by, in which unit, and each bucket's bounds."""
+    if mode not in COLOUR_BY:
+        raise ValueError(f"`colour_by` must be one of {', '.join(COLOUR_BY)}; got {mode!r}")
+    items = "".join(f'<span class="dp-tok {cls}">{html.escape(label)}</span>' for cls, label in _legend_items(mode))
+    return (f'<div class="dp-legend" data-mode="{mode}"><span class="dp-legend-title">'
+            f'{html.escape(LEGEND_TITLES[mode])}</span>{items}</div>')
 
 
 def _span(text: str, step: int, pos: int, cls: str, title: str) -> str:
@@ -67,16 +144,19 @@ def _row_tokens(step: int, row_steps: list[RowStep]) -> list[_Token]:
             cand = by_id.get(token_id) if i == 0 else None
             piece = rs.pieces[i] if rs.pieces else Piece(cand.text if cand is not None else f"#{token_id}")
             if cand is None:
-                tokens.append(_Token(step, pos, piece, "dp-pna", f"step {step}: probability not recorded"))
+                tokens.append(_Token(step, pos, piece, colour_classes(None, None),
+                                     f"step {step}: probability not recorded"))
                 continue
             others = sorted((c for c in considered(rs.candidates) if c.token_id != token_id),
                             key=lambda c: -c.prob_after)
-            lines = [f"step {step} · {cand.text!r} p = {cand.prob_after:.3f} (model: {cand.prob:.3f})",
+            lines = [f"step {step} · {cand.text!r} p = {cand.prob_after:.3f} (model: {cand.prob:.3f})"
+                     + (f", surprisal {surprisal(cand.prob_after):.2f} nats" if cand.prob_after > 0 else "")
+                     + (f", entropy {rs.entropy:.2f} nats" if rs.entropy is not None else ""),
                      "alternatives:" if others else "no other token survived the processors"]
             for c in others[:_ALTERNATIVES_IN_TOOLTIP]:
                 note = f" — removed by {', '.join(removed[c.token_id])}" if c.token_id in removed else ""
                 lines.append(f"  {c.text!r} {c.prob_after:.3f} (model: {c.prob:.3f}){note}")
-            tokens.append(_Token(step, pos, piece, bucket_class(cand.prob_after), "\n".join(lines)))
+            tokens.append(_Token(step, pos, piece, colour_classes(cand.prob_after, rs.entropy), "\n".join(lines)))
     return tokens
 
 
@@ -123,11 +203,7 @@ def tokens_html(steps: Steps, row: int = 0, legend: bool = True, lead: list[str 
     if not spans:
         return ('<div class="dp-tokens dp-empty" dir="auto">Generated tokens will appear here, coloured by '
                 'probability.</div>')
-    out = ""
-    if legend and not beam:
-        items = [f'<span class="dp-tok dp-p{len(BUCKETS) - i}">p ≥ {low}</span>' for i, low in enumerate(BUCKETS)]
-        items.append(f'<span class="dp-tok dp-p0">p &lt; {BUCKETS[-1]}</span>')
-        out += f'<div class="dp-legend">{"".join(items)}</div>'
+    out = "".join(legend_html(mode) for mode in COLOUR_BY) if legend and not beam else ""
     # The tokens come last and their div is left open (the browser closes it): the HTML of a step then starts with
     # the last step's, and Gradio streams it as an append of the new token's span, not the whole view again.
     return out + f'<div class="dp-tokens" dir="auto">{"".join(spans)}'
@@ -147,4 +223,6 @@ def alternatives_table(steps: Steps, step: int, row: int = 0, position: int = 0)
             for c in sorted(considered(rs.candidates, chosen), key=lambda c: -c.prob)]
 
 
-__all__ = ["CAPTION", "ALTERNATIVES_HEADERS", "BUCKETS", "bucket_class", "tokens_html", "alternatives_table"]
+__all__ = ["CAPTION", "ALTERNATIVES_HEADERS", "BUCKETS", "ENTROPY_BUCKETS", "SURPRISAL_BUCKETS", "COLOUR_BY",
+           "bucket_class", "entropy_class", "surprisal_class", "colour_classes", "legend_html", "tokens_html",
+           "alternatives_table"]

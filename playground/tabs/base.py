@@ -29,7 +29,7 @@ from gradio.components.plot import PlotData
 
 from ..figures import candidates
 from ..figures.common import figure_json, is_empty
-from ..figures.tokens import ALTERNATIVES_HEADERS, alternatives_table, tokens_html
+from ..figures.tokens import ALTERNATIVES_HEADERS, COLOUR_BY, alternatives_table, tokens_html
 from core.rng import new_generator
 from core.text import TokenTexts
 
@@ -37,9 +37,10 @@ from .. import persist, policy, session, steering, view_code
 from ..branches import Branches, Entry, entropy_per_step, pieces, sample_tree, samples
 from ..figures import branches as branch_figures
 from ..figures import funnel
+from ..figures import watch as watch_figures
 from ..field_codecs import generate_kwargs, widget_value
 from ..i18n import tr
-from ..prompt import encode_prompt, parse_token
+from ..prompt import encode_prompt, parse_token, parse_watch
 from ..runs import Run, load_runs, save_runs, stream_run, wait_stopped
 from ..state import ModelCache
 from . import TabHandle
@@ -111,6 +112,12 @@ def chain_panels() -> tuple[Figure, ...]:
                    only_with="watermarking_config"))
 
 
+def watched_panel() -> Figure:
+    """The watched tokens' probability per step (``RowStep.watched``); every tab draws it once a run watched one."""
+    return Figure("Watched tokens", lambda v: watch_figures.watched_figure(v.steps, v.row), watch_figures.CAPTION,
+                  only_with="watch")
+
+
 def branch_tree_panel() -> Figure:
     """The session's runs on the shown run's prompt as a tree of forks; every tab draws it (click a node)."""
     def draw(view: View):
@@ -144,6 +151,13 @@ class Plan:
     label: str
     kwargs: dict
     model_kwargs: dict = field(default_factory=dict)
+
+
+def colour_js(key: str) -> str:
+    """The listener that shows tab ``key``'s token view coloured by the radio's value (``data-colour`` on its
+    wrapper; ``assets/style.css`` does the rest)."""
+    return (f"(mode) => {{ const view = document.getElementById({json.dumps(f'dp-tokens-{key}')}); "
+            "if (view) view.dataset.colour = mode; return []; }")
 
 
 def named(fn: Callable, names: list[str]) -> Callable:
@@ -228,8 +242,9 @@ class StrategyTab:
         return ""
 
     def all_figures(self) -> tuple[Figure, ...]:
-        """The tab's figures, then what every tab shows: the session's branch tree."""
-        return (*self.figures, branch_tree_panel())
+        """The tab's figures, then what every tab shows: the session's branch tree and the watched tokens (last: the
+        figures before it keep their places among a run endpoint's outputs)."""
+        return (*self.figures, branch_tree_panel(), watched_panel())
 
     def build(self, app: AppContext) -> TabHandle:
         """Lay the tab out and wire its handlers (call inside the app's ``gr.Tabs``)."""
@@ -293,6 +308,8 @@ class Widgets:
     clicks: gr.HTML
     code: gr.Code  # View code: the Python that reproduces the run on screen
     tab: gr.Tab
+    watch: gr.Textbox | None = None  # tokens to follow through the chain and the lens (``prompt.parse_watch``)
+    colour_by: gr.Radio | None = None  # what the token view's colours show (``figures.tokens.COLOUR_BY``)
 
 
 def _vocab(loaded) -> int:
@@ -332,15 +349,15 @@ class TabUI:
     @property
     def settings(self) -> dict[str, gr.components.Component]:
         """What a reload keeps and a share link carries, by API name: the prompt, the chat box, the seed (seeded
-        tabs), the side inputs and the controls."""
+        tabs), the side inputs and the controls, then the watched tokens and the token view's colouring."""
         w = self.w
         return {"prompt": w.prompt, "chat": w.chat, **({"seed": w.seed} if self.tab.seeded else {}), **w.side,
-                **w.controls}
+                **w.controls, "watch": w.watch, "colour_by": w.colour_by}
 
     # --- layout ----------------------------------------------------------------------------------
     def layout(self) -> Widgets:
-        """The settings on the left; on the right the run: its tokens coloured by probability on top (the answer to
-        "why this token?"), the picked step's alternatives and the steering, then the figures, one sub-tab each."""
+        """The settings on the left; on the right the run: its tokens coloured as "colour by" says on top (the answer
+        to "why this token?"), the picked step's alternatives and the steering, then the figures, one sub-tab each."""
         tab, app = self.tab, self.app
         with gr.Tab(tr(tab.title), id=tab.key) as tab_block:
             if tab.intro:
@@ -380,6 +397,9 @@ class TabUI:
         seed = gr.Number(label="seed", value=0, precision=0, visible=tab.seeded,
                          info=tr("the same seed gives the same text; empty: a new random seed each run"))
         own = with_advanced(tab.controls(), tab.advanced)
+        watch = gr.Textbox("", label=tr("watch"), placeholder=tr("e.g. the, Paris, #1234"),
+                           info=tr("tokens to follow at every step, even outside the top candidates: their texts or "
+                                   "#<id>, comma-separated, up to 8 (\"the, Paris\" watches \"the\" and \" Paris\")"))
         side = tab.side_inputs(app)
         model_panel = tab.model_panel(app)
         presets = tab.presets()
@@ -393,13 +413,17 @@ class TabUI:
         return dict(prompt=prompt, chat=chat, seed=seed, controls={"max_new_tokens": max_new,
                                                                     "stop_strings": stop_strings, **own},
                     side=side, model_panel=model_panel, preset=preset, generate=generate, stop=stop,
-                    n_samples=n_samples, sample_many=sample_many, status=status)
+                    n_samples=n_samples, sample_many=sample_many, status=status, watch=watch)
 
     def _run_column(self) -> dict:
         tab = self.tab
-        tokens = gr.HTML(label=tr("Tokens coloured by probability (hover: alternatives; click one to pick its step)"),
+        colour_by = gr.Radio(list(COLOUR_BY), value=COLOUR_BY[0], label=tr("colour by"),
+                             info=tr("what the token colours show: the chosen token's probability, the step's "
+                                     "entropy, or the chosen token's surprisal (−ln p)"))
+        tokens = gr.HTML(label=tr("Tokens coloured as \"colour by\" says (hover: alternatives; click one to pick its "
+                                  "step)"),
                          show_label=True, container=True, padding=True, elem_classes=["dp-token-view"],
-                         js_on_load=(ASSETS / "token_click.js").read_text())
+                         elem_id=f"dp-tokens-{tab.key}", js_on_load=(ASSETS / "token_click.js").read_text())
         with gr.Row():  # several texts (DoLa beside greedy, assisted beside greedy) side by side
             texts = [gr.Textbox(label=tr(lab), lines=tab.text_lines, max_lines=tab.text_lines + 4, interactive=False)
                      for lab in tab.text_labels]
@@ -443,14 +467,15 @@ class TabUI:
         return dict(tokens=tokens, texts=texts, step=step, row=row, alternatives=alternatives, token=token,
                     node=node, branch=branch, from_node=from_node, next_token=next_token, plots=plots,
                     figure_tabs=figure_tabs, download=download, upload=upload, share=share, link=link, clicks=clicks,
-                    code=code)
+                    code=code, colour_by=colour_by)
 
     # --- wiring ----------------------------------------------------------------------------------
     def wire(self, w: Widgets) -> None:
         tab, app, out = self.tab, self.app, w.out
         outputs = out.ordered()
-        names = ["model", "prompt", "chat", "seed", "extra", *w.side, *w.controls]
-        settings = [app.model_state, w.prompt, w.chat, w.seed, w.extra, *w.side.values(), *w.controls.values()]
+        names = ["model", "prompt", "chat", "seed", "extra", *w.side, *w.controls, "watch"]
+        settings = [app.model_state, w.prompt, w.chat, w.seed, w.extra, *w.side.values(), *w.controls.values(),
+                    w.watch]
         states = [out.runs, app.branches]
         # The progress animation on the status line alone, not on the run's two dozen outputs: Gradio's page keeps
         # the loading status of every progress target it has seen and handles them all at each streamed message
@@ -499,6 +524,10 @@ class TabUI:
                             show_progress_on=[w.preset])
         if w.model_panel:
             app.model_state.change(self.on_model_name, [app.model_state], w.model_panel, api_name=False)
+        # colour by switches in the browser alone: every token already carries its bucket in each way, the
+        # stylesheet shows the one its wrapper names (figures.tokens), so a streamed or reloaded view keeps it
+        w.colour_by.change(None, [w.colour_by], None, js=colour_js(self.tab.key), api_name=False,
+                           show_progress="hidden")
         self._wire_keeping(w, runs_events)
 
     def _wire_keeping(self, w: Widgets, runs_events) -> None:
@@ -529,7 +558,19 @@ class TabUI:
         kwargs = generate_kwargs(dict(zip(self.control_names, widget_values)), extra, self.tab.fixed)
         input_ids, mask, note = encode_prompt(loaded.tokenizer, str(prompt or ""), bool(chat))
         policy.check_prompt(None, input_ids.shape[-1])
-        return loaded, self.tab.plans(kwargs, side, loaded, self.app), input_ids, mask, note
+        plans = self.tab.plans(kwargs, side, loaded, self.app)
+        self._watch(plans, loaded, widget_values[len(self.control_names):])
+        return loaded, plans, input_ids, mask, note
+
+    @staticmethod
+    def _watch(plans: list[Plan], loaded, rest: list) -> None:
+        """The ``watch`` box's tokens (``rest``: the values after the controls; none from a caller that has no box)
+        into every plan's recorder arguments (``core.stream(watch=...)``); raises ValueError naming `watch`."""
+        watch = parse_watch(loaded.tokenizer, rest[0] if rest else "",
+                            loaded.model.config.get_text_config().vocab_size)
+        if watch:
+            for plan in plans:
+                plan.model_kwargs["watch"] = watch
 
     def _seed(self, seed, n: int = 1) -> int | None:
         """The seed box's value, checked (None: a fresh random seed); a tab without a seed box draws a fresh one."""

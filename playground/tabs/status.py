@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 
@@ -46,8 +47,23 @@ def join_texts(texts: list[str]) -> str:
 STOPPED = {"cancelled": " (stopped)", "time cap": " (stopped at the server's time limit; it ends every run there)"}
 
 
+def mean_entropy(run: Run) -> float | None:
+    """The mean entropy (nats) of the distributions a run's tokens came from: every recorded row of every step (None
+    when no step recorded one: a served model's records carry none)."""
+    values = [rs.entropy for rec in run.steps for rs in rec.rows if rs.entropy is not None]
+    return sum(values) / len(values) if values else None
+
+
+def entropy_note(run: Run) -> str:
+    """", mean entropy H nats, effective vocabulary e^H tokens" (e^H: as many equally likely tokens as the mean
+    uncertainty amounts to), or "" without entropies."""
+    h = mean_entropy(run)
+    return "" if h is None else f", mean entropy {h:.2f} nats, effective vocabulary {math.exp(h):.1f} tokens"
+
+
 def status_line(runs: dict[str, Run], note: str = "", seeded: bool = False) -> str:
-    """One line per run: mode, tokens, speed, how it ended; with ``seeded``, the seed it drew from."""
+    """One line per run: mode, tokens, speed, mean entropy and effective vocabulary, how it ended; with ``seeded``,
+    the seed it drew from."""
     parts = []
     for run in runs.values():
         state = (STOPPED.get(run.stopped, f" ({run.stopped})") if run.stopped else "" if run.done
@@ -57,7 +73,7 @@ def status_line(runs: dict[str, Run], note: str = "", seeded: bool = False) -> s
         seed = f", seed {run.seed}" if seeded and run.seed is not None else ""
         # a label may come from a loaded trace or tree file, a note may quote a setting: both as text
         parts.append(f"**{plain(run.label)}**{mode}: {run.new_tokens} tokens in {run.elapsed_s:.2f} s "
-                     f"({run.tokens_per_s:.1f} tokens/s{first}{seed}){state}")
+                     f"({run.tokens_per_s:.1f} tokens/s{first}{seed}){entropy_note(run)}{state}")
     if note:
         parts.append(f"_{plain(note)}_")
     return "  \n".join(parts)
