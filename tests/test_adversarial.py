@@ -7,6 +7,7 @@ another visitor's greedy run must still finish meanwhile. docs/public-mode.md li
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import socket
@@ -134,7 +135,8 @@ def named(key: str, values) -> dict:
 
 
 def status(key: str, values) -> str:
-    return named(key, values)["status"]
+    """The status line as a reader sees it (it is written with character references where a value could be markup)."""
+    return html.unescape(named(key, values)["status"])
 
 
 def answered(job, bound: float):
