@@ -1,0 +1,180 @@
+"""Attribution of a step (``core.attribution``): its scores equal captum's own attribution of the same input done the
+standard way for Hugging Face models (``LayerGradientXActivation`` and ``LayerIntegratedGradients`` on the embedding
+layer, fed token ids and reference ids), on a tiny Llama and on the embedded model; the shared model keeps no grad
+and no hook; what cannot be attributed is refused with a message naming the bound."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+import core.attribution as attribution
+from core.attribution import MAX_CONTEXT, Attribution, AttributionError, attribute
+
+from conftest import tiny_llama
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PROMPT = [1, 5, 9, 13, 17, 21, 25, 29]
+TARGET = 7
+STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_llama(0)
+
+
+def library_scores(model, ids: list[int], target: int, baseline: int, steps: int) -> dict[str, list[float]]:
+    """captum called directly, on token ids through the model's embedding layer: input x gradient and integrated
+    gradients from reference ids, each summed over the hidden size."""
+    from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
+
+    def log_prob(input_ids):
+        logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits
+        return torch.log_softmax(logits[:, -1].float(), dim=-1)[:, target]
+
+    embed = model.get_input_embeddings()
+    inputs = torch.tensor([ids])
+    with torch.enable_grad():
+        ixg = LayerGradientXActivation(log_prob, embed).attribute(inputs)
+        ig = LayerIntegratedGradients(log_prob, embed).attribute(inputs, baselines=torch.full_like(inputs, baseline),
+                                                                 n_steps=steps)
+    return {"input_x_gradient": ixg.sum(-1)[0].tolist(), "integrated_gradients": ig.sum(-1)[0].tolist()}
+
+
+def assert_untouched(model):
+    """No parameter holds a grad and no module keeps a hook, but transformers' own output-capturing hooks: it installs
+    them once per model, thread-safe, the first time a forward asks for attentions or hidden states (the logit lens
+    does too), and they record nothing unless a forward asks."""
+    assert all(p.grad is None for p in model.parameters())
+    for module in model.modules():
+        for hooks in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            left = [h for h in getattr(module, hooks).values() if "output_capturing_hook" not in h.__qualname__]
+            assert not left, f"{type(module).__name__} kept {hooks}: {left}"
+
+
+def test_scores_equal_captums_own_call_on_a_tiny_llama(model):
+    requires = [p.requires_grad for p in model.parameters()]
+    got = attribute(model, None, PROMPT, TARGET, "all", steps=STEPS)
+    want = library_scores(model, PROMPT, TARGET, got.baseline, STEPS)
+    for method in ("input_x_gradient", "integrated_gradients"):
+        assert got.scores[method] == pytest.approx(want[method], rel=1e-4, abs=1e-6), method
+    assert got.baseline == 0  # the tiny model's config pad id: it has no tokenizer
+    assert got.target_logprob == pytest.approx(float(torch.log_softmax(
+        model(torch.tensor([PROMPT])).logits[0, -1], -1)[TARGET]), abs=1e-5)
+    # integrated gradients' completeness: the scores add up to the log-prob change, less the reported gap
+    with torch.no_grad():
+        base = float(torch.log_softmax(model(torch.full((1, len(PROMPT)), got.baseline)).logits[0, -1], -1)[TARGET])
+    assert sum(got.scores["integrated_gradients"]) - got.delta == pytest.approx(got.target_logprob - base, abs=1e-4)
+    assert_untouched(model)
+    assert [p.requires_grad for p in model.parameters()] == requires
+
+
+def test_one_method_alone_gives_the_same_scores(model):
+    both = attribute(model, None, PROMPT, TARGET, "all", steps=STEPS)
+    for method in ("input_x_gradient", "integrated_gradients"):
+        alone = attribute(model, None, PROMPT, TARGET, method, steps=STEPS)
+        assert list(alone.scores) == [method] and alone.scores[method] == pytest.approx(both.scores[method])
+    assert_untouched(model)
+
+
+def test_attention_needs_eager_attention_and_is_the_last_rows_mean():
+    sdpa = tiny_llama(0)
+    got = attribute(sdpa, None, PROMPT, TARGET, "all", steps=2)
+    assert "attention" not in got.scores and 'attn_implementation="eager"' in got.unavailable["attention"]
+    with pytest.raises(AttributionError, match="attention is unavailable"):
+        attribute(sdpa, None, PROMPT, TARGET, "attention")
+    eager = tiny_llama(0)
+    eager.set_attn_implementation("eager")
+    got = attribute(eager, None, PROMPT, TARGET, "attention")
+    with torch.no_grad():
+        maps = eager(torch.tensor([PROMPT]), output_attentions=True).attentions
+    want = torch.stack([a[0, :, -1] for a in maps]).mean(dim=(0, 1))
+    assert got.scores["attention"] == pytest.approx(want.tolist(), abs=1e-6)
+    assert sum(got.scores["attention"]) == pytest.approx(1.0, abs=1e-5)
+    assert_untouched(eager)
+
+
+def test_json_round_trip(model):
+    got = attribute(model, None, PROMPT, TARGET, "all", steps=2, prompt_tokens=5)
+    back = Attribution.from_json(got.to_json())
+    assert back == got and back.prompt_tokens == 5 and back.tokens == [f"#{i}" for i in PROMPT]
+
+
+class NoEmbeddings(torch.nn.Module):
+    def get_input_embeddings(self):
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m: attribute(m, None, [1] * (MAX_CONTEXT + 1), TARGET), f"at most {MAX_CONTEXT} tokens"),
+    (lambda m: attribute(m, None, [], TARGET), "no context"),
+    (lambda m: attribute(m, None, PROMPT, 64), r"token ids must be in \[0, 63\]"),
+    (lambda m: attribute(m, None, PROMPT, TARGET, "saliency"), "`method` must be one of"),
+    (lambda m: attribute(m, None, PROMPT, TARGET, steps=0), r"`steps` must be an integer in \[1, 64\]"),
+    (lambda m: attribute(NoEmbeddings(), None, PROMPT, TARGET), "exposes none"),
+    (lambda m: attribute(object(), None, PROMPT, TARGET), "local torch model"),
+])
+def test_refusals_name_the_bound(model, call, message):
+    with pytest.raises(AttributionError, match=message):
+        call(model)
+    assert_untouched(model)
+
+
+def test_a_passed_deadline_stops_it_and_leaves_the_model_clean(model):
+    with pytest.raises(TimeoutError, match="time limit"):
+        attribute(model, None, PROMPT, TARGET, "integrated_gradients", deadline=time.monotonic() - 1)
+    calls = []
+    real = attribution._log_prob
+
+    def late_after_two(*args):  # the deadline passes in the middle of integrated gradients' path
+        forward = real(*args)
+
+        def wrapped(embeds):
+            calls.append(1)
+            if len(calls) > 2:
+                raise TimeoutError("attribution ran past its time limit (test)")
+            return forward(embeds)
+        return wrapped
+
+    attribution._log_prob = late_after_two
+    try:
+        with pytest.raises(TimeoutError):
+            attribute(model, None, PROMPT, TARGET, "integrated_gradients", steps=STEPS)
+    finally:
+        attribution._log_prob = real
+    assert_untouched(model)
+
+
+def test_progress_reaches_one(model):
+    seen = []
+    attribute(model, None, PROMPT, TARGET, "all", steps=STEPS, progress=seen.append)
+    assert seen and seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_embedded_model_equals_captum_on_a_100_token_context(embedded):
+    tok = embedded.tokenizer
+    ids = tok("The quick brown fox jumps over the lazy dog while the cat watches from the warm windowsill. " * 8
+              )["input_ids"][:100]
+    assert len(ids) == 100
+    target = tok(" The")["input_ids"][0]
+    started = time.monotonic()
+    got = attribute(embedded.model, tok, ids, target, "input_x_gradient")
+    ixg_s = time.monotonic() - started
+    started = time.monotonic()
+    ig = attribute(embedded.model, tok, ids, target, "integrated_gradients", steps=STEPS)
+    ig_s = time.monotonic() - started
+    print(f"\n100 tokens: input x gradient {ixg_s:.2f} s, integrated gradients ({STEPS} steps) {ig_s:.2f} s")
+    want = library_scores(embedded.model, ids, target, ig.baseline, STEPS)
+    # the two forwards differ in float rounding (inputs_embeds and logits_to_keep against ids and full logits):
+    # equal to a thousandth of the largest score
+    for method, scores in (("input_x_gradient", got.scores), ("integrated_gradients", ig.scores)):
+        scale = max(abs(s) for s in want[method])
+        assert scores[method] == pytest.approx(want[method], abs=1e-3 * scale), method
+    assert "".join(got.tokens) == tok.decode(ids)
+    assert ixg_s < 15 and ig_s < attribution.DEFAULT_SECONDS  # generous: the machine is shared with other work
+    assert_untouched(embedded.model)
