@@ -40,6 +40,8 @@ from typing import Any, Callable
 
 import torch
 
+from .records import Trace
+from .steer import tokens_before
 from .text import TokenTexts, shown
 
 METHODS = ("input_x_gradient", "integrated_gradients", "attention")
@@ -48,7 +50,7 @@ MAX_CONTEXT = 512  # tokens: integrated gradients runs ``steps`` forwards and ba
 MAX_STEPS = 64
 DEFAULT_STEPS = 8  # Gauss-Legendre points; the panel shows the completeness gap (delta) that more steps narrow
 DEFAULT_SECONDS = 30.0
-CHUNK_TOKENS = 512  # path points x context tokens per forward: bounds what one backward keeps (and ran faster than more)
+CHUNK_TOKENS = 512  # path points x context tokens per forward: bounds what one backward keeps
 
 
 class AttributionError(ValueError):
@@ -123,6 +125,33 @@ def check_request(model, ids: list[int], target: int, method: str, steps: int) -
         raise AttributionError(f"`steps` must be an integer in [1, {MAX_STEPS}]; got {steps!r}")
 
 
+def step_context(trace: Trace, step: int, row: int = 0) -> tuple[list[int], int, int]:
+    """``(ids, target, prompt_tokens)`` of step ``step`` of ``trace``'s row ``row`` (for the beam family a running
+    beam, as the alternatives table and ``core.steer`` read it): the prompt and the tokens the row generated before
+    the step, the token it chose there (its first, where a step appends several), and how many of the ids are the
+    user's prompt (a branch's prompt ids end with its parent's tokens, counted as generated)."""
+    if not trace.prompt_ids:
+        raise AttributionError("the run has no prompt ids to attribute")
+    record = next((rec for rec in trace.steps if rec.step == step), None)
+    if record is None:
+        raise AttributionError(f"`step` must be a recorded step of this run, in [0, {len(trace.steps) - 1}]; "
+                               f"got {step}")
+    rows = [rs for rs in record.rows if rs.row == row]
+    if not rows:
+        raise AttributionError(f"`row` must be a row of step {step}, one of {sorted({rs.row for rs in record.rows})}; "
+                               f"got {row}")
+    if not rows[0].chosen:
+        raise AttributionError(f"row {row} chose no token at step {step} (a beam whose continuations were all "
+                               "pruned): pick another row")
+    try:
+        earlier = tokens_before(trace.steps, trace.steps.index(record), row)
+    except ValueError as err:
+        raise AttributionError(str(err)) from None
+    prompt = list(trace.prompt_ids[0])
+    carried = len(trace.origin.prefix) if trace.origin is not None else 0
+    return prompt + earlier, int(rows[0].chosen[0]), len(prompt) - carried
+
+
 def returns_attentions(model) -> bool:
     """Does a forward with ``output_attentions=True`` give weights (eager attention), per the model's config?"""
     config = getattr(model, "config", None)
@@ -139,7 +168,7 @@ def _texts(tokenizer, ids: list[int], target: int) -> tuple[list[str], str]:
 
 
 def reference_token(model, tokenizer) -> int:
-    """Integrated gradients' reference token: the tokenizer's pad token, else its EOS, else the model's pad id, else 0."""
+    """Integrated gradients' reference token: the tokenizer's pad token, else its EOS, else the config's pad id, or 0."""
     for owner, name in ((tokenizer, "pad_token_id"), (tokenizer, "eos_token_id"), (getattr(model, "config", None),
                                                                                    "pad_token_id")):
         value = getattr(owner, name, None) if owner is not None else None
@@ -200,6 +229,8 @@ def attribute(model, tokenizer, ids: list[int], target: int, method: str = "all"
             f"this model runs {getattr(model.config, '_attn_implementation', None) or 'its own'} attention, which "
             "returns no weights (output_attentions needs attn_implementation=\"eager\"; the shared model is not "
             "switched for one visitor)")
+    if method != "all" and method in unavailable:
+        raise AttributionError(f"{method} is unavailable: {unavailable[method]}")
     # one forward per chunk of the path, each holding at most CHUNK_TOKENS positions
     chunk = max(1, min(steps, CHUNK_TOKENS // len(ids)))
     forwards = (("input_x_gradient" in wanted) + ("integrated_gradients" in wanted) * (math.ceil(steps / chunk) + 2)
@@ -238,15 +269,14 @@ def attribute(model, tokenizer, ids: list[int], target: int, method: str = "all"
     except RuntimeError as err:
         # e.g. a quantized layer whose kernel has no backward: the model's own words, after ours
         raise AttributionError(f"this model cannot be attributed: its forward gave no gradients ({err})") from None
-    if method != "all" and method in unavailable:
-        raise AttributionError(f"{method} is unavailable: {unavailable[method]}")
     tokens, target_text = _texts(tokenizer, ids, target)
     return Attribution(tokens=tokens, token_ids=ids, target=target, target_text=target_text, method=method,
                        scores=scores, unavailable=unavailable,
                        prompt_tokens=len(ids) if prompt_tokens is None else int(prompt_tokens),
                        target_logprob=target_logprob, steps=steps if "integrated_gradients" in scores else 0,
-                       baseline=baseline if "integrated_gradients" in scores else None, delta=delta, elapsed_s=time.monotonic() - started)
+                       baseline=baseline if "integrated_gradients" in scores else None, delta=delta,
+                       elapsed_s=time.monotonic() - started)
 
 
 __all__ = ["METHODS", "MAX_CONTEXT", "MAX_STEPS", "DEFAULT_STEPS", "DEFAULT_SECONDS", "Attribution",
-           "AttributionError", "attribute", "check_request", "reference_token", "returns_attentions"]
+           "AttributionError", "attribute", "check_request", "reference_token", "step_context", "returns_attentions"]

@@ -10,8 +10,10 @@ import time
 import pytest
 import torch
 
+import core
 import core.attribution as attribution
-from core.attribution import MAX_CONTEXT, Attribution, AttributionError, attribute
+from core.attribution import MAX_CONTEXT, Attribution, AttributionError, attribute, step_context
+from core.steer import branch
 
 from conftest import tiny_llama
 
@@ -153,6 +155,42 @@ def test_progress_reaches_one(model):
     seen = []
     attribute(model, None, PROMPT, TARGET, "all", steps=STEPS, progress=seen.append)
     assert seen and seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+
+
+def run(model, **kwargs) -> core.Trace:
+    return core.generate(model, torch.tensor([PROMPT]), recorder=core.ListRecorder(), max_new_tokens=5,
+                         **kwargs).trace
+
+
+def test_step_context_is_the_prompt_and_the_rows_tokens_before_the_step(model):
+    trace = run(model)
+    new = trace.sequences[0][len(PROMPT):]
+    for step in range(5):
+        assert step_context(trace, step) == (PROMPT + new[:step], new[step], len(PROMPT))
+    # the same ids generate continues from: the step's scores are the model's own at that point
+    with torch.no_grad():
+        logits = model(torch.tensor([PROMPT + new[:3]])).logits[0, -1]
+    assert int(logits.argmax()) == new[3]
+    with pytest.raises(AttributionError, match=r"`step` must be a recorded step of this run, in \[0, 4\]; got 5"):
+        step_context(trace, 5)
+    with pytest.raises(AttributionError, match="`row` must be a row of step 0"):
+        step_context(trace, 0, 3)
+
+
+def test_step_context_of_a_beam_follows_the_picked_beam(model):
+    trace = run(model, num_beams=3, do_sample=False)
+    ids, target, _ = step_context(trace, 2, 1)
+    assert ids == list(branch(trace, 2, 1)[0][0])  # what Continue with this token starts from for that beam
+    rec = trace.steps[2]
+    assert target == next(rs.chosen[0] for rs in rec.rows if rs.row == 1)
+
+
+def test_step_context_of_a_branch_counts_its_parents_tokens_as_generated(model):
+    parent = run(model)
+    ids, origin = branch(parent, 2, 0, 11)
+    child = core.generate(model, ids, recorder=core.ListRecorder(), max_new_tokens=3, origin=origin).trace
+    got_ids, _, prompt_tokens = step_context(child, 0)
+    assert got_ids == ids[0].tolist() and prompt_tokens == len(PROMPT)
 
 
 @pytest.mark.slow
