@@ -27,13 +27,15 @@ import gradio as gr
 
 from gradio.components.plot import PlotData
 
+from ..figures import attribution as attribution_figure
 from ..figures import candidates
 from ..figures.common import figure_json, is_empty
 from ..figures.tokens import ALTERNATIVES_HEADERS, alternatives_table, tokens_html
+from core import attribution
 from core.rng import new_generator
 from core.text import TokenTexts
 
-from .. import persist, policy, session, steering, view_code
+from .. import engine, persist, policy, session, steering, view_code
 from ..branches import Branches, Entry, entropy_per_step, pieces, sample_tree, samples
 from ..figures import branches as branch_figures
 from ..figures import funnel
@@ -292,6 +294,9 @@ class Widgets:
     clicks: gr.HTML
     code: gr.Code  # View code: the Python that reproduces the run on screen
     tab: gr.Tab
+    attribute: gr.Button  # Attribute this step: which context tokens drove the picked step's choice
+    attribution_steps: gr.Slider
+    attribution: gr.HTML
 
 
 class TabUI:
@@ -403,6 +408,7 @@ class TabUI:
                             scale=1)
         alternatives = gr.Dataframe(headers=ALTERNATIVES_HEADERS, label=tr("Top alternatives at the picked step"),
                                     interactive=False, wrap=True, max_height=280)
+        attribution_parts = self._attribution_panel()
         with gr.Group(elem_classes=["dp-steer"]):
             with gr.Row():
                 token = gr.Textbox(label=tr("token"), scale=3, placeholder=tr("#1234 or a token's text"),
@@ -436,7 +442,20 @@ class TabUI:
         return dict(tokens=tokens, texts=texts, step=step, row=row, alternatives=alternatives, token=token,
                     node=node, branch=branch, from_node=from_node, next_token=next_token, plots=plots,
                     figure_tabs=figure_tabs, download=download, upload=upload, share=share, link=link, clicks=clicks,
-                    code=code)
+                    code=code, **attribution_parts)
+
+    def _attribution_panel(self) -> dict:
+        """Under the alternatives: Attribute this step, integrated gradients' steps, and the panel it fills."""
+        with gr.Accordion(tr("Attribution of the picked step"), open=True, elem_classes=["dp-attr-box"]):
+            with gr.Row():
+                button = gr.Button(tr("Attribute this step"), scale=1)
+                steps = gr.Slider(1, attribution.MAX_STEPS, value=attribution.DEFAULT_STEPS, step=1, scale=2,
+                                  label=tr("integrated gradients steps"),
+                                  info=tr("more steps: closer scores, longer wait"))
+            panel = gr.HTML("", label=tr("Attribution (hover a token for its score)"), show_label=True,
+                            container=True, padding=True)
+            gr.Markdown(tr(attribution_figure.CAPTION), label="Attribution caption", elem_classes=["dp-caption"])
+        return dict(attribute=button, attribution_steps=steps, attribution=panel)
 
     # --- wiring ----------------------------------------------------------------------------------
     def wire(self, w: Widgets) -> None:
@@ -491,6 +510,15 @@ class TabUI:
         if w.model_panel:
             app.model_state.change(self.on_model_name, [app.model_state], w.model_panel, api_name=False)
         self._wire_keeping(w, runs_events)
+        self._wire_attribution(w)
+
+    def _wire_attribution(self, w: Widgets) -> None:
+        """Attribute this step: its own lane, one at a time in the process (its backward passes take the CPU a
+        generation needs), bounded by ``attribution_seconds``."""
+        w.attribute.click(self.attribute_step, [w.out.runs, w.out.step, w.row, self.app.model_state,
+                                                w.attribution_steps], w.attribution,
+                          api_name=f"{self.tab.key}_attribute", concurrency_id="attribute", concurrency_limit=1,
+                          show_progress_on=[w.attribution])
 
     def _wire_keeping(self, w: Widgets, runs_events) -> None:
         """What survives a reload (``playground.persist``): the settings go to the browser's store as they change,
@@ -719,6 +747,42 @@ class TabUI:
         except (ValueError, OSError):  # the status of the next Generate says why; the panel keeps what it shows
             return {}
         return dict(zip(self.w.model_panel, values))
+
+    # --- handlers: attribution ---------------------------------------------------------------------
+    def attribution_seconds(self) -> float:
+        """How long one attribution may take: ``core.attribution.DEFAULT_SECONDS``, less under a shorter cap."""
+        cap = self.app.max_seconds
+        return min(attribution.DEFAULT_SECONDS, cap) if cap else attribution.DEFAULT_SECONDS
+
+    def attribute_step(self, runs, step, row, model_name, steps, progress=gr.Progress()) -> str:
+        """Which tokens of the context drove the picked step's choice (the tab's main run, the picked row), as the
+        panel's HTML; what cannot be attributed is said in the panel."""
+        step, row = int(step or 0), int(row or 0)
+        try:
+            run = next(iter(runs.values()), None) if runs else None
+            if run is None or not run.steps:
+                raise attribution.AttributionError("there is no run in this tab to attribute: Generate first")
+            trace = run.to_trace()
+            loaded = policy.load(self.app.models, model_name, "model")
+            if engine.is_remote(loaded):
+                raise attribution.AttributionError(
+                    f"{loaded.name} runs on the vLLM engine's server, which returns no gradients: attribution needs "
+                    "a model loaded in this process")
+            if trace.model_name and trace.model_name != loaded.name:
+                raise attribution.AttributionError(
+                    f"the run on screen was made by {trace.model_name}, the session's model is {loaded.name}: pick "
+                    f"{trace.model_name} again to attribute it")
+            ids, target, prompt_tokens = attribution.step_context(trace, step, row)
+            progress(0.0, desc="Attributing")
+            result = attribution.attribute(
+                loaded.model, loaded.tokenizer, ids, target, "all", steps=int(steps or attribution.DEFAULT_STEPS),
+                deadline=time.monotonic() + self.attribution_seconds(), prompt_tokens=prompt_tokens,
+                progress=lambda done: progress(done, desc="Attributing"))
+        except TimeoutError as err:
+            return attribution_figure.message_html(f"{err} ({self.attribution_seconds():.0f} s on this server)")
+        except (ValueError, OSError) as err:  # AttributionError is a ValueError, as the model picker's refusals
+            return attribution_figure.message_html(f"Cannot attribute this step: {err}")
+        return attribution_figure.attribution_html(result, step, row)
 
     # --- output assembly -------------------------------------------------------------------------
     def _error(self, err: Exception) -> dict:
