@@ -215,19 +215,11 @@ TEXTS: dict[str, tuple[str, str]] = {
     "btn_branch": ("Continue with this token", "المتابعة بهذا الرمز"),
     "btn_from_node": ("Continue from this node", "المتابعة من هذه العقدة"),
     "btn_next_token": ("Next token", "الرمز التالي"),
-    "label_attribution_box": ("Attribution of the picked step", "إسناد الخطوة المختارة"),
     "btn_attribute": ("Attribute this step", "إسناد هذه الخطوة"),
     "label_attribution_steps": ("integrated gradients steps", "خطوات التدرجات المتكاملة"),
     "info_attribution_steps": ("more steps: closer scores, longer wait", "خطوات أكثر: درجات أدق وانتظار أطول"),
-    "label_attribution": ("Attribution (hover a token for its score)",
-                          "الإسناد (مرّر المؤشر فوق رمز لترى درجته)"),
-    "caption_attribution": (
-        "Which tokens before the picked step drove its choice: each token of the prompt and of the text generated "
-        "before the step, coloured by how much it raised (blue) or lowered (red) the model's log-probability of the "
-        "chosen token (before the sampler chain and the strategy's own scoring). Hover a token for its score.",
-        "أيّ الرموز قبل الخطوة المختارة دفعت إلى اختيارها: كل رمز من الموجّه ومن النص المولَّد قبل الخطوة، ملوّنًا "
-        "بمقدار ما رفع (بالأزرق) أو خفّض (بالأحمر) لوغاريتم الاحتمال الذي أعطاه النموذج للرمز المختار (قبل سلسلة "
-        "أخذ العينات وحساب الاستراتيجية الخاص بها). مرّر المؤشر فوق رمز لترى درجته."),
+    "label_attribution": ("Attribution of the picked step (hover a token for its score)",
+                          "إسناد الخطوة المختارة (مرّر المؤشر فوق رمز لترى درجته)"),
     "btn_download_trace": ("Download trace (JSON)", "تنزيل أثر التشغيل (JSON)"),
     "btn_load_trace": ("Load trace (JSON)", "تحميل أثر تشغيل (JSON)"),
     "btn_share_link": ("Share link", "رابط المشاركة"),

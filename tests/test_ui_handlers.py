@@ -252,11 +252,17 @@ def test_attribute_this_step_scores_the_picked_steps_context_as_the_core_does(se
     from core.attribution import attribute, step_context
 
     demo, client, models = served
+
+    def attribute_api(session, **kwargs) -> str:  # the panel's HTML (an update: the panel shows once filled)
+        update = session.predict(**kwargs, api_name="/greedy_attribute")
+        assert update["visible"] is True
+        return update["value"]
+
     fresh = Client(demo.local_url, verbose=False)  # a session with no run yet
-    assert "Generate first" in fresh.predict(step=0, row=0, steps=2, api_name="/greedy_attribute")
+    assert "Generate first" in attribute_api(fresh, step=0, row=0, steps=2)
     fresh.close()
     out, _ = generate(client, "greedy")
-    panel = client.predict(step=2, row=0, steps=4, api_name="/greedy_attribute")
+    panel = attribute_api(client, step=2, row=0, steps=4)
     trace = Trace.from_json(open(out["download"]).read())
     ids, target, prompt_tokens = step_context(trace, 2)
     loaded = models.get(demo.startup_model)
@@ -268,7 +274,7 @@ def test_attribute_this_step_scores_the_picked_steps_context_as_the_core_does(se
         scores = [float(v) for v in re.findall(r'data-score="([^"]+)"', line)]
         assert scores == pytest.approx(want.scores[method], rel=1e-4, abs=1e-6), method
     assert "attn_implementation" in panel  # the tiny model runs sdpa: attention says why it is missing
-    assert "`row` must be a row of step 0" in client.predict(step=0, row=3, steps=4, api_name="/greedy_attribute")
+    assert "`row` must be a row of step 0" in attribute_api(client, step=0, row=3, steps=4)
 
 
 @pytest.mark.slow

@@ -48,7 +48,7 @@ def _line(att: Attribution, method: str) -> str:
         share = score / largest if largest > 0 else 0.0
         title = f"{LABELS[method]}: {score:+.4g} ({share:+.0%} of the largest)\n#{token_id}, {where} token {i}"
         cls = bucket_class(score, largest) + ("" if i < att.prompt_tokens else " dp-attr-gen")
-        spans.append(f'<span class="dp-tok {cls}" data-pos="{i}" data-score="{score:.6g}" '
+        spans.append(f'<span class="dp-tok {cls}" data-index="{i}" data-score="{score:.6g}" '
                      f'title="{html.escape(title, quote=True)}">{html.escape(text)}</span>')
     target = (f'<span class="dp-tok dp-attr-target" title="the chosen token, #{att.target}">'
               f"{html.escape(att.target_text)}</span>")
@@ -58,15 +58,17 @@ def _line(att: Attribution, method: str) -> str:
 def _method_head(att: Attribution, method: str) -> str:
     head = f"<b>{LABELS[method]}</b>"
     if method == "integrated_gradients":
-        gap = "" if att.delta is None else f"; the scores miss the log-probability change by {att.delta:+.3g}"
-        head += (f" ({att.steps} steps from the embedding of token #{att.baseline} at every position{gap}: more "
-                 "steps narrow it)")
+        gap = "" if att.delta is None else (
+            f"; their sum misses the log-probability change from it by {att.delta:+.3g}, the gap of a path integral "
+            "not yet converged: the larger against the scores, the less they can be trusted; more steps usually "
+            "narrow it")
+        head += f" ({att.steps} steps from the embedding of token #{att.baseline} at every position{gap})"
     return f'<div class="dp-attr-method">{head}</div>'
 
 
 def attribution_html(att: Attribution, step: int, row: int = 0) -> str:
     """The panel: what was attributed, then per method its legend-coloured tokens; unavailable methods say why."""
-    parts = [f'<div class="dp-attr-head">Step {step}, row {row}: why {html.escape(repr(att.target_text))} '
+    parts = [f'<div class="dp-caption">{html.escape(CAPTION)}</div>', f'<div class="dp-attr-head">Step {step}, row {row}: why {html.escape(repr(att.target_text))} '
              f"(#{att.target}), log p = {att.target_logprob:.3f} under the model; {len(att.token_ids)} context "
              f"tokens ({att.prompt_tokens} of the prompt, generated ones underlined), {att.elapsed_s:.1f} s</div>",
              _legend()]

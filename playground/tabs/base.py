@@ -445,16 +445,14 @@ class TabUI:
                     code=code, **attribution_parts)
 
     def _attribution_panel(self) -> dict:
-        """Under the alternatives: Attribute this step, integrated gradients' steps, and the panel it fills."""
-        with gr.Accordion(tr("Attribution of the picked step"), open=True, elem_classes=["dp-attr-box"]):
-            with gr.Row():
-                button = gr.Button(tr("Attribute this step"), scale=1)
-                steps = gr.Slider(1, attribution.MAX_STEPS, value=attribution.DEFAULT_STEPS, step=1, scale=2,
-                                  label=tr("integrated gradients steps"),
-                                  info=tr("more steps: closer scores, longer wait"))
-            panel = gr.HTML("", label=tr("Attribution (hover a token for its score)"), show_label=True,
-                            container=True, padding=True)
-            gr.Markdown(tr(attribution_figure.CAPTION), label="Attribution caption", elem_classes=["dp-caption"])
+        """Under the alternatives: Attribute this step and integrated gradients' steps; the panel it fills shows
+        once there is something in it (the tab stays one screen tall until then)."""
+        with gr.Row(equal_height=True):
+            button = gr.Button(tr("Attribute this step"), scale=1)
+            steps = gr.Slider(1, attribution.MAX_STEPS, value=attribution.DEFAULT_STEPS, step=1, scale=2,
+                              label=tr("integrated gradients steps"), info=tr("more steps: closer scores, longer wait"))
+        panel = gr.HTML("", label=tr("Attribution of the picked step (hover a token for its score)"), show_label=True,
+                        container=True, padding=True, visible=False)
         return dict(attribute=button, attribution_steps=steps, attribution=panel)
 
     # --- wiring ----------------------------------------------------------------------------------
@@ -754,7 +752,7 @@ class TabUI:
         cap = self.app.max_seconds
         return min(attribution.DEFAULT_SECONDS, cap) if cap else attribution.DEFAULT_SECONDS
 
-    def attribute_step(self, runs, step, row, model_name, steps, progress=gr.Progress()) -> str:
+    def attribute_step(self, runs, step, row, model_name, steps, progress=gr.Progress()) -> gr.HTML:
         """Which tokens of the context drove the picked step's choice (the tab's main run, the picked row), as the
         panel's HTML; what cannot be attributed is said in the panel."""
         step, row = int(step or 0), int(row or 0)
@@ -779,10 +777,12 @@ class TabUI:
                 deadline=time.monotonic() + self.attribution_seconds(), prompt_tokens=prompt_tokens,
                 progress=lambda done: progress(done, desc="Attributing"))
         except TimeoutError as err:
-            return attribution_figure.message_html(f"{err} ({self.attribution_seconds():.0f} s on this server)")
+            shown = attribution_figure.message_html(f"{err} ({self.attribution_seconds():.0f} s on this server)")
         except (ValueError, OSError) as err:  # AttributionError is a ValueError, as the model picker's refusals
-            return attribution_figure.message_html(f"Cannot attribute this step: {err}")
-        return attribution_figure.attribution_html(result, step, row)
+            shown = attribution_figure.message_html(f"Cannot attribute this step: {err}")
+        else:
+            shown = attribution_figure.attribution_html(result, step, row)
+        return gr.HTML(shown, visible=True)
 
     # --- output assembly -------------------------------------------------------------------------
     def _error(self, err: Exception) -> dict:
