@@ -168,7 +168,7 @@ def _texts(tokenizer, ids: list[int], target: int) -> tuple[list[str], str]:
 
 
 def reference_token(model, tokenizer) -> int:
-    """Integrated gradients' reference token: the tokenizer's pad token, else its EOS, else the config's pad id, or 0."""
+    """Integrated gradients' reference token: the tokenizer's pad token, else its EOS, the config's pad id, or 0."""
     for owner, name in ((tokenizer, "pad_token_id"), (tokenizer, "eos_token_id"), (getattr(model, "config", None),
                                                                                    "pad_token_id")):
         value = getattr(owner, name, None) if owner is not None else None

@@ -68,8 +68,9 @@ def _method_head(att: Attribution, method: str) -> str:
 
 def attribution_html(att: Attribution, step: int, row: int = 0) -> str:
     """The panel: what was attributed, then per method its legend-coloured tokens; unavailable methods say why."""
-    parts = [f'<div class="dp-caption">{html.escape(CAPTION)}</div>', f'<div class="dp-attr-head">Step {step}, row {row}: why {html.escape(repr(att.target_text))} '
-             f"(#{att.target}), log p = {att.target_logprob:.3f} under the model; {len(att.token_ids)} context "
+    parts = [f'<div class="dp-caption">{html.escape(CAPTION)}</div>',
+             f'<div class="dp-attr-head">Step {step}, row {row}: why {html.escape(repr(att.target_text))}'
+             f" (#{att.target}), log p = {att.target_logprob:.3f} under the model; {len(att.token_ids)} context "
              f"tokens ({att.prompt_tokens} of the prompt, generated ones underlined), {att.elapsed_s:.1f} s</div>",
              _legend()]
     for method in LABELS:
