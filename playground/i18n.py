@@ -217,7 +217,6 @@ TEXTS: dict[str, tuple[str, str]] = {
     "btn_next_token": ("Next token", "الرمز التالي"),
     "btn_attribute": ("Attribute this step", "إسناد هذه الخطوة"),
     "label_attribution_steps": ("integrated gradients steps", "خطوات التدرجات المتكاملة"),
-    "info_attribution_steps": ("more steps: closer scores, longer wait", "خطوات أكثر: درجات أدق وانتظار أطول"),
     "label_attribution": ("Attribution of the picked step (hover a token for its score)",
                           "إسناد الخطوة المختارة (مرّر المؤشر فوق رمز لترى درجته)"),
     "btn_download_trace": ("Download trace (JSON)", "تنزيل أثر التشغيل (JSON)"),

@@ -447,10 +447,10 @@ class TabUI:
     def _attribution_panel(self) -> dict:
         """Under the alternatives: Attribute this step and integrated gradients' steps; the panel it fills shows
         once there is something in it (the tab stays one screen tall until then)."""
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=True):  # no info line under the slider: the tab's height is budgeted
             button = gr.Button(tr("Attribute this step"), scale=1)
             steps = gr.Slider(1, attribution.MAX_STEPS, value=attribution.DEFAULT_STEPS, step=1, scale=2,
-                              label=tr("integrated gradients steps"), info=tr("more steps: closer scores, longer wait"))
+                              label=tr("integrated gradients steps"))
         panel = gr.HTML("", label=tr("Attribution of the picked step (hover a token for its score)"), show_label=True,
                         container=True, padding=True, visible=False)
         return dict(attribute=button, attribution_steps=steps, attribution=panel)
