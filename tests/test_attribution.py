@@ -5,6 +5,9 @@ and no hook; what cannot be attributed is refused with a message naming the boun
 
 from __future__ import annotations
 
+import dataclasses
+import html
+import re
 import time
 
 import pytest
@@ -47,14 +50,20 @@ def library_scores(model, ids: list[int], target: int, baseline: int, steps: int
     return {"input_x_gradient": ixg.sum(-1)[0].tolist(), "integrated_gradients": ig.sum(-1)[0].tolist()}
 
 
+# Process-wide hooks that others install once per model and that hold nothing of a call: transformers' output
+# capturing (the first forward asking for attentions or hidden states; the logit lens does too), the core's own
+# stop-before-prefill hook (``core.strategies.steps.stoppable``, the first ``core.generate`` on the model) and the
+# model lock of its step scheduler (``core.scheduler.shared``, which the tab's attribution is seated at).
+SHARED_HOOKS = ("output_capturing_hook", "_stop_before_forward", "StepScheduler.")
+
+
 def assert_untouched(model):
-    """No parameter holds a grad and no module keeps a hook, but transformers' own output-capturing hooks: it installs
-    them once per model, thread-safe, the first time a forward asks for attentions or hidden states (the logit lens
-    does too), and they record nothing unless a forward asks."""
+    """No parameter holds a grad and no module keeps a hook but the process-wide ones (``SHARED_HOOKS``)."""
     assert all(p.grad is None for p in model.parameters())
     for module in model.modules():
         for hooks in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
-            left = [h for h in getattr(module, hooks).values() if "output_capturing_hook" not in h.__qualname__]
+            left = [h for h in getattr(module, hooks).values()
+                    if not any(name in h.__qualname__ for name in SHARED_HOOKS)]
             assert not left, f"{type(module).__name__} kept {hooks}: {left}"
 
 
@@ -216,3 +225,54 @@ def test_embedded_model_equals_captum_on_a_100_token_context(embedded):
     assert "".join(got.tokens) == tok.decode(ids)
     assert ixg_s < 15 and ig_s < attribution.DEFAULT_SECONDS  # generous: the machine is shared with other work
     assert_untouched(embedded.model)
+
+
+class Models:
+    """A model cache holding one model (what ``policy.load`` asks of the app's cache outside public mode)."""
+
+    def __init__(self, loaded):
+        self.loaded = loaded
+
+    def get(self, name):
+        return self.loaded
+
+
+def tab_ui(loaded, max_seconds=None):
+    from playground.tabs import TABS, all_tabs
+    from playground.tabs.base import AppContext, TabUI
+
+    all_tabs()  # each tab module registers itself on import
+    return TabUI(TABS["greedy"], AppContext(models=Models(loaded), model_state=None, startup=None,
+                                            max_seconds=max_seconds))
+
+
+def panel_of(ui, runs, step=1, row=0, steps=2) -> str:
+    """The panel's text as the browser reads it (HTML entities unescaped)."""
+    update = ui.attribute_step(runs, step, row, "tiny", steps, progress=lambda *args, **kwargs: None)
+    assert update.visible is True
+    return html.unescape(update.value)
+
+
+def test_the_tab_attributes_the_picked_step_or_says_why_not(model):
+    from types import SimpleNamespace
+
+    from core.models import LoadedModel
+    from playground.engine import RemoteModel
+    from playground.runs import Run
+
+    trace = run(model)
+    runs = {"main": Run.from_trace("main", "Greedy", trace)}
+    ui = tab_ui(LoadedModel(model, None, "tiny"))
+    shown = panel_of(ui, runs, step=2)
+    ids, target, _ = step_context(trace, 2)
+    want = attribute(model, None, ids, target, "all", steps=2)
+    assert shown.count('data-method="integrated_gradients"') == 1 and f"(#{target})" in shown
+    assert [float(v) for v in re.findall(r'data-score="([^"]+)"', shown)][:len(ids)] == pytest.approx(
+        want.scores["input_x_gradient"], rel=1e-4, abs=1e-6)
+    assert "Generate first" in panel_of(ui, {})
+    served = LoadedModel(RemoteModel(SimpleNamespace(name="served", eos_token_id=2)), None, "vllm:served")
+    assert "vLLM engine's server, which returns no gradients" in panel_of(tab_ui(served), runs)
+    other = {"main": Run.from_trace("main", "Greedy", dataclasses.replace(trace, model_name="another"))}
+    assert "made by another" in panel_of(ui, other)
+    assert "time limit" in panel_of(tab_ui(LoadedModel(model, None, "tiny"), max_seconds=1e-9), runs)
+    assert_untouched(model)

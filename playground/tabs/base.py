@@ -15,6 +15,7 @@ and folder (``playground.session``).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import time
@@ -32,6 +33,7 @@ from ..figures import candidates
 from ..figures.common import figure_json, is_empty
 from ..figures.tokens import ALTERNATIVES_HEADERS, alternatives_table, tokens_html
 from core import attribution
+from core import scheduler as step_scheduler
 from core.rng import new_generator
 from core.text import TokenTexts
 
@@ -772,10 +774,16 @@ class TabUI:
                     f"{trace.model_name} again to attribute it")
             ids, target, prompt_tokens = attribution.step_context(trace, step, row)
             progress(0.0, desc="Attributing")
-            result = attribution.attribute(
-                loaded.model, loaded.tokenizer, ids, target, "all", steps=int(steps or attribution.DEFAULT_STEPS),
-                deadline=time.monotonic() + self.attribution_seconds(), prompt_tokens=prompt_tokens,
-                progress=lambda done: progress(done, desc="Attributing"))
+            deadline = time.monotonic() + self.attribution_seconds()
+            # seated at the model's step scheduler, each of its forwards holds the model lock the runs' batched steps
+            # take: it goes between their steps, never beside one (its backward passes still share the cores)
+            seated = step_scheduler.shared(loaded.model).seat(deadline) if policy.shared_forward() \
+                else contextlib.nullcontext()
+            with seated:
+                result = attribution.attribute(
+                    loaded.model, loaded.tokenizer, ids, target, "all", steps=int(steps or attribution.DEFAULT_STEPS),
+                    deadline=deadline, prompt_tokens=prompt_tokens,
+                    progress=lambda done: progress(done, desc="Attributing"))
         except TimeoutError as err:
             shown = attribution_figure.message_html(f"{err} ({self.attribution_seconds():.0f} s on this server)")
         except (ValueError, OSError) as err:  # AttributionError is a ValueError, as the model picker's refusals
