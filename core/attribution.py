@@ -233,7 +233,9 @@ def attribute(model, tokenizer, ids: list[int], target: int, method: str = "all"
         raise AttributionError(f"{method} is unavailable: {unavailable[method]}")
     # one forward per chunk of the path, each holding at most CHUNK_TOKENS positions
     chunk = max(1, min(steps, CHUNK_TOKENS // len(ids)))
-    forwards = (("input_x_gradient" in wanted) + ("integrated_gradients" in wanted) * (math.ceil(steps / chunk) + 2)
+    # the progress counts forwards: log p at the input, input x gradient's, the path's chunks and captum's two
+    # for the convergence delta (at the input and at the baseline), the attention's
+    forwards = (1 + ("input_x_gradient" in wanted) + ("integrated_gradients" in wanted) * (math.ceil(steps / chunk) + 2)
                 + ("attention" in wanted and "attention" not in unavailable))
     done = [0]
 

@@ -160,10 +160,13 @@ def test_a_passed_deadline_stops_it_and_leaves_the_model_clean(model):
     assert_untouched(model)
 
 
-def test_progress_reaches_one(model):
-    seen = []
-    attribute(model, None, PROMPT, TARGET, "all", steps=STEPS, progress=seen.append)
-    assert seen and seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+def test_progress_counts_every_forward_and_reaches_one():
+    eager = tiny_llama(0)
+    eager.set_attn_implementation("eager")
+    for steps in (1, STEPS, 20):
+        seen = []
+        attribute(eager, None, PROMPT, TARGET, "all", steps=steps, progress=seen.append)
+        assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and len(seen) == len(set(seen)), steps
 
 
 def run(model, **kwargs) -> core.Trace:
