@@ -238,14 +238,16 @@ def test_continue_with_an_alternative_grows_the_branch_tree(page):
 
 
 def test_attribute_this_step_colours_the_prompt(page):
-    """Generate, click a token of the text (its step), Attribute this step: the panel shows the prompt's and the
-    earlier tokens coloured by score, per method, with the score on hover."""
+    """Generate, click a token of the text (its step), Attribute this step: a progress bar, then the panel shows the
+    prompt's and the earlier tokens coloured by score, per method, with the score on hover."""
     panel = open_tab(page, "Greedy")
     generate(panel, max_new_tokens=6, prompt="Name three fruits.")
     wait_done(panel)
     panel.locator(".dp-token-view .dp-tok[data-step='3']").first.click()
     expect(panel.get_by_role("spinbutton", name="number input for step")).to_have_value("3")
+    set_number(panel, "integrated gradients steps", 16)  # a few seconds: long enough to see the progress bar
     panel.get_by_role("button", name="Attribute this step").click()
+    expect(panel.get_by_text(re.compile(r"Attributing"))).to_be_visible()  # gr.Progress, on the panel
     for method in ("input_x_gradient", "integrated_gradients"):
         line = panel.locator(f".dp-attr [data-method='{method}']")
         expect(line).to_be_visible()

@@ -515,10 +515,12 @@ class TabUI:
     def _wire_attribution(self, w: Widgets) -> None:
         """Attribute this step: its own lane, one at a time in the process (its backward passes take the CPU a
         generation needs), bounded by ``attribution_seconds``."""
-        w.attribute.click(self.attribute_step, [w.out.runs, w.out.step, w.row, self.app.model_state,
-                                                w.attribution_steps], w.attribution,
-                          api_name=f"{self.tab.key}_attribute", concurrency_id="attribute", concurrency_limit=1,
-                          show_progress_on=[w.attribution])
+        # the panel shows first (hidden until now), so that the progress bar has somewhere to be drawn
+        shown = w.attribute.click(lambda: gr.HTML(visible=True), None, w.attribution, queue=False, api_name=False,
+                                  show_progress="hidden")
+        shown.then(self.attribute_step, [w.out.runs, w.out.step, w.row, self.app.model_state, w.attribution_steps],
+                   w.attribution, api_name=f"{self.tab.key}_attribute", concurrency_id="attribute",
+                   concurrency_limit=1, show_progress_on=[w.attribution])
 
     def _wire_keeping(self, w: Widgets, runs_events) -> None:
         """What survives a reload (``playground.persist``): the settings go to the browser's store as they change,
