@@ -239,6 +239,37 @@ def test_continue_with_an_alternative_grows_the_branch_tree(page):
         shutil.copy(shot, DOCS / "steer.png")
 
 
+def test_attribute_this_step_colours_the_prompt(page):
+    """Generate, click a token of the text (its step), Attribute this step: a progress bar, then the panel shows the
+    prompt's and the earlier tokens coloured by score, per method, with the score on hover."""
+    panel = open_tab(page, "Greedy")
+    generate(panel, max_new_tokens=6, prompt="Name three fruits.")
+    wait_done(panel)
+    panel.locator(".dp-token-view .dp-tok[data-step='3']").first.click()
+    expect(panel.get_by_role("spinbutton", name="number input for step")).to_have_value("3")
+    set_number(panel, "integrated gradients steps", 16)  # a few seconds: long enough to see the progress bar
+    panel.get_by_role("button", name="Attribute this step").click()
+    expect(panel.get_by_text(re.compile(r"Attributing"))).to_be_visible()  # gr.Progress, on the panel
+    for method in ("input_x_gradient", "integrated_gradients"):
+        line = panel.locator(f".dp-attr [data-method='{method}']")
+        expect(line).to_be_visible()
+        spans = line.locator(".dp-tok[data-score]")
+        expect(spans.first).to_have_attribute("title", re.compile(r"of the largest"))
+        assert spans.count() > 10  # the chat-templated prompt and the three tokens generated before step 3
+    expect(panel.get_by_text(re.compile(r"Step 3, row 0: why"))).to_be_visible()
+    expect(panel.locator(".dp-attr .dp-attr-gen").first).to_be_visible()  # generated tokens of the context
+    expect(panel.get_by_text(re.compile(r"Attention .*unavailable"))).to_be_visible()  # sdpa: says why
+    shot = SCREENSHOTS / "attribution.png"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    box = panel.locator(".dp-attr").first
+    box.scroll_into_view_if_needed()
+    page.mouse.move(0, 0)  # no token outlined by the pointer
+    box.screenshot(path=shot)
+    Image.open(shot).convert("RGB").quantize(colors=128).save(shot, optimize=True)
+    if os.environ.get("PLAYGROUND_UPDATE_DOCS"):  # refresh the committed copy only when asked
+        shutil.copy(shot, DOCS / "attribution.png")
+
+
 def test_sample_n_draws_the_tree_of_samples(page):
     panel = open_tab(page, "Sampling")
     panel.get_by_role("textbox", name="Prompt", exact=True).fill("Name a colour.")

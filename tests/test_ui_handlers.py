@@ -263,6 +263,38 @@ def test_downloaded_trace_loads_back_into_the_same_figures(served):
 
 
 @pytest.mark.slow
+def test_attribute_this_step_scores_the_picked_steps_context_as_the_core_does(served):
+    """Attribute this step after a Greedy run: the panel's scores are ``core.attribution``'s on the ids the trace
+    says the step saw; with no run, or a row the run does not have, the panel says why."""
+    from core.attribution import attribute, step_context
+
+    demo, client, models = served
+
+    def attribute_api(session, **kwargs) -> str:  # the panel's HTML (an update: the panel shows once filled)
+        update = session.predict(**kwargs, api_name="/greedy_attribute")
+        assert update["visible"] is True
+        return update["value"]
+
+    fresh = Client(demo.local_url, verbose=False)  # a session with no run yet
+    assert "Generate first" in attribute_api(fresh, step=0, row=0, steps=2)
+    fresh.close()
+    out, _ = generate(client, "greedy")
+    panel = attribute_api(client, step=2, row=0, steps=4)
+    trace = Trace.from_json(open(out["download"]).read())
+    ids, target, prompt_tokens = step_context(trace, 2)
+    loaded = models.get(demo.startup_model)
+    want = attribute(loaded.model, loaded.tokenizer, ids, target, "all", steps=4, prompt_tokens=prompt_tokens)
+    for method in ("input_x_gradient", "integrated_gradients"):
+        line = re.search(f'data-method="{method}">(.*?)</div>', panel, re.S)
+        assert line, panel[:2000]
+        line = line.group(1)
+        scores = [float(v) for v in re.findall(r'data-score="([^"]+)"', line)]
+        assert scores == pytest.approx(want.scores[method], rel=1e-4, abs=1e-6), method
+    assert "attn_implementation" in panel  # the tiny model runs sdpa: attention says why it is missing
+    assert "`row` must be a row of step 0" in attribute_api(client, step=0, row=3, steps=4)
+
+
+@pytest.mark.slow
 def test_loading_a_non_trace_file_says_so(served, tmp_path):
     _, client, _ = served
     bad = tmp_path / "bad.json"

@@ -15,6 +15,7 @@ and folder (``playground.session``).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import time
@@ -27,13 +28,16 @@ import gradio as gr
 
 from gradio.components.plot import PlotData
 
+from ..figures import attribution as attribution_figure
 from ..figures import candidates
 from ..figures.common import figure_json, is_empty
 from ..figures.tokens import ALTERNATIVES_HEADERS, COLOUR_BY, alternatives_table, tokens_html
+from core import attribution
+from core import scheduler as step_scheduler
 from core.rng import new_generator
 from core.text import TokenTexts
 
-from .. import persist, policy, session, steering, view_code
+from .. import engine, persist, policy, session, steering, view_code
 from ..branches import Branches, Entry, entropy_per_step, pieces, sample_tree, samples
 from ..figures import branches as branch_figures
 from ..figures import funnel
@@ -308,6 +312,9 @@ class Widgets:
     clicks: gr.HTML
     code: gr.Code  # View code: the Python that reproduces the run on screen
     tab: gr.Tab
+    attribute: gr.Button  # Attribute this step: which context tokens drove the picked step's choice
+    attribution_steps: gr.Slider
+    attribution: gr.HTML
     watch: gr.Textbox | None = None  # tokens to follow through the chain and the lens (``prompt.parse_watch``)
     colour_by: gr.Radio | None = None  # what the token view's colours show (``figures.tokens.COLOUR_BY``)
 
@@ -434,6 +441,7 @@ class TabUI:
                             scale=1)
         alternatives = gr.Dataframe(headers=ALTERNATIVES_HEADERS, label=tr("Top alternatives at the picked step"),
                                     interactive=False, wrap=True, max_height=280)
+        attribution_parts = self._attribution_panel()
         with gr.Group(elem_classes=["dp-steer"]):
             with gr.Row():
                 token = gr.Textbox(label=tr("token"), scale=3, placeholder=tr("#1234 or a token's text"),
@@ -467,7 +475,18 @@ class TabUI:
         return dict(tokens=tokens, texts=texts, step=step, row=row, alternatives=alternatives, token=token,
                     node=node, branch=branch, from_node=from_node, next_token=next_token, plots=plots,
                     figure_tabs=figure_tabs, download=download, upload=upload, share=share, link=link, clicks=clicks,
-                    code=code, colour_by=colour_by)
+                    code=code, colour_by=colour_by, **attribution_parts)
+
+    def _attribution_panel(self) -> dict:
+        """Under the alternatives: Attribute this step and integrated gradients' steps; the panel it fills shows
+        once there is something in it (the tab stays one screen tall until then)."""
+        with gr.Row(equal_height=True):  # no info line under the slider: the tab's height is budgeted
+            button = gr.Button(tr("Attribute this step"), scale=1)
+            steps = gr.Slider(1, attribution.MAX_STEPS, value=attribution.DEFAULT_STEPS, step=1, scale=2,
+                              label=tr("integrated gradients steps"))
+        panel = gr.HTML("", label=tr("Attribution of the picked step (hover a token for its score)"), show_label=True,
+                        container=True, padding=True, visible=False)
+        return dict(attribute=button, attribution_steps=steps, attribution=panel)
 
     # --- wiring ----------------------------------------------------------------------------------
     def wire(self, w: Widgets) -> None:
@@ -529,6 +548,18 @@ class TabUI:
         w.colour_by.change(None, [w.colour_by], None, js=colour_js(self.tab.key), api_name=False,
                            show_progress="hidden")
         self._wire_keeping(w, runs_events)
+        self._wire_attribution(w)
+
+    def _wire_attribution(self, w: Widgets) -> None:
+        """Attribute this step: its own lane, one at a time in the process (its backward passes take the CPU a
+        generation needs), bounded by ``attribution_seconds``."""
+        # the panel shows first (hidden until now), so that the progress bar has somewhere to be drawn
+        shown = w.attribute.click(lambda: gr.HTML(visible=True), None, w.attribution, api_name=False,
+                                  concurrency_id="attribute_panel", concurrency_limit=LIGHT_LANE,
+                                  show_progress="hidden")
+        shown.then(self.attribute_step, [w.out.runs, w.out.step, w.row, self.app.model_state, w.attribution_steps],
+                   w.attribution, api_name=f"{self.tab.key}_attribute", concurrency_id="attribute",
+                   concurrency_limit=1, show_progress_on=[w.attribution])
 
     def _wire_keeping(self, w: Widgets, runs_events) -> None:
         """What survives a reload (``playground.persist``): the settings go to the browser's store as they change,
@@ -811,6 +842,50 @@ class TabUI:
         except (ValueError, OSError):  # the status of the next Generate says why; the panel keeps what it shows
             return {self.w.model_panel[0]: gr.skip()}
         return dict(zip(self.w.model_panel, values))
+
+    # --- handlers: attribution ---------------------------------------------------------------------
+    def attribution_seconds(self) -> float:
+        """How long one attribution may take: ``core.attribution.DEFAULT_SECONDS``, less under a shorter cap."""
+        cap = self.app.max_seconds
+        return min(attribution.DEFAULT_SECONDS, cap) if cap else attribution.DEFAULT_SECONDS
+
+    def attribute_step(self, runs, step, row, model_name, steps, progress=gr.Progress()) -> gr.HTML:
+        """Which tokens of the context drove the picked step's choice (the tab's main run, the picked row), as the
+        panel's HTML; what cannot be attributed is said in the panel."""
+        step, row = int(step or 0), int(row or 0)
+        try:
+            run = next(iter(runs.values()), None) if runs else None
+            if run is None or not run.steps:
+                raise attribution.AttributionError("there is no run in this tab to attribute: Generate first")
+            trace = run.to_trace()
+            loaded = policy.load(self.app.models, model_name, "model")
+            if engine.is_remote(loaded):
+                raise attribution.AttributionError(
+                    f"{loaded.name} runs on the vLLM engine's server, which returns no gradients: attribution needs "
+                    "a model loaded in this process")
+            if trace.model_name and trace.model_name != loaded.name:
+                raise attribution.AttributionError(
+                    f"the run on screen was made by {trace.model_name}, the session's model is {loaded.name}: pick "
+                    f"{trace.model_name} again to attribute it")
+            ids, target, prompt_tokens = attribution.step_context(trace, step, row)
+            progress(0.0, desc="Attributing")
+            deadline = time.monotonic() + self.attribution_seconds()
+            # seated at the model's step scheduler, each of its forwards holds the model lock the runs' batched steps
+            # take: it goes between their steps, never beside one (its backward passes still share the cores)
+            seated = step_scheduler.shared(loaded.model).seat(deadline) if policy.shared_forward() \
+                else contextlib.nullcontext()
+            with seated:
+                result = attribution.attribute(
+                    loaded.model, loaded.tokenizer, ids, target, "all", steps=int(steps or attribution.DEFAULT_STEPS),
+                    deadline=deadline, prompt_tokens=prompt_tokens,
+                    progress=lambda done: progress(done, desc="Attributing"))
+        except TimeoutError as err:
+            shown = attribution_figure.message_html(f"{err} ({self.attribution_seconds():.0f} s on this server)")
+        except (ValueError, OSError) as err:  # AttributionError is a ValueError, as the model picker's refusals
+            shown = attribution_figure.message_html(f"Cannot attribute this step: {err}")
+        else:
+            shown = attribution_figure.attribution_html(result, step, row)
+        return gr.HTML(shown, visible=True)
 
     # --- output assembly -------------------------------------------------------------------------
     def _error(self, err: Exception) -> dict:
