@@ -131,8 +131,7 @@ Decision = Union[Kept, Finished]
 class RowStep:
     """What ``file_row`` did with one batch row's ranked continuations."""
 
-    decisions: tuple[Decision, ...]  # in rank order; a rank it passed over (or filed no better) is absent
-    visited: int  # how many ranks it looked at; those after were never reached
+    decisions: tuple[Decision, ...]  # in rank order; a rank it passed over, filed no better or never reached: absent
 
     @property
     def kept(self) -> list[Kept]:
@@ -147,9 +146,8 @@ def file_row(*, hyps: BeamHypotheses, input_ids: torch.LongTensor, first_row: in
     ``keep`` run on. ``beams`` index the row's beams from ``first_row`` of ``input_ids``; ``nodes[rank]`` names a
     finished one in the tree when known already."""
     decisions: list[Decision] = []
-    n_kept = visited = 0
+    n_kept = 0
     for rank, (token, score, beam) in enumerate(zip(tokens, scores, beams)):
-        visited = rank + 1
         row = first_row + int(beam)
         if (eos_token_id is not None) and (token.item() in eos_token_id):
             if rank >= keep:  # only the best `keep` may finish
@@ -168,7 +166,7 @@ def file_row(*, hyps: BeamHypotheses, input_ids: torch.LongTensor, first_row: in
     if n_kept < keep:
         raise ValueError(f"At most {keep} tokens in {tokens} can be equal to `eos_token_id: {eos_token_id}`. "
                          f"Make sure {tokens} are corrected.")
-    return RowStep(tuple(decisions), visited)
+    return RowStep(tuple(decisions))
 
 
 def idle_row(*, scores: torch.Tensor, tokens: torch.LongTensor, beams: torch.LongTensor, pad_token_id,
