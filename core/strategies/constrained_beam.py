@@ -32,6 +32,7 @@ from transformers.generation.utils import GenerationMode
 from ..constraints import (Constraint, ConstraintListState, DisjunctiveConstraint, DisjunctiveTrie,
                            PhrasalConstraint)
 from ..records import BeamNode
+from ..rules import Env, rule
 from . import register
 from .beam_tree import BeamTree, normalized_score
 from .hypotheses import BeamHypotheses, Filed, Finished, Kept, RowStep, file_row, idle_row, pad_hypotheses
@@ -47,10 +48,13 @@ def _is_word(word, vocab_size: int) -> bool:
             and all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab_size for t in word))
 
 
-def check_config(generation_config, vocab_size: int) -> None:
+@rule
+def _settings(env: Env) -> None:
     """Raise a ``ValueError`` naming the first setting constrained beam search cannot run with
     (4.55.4 rejects ``do_sample`` and ``num_beam_groups``; its scorer needs ``num_beams > 1``)."""
-    cfg = generation_config
+    if env.mode != GenerationMode.CONSTRAINED_BEAM_SEARCH:
+        return
+    cfg, vocab_size = env.cfg, env.vocab_size
     if cfg.do_sample:
         raise ValueError("`do_sample` must be False for constrained beam search (`constraints` or "
                          f"`force_words_ids` is set); got {cfg.do_sample!r}")
@@ -386,9 +390,7 @@ def _note_forced(notes: list[_Cand], *, batch: int, slots: list[_Cand], slot_sta
 @register(GenerationMode.CONSTRAINED_BEAM_SEARCH, family="beam")
 def constrained_beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx,
                             **model_kwargs):
-    # 1. validate, build the constraints and the scorer
-    vocab_size = model.config.get_text_config().vocab_size
-    check_config(generation_config, vocab_size)
+    # 1. build the constraints and the scorer (the settings were checked at the boundary, ``_settings``)
     constraints = build_constraints(generation_config)
     pad_token_id = generation_config._pad_token_tensor
     eos_token_id = generation_config._eos_token_tensor
