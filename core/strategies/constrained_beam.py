@@ -35,7 +35,7 @@ from ..records import BeamNode
 from ..rules import Env, rule
 from . import register
 from .beam_tree import BeamTree, normalized_score
-from .hypotheses import BeamHypotheses, Filed, Finished, Kept, RowStep, file_row, idle_row, pad_hypotheses
+from .hypotheses import BeamHypotheses, Filed, Finished, Kept, NextBeams, RowStep, file_row, pad_hypotheses
 from .steps import Forward, reorder_cache
 
 # --- validation and constraints from the config ---------------------------------------------------
@@ -156,7 +156,7 @@ class ConstrainedBeamScorer:
         new_state.reset(sequence)
         return new_state.completed
 
-    def process(self, input_ids, next_scores, next_tokens, next_indices, scores_for_all_vocab, pad_token_id=None,
+    def process(self, input_ids, next_scores, next_tokens, next_indices, scores_for_all_vocab, *, pad_token_id=None,
                 eos_token_id=None, decoder_prompt_len: int = 0, notes: list[_Cand] | None = None):
         """One step: finish EOS hypotheses, then pick the K beams of each batch row across constraint banks.
         ``next_*`` are [B, 2K] (top continuations), ``scores_for_all_vocab`` is [B*K, V].
@@ -166,10 +166,8 @@ class ConstrainedBeamScorer:
         if batch_size != (input_ids.shape[0] // self.group_size):
             raise ValueError(f"A beam size of {input_ids.shape[0]} is used as the input, but a beam size of "
                              f"{self.group_size} is expected by the beam scorer.")
-        device = input_ids.device
-        next_beam_scores = torch.zeros((batch_size, self.group_size), dtype=next_scores.dtype, device=device)  # [B, K]
-        next_beam_tokens = torch.zeros((batch_size, self.group_size), dtype=next_tokens.dtype, device=device)
-        next_beam_indices = torch.zeros((batch_size, self.group_size), dtype=next_indices.dtype, device=device)
+        chosen = NextBeams(batch_size, self.group_size, scores=next_scores, tokens=next_tokens, beams=next_indices,
+                           device=input_ids.device)  # [B, K] each
         if eos_token_id is not None and not isinstance(eos_token_id, torch.Tensor):
             eos_token_id = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
 
@@ -177,8 +175,7 @@ class ConstrainedBeamScorer:
             if self._done[batch_idx]:
                 if self.num_beams < len(beam_hyp):
                     raise ValueError(f"Batch can only be done if at least {self.num_beams} beams have been generated")
-                idle_row(scores=next_beam_scores[batch_idx], tokens=next_beam_tokens[batch_idx],
-                         beams=next_beam_indices[batch_idx], pad_token_id=pad_token_id, eos_token_id=eos_token_id)
+                chosen.idle(batch_idx, pad_token_id=pad_token_id, eos_token_id=eos_token_id)
                 continue
 
             # an EOS continuation finishes only a sequence that fulfils every constraint
@@ -187,10 +184,8 @@ class ConstrainedBeamScorer:
                             beams=next_indices[batch_idx], keep=self.group_size, eos_token_id=eos_token_id,
                             generated_len=cur_len - decoder_prompt_len,
                             may_finish=lambda row: self.check_completes_constraints(input_ids[row].tolist()))
-            ranks = [kept.rank for kept in step.kept]
-            next_beam_scores[batch_idx] = next_scores[batch_idx, ranks]
-            next_beam_tokens[batch_idx] = next_tokens[batch_idx, ranks]
-            next_beam_indices[batch_idx] = batch_idx * self.group_size + next_indices[batch_idx, ranks]
+            chosen.take(batch_idx, step, scores=next_scores[batch_idx], tokens=next_tokens[batch_idx],
+                        beams=next_indices[batch_idx], first_row=batch_idx * self.group_size)
             slots: list[_Cand] = []  # recording: the top-k candidates in beam order
             if notes is not None:
                 slots = _note_row(notes, step=step, batch=batch_idx, first_row=batch_idx * self.group_size,
@@ -198,16 +193,16 @@ class ConstrainedBeamScorer:
                                   beams=next_indices[batch_idx])
 
             new_scores, new_tokens, new_indices = self.step_sentence_constraint(
-                batch_idx, input_ids, scores_for_all_vocab, next_beam_scores[batch_idx],
-                next_beam_tokens[batch_idx], next_beam_indices[batch_idx], notes=notes, slots=slots)
-            next_beam_scores[batch_idx] = new_scores
-            next_beam_tokens[batch_idx] = new_tokens
-            next_beam_indices[batch_idx] = new_indices
+                batch_idx, input_ids, scores_for_all_vocab, chosen.scores[batch_idx], chosen.tokens[batch_idx],
+                chosen.beams[batch_idx], notes=notes, slots=slots)
+            chosen.scores[batch_idx] = new_scores
+            chosen.tokens[batch_idx] = new_tokens
+            chosen.beams[batch_idx] = new_indices
 
             self._done[batch_idx] = self._done[batch_idx] or beam_hyp.is_done(
                 next_scores[batch_idx].max().item(), cur_len, decoder_prompt_len)
 
-        return next_beam_scores.view(-1), next_beam_tokens.view(-1), next_beam_indices.view(-1)  # [B*K] each
+        return chosen.flat()  # [B*K] each
 
     def step_sentence_constraint(self, batch_idx, input_ids, vocab_scores, sent_beam_scores, sent_beam_tokens,
                                  sent_beam_indices, notes=None, slots=()):

@@ -25,7 +25,7 @@ from transformers.generation.utils import GenerationMode
 
 from . import register
 from .beam_tree import BeamTree, normalized_score, split_flat_indices
-from .hypotheses import BeamHypotheses, Kept, RowStep, file_row, idle_row, pad_hypotheses
+from .hypotheses import BeamHypotheses, Kept, NextBeams, RowStep, file_row, pad_hypotheses
 from .steps import Forward, reorder_cache
 
 
@@ -135,17 +135,13 @@ class BeamSearchScorer:
         if batch_size != (input_ids.shape[0] // self.group_size):
             raise ValueError(f"A group beam size of {input_ids.shape[0]} is used as the input, but a group beam "
                              f"size of {self.group_size} is expected by the beam scorer.")
-        device = input_ids.device
-        next_beam_scores = torch.zeros((batch_size, self.group_size), dtype=next_scores.dtype, device=device)
-        next_beam_tokens = torch.zeros((batch_size, self.group_size), dtype=next_tokens.dtype, device=device)
-        next_beam_indices = torch.zeros((batch_size, self.group_size), dtype=next_indices.dtype, device=device)
-
+        chosen = NextBeams(batch_size, self.group_size, scores=next_scores, tokens=next_tokens, beams=next_indices,
+                           device=input_ids.device)
         rows: list[RowStep | None] = []
         for batch_idx in range(batch_size):
             batch_group_idx = batch_idx * self.num_beam_groups + group_index
             if self._done[batch_group_idx]:
-                idle_row(scores=next_beam_scores[batch_idx], tokens=next_beam_tokens[batch_idx],
-                         beams=next_beam_indices[batch_idx], pad_token_id=pad_token_id, eos_token_id=eos_token_id)
+                chosen.idle(batch_idx, pad_token_id=pad_token_id, eos_token_id=eos_token_id)
                 rows.append(None)
                 continue
             step = file_row(hyps=self._beam_hyps[batch_group_idx], input_ids=input_ids,
@@ -153,15 +149,13 @@ class BeamSearchScorer:
                             tokens=next_tokens[batch_idx], beams=next_indices[batch_idx], keep=self.group_size,
                             eos_token_id=eos_token_id, generated_len=cur_len - decoder_prompt_len,
                             nodes=nodes[batch_idx] if nodes is not None else None)
-            ranks = [kept.rank for kept in step.kept]
-            next_beam_scores[batch_idx] = next_scores[batch_idx, ranks]
-            next_beam_tokens[batch_idx] = next_tokens[batch_idx, ranks]
-            next_beam_indices[batch_idx] = batch_idx * self.group_size + next_indices[batch_idx, ranks]
+            chosen.take(batch_idx, step, scores=next_scores[batch_idx], tokens=next_tokens[batch_idx],
+                        beams=next_indices[batch_idx], first_row=batch_idx * self.group_size)
             rows.append(step)
             self._done[batch_group_idx] = self._done[batch_group_idx] or self._beam_hyps[batch_group_idx].is_done(
                 next_scores[batch_idx].max().item(), cur_len, decoder_prompt_len)
 
-        return GroupStep(next_beam_scores.view(-1), next_beam_tokens.view(-1), next_beam_indices.view(-1), tuple(rows))
+        return GroupStep(*chosen.flat(), tuple(rows))
 
     def finalize(self, input_ids, final_beam_scores, *, max_length: int, pad_token_id=None, eos_token_id=None,
                  decoder_prompt_len: int = 0, running_nodes=None):

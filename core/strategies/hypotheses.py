@@ -3,8 +3,8 @@
 (group and constrained beam search). 5.x's own beam search keeps finished beams in tensors instead.
 
 Both ported scorers take a batch row's ranked continuations the same way, ``file_row``: EOS continuations
-among the best go to the finished hypotheses, the others run on. It returns what it decided as records
-(``Kept``, ``Finished``), which the scorers' callers read to draw the beam tree.
+among the best go to the finished hypotheses, the others run on (``NextBeams.take``). It returns what it decided
+as records (``Kept``, ``Finished``), which the scorers' callers read to draw the beam tree.
 """
 
 from __future__ import annotations
@@ -169,12 +169,34 @@ def file_row(*, hyps: BeamHypotheses, input_ids: torch.LongTensor, first_row: in
     return RowStep(tuple(decisions))
 
 
-def idle_row(*, scores: torch.Tensor, tokens: torch.LongTensor, beams: torch.LongTensor, pad_token_id,
-             eos_token_id) -> None:
-    """A batch row (or group) that is done idles on padding: fill its next beams [G] in place (4.55.4 points them
-    at row 0 of the whole batch, harmlessly: they only feed padded beams)."""
-    if eos_token_id is None or pad_token_id is None:
-        raise ValueError("Generated beams >= num_beams -> eos_token_id and pad_token have to be defined")
-    scores[:] = 0
-    tokens[:] = pad_token_id
-    beams[:] = 0
+class NextBeams:
+    """The beams a scorer picks for the next step, one row of G per batch row (or group): their scores, tokens
+    and the rows of ``input_ids`` they continue, each [B, G]."""
+
+    def __init__(self, batch_size: int, size: int, *, scores: torch.Tensor, tokens: torch.LongTensor,
+                 beams: torch.LongTensor, device):
+        """``scores``/``tokens``/``beams``: the ranked candidates, whose dtypes the beams take."""
+        self.scores = torch.zeros((batch_size, size), dtype=scores.dtype, device=device)
+        self.tokens = torch.zeros((batch_size, size), dtype=tokens.dtype, device=device)
+        self.beams = torch.zeros((batch_size, size), dtype=beams.dtype, device=device)
+
+    def take(self, batch: int, step: RowStep, *, scores: torch.Tensor, tokens: torch.LongTensor,
+             beams: torch.LongTensor, first_row: int) -> None:
+        """Batch row ``batch`` continues with the candidates ``step`` kept (``scores``/``tokens``/``beams`` [2G])."""
+        ranks = [kept.rank for kept in step.kept]
+        self.scores[batch] = scores[ranks]
+        self.tokens[batch] = tokens[ranks]
+        self.beams[batch] = first_row + beams[ranks]
+
+    def idle(self, batch: int, *, pad_token_id, eos_token_id) -> None:
+        """A batch row (or group) that is done idles on padding (4.55.4 points its beams at row 0 of the whole
+        batch, harmlessly: they only feed padded beams)."""
+        if eos_token_id is None or pad_token_id is None:
+            raise ValueError("Generated beams >= num_beams -> eos_token_id and pad_token have to be defined")
+        self.scores[batch, :] = 0
+        self.tokens[batch, :] = pad_token_id
+        self.beams[batch, :] = 0
+
+    def flat(self) -> tuple[torch.Tensor, torch.LongTensor, torch.LongTensor]:
+        """Scores, tokens and source rows, each [B*G]."""
+        return self.scores.view(-1), self.tokens.view(-1), self.beams.view(-1)
