@@ -10,8 +10,9 @@ Order of the checks:
    (``GenerationConfig.validate``, the logits processors' constructors, the cache constructors);
 3. ``validate`` runs again in the dispatch on the final config transformers hands over.
 
-``validate`` is two tables: ``RANGES`` (a field alone: its allowed values) and ``RULES`` (fields that
-depend on each other, on the mode or on the model), each rule a small function registered with ``@rule``.
+``validate`` is two tables: ``RANGES`` (a field alone: its allowed values) and ``core.rules.RULES`` (fields that
+depend on each other, on the mode or on the model), each rule a small function registered with ``@rule``: a
+strategy's own rules in its module (contrastive search, DoLa, constrained beam search), the others below.
 """
 
 from __future__ import annotations
@@ -28,12 +29,8 @@ from transformers.utils import is_hqq_available, is_optimum_quanto_available
 from . import chain, grammar, kernels
 from . import processors as community
 from .processors.base import Range, between, fail, is_int, is_real
-from .strategies import family_of
-
-
-def _check(cond: bool, field: str, allowed: str, value) -> None:
-    if not cond:
-        fail(field, allowed, value)
+from .rules import RULES, Env, check, rule
+from .strategies import family_of  # imports every strategy, which registers its own rules first
 
 
 # --- 1. the raw call --------------------------------------------------------------------------------------------
@@ -151,32 +148,6 @@ RANGES: dict[str, Range] = {
 RANGES.update(community.RANGES)  # the community samplers' fields (``core.processors``)
 
 
-@dataclass(frozen=True)
-class Env:
-    """What a rule may look at besides the config."""
-
-    cfg: GenerationConfig
-    mode: str
-    model: Any
-
-    @property
-    def text_config(self):
-        return self.model.config.get_text_config(decoder=True)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.model.config.get_text_config().vocab_size
-
-
-RULES: list[Callable[[Env], None]] = []
-
-
-def rule(fn: Callable[[Env], None]) -> Callable[[Env], None]:
-    """Register a check of fields that depend on each other, on the mode or on the model."""
-    RULES.append(fn)
-    return fn
-
-
 def validate(cfg, mode: str, model) -> None:
     """Raise a ``ValueError`` naming the first field of ``cfg`` that is out of range for ``mode``."""
     for field, rng in RANGES.items():
@@ -184,30 +155,30 @@ def validate(cfg, mode: str, model) -> None:
         if value is not None and not rng.test(value):
             fail(field, rng.allowed, value)
     env = Env(cfg, mode, model)
-    for check in RULES:
-        check(env)
+    for each in RULES:
+        each(env)
 
 
 @rule
 def _temperature(env: Env) -> None:
     cfg = env.cfg
     if cfg.do_sample and cfg.temperature is not None:
-        _check((isinstance(cfg.temperature, float) or cfg.temperature == 1) and is_real(cfg.temperature)
-               and cfg.temperature > 0, "temperature", "a float > 0 when sampling (do_sample=True)", cfg.temperature)
+        check((isinstance(cfg.temperature, float) or cfg.temperature == 1) and is_real(cfg.temperature)
+              and cfg.temperature > 0, "temperature", "a float > 0 when sampling (do_sample=True)", cfg.temperature)
 
 
 @rule
 def _return_sequences(env: Env) -> None:
     cfg = env.cfg
     if family_of(env.mode) == "beam":
-        _check(cfg.num_return_sequences <= cfg.num_beams, "num_return_sequences",
-               f"<= num_beams ({cfg.num_beams}) for beam search", cfg.num_return_sequences)
+        check(cfg.num_return_sequences <= cfg.num_beams, "num_return_sequences",
+              f"<= num_beams ({cfg.num_beams}) for beam search", cfg.num_return_sequences)
     elif env.mode == "assisted_generation":
-        _check(cfg.num_return_sequences == 1, "num_return_sequences", "1 for assisted decoding",
-               cfg.num_return_sequences)
+        check(cfg.num_return_sequences == 1, "num_return_sequences", "1 for assisted decoding",
+              cfg.num_return_sequences)
     elif not cfg.do_sample:
-        _check(cfg.num_return_sequences == 1, "num_return_sequences",
-               "1 without sampling or beams (greedy decoding gives one sequence per prompt)", cfg.num_return_sequences)
+        check(cfg.num_return_sequences == 1, "num_return_sequences",
+              "1 without sampling or beams (greedy decoding gives one sequence per prompt)", cfg.num_return_sequences)
 
 
 @rule
@@ -215,40 +186,13 @@ def _beam_groups(env: Env) -> None:
     cfg = env.cfg
     groups = cfg.num_beam_groups or 1
     if groups > 1:
-        _check(groups <= cfg.num_beams, "num_beam_groups", f"<= num_beams ({cfg.num_beams})", groups)
-        _check(cfg.num_beams % groups == 0, "num_beam_groups",
-               f"a divisor of num_beams ({cfg.num_beams}) so every group has the same number of beams", groups)
-        _check(not cfg.do_sample, "do_sample", "False for diverse (group) beam search", cfg.do_sample)
+        check(groups <= cfg.num_beams, "num_beam_groups", f"<= num_beams ({cfg.num_beams})", groups)
+        check(cfg.num_beams % groups == 0, "num_beam_groups",
+              f"a divisor of num_beams ({cfg.num_beams}) so every group has the same number of beams", groups)
+        check(not cfg.do_sample, "do_sample", "False for diverse (group) beam search", cfg.do_sample)
         # as transformers 4.55.4 refused it: without a penalty every group decodes the same beams
-        _check(cfg.diversity_penalty is not None and cfg.diversity_penalty > 0, "diversity_penalty",
-               "> 0 when num_beam_groups > 1 (otherwise the groups are identical)", cfg.diversity_penalty)
-
-
-@rule
-def _contrastive(env: Env) -> None:
-    if env.mode == "contrastive_search":
-        _check(env.cfg.top_k > 1, "top_k", "an integer > 1 for contrastive search", env.cfg.top_k)
-        # it repeats and selects cache rows per candidate: layers that grow by concatenation only (checked on the
-        # cache itself too, for one passed as past_key_values); said before a quantized cache's backend is readied
-        _check(env.cfg.cache_implementation in (None, "dynamic", "offloaded"), "cache_implementation",
-               "'dynamic' (or unset) for contrastive search, which repeats and selects cache rows per candidate",
-               env.cfg.cache_implementation)
-
-
-@rule
-def _dola(env: Env) -> None:
-    layers = env.cfg.dola_layers
-    if layers is None:
-        return
-    _check(not env.model.config.is_encoder_decoder, "dola_layers",
-           "unset for encoder-decoder models (DoLa contrasts the layers of a decoder-only model)", layers)
-    n_layers = env.text_config.num_hidden_layers
-    if isinstance(layers, str):
-        _check(layers in ("low", "high"), "dola_layers", '"low", "high" or a list of layer indices', layers)
-    else:
-        _check(isinstance(layers, (list, tuple)) and len(layers) > 0
-               and all(is_int(i) and 0 <= i < n_layers for i in layers),
-               "dola_layers", f'"low", "high" or a non-empty list of layer indices in [0, {n_layers - 1}]', layers)
+        check(cfg.diversity_penalty is not None and cfg.diversity_penalty > 0, "diversity_penalty",
+              "> 0 when num_beam_groups > 1 (otherwise the groups are identical)", cfg.diversity_penalty)
 
 
 def _token_ids(value) -> list:
@@ -270,13 +214,13 @@ def _token_fields(env: Env) -> None:
                   "begin_suppress_tokens"):
         value = getattr(env.cfg, field, None)
         if value is not None:
-            _check(all(is_int(i) and 0 <= i < vocab for i in _token_ids(value)), field, allowed, value)
+            check(all(is_int(i) and 0 <= i < vocab for i in _token_ids(value)), field, allowed, value)
     bad = env.cfg.bad_words_ids
     if bad is not None:
-        _check(isinstance(bad, list) and len(bad) > 0
-               and all(isinstance(w, list) and len(w) > 0 for w in bad)
-               and all(is_int(i) and 0 <= i < vocab for i in _token_ids(bad)),
-               "bad_words_ids", f"a non-empty list of non-empty lists of {allowed}", bad)
+        check(isinstance(bad, list) and len(bad) > 0
+              and all(isinstance(w, list) and len(w) > 0 for w in bad)
+              and all(is_int(i) and 0 <= i < vocab for i in _token_ids(bad)),
+              "bad_words_ids", f"a non-empty list of non-empty lists of {allowed}", bad)
 
 
 def _is_bias_pair(pair, vocab: int) -> bool:
@@ -292,9 +236,9 @@ def _sequence_bias(env: Env) -> None:
         pairs = list(pairs.items())
     if pairs is not None:
         vocab = env.vocab_size
-        _check(isinstance(pairs, (list, tuple)) and len(pairs) > 0 and all(_is_bias_pair(p, vocab) for p in pairs),
-               "sequence_bias", f"a non-empty list of [token ids in [0, {vocab - 1}], bias] pairs, e.g. "
-               "[[[5, 9], -2.0]]", env.cfg.sequence_bias)
+        check(isinstance(pairs, (list, tuple)) and len(pairs) > 0 and all(_is_bias_pair(p, vocab) for p in pairs),
+              "sequence_bias", f"a non-empty list of [token ids in [0, {vocab - 1}], bias] pairs, e.g. "
+              "[[[5, 9], -2.0]]", env.cfg.sequence_bias)
 
 
 # ``watermarking_config``'s keys (transformers' WatermarkingConfig), each alone
@@ -313,7 +257,7 @@ def _watermarking(env: Env) -> None:
     given = {} if wm is None else wm if isinstance(wm, dict) else wm.to_dict()
     for key in WATERMARK_RANGES.keys() & given.keys():
         rng = WATERMARK_RANGES[key]
-        _check(rng.test(given[key]), f'watermarking_config["{key}"]', rng.allowed, given[key])
+        check(rng.test(given[key]), f'watermarking_config["{key}"]', rng.allowed, given[key])
 
 
 @rule
@@ -356,9 +300,9 @@ GROUP_WISE_OPTIONS = ("nbits", "axis_key", "axis_value", "q_group_size", "residu
 def _quantized_cache(env: Env) -> None:
     if env.cfg.cache_implementation != "quantized":
         return
-    _check(not env.model.config.is_encoder_decoder, "cache_implementation",
-           '"dynamic" or "static" for encoder-decoder models (transformers has no quantized cross-attention cache)',
-           "quantized")
+    check(not env.model.config.is_encoder_decoder, "cache_implementation",
+          '"dynamic" or "static" for encoder-decoder models (transformers has no quantized cross-attention cache)',
+          "quantized")
     options = dict(env.cfg.cache_config or {})
     backend = options.get("backend", "quanto")  # transformers' default
     if backend not in QUANT_BACKENDS:
@@ -366,25 +310,25 @@ def _quantized_cache(env: Env) -> None:
         fail('cache_config["backend"]', 'one of "quanto", "hqq", "fp8"' + hint, backend)
     spec = QUANT_BACKENDS[backend]
     others = [name for name, b in QUANT_BACKENDS.items() if name != backend and b.available()]
-    _check(spec.available(), 'cache_config["backend"]',
-           f"a backend whose package is installed ({backend!r} needs `pip install {spec.package}`; "
-           f"installed here: {', '.join(repr(o) for o in others)})", backend)
+    check(spec.available(), 'cache_config["backend"]',
+          f"a backend whose package is installed ({backend!r} needs `pip install {spec.package}`; "
+          f"installed here: {', '.join(repr(o) for o in others)})", backend)
     unknown = set(options) - {"backend", *GROUP_WISE_OPTIONS}
-    _check(not unknown, "cache_config", f"a dict with keys among backend, {', '.join(GROUP_WISE_OPTIONS)}",
-           sorted(unknown))
+    check(not unknown, "cache_config", f"a dict with keys among backend, {', '.join(GROUP_WISE_OPTIONS)}",
+          sorted(unknown))
     if spec.nbits is None:
         given = [k for k in GROUP_WISE_OPTIONS if options.get(k) is not None]
-        _check(not given, "cache_config", f"free of {', '.join(GROUP_WISE_OPTIONS)} for the {backend!r} backend "
-               "(it quantizes per tensor; use \"quanto\" or \"hqq\" to quantize group-wise)", given)
+        check(not given, "cache_config", f"free of {', '.join(GROUP_WISE_OPTIONS)} for the {backend!r} backend "
+              "(it quantizes per tensor; use \"quanto\" or \"hqq\" to quantize group-wise)", given)
         return
     nbits = options.get("nbits", 4)
-    _check(nbits in spec.nbits, 'cache_config["nbits"]', f"one of {list(spec.nbits)} for the {backend!r} backend", nbits)
+    check(nbits in spec.nbits, 'cache_config["nbits"]', f"one of {list(spec.nbits)} for the {backend!r} backend", nbits)
     for axis_field in ("axis_key", "axis_value"):
         axis = options.get(axis_field, 0)
-        _check(axis in spec.axes, f'cache_config["{axis_field}"]', f"one of {list(spec.axes)} for the {backend!r} backend",
-               axis)
+        check(axis in spec.axes, f'cache_config["{axis_field}"]', f"one of {list(spec.axes)} for the {backend!r} backend",
+              axis)
     residual = options.get("residual_length", 128)
-    _check(is_int(residual) and residual >= 0, 'cache_config["residual_length"]', "an integer >= 0", residual)
+    check(is_int(residual) and residual >= 0, 'cache_config["residual_length"]', "an integer >= 0", residual)
     group = options.get("q_group_size", 64)
     text = env.text_config
     kv_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
@@ -393,9 +337,9 @@ def _quantized_cache(env: Env) -> None:
     # With axis 0 the backends group the values of one row's [heads, seq, head_dim] block: a divisor of
     # heads * head_dim divides that block for every sequence length.
     if options.get("axis_key", 0) == 0 and options.get("axis_value", 0) == 0:
-        _check(is_int(group) and group >= 1 and width % group == 0, 'cache_config["q_group_size"]',
-               f"a divisor of num_key_value_heads * head_dim ({kv_heads} * {head_dim} = {width}) for this model", group)
+        check(is_int(group) and group >= 1 and width % group == 0, 'cache_config["q_group_size"]',
+              f"a divisor of num_key_value_heads * head_dim ({kv_heads} * {head_dim} = {width}) for this model", group)
     else:
-        _check(is_int(group) and group >= 1, 'cache_config["q_group_size"]', "an integer >= 1", group)
+        check(is_int(group) and group >= 1, 'cache_config["q_group_size"]', "an integer >= 1", group)
     if backend == "quanto":  # its compiled kernels: ready, or a clear message at once (never a wait on a lock)
         kernels.require("quanto")

@@ -32,9 +32,10 @@ from transformers.generation.utils import GenerationMode
 from ..constraints import (Constraint, ConstraintListState, DisjunctiveConstraint, DisjunctiveTrie,
                            PhrasalConstraint)
 from ..records import BeamNode
+from ..rules import Env, rule
 from . import register
 from .beam_tree import BeamTree, normalized_score
-from .hypotheses import BeamHypotheses, pad_hypotheses
+from .hypotheses import BeamHypotheses, Filed, Finished, Kept, NextBeams, RowStep, file_row, pad_hypotheses
 from .steps import Forward, reorder_cache
 
 # --- validation and constraints from the config ---------------------------------------------------
@@ -47,10 +48,13 @@ def _is_word(word, vocab_size: int) -> bool:
             and all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab_size for t in word))
 
 
-def check_config(generation_config, vocab_size: int) -> None:
+@rule
+def _settings(env: Env) -> None:
     """Raise a ``ValueError`` naming the first setting constrained beam search cannot run with
     (4.55.4 rejects ``do_sample`` and ``num_beam_groups``; its scorer needs ``num_beams > 1``)."""
-    cfg = generation_config
+    if env.mode != GenerationMode.CONSTRAINED_BEAM_SEARCH:
+        return
+    cfg, vocab_size = env.cfg, env.vocab_size
     if cfg.do_sample:
         raise ValueError("`do_sample` must be False for constrained beam search (`constraints` or "
                          f"`force_words_ids` is set); got {cfg.do_sample!r}")
@@ -115,16 +119,6 @@ class _Cand:
     hypothesis: "Filed | None" = None  # when it finished: the entry it made in the finished hypotheses
 
 
-class Filed(NamedTuple):
-    """A hypothesis a step filed among the finished ones, to be named by its beam-tree node once that exists."""
-
-    hyps: BeamHypotheses
-    tokens: torch.LongTensor
-
-    def name(self, node: int) -> None:
-        self.hyps.relabel(self.tokens, node)
-
-
 class Closed(NamedTuple):
     """An open beam that entered the final ranking when the search stopped."""
 
@@ -162,7 +156,7 @@ class ConstrainedBeamScorer:
         new_state.reset(sequence)
         return new_state.completed
 
-    def process(self, input_ids, next_scores, next_tokens, next_indices, scores_for_all_vocab, pad_token_id=None,
+    def process(self, input_ids, next_scores, next_tokens, next_indices, scores_for_all_vocab, *, pad_token_id=None,
                 eos_token_id=None, decoder_prompt_len: int = 0, notes: list[_Cand] | None = None):
         """One step: finish EOS hypotheses, then pick the K beams of each batch row across constraint banks.
         ``next_*`` are [B, 2K] (top continuations), ``scores_for_all_vocab`` is [B*K, V].
@@ -172,10 +166,8 @@ class ConstrainedBeamScorer:
         if batch_size != (input_ids.shape[0] // self.group_size):
             raise ValueError(f"A beam size of {input_ids.shape[0]} is used as the input, but a beam size of "
                              f"{self.group_size} is expected by the beam scorer.")
-        device = input_ids.device
-        next_beam_scores = torch.zeros((batch_size, self.group_size), dtype=next_scores.dtype, device=device)  # [B, K]
-        next_beam_tokens = torch.zeros((batch_size, self.group_size), dtype=next_tokens.dtype, device=device)
-        next_beam_indices = torch.zeros((batch_size, self.group_size), dtype=next_indices.dtype, device=device)
+        chosen = NextBeams(batch_size, self.group_size, scores=next_scores, tokens=next_tokens, beams=next_indices,
+                           device=input_ids.device)  # [B, K] each
         if eos_token_id is not None and not isinstance(eos_token_id, torch.Tensor):
             eos_token_id = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
 
@@ -183,59 +175,34 @@ class ConstrainedBeamScorer:
             if self._done[batch_idx]:
                 if self.num_beams < len(beam_hyp):
                     raise ValueError(f"Batch can only be done if at least {self.num_beams} beams have been generated")
-                if eos_token_id is None or pad_token_id is None:
-                    raise ValueError("Generated beams >= num_beams -> eos_token_id and pad_token have to be defined")
-                next_beam_scores[batch_idx, :] = 0
-                next_beam_tokens[batch_idx, :] = pad_token_id
-                next_beam_indices[batch_idx, :] = 0  # sic (4.55.4): a global row, only feeds a padded beam
+                chosen.idle(batch_idx, pad_token_id=pad_token_id, eos_token_id=eos_token_id)
                 continue
 
+            # an EOS continuation finishes only a sequence that fulfils every constraint
+            step = file_row(hyps=beam_hyp, input_ids=input_ids, first_row=batch_idx * self.group_size,
+                            scores=next_scores[batch_idx], tokens=next_tokens[batch_idx],
+                            beams=next_indices[batch_idx], keep=self.group_size, eos_token_id=eos_token_id,
+                            generated_len=cur_len - decoder_prompt_len,
+                            may_finish=lambda row: self.check_completes_constraints(input_ids[row].tolist()))
+            chosen.take(batch_idx, step, scores=next_scores[batch_idx], tokens=next_tokens[batch_idx],
+                        beams=next_indices[batch_idx], first_row=batch_idx * self.group_size)
             slots: list[_Cand] = []  # recording: the top-k candidates in beam order
-            beam_idx = visited = 0
-            for beam_token_rank, (next_token, next_score, next_index) in enumerate(
-                    zip(next_tokens[batch_idx], next_scores[batch_idx], next_indices[batch_idx])):
-                visited = beam_token_rank + 1
-                batch_beam_idx = batch_idx * self.group_size + next_index
-                cand = None
-                if notes is not None:
-                    cand = _Cand(batch_idx, int(batch_beam_idx), int(next_token), float(next_score))
-                    notes.append(cand)
-                if (eos_token_id is not None) and (next_token.item() in eos_token_id):
-                    if beam_token_rank >= self.group_size:  # only the best K may finish
-                        continue
-                    if self.check_completes_constraints(input_ids[batch_beam_idx].tolist()):
-                        hyp = input_ids[batch_beam_idx].clone()
-                        final = beam_hyp.add(hyp, next_score.item(), generated_len=cur_len - decoder_prompt_len)
-                        if cand is not None and final is not None:
-                            cand.fate, cand.final_score, cand.hypothesis = "finished", final, Filed(beam_hyp, hyp)
-                else:
-                    next_beam_scores[batch_idx, beam_idx] = next_score
-                    next_beam_tokens[batch_idx, beam_idx] = next_token
-                    next_beam_indices[batch_idx, beam_idx] = batch_beam_idx
-                    beam_idx += 1
-                    if cand is not None:
-                        slots.append(cand)
-                if beam_idx == self.group_size:
-                    break
-            if notes is not None:  # continuations the top-k returned but the scorer never reached: pruned
-                for rank in range(visited, next_tokens.shape[1]):
-                    notes.append(_Cand(batch_idx, batch_idx * self.group_size + int(next_indices[batch_idx, rank]),
-                                       int(next_tokens[batch_idx, rank]), float(next_scores[batch_idx, rank])))
+            if notes is not None:
+                slots = _note_row(notes, step=step, batch=batch_idx, first_row=batch_idx * self.group_size,
+                                  scores=next_scores[batch_idx], tokens=next_tokens[batch_idx],
+                                  beams=next_indices[batch_idx])
 
             new_scores, new_tokens, new_indices = self.step_sentence_constraint(
-                batch_idx, input_ids, scores_for_all_vocab, next_beam_scores[batch_idx],
-                next_beam_tokens[batch_idx], next_beam_indices[batch_idx], notes=notes, slots=slots)
-            next_beam_scores[batch_idx] = new_scores
-            next_beam_tokens[batch_idx] = new_tokens
-            next_beam_indices[batch_idx] = new_indices
+                batch_idx, input_ids, scores_for_all_vocab, chosen.scores[batch_idx], chosen.tokens[batch_idx],
+                chosen.beams[batch_idx], notes=notes, slots=slots)
+            chosen.scores[batch_idx] = new_scores
+            chosen.tokens[batch_idx] = new_tokens
+            chosen.beams[batch_idx] = new_indices
 
-            if beam_idx < self.group_size:
-                raise ValueError(f"At most {self.group_size} tokens in {next_tokens[batch_idx]} can be equal to "
-                                 f"`eos_token_id: {eos_token_id}`. Make sure {next_tokens[batch_idx]} are corrected.")
             self._done[batch_idx] = self._done[batch_idx] or beam_hyp.is_done(
                 next_scores[batch_idx].max().item(), cur_len, decoder_prompt_len)
 
-        return next_beam_scores.view(-1), next_beam_tokens.view(-1), next_beam_indices.view(-1)  # [B*K] each
+        return chosen.flat()  # [B*K] each
 
     def step_sentence_constraint(self, batch_idx, input_ids, vocab_scores, sent_beam_scores, sent_beam_tokens,
                                  sent_beam_indices, notes=None, slots=()):
@@ -277,12 +244,8 @@ class ConstrainedBeamScorer:
 
         forced: list[_Cand] = []
         if notes is not None:
-            for cand, state in zip(slots, topk_contraint_states):
-                cand.bank = state.get_bank()
-            for row, token, score, state in zip(track_new["new_indices"], track_new["new_tokens"],
-                                                track_new["new_scores"], track_new["new_states"]):
-                forced.append(_Cand(batch_idx, row, int(token), float(score), forced=True, bank=state.get_bank()))
-            notes.extend(forced)
+            forced = _note_forced(notes, batch=batch_idx, slots=slots, slot_states=topk_contraint_states,
+                                  track_new=track_new)
 
         if len(track_new["new_indices"]) > 0:
             new_indices = torch.tensor(track_new["new_indices"], device=device)
@@ -294,20 +257,7 @@ class ConstrainedBeamScorer:
             all_scores = torch.cat((sent_beam_scores, new_scores), -1)
             all_banks = torch.tensor([one.get_bank() for one in all_states], device=device)
 
-            # sort by bank, then score; then interleave: rank 0 of every bank, rank 1 of every bank, ...
-            zipped = all_banks * 100 + all_scores
-            indices = zipped.sort(descending=True).indices
-            sorted_banks = all_banks[indices]
-            counter, cur_bank, increments = -1, sorted_banks[0], []
-            for bank in sorted_banks:
-                if bank == cur_bank:
-                    counter += 1
-                else:
-                    counter, cur_bank = 0, bank
-                increments.append(counter)
-            # a stable sort, as 4.55.4's np.argsort(kind="mergesort")
-            rearrangers = torch.tensor(increments).sort(stable=True).indices
-            indices = indices[rearrangers][:orig_len]  # [K]
+            indices = _round_robin(banks=all_banks, scores=all_scores, keep=orig_len)  # [K]
 
             sent_beam_scores = all_scores[indices]
             sent_beam_tokens = all_tokens[indices]
@@ -384,14 +334,58 @@ class ConstrainedBeamScorer:
                               eos_token_id)
 
 
+def _round_robin(*, banks: torch.Tensor, scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """The ``keep`` candidates 4.55.4 takes across constraint banks: sorted by bank, then score, and interleaved
+    (rank 0 of every bank, rank 1 of every bank, ...). Returns their indices [keep]."""
+    zipped = banks * 100 + scores
+    indices = zipped.sort(descending=True).indices
+    sorted_banks = banks[indices]
+    counter, cur_bank, increments = -1, sorted_banks[0], []
+    for bank in sorted_banks:
+        if bank == cur_bank:
+            counter += 1
+        else:
+            counter, cur_bank = 0, bank
+        increments.append(counter)
+    # a stable sort, as 4.55.4's np.argsort(kind="mergesort")
+    rearrangers = torch.tensor(increments).sort(stable=True).indices
+    return indices[rearrangers][:keep]
+
+
+def _note_row(notes: list[_Cand], *, step: RowStep, batch: int, first_row: int, scores: torch.Tensor,
+              tokens: torch.LongTensor, beams: torch.LongTensor) -> list[_Cand]:
+    """Append a ``_Cand`` per ranked continuation of batch row ``batch`` with what ``file_row`` did with it (one it
+    passed over, or never reached, stays "pruned"); returns the kept ones, in beam order."""
+    decided = {decision.rank: decision for decision in step.decisions}
+    slots = []
+    for rank in range(tokens.shape[0]):
+        cand = _Cand(batch, first_row + int(beams[rank]), int(tokens[rank]), float(scores[rank]))
+        decision = decided.get(rank)
+        if isinstance(decision, Finished):
+            cand.fate, cand.final_score, cand.hypothesis = "finished", decision.score, decision.filed
+        elif isinstance(decision, Kept):
+            slots.append(cand)
+        notes.append(cand)
+    return slots
+
+
+def _note_forced(notes: list[_Cand], *, batch: int, slots: list[_Cand], slot_states, track_new: dict) -> list[_Cand]:
+    """Give the top-k candidates their banks and append a ``_Cand`` per forced candidate; returns the forced ones."""
+    for cand, state in zip(slots, slot_states):
+        cand.bank = state.get_bank()
+    forced = [_Cand(batch, row, int(token), float(score), forced=True, bank=state.get_bank())
+              for row, token, score, state in zip(track_new["new_indices"], track_new["new_tokens"],
+                                                  track_new["new_scores"], track_new["new_states"])]
+    notes.extend(forced)
+    return forced
+
+
 # --- the decoding loop -----------------------------------------------------------------------------
 
 @register(GenerationMode.CONSTRAINED_BEAM_SEARCH, family="beam")
 def constrained_beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx,
                             **model_kwargs):
-    # 1. validate, build the constraints and the scorer
-    vocab_size = model.config.get_text_config().vocab_size
-    check_config(generation_config, vocab_size)
+    # 1. build the constraints and the scorer (the settings were checked at the boundary, ``_settings``)
     constraints = build_constraints(generation_config)
     pad_token_id = generation_config._pad_token_tensor
     eos_token_id = generation_config._eos_token_tensor

@@ -30,6 +30,7 @@ from transformers.generation.utils import GenerationMode
 
 from ..lens import no_logits, plain_head
 from ..records import ContrastiveCandidate
+from ..rules import Env, check, rule
 from . import register
 from .steps import Rows, prefilling
 
@@ -57,19 +58,42 @@ def _last_hidden(model, outputs) -> torch.Tensor:
     return states[-1]
 
 
+# it repeats and selects cache rows per candidate: cache layers that grow by concatenation only
+_CACHE_ALLOWED = "'dynamic' (or unset) for contrastive search, which repeats and selects cache rows per candidate"
+
+
+@rule
+def _settings(env: Env) -> None:
+    """What contrastive search cannot run with, said at the boundary (a cache's kind before a quantized cache's
+    backend is readied); a cache passed as ``past_key_values`` is checked in the loop (``_check_cache``)."""
+    if env.mode != GenerationMode.CONTRASTIVE_SEARCH:
+        return
+    cfg = env.cfg
+    check(cfg.top_k > 1, "top_k", "an integer > 1 for contrastive search", cfg.top_k)
+    check(cfg.cache_implementation in (None, "dynamic", "offloaded"), "cache_implementation", _CACHE_ALLOWED,
+          cfg.cache_implementation)
+    if getattr(env.model, "_is_stateful", False):
+        raise ValueError(f"contrastive search needs a model whose cache can be rolled back; got the stateful "
+                         f"{type(env.model).__name__}")
+    if cfg.prefill_chunk_size is not None:
+        raise ValueError("`prefill_chunk_size` must be None for contrastive search, which needs the hidden state of "
+                         f"every prompt token from one prefill; got {cfg.prefill_chunk_size}")
+
+
 def _check_cache(cache) -> None:
     """Contrastive search reads the cache ``top_k`` times per row and then keeps one candidate's entry: it needs a
     cache whose layers grow by concatenation (dynamic ones; quantized and static layers cannot)."""
     if cache is None:
         raise ValueError("`use_cache` must be True for contrastive search (it rolls the KV cache back to the chosen "
                          "candidate); got no cache")
-    caches = [cache.self_attention_cache, cache.cross_attention_cache] if hasattr(cache, "self_attention_cache") else [cache]
+    caches = ([cache.self_attention_cache, cache.cross_attention_cache] if hasattr(cache, "self_attention_cache")
+              else [cache])
     layers = [layer for c in caches for layer in getattr(c, "layers", [None])]
     bad = sorted({type(layer).__name__ for layer in layers
                   if not isinstance(layer, DynamicLayer) or isinstance(layer, BaseQuantizedLayer)})
     if bad:
-        raise ValueError("`cache_implementation` must be 'dynamic' (or unset) for contrastive search, which repeats "
-                         f"and selects cache rows per candidate; got a {type(cache).__name__} with {', '.join(bad)}")
+        raise ValueError(f"`cache_implementation` must be {_CACHE_ALLOWED}; got a {type(cache).__name__} with "
+                         f"{', '.join(bad)}")
 
 
 def _repeated_then(prefix: torch.Tensor, new: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -164,12 +188,7 @@ def contrastive_search(model, input_ids, logits_processor, stopping_criteria, ge
     if not model_kwargs.get("use_cache", True):
         raise ValueError("`use_cache` must be True for contrastive search (it rolls the KV cache back to the chosen "
                          "candidate); got False")
-    if getattr(model, "_is_stateful", False):
-        raise ValueError(f"contrastive search needs a model whose cache can be rolled back; got the stateful "
-                         f"{type(model).__name__}")
-    if generation_config.prefill_chunk_size is not None:
-        raise ValueError("`prefill_chunk_size` must be None for contrastive search, which needs the hidden state of "
-                         f"every prompt token from one prefill; got {generation_config.prefill_chunk_size}")
+    # the settings were checked at the boundary (``_settings``); the cache object only exists here
     _check_cache(model_kwargs.get("cache"))
     batch_size = input_ids.shape[0]
     rows = Rows(input_ids, generation_config, stopping_criteria, ctx)

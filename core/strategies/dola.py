@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from transformers.generation.utils import GenerationMode
 
 from ..lens import head_rows, last_states, lens_problem, no_logits, plain_head
+from ..processors.base import is_int
 from ..records import DolaStep
+from ..rules import Env, check, rule
 from . import register
 from .steps import Forward, Rows
 
@@ -112,21 +114,39 @@ def select_contrast(layers: list[int], premature: torch.Tensor, final_logits: to
     return final_normalized - base_normalized, layers[index], js
 
 
-@register(GenerationMode.DOLA_GENERATION)
-def dola(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx, **model_kwargs):
-    # 1. setup
-    if model.config.is_encoder_decoder:
-        raise ValueError("`dola_layers` must be unset for encoder-decoder models: DoLa contrasts the layers of a "
-                         f"decoder-only model; got {generation_config.dola_layers!r}")
+@rule
+def _settings(env: Env) -> None:
+    """``dola_layers`` wherever it is set (transformers ignores it, with a warning, outside greedy search and
+    sampling); where DoLa runs, what its loop needs of the model."""
+    layers = env.cfg.dola_layers
+    if layers is None:
+        return
+    model = env.model
+    check(not model.config.is_encoder_decoder, "dola_layers",
+          "unset for encoder-decoder models (DoLa contrasts the layers of a decoder-only model)", layers)
+    n_layers = env.text_config.num_hidden_layers
+    if isinstance(layers, str):
+        check(layers in ("low", "high"), "dola_layers", '"low", "high" or a list of layer indices', layers)
+    else:
+        check(isinstance(layers, (list, tuple)) and len(layers) > 0
+              and all(is_int(i) and 0 <= i < n_layers for i in layers),
+              "dola_layers", f'"low", "high" or a non-empty list of layer indices in [0, {n_layers - 1}]', layers)
+    if env.mode != GenerationMode.DOLA_GENERATION:
+        return
     if getattr(model, "_is_stateful", False):
         raise ValueError(f"DoLa decoding is not supported with stateful models; got {type(model).__name__}")
-    lm_head = model.get_output_embeddings()
-    if lm_head is None:
+    if model.get_output_embeddings() is None:
         raise ValueError(f"DoLa needs a model with an output embedding (LM head); {type(model).__name__} has none")
-    layers = candidate_layers(model, generation_config.dola_layers)
-    if not layers:
+    if not candidate_layers(model, layers):
         raise ValueError(f"`dola_layers` must name at least one layer below the final one "
-                         f"({model.config.get_text_config().num_hidden_layers}); got {generation_config.dola_layers!r}")
+                         f"({model.config.get_text_config().num_hidden_layers}); got {layers!r}")
+
+
+@register(GenerationMode.DOLA_GENERATION)
+def dola(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx, **model_kwargs):
+    # 1. setup (the settings and the model were checked at the boundary, ``_settings``; the lens is this run's)
+    lm_head = model.get_output_embeddings()
+    layers = candidate_layers(model, generation_config.dola_layers)
     if ctx.lens and lens_problem(model):
         raise ValueError(f"`lens` must be off for this model: {lens_problem(model)}")
     # every forward returns the hidden states, which the candidate layers are read from

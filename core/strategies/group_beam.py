@@ -13,6 +13,7 @@ groups of the batch row.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from transformers.generation.utils import GenerationMode
 
 from . import register
 from .beam_tree import BeamTree, normalized_score, split_flat_indices
-from .hypotheses import BeamHypotheses, pad_hypotheses
+from .hypotheses import BeamHypotheses, Kept, NextBeams, RowStep, file_row, pad_hypotheses
 from .steps import Forward, reorder_cache
 
 
@@ -78,9 +79,28 @@ class HammingDiversityLogitsProcessor(LogitsProcessor):
         return scores_processed
 
 
+@dataclass(frozen=True)
+class GroupStep:
+    """One group's next beams, each [B*G], and per batch row what the scorer did with its continuations (``None``
+    where the group was already done there)."""
+
+    scores: torch.Tensor
+    tokens: torch.LongTensor
+    beams: torch.LongTensor  # the rows of the group's input_ids [B*G] they continue
+    rows: tuple[RowStep | None, ...]
+
+
+@dataclass(frozen=True)
+class Offered:
+    """An open beam offered to the finished hypotheses when the search stopped."""
+
+    node: int  # its beam-tree node (-1 when not recording)
+    score: float | None  # its normalised score when it joined the list, None when it was not good enough
+
+
 class BeamSearchScorer:
     """4.55.4's ``BeamSearchScorer`` for G groups: one ``BeamHypotheses`` per (batch row, group). ``process`` and
-    ``finalize`` also report, when given a ``record`` list, what they did with each candidate."""
+    ``finalize`` also say what they did with each candidate, for the beam tree."""
 
     def __init__(self, batch_size: int, num_beams: int, device, length_penalty: float = 1.0, do_early_stopping=False,
                  num_beam_hyps_to_keep: int = 1, num_beam_groups: int = 1, max_length: int | None = None):
@@ -98,70 +118,52 @@ class BeamSearchScorer:
     def is_done(self) -> bool:
         return self._done.all()
 
-    def process(self, input_ids, next_scores, next_tokens, next_indices, pad_token_id=None, eos_token_id=None,
-                group_index: int = 0, decoder_prompt_len: int = 0, nodes=None, record=None):
+    def group_done(self, group: int) -> list[bool]:
+        """Whether ``group`` is done, per batch row [B]."""
+        return self._done[group::self.num_beam_groups].tolist()
+
+    def finished(self, batch: int, group: int) -> list[tuple[float, int]]:
+        """The finished hypotheses of ``group`` in batch row ``batch``, as (normalised score, beam-tree node)."""
+        return [(score, node) for score, _, node in self._beam_hyps[batch * self.num_beam_groups + group].beams]
+
+    def process(self, input_ids, next_scores, next_tokens, next_indices, *, pad_token_id=None, eos_token_id=None,
+                group_index: int = 0, decoder_prompt_len: int = 0, nodes=None) -> GroupStep:
         """One group's step. input_ids [B*G, S]; next_scores / next_tokens / next_indices [B, 2G], ranked.
-        Returns the group's next beams (scores, tokens, source rows), each [B*G]. When recording, ``nodes[b][rank]``
-        is each candidate's node and ``record`` gets (batch, rank, "kept", slot) / (batch, rank, "finished", score)."""
+        When recording, ``nodes[b][rank]`` is each candidate's beam-tree node."""
         cur_len = input_ids.shape[-1] + 1  # the length next_scores were computed at, prompt included
         batch_size = len(self._beam_hyps) // self.num_beam_groups
         if batch_size != (input_ids.shape[0] // self.group_size):
             raise ValueError(f"A group beam size of {input_ids.shape[0]} is used as the input, but a group beam "
                              f"size of {self.group_size} is expected by the beam scorer.")
-        device = input_ids.device
-        next_beam_scores = torch.zeros((batch_size, self.group_size), dtype=next_scores.dtype, device=device)
-        next_beam_tokens = torch.zeros((batch_size, self.group_size), dtype=next_tokens.dtype, device=device)
-        next_beam_indices = torch.zeros((batch_size, self.group_size), dtype=next_indices.dtype, device=device)
-
+        chosen = NextBeams(batch_size, self.group_size, scores=next_scores, tokens=next_tokens, beams=next_indices,
+                           device=input_ids.device)
+        rows: list[RowStep | None] = []
         for batch_idx in range(batch_size):
             batch_group_idx = batch_idx * self.num_beam_groups + group_index
             if self._done[batch_group_idx]:
-                if eos_token_id is None or pad_token_id is None:
-                    raise ValueError("Generated beams >= num_beams -> eos_token_id and pad_token have to be defined")
-                # a finished group idles on padding (4.55.4 points its rows at row 0, harmlessly)
-                next_beam_scores[batch_idx, :] = 0
-                next_beam_tokens[batch_idx, :] = pad_token_id
-                next_beam_indices[batch_idx, :] = 0
+                chosen.idle(batch_idx, pad_token_id=pad_token_id, eos_token_id=eos_token_id)
+                rows.append(None)
                 continue
-
-            beam_idx = 0
-            for beam_token_rank, (next_token, next_score, next_index) in enumerate(
-                    zip(next_tokens[batch_idx], next_scores[batch_idx], next_indices[batch_idx])):
-                batch_beam_idx = batch_idx * self.group_size + next_index
-                if (eos_token_id is not None) and (next_token.item() in eos_token_id):
-                    # only the top G candidates may finish
-                    if beam_token_rank >= self.group_size:
-                        continue
-                    score = self._beam_hyps[batch_group_idx].add(
-                        input_ids[batch_beam_idx].clone(), next_score.item(),
-                        generated_len=cur_len - decoder_prompt_len,
-                        node=nodes[batch_idx][beam_token_rank] if nodes is not None else -1)
-                    if record is not None and score is not None:
-                        record.append((batch_idx, beam_token_rank, "finished", score))
-                else:
-                    next_beam_scores[batch_idx, beam_idx] = next_score
-                    next_beam_tokens[batch_idx, beam_idx] = next_token
-                    next_beam_indices[batch_idx, beam_idx] = batch_beam_idx
-                    if record is not None:
-                        record.append((batch_idx, beam_token_rank, "kept", beam_idx))
-                    beam_idx += 1
-                if beam_idx == self.group_size:
-                    break
-
-            if beam_idx < self.group_size:
-                raise ValueError(f"At most {self.group_size} tokens in {next_tokens[batch_idx]} can be equal to "
-                                 f"`eos_token_id: {eos_token_id}`. Make sure {next_tokens[batch_idx]} are corrected.")
+            step = file_row(hyps=self._beam_hyps[batch_group_idx], input_ids=input_ids,
+                            first_row=batch_idx * self.group_size, scores=next_scores[batch_idx],
+                            tokens=next_tokens[batch_idx], beams=next_indices[batch_idx], keep=self.group_size,
+                            eos_token_id=eos_token_id, generated_len=cur_len - decoder_prompt_len,
+                            nodes=nodes[batch_idx] if nodes is not None else None)
+            chosen.take(batch_idx, step, scores=next_scores[batch_idx], tokens=next_tokens[batch_idx],
+                        beams=next_indices[batch_idx], first_row=batch_idx * self.group_size)
+            rows.append(step)
             self._done[batch_group_idx] = self._done[batch_group_idx] or self._beam_hyps[batch_group_idx].is_done(
                 next_scores[batch_idx].max().item(), cur_len, decoder_prompt_len)
 
-        return next_beam_scores.view(-1), next_beam_tokens.view(-1), next_beam_indices.view(-1)
+        return GroupStep(*chosen.flat(), tuple(rows))
 
-    def finalize(self, input_ids, final_beam_scores, max_length: int, pad_token_id=None, eos_token_id=None,
-                 decoder_prompt_len: int = 0, running_nodes=None, record=None):
+    def finalize(self, input_ids, final_beam_scores, *, max_length: int, pad_token_id=None, eos_token_id=None,
+                 decoder_prompt_len: int = 0, running_nodes=None):
         """Offer the running beams of unfinished groups as hypotheses, then return the best ``num_beam_hyps_to_keep``
-        of each batch row over all its groups: (sequences [B*R, S'], scores [B*R], their nodes). When recording,
-        ``running_nodes[row]`` is each running beam's node and ``record`` gets (node, score or None)."""
+        of each batch row over all its groups: (sequences [B*R, S'], their nodes, the ``Offered`` beams).
+        ``running_nodes[row]`` is each running beam's node when recording."""
         batch_size = len(self._beam_hyps) // self.num_beam_groups
+        offered: list[Offered] = []
         for batch_group_idx, beam_hyp in enumerate(self._beam_hyps):
             if self._done[batch_group_idx]:
                 continue
@@ -171,23 +173,20 @@ class BeamSearchScorer:
                 node = running_nodes[batch_beam_idx] if running_nodes is not None else -1
                 score = beam_hyp.add(final_tokens, final_beam_scores[batch_beam_idx].item(),
                                      generated_len=final_tokens.shape[-1] - decoder_prompt_len, node=node)
-                if record is not None:
-                    record.append((node, score))
+                offered.append(Offered(node, score))
 
         best, best_nodes = [], []
-        best_scores = torch.zeros(batch_size * self.num_beam_hyps_to_keep, device=self.device, dtype=torch.float32)
         for i in range(batch_size):
             beam_hyps_in_batch = self._beam_hyps[i * self.num_beam_groups: (i + 1) * self.num_beam_groups]
             candidate_beams = [beam for beam_hyp in beam_hyps_in_batch for beam in beam_hyp.beams]
             sorted_hyps = sorted(candidate_beams, key=lambda x: x[0])
-            for j in range(self.num_beam_hyps_to_keep):
-                best_score, best_hyp, best_node = sorted_hyps.pop()
+            for _ in range(self.num_beam_hyps_to_keep):
+                _, best_hyp, best_node = sorted_hyps.pop()
                 best.append(best_hyp)
                 best_nodes.append(best_node)
-                best_scores[i * self.num_beam_hyps_to_keep + j] = best_score
 
         decoded = pad_hypotheses(best, input_ids, max_length, pad_token_id, eos_token_id)
-        return decoded, best_scores, best_nodes
+        return decoded, best_nodes, offered
 
 
 def with_diversity(processors: LogitsProcessorList, diversity: LogitsProcessor | None, group_size: int):
@@ -282,16 +281,16 @@ def group_beam_search(model, input_ids, logits_processor, stopping_criteria, gen
             next_indices, next_tokens = split_flat_indices(next_tokens, vocab_size)  # [B, 2G] each
 
             # iv. the scorer files finished hypotheses and picks the group's next beams
-            nodes = record = None
+            nodes = None
             if ctx.recording:
-                done = beam_scorer._done[beam_group_idx::num_beam_groups].tolist()  # [B] this group, per batch row
-                nodes, record = step.expand(tree, done, next_token_scores, next_indices, next_tokens, beam_group_idx,
-                                            group_start_idx, diversity, cur_len + 1 - decoder_prompt_len,
-                                            length_penalty), []
-            beam_scores[batch_group_indices], beam_next_tokens, beam_idx = beam_scorer.process(
-                group_input_ids, next_token_scores, next_tokens, next_indices, pad_token_id=pad_token_id,
-                eos_token_id=eos_token_id, group_index=beam_group_idx, decoder_prompt_len=decoder_prompt_len,
-                nodes=nodes, record=record)  # [B*G] each
+                nodes = step.expand(tree, done=beam_scorer.group_done(beam_group_idx), scores=next_token_scores,
+                                    beams=next_indices, tokens=next_tokens, group=beam_group_idx,
+                                    group_start=group_start_idx, diversity=diversity,
+                                    generated_len=cur_len + 1 - decoder_prompt_len, length_penalty=length_penalty)
+            chosen = beam_scorer.process(group_input_ids, next_token_scores, next_tokens, next_indices,
+                                         pad_token_id=pad_token_id, eos_token_id=eos_token_id,
+                                         group_index=beam_group_idx, decoder_prompt_len=decoder_prompt_len, nodes=nodes)
+            beam_scores[batch_group_indices], beam_next_tokens, beam_idx = chosen.scores, chosen.tokens, chosen.beams
 
             # v. the group's rows continue their chosen beams
             input_ids[batch_group_indices] = group_input_ids[beam_idx]
@@ -302,8 +301,10 @@ def group_beam_search(model, input_ids, logits_processor, stopping_criteria, gen
                 num_beams * torch.div(beam_idx, group_size, rounding_mode="floor") + group_start_idx
                 + (beam_idx % group_size))
             if ctx.recording:
-                step.settle(tree, record, nodes, next_tokens, next_indices, batch_group_indices, log_probs,
-                            next_token_scores_processed, stages, group_start_idx, num_beams)
+                step.settle(tree, rows=chosen.rows, nodes=nodes, tokens=next_tokens, beams=next_indices,
+                            batch_group_indices=batch_group_indices, log_probs=log_probs,
+                            processed=next_token_scores_processed, stages=stages, group_start=group_start_idx,
+                            num_beams=num_beams)
 
         # c. append the step's tokens; the cache follows the beams
         input_ids = torch.cat([input_ids, current_tokens.unsqueeze(-1)], dim=-1)  # [B*K, S+1]
@@ -315,22 +316,20 @@ def group_beam_search(model, input_ids, logits_processor, stopping_criteria, gen
         #    then the open beams join the finished hypotheses
         this_peer_finished = bool(beam_scorer.is_done or all(stopping_criteria(input_ids, None)))
         if this_peer_finished:
-            final = [] if ctx.recording else None
-            sequences, _, best_nodes = beam_scorer.finalize(
+            sequences, best_nodes, offered = beam_scorer.finalize(
                 input_ids, beam_scores, max_length=stopping_criteria.max_length, pad_token_id=pad_token_id,
                 eos_token_id=eos_token_id, decoder_prompt_len=decoder_prompt_len,
-                running_nodes=[n for row in tree.next_running() for n in row] if ctx.recording else None,
-                record=final)
+                running_nodes=[n for row in tree.next_running() for n in row] if ctx.recording else None)
 
         # e. record the step: the tree nodes, each beam's candidates, the current best hypotheses
         if ctx.recording:
             if this_peer_finished:
-                for node, score in final:  # open beams at the end: finished if good enough, else dropped
-                    tree.mark(node, "finished" if score is not None else "pruned", score)
+                for beam in offered:  # open beams at the end: finished if good enough, else dropped
+                    tree.mark(beam.node, "finished" if beam.score is not None else "pruned", beam.score)
                 best = tree.rows(best_nodes)
             else:
-                best = tree.best(_pools(beam_scorer, tree, step, num_beam_groups, num_sub_beams),
-                                 generation_config.num_return_sequences)
+                best = tree.best(_pools(beam_scorer, tree, step, num_beam_groups=num_beam_groups,
+                                        num_sub_beams=num_sub_beams), generation_config.num_return_sequences)
             rows = ctx.row_steps(step.logits, step.processed, step.stages, step.chosen, inputs=step.log_probs)
             ctx.emit(rows, cache=model_kwargs.get("cache"), beam=tree.flush(), best=best.paths, best_nodes=best.nodes)
 
@@ -354,11 +353,11 @@ class _StepRecording:
         self.chosen: list[list[int]] = [[] for _ in range(self.logits.shape[0])]
         self.normalized: dict[int, float] = {}  # node -> normalised score, this step's nodes
 
-    def expand(self, tree, done, next_scores, next_indices, next_tokens, group, group_start, diversity,
-               generated_len, length_penalty):
+    def expand(self, tree, *, done, scores, beams, tokens, group, group_start, diversity, generated_len,
+               length_penalty):
         """A node per candidate of the group in batch rows where it is not done (the scorer ignores those);
         returns node ids [B][2G] in rank order (``None`` for a done batch row)."""
-        scores, beams, tokens = next_scores.tolist(), next_indices.tolist(), next_tokens.tolist()
+        scores, beams, tokens = scores.tolist(), beams.tolist(), tokens.tolist()
         penalties = diversity.penalties if diversity is not None else None
         nodes = []
         for b in range(len(scores)):
@@ -376,18 +375,20 @@ class _StepRecording:
             nodes.append(row)
         return nodes
 
-    def settle(self, tree, record, nodes, next_tokens, next_indices, batch_group_indices, log_probs, processed, stages,
+    def settle(self, tree, *, rows, nodes, tokens, beams, batch_group_indices, log_probs, processed, stages,
                group_start, num_beams):
-        """Apply the scorer's decisions to the group's nodes; keep the group's rows of the step tensors."""
-        tokens, beams = next_tokens.tolist(), next_indices.tolist()
-        for b, rank, fate, value in record:
-            node = nodes[b][rank]
-            if fate == "kept":
-                tree.mark(node, "kept")
-                tree.set_running(b, group_start + value, node)
-            else:
-                tree.mark(node, "finished", value)
-            self.chosen[b * num_beams + group_start + beams[b][rank]].append(tokens[b][rank])
+        """Apply the scorer's decisions (``rows``, per batch row) to the group's nodes; keep the group's rows of
+        the step tensors."""
+        tokens, beams = tokens.tolist(), beams.tolist()
+        for b, row in enumerate(rows):
+            for decision in row.decisions if row is not None else ():
+                node = nodes[b][decision.rank]
+                if isinstance(decision, Kept):
+                    tree.mark(node, "kept")
+                    tree.set_running(b, group_start + decision.slot, node)
+                else:
+                    tree.mark(node, "finished", decision.score)
+                self.chosen[b * num_beams + group_start + beams[b][decision.rank]].append(tokens[b][decision.rank])
         self.log_probs[batch_group_indices] = log_probs
         self.processed[batch_group_indices] = processed
         if stages is not None:
@@ -397,15 +398,15 @@ class _StepRecording:
                 whole[batch_group_indices] = part
 
 
-def _pools(beam_scorer, tree, step, num_beam_groups, num_sub_beams):
+def _pools(beam_scorer, tree, step, *, num_beam_groups, num_sub_beams):
     """Per batch row: its finished hypotheses over all groups, and the running beams of groups not yet done."""
+    done = [beam_scorer.group_done(g) for g in range(num_beam_groups)]  # [G][B]
     pools = []
     for b, running in enumerate(tree.next_running()):
         pool = []
         for g in range(num_beam_groups):
-            hyps = beam_scorer._beam_hyps[b * num_beam_groups + g]
-            pool += [(score, node) for score, _, node in hyps.beams]
-            if not beam_scorer._done[b * num_beam_groups + g]:
+            pool += beam_scorer.finished(b, g)
+            if not done[g][b]:
                 slots = running[g * num_sub_beams:(g + 1) * num_sub_beams]
                 pool += [(step.normalized[node], node) for node in slots if node in step.normalized]
         pools.append(pool)
