@@ -26,7 +26,6 @@ from __future__ import annotations
 import pprint
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from transformers.generation.utils import GENERATION_MODES_MAPPING, GenerationMode

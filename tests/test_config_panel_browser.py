@@ -11,13 +11,12 @@ import json
 import os
 
 import pytest
+from playwright import sync_api
 
 from tests.fake_hub import READ_TOKEN, USER, WRITE_TOKEN, FakeHub, point_hub_at
 
 pytestmark = pytest.mark.browser
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-from playwright import sync_api
 
 
 @pytest.fixture(scope="module")

@@ -264,7 +264,7 @@ def beam_steps(run: EngineRun, prompt: list[int], cfg: GenerationConfig, seeds, 
                     candidates.append((cum, token, node, slot))
         kept = sorted(candidates, key=lambda c: -c[0])[:num_beams]                            # c. the next beams
         beams = []
-        for slot, (cum, token, node, parent) in enumerate(kept):
+        for slot, (cum, _token, node, _parent) in enumerate(kept):
             tree.mark(node, "kept")
             tree.set_running(0, slot, node)
             beams.append(Hypothesis(tree.path(node), cum, node))
