@@ -156,5 +156,5 @@ def names(chain) -> list[str]:
     return [stage_name(p) for p in chain]
 
 
-__all__ = ["FIELDS", "sampler_chain", "FIELD_OF", "RANKS", "STAGE_NAMES", "LLAMA_CPP_ORDER", "stage_name", "check_order", "check_modes",
-           "reorder", "build_chain", "names"]
+__all__ = ["FIELDS", "sampler_chain", "FIELD_OF", "RANKS", "STAGE_NAMES", "LLAMA_CPP_ORDER", "stage_name",
+           "check_order", "check_modes", "reorder", "build_chain", "names"]

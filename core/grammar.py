@@ -44,7 +44,8 @@ def _xgr():
 
 def requested(generation_config) -> dict[str, Any]:
     """The grammar fields ``generation_config`` sets (unset: ``None`` or empty)."""
-    return {f: getattr(generation_config, f, None) for f in FIELDS if getattr(generation_config, f, None) not in (None, "")}
+    return {f: getattr(generation_config, f, None) for f in FIELDS
+            if getattr(generation_config, f, None) not in (None, "")}
 
 
 def validate(generation_config) -> None:

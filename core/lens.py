@@ -140,7 +140,8 @@ def layer_lens(model, states: torch.Tensor, final_logits: torch.Tensor, chosen: 
                         for p_layer, r_layer in zip(probs[..., watch_ids].tolist(), watched_ranks.tolist())]
         else:
             watched += [[[] for _ in range(batch)] for _ in layers]
-    return [[LayerLens(layer, [Candidate(i, text(row, i), lg, p, lg, p) for i, lg, p in zip(ids[row], lgs[row], ps[row])],
+    return [[LayerLens(layer,
+                       [Candidate(i, text(row, i), lg, p, lg, p) for i, lg, p in zip(ids[row], lgs[row], ps[row])],
                        chosen_p[row], int(rank[row]), 0.0 if layer == n_layers else max(kl_row[row], 0.0),
                        watched=watched[layer][row])
              for layer, (ids, lgs, ps, chosen_p, rank, kl_row) in enumerate(per_layer)] if chosen[row] else []

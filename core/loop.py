@@ -180,7 +180,8 @@ class RunContext:
         n = min(self.top_n, logits.shape[-1])
         ids: dict[int, None] = {}
         for top in (scores.topk(n), logits.topk(n)):
-            ids.update(dict.fromkeys(i for i, v in zip(top.indices.tolist(), top.values.tolist()) if v != float("-inf")))
+            ids.update(dict.fromkeys(i for i, v in zip(top.indices.tolist(), top.values.tolist())
+                                     if v != float("-inf")))
         ids.update(dict.fromkeys(int(c) for c in chosen))
         return list(ids)
 
@@ -316,7 +317,8 @@ def cache_info(cache) -> CacheInfo:
 def config_dict(cfg: GenerationConfig) -> dict[str, Any]:
     """The fields of ``cfg`` that differ from the defaults, as plain JSON values (private fields dropped)."""
     diff = {k: v for k, v in cfg.to_diff_dict().items() if not k.startswith("_")}
-    return json.loads(json.dumps(_str_keys(diff), default=lambda o: o.tolist() if isinstance(o, torch.Tensor) else str(o)))
+    return json.loads(json.dumps(_str_keys(diff),
+                                 default=lambda o: o.tolist() if isinstance(o, torch.Tensor) else str(o)))
 
 
 def _str_keys(obj):

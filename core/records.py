@@ -145,7 +145,8 @@ class AssistedStep:
     drafted_text: list[str]
     next_draft_length: int
     source: str  # "assistant", "prompt_lookup" or "universal"
-    cut: int = 0  # drafts the main model agreed with but dropped (past max_length or after an EOS): the first of `rejected`
+    # drafts the main model agreed with but dropped (past max_length or after an EOS): the first of `rejected`
+    cut: int = 0
 
 
 @dataclass(frozen=True)

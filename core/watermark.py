@@ -55,7 +55,8 @@ def detect(model_config, prompt: list[int], generated: list[int], watermarking_c
 
 
 
-def reports(model, prompt_ids: list[list[int]], sequences: list[list[int]], watermarking_config) -> list[WatermarkReport]:
+def reports(model, prompt_ids: list[list[int]], sequences: list[list[int]],
+            watermarking_config) -> list[WatermarkReport]:
     """``detect`` on every returned sequence of a decoder-only run (sequences start with their prompt; with several
     returned rows per prompt, rows follow their prompt in order)."""
     per_prompt = max(len(sequences) // max(len(prompt_ids), 1), 1)

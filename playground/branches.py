@@ -186,9 +186,9 @@ def _forced(branches: Branches) -> dict[str, dict[tuple[int, int], set[int]]]:
 def slim(trace: Trace, forced: dict[tuple[int, int], set[int]] | None = None) -> Trace:
     """``trace`` cut to what the branch tree, the comparison, the token view and continuing read: per row and step
     the chosen tokens, their pieces and entropy and the first ``KEEP_CANDIDATES`` candidates (best score first; the
-    chosen ones and those in ``forced`` too); for the beam family only the nodes on the returned hypotheses' paths. Gone:
-    the processors' effects and the watched tokens, the strategy details (contrastive, DoLa, drafts), the cache sizes,
-    the logit lens and the running best continuations, which only the tab's own figures draw."""
+    chosen ones and those in ``forced`` too); for the beam family only the nodes on the returned hypotheses' paths.
+    Gone: the processors' effects and the watched tokens, the strategy details (contrastive, DoLa, drafts), the cache
+    sizes, the logit lens and the running best continuations, which only the tab's own figures draw."""
     forced = forced or {}
     on_path = {n for path in BeamIndex.of(trace.steps).best_paths() for n in path}
 

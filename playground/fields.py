@@ -5,9 +5,9 @@ groups that apply to it (``StrategyTab.advanced``) and ``playground.tabs.advance
 ``playground.field_codecs`` reads the same list for the widget <-> config codecs, and it and ``playground.share`` read
 ``INT_FIELDS`` / ``FLOAT_FIELDS`` (``as_number_type``).
 
-Widget kinds: ``slider`` (``lo``, ``hi``, ``step``; 0 means "off" where ``off`` is 0), ``number`` (a number typed as text; empty: unset),
-``checkbox``, ``json`` (JSON text, empty: unset), ``text`` (a string, empty: unset), ``lines`` (a longer string),
-``names`` (comma-separated names, a list in the config).
+Widget kinds: ``slider`` (``lo``, ``hi``, ``step``; 0 means "off" where ``off`` is 0), ``number`` (a number typed as
+text; empty: unset), ``checkbox``, ``json`` (JSON text, empty: unset), ``text`` (a string, empty: unset), ``lines`` (a
+longer string), ``names`` (comma-separated names, a list in the config).
 """
 
 from __future__ import annotations

@@ -113,7 +113,8 @@ def check_repo_id(repo_id: str | None) -> str:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise ValueError(f"`repo_id` must be 'namespace/name' (letters, digits, '-', '_', '.'); got {repo_id!r}: {err}")
+        raise ValueError(f"`repo_id` must be 'namespace/name' (letters, digits, '-', '_', '.'); got {repo_id!r}: "
+                         f"{err}") from err
     return repo_id
 
 

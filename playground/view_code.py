@@ -26,7 +26,6 @@ from __future__ import annotations
 import pprint
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from transformers.generation.utils import GENERATION_MODES_MAPPING, GenerationMode
@@ -220,7 +219,8 @@ def call_lines(spec: RunSpec, route: Route) -> list[str]:
     lines = []
     if spec.assistant:
         lines += ["# another vocabulary than the model's: universal assisted decoding, with both tokenizers",
-                  "universal = assistant.config.get_text_config().vocab_size != model.config.get_text_config().vocab_size",
+                  ("universal = assistant.config.get_text_config().vocab_size"
+                   " != model.config.get_text_config().vocab_size"),
                   "extra = dict(assistant_tokenizer=assistant_tokenizer) if universal else {}"]
         given += ["assistant_model=assistant", "**extra"]
     if route.hub_repo:

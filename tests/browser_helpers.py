@@ -101,7 +101,8 @@ def open_figure(panel: Locator, label: str) -> Locator:
 
 def _plot_block(panel: Locator, label: str) -> Locator:
     """The figure ``label``: a strategy tab's figure sub-tab (selected), or a labelled plot (the Branches panel)."""
-    if panel.get_by_role("tab", name=label, exact=True).count() or panel.get_by_role("button", name="More tabs").count():
+    if (panel.get_by_role("tab", name=label, exact=True).count()
+            or panel.get_by_role("button", name="More tabs").count()):
         return open_figure(panel, label)
     title = panel.get_by_text(label, exact=True)
     return title.locator("xpath=ancestor::div[contains(concat(' ', normalize-space(@class), ' '), ' block ')][1]")

@@ -14,8 +14,8 @@ VOCAB = 64
 # Modules that take minutes go first, so that the two workers do not end with one of them left alone on a long one
 # (xdist hands modules out in collection order); the rest keep pytest's order.
 LONG_FIRST = ("test_adversarial.py", "test_browser.py", "test_engine_vllm.py", "test_view_code.py",
-              "test_config_panel_browser.py", "test_waits.py", "test_text.py", "test_sessions.py", "test_models.py", "test_sampler_lab_browser.py",
-              "test_ui_handlers.py", "test_steer_ui.py")
+              "test_config_panel_browser.py", "test_waits.py", "test_text.py", "test_sessions.py", "test_models.py",
+              "test_sampler_lab_browser.py", "test_ui_handlers.py", "test_steer_ui.py")
 
 
 def pytest_configure(config):

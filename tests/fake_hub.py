@@ -21,8 +21,9 @@ sized like the real one.
 
 Tokens are ``"write"`` or ``"read"`` (see ``tokens``); an unknown token gets the Hub's 401 ("Invalid
 credentials in Authorization header"), a read token gets 403 on writes. A repo in ``private`` is read only with a
-known token: without one the Hub's 404 (RepoNotFound), as it answers anyone who may not see a private repo. ``force[name] = status`` makes the
-endpoint ``name`` (create, repo_info, preupload, commit, resolve, whoami) answer that status instead.
+known token: without one the Hub's 404 (RepoNotFound), as it answers anyone who may not see a private repo.
+``force[name] = status`` makes the endpoint ``name`` (create, repo_info, preupload, commit, resolve, whoami) answer that
+status instead.
 Every request is recorded in ``requests`` (method, path, headers, body).
 """
 
@@ -44,7 +45,8 @@ READ_TOKEN = "hf_fakeReadToken0123456789"
 
 # The Hub's own error texts, so that huggingface_hub classifies the answers as it does for the real one.
 ERRORS = {
-    401: ({"X-Error-Message": "Invalid credentials in Authorization header"}, "Invalid credentials in Authorization header"),
+    401: ({"X-Error-Message": "Invalid credentials in Authorization header"},
+          "Invalid credentials in Authorization header"),
     403: ({"X-Error-Message": "You don't have the rights to create or write to this repo"},
           "You don't have the rights to create or write to this repo"),
     404: ({"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"}, "Repository not found"),
@@ -106,7 +108,8 @@ class FakeHub:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 with hub._lock:
-                    hub.requests.append(Request(method, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                    hub.requests.append(Request(method, self.path, {k.lower(): v for k, v in self.headers.items()},
+                                                body))
                 status, headers, payload = hub.route(method, self.path.split("?")[0], self.headers, body)
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
@@ -192,8 +195,10 @@ class FakeHub:
         if has_auth and role is None:
             return self._error(401)
         if name == "whoami":
+            if not role:
+                return self._error(401)
             return (200, {}, {"type": "user", "name": USER, "fullname": "Test User", "avatarUrl": "",
-                              "auth": {"type": "access_token", "accessToken": {"role": role}}}) if role else self._error(401)
+                              "auth": {"type": "access_token", "accessToken": {"role": role}}})
         if name == "create":
             if role is None:
                 return self._error(401)

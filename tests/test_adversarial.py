@@ -349,7 +349,7 @@ def test_no_fuzzed_request_crashes_the_server_or_goes_unanswered(server):
                 outcome = "answered"
             except TimeoutError:
                 pytest.fail(f"{name} did not answer within {MAX_SECONDS + REFUSED_S} s: {kwargs!r:.300}")
-            except Exception as err:  # noqa: BLE001 - an error answer is an answer; the server must live on
+            except Exception:  # noqa: BLE001 - an error answer is an answer; the server must live on
                 # Gradio's own refusals name the value ("Value 0 is less than minimum value 0.5"); a handler that
                 # raised answers with Gradio's generic words instead
                 outcome = "error"

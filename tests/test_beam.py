@@ -120,7 +120,8 @@ def run_beam_search_directly(model, ids, **kwargs):
                      assistant_tokenizer=None, cancel=threading.Event())
 
     def call(model, input_ids, logits_processor, stopping_criteria, generation_config, **model_kwargs):
-        return beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx, **model_kwargs)
+        return beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx,
+                           **model_kwargs)
 
     return model.generate(ids, custom_generate=call, **kwargs)
 

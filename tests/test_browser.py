@@ -333,7 +333,8 @@ def test_the_arabic_ui_renders_translated_and_right_to_left(server, browser):
         assert "__i18n__" not in page.locator("body").inner_text()
         # it runs in Arabic as in English: the status is the core's (in English), the tokens and figure drawn
         set_number(panel, "max_new_tokens", 8)
-        panel.get_by_role("textbox", name=i18n.AR["label_prompt"], exact=True).fill("اذكر ثلاث فواكه.")  # "Name three fruits."
+        # the Arabic prompt says "Name three fruits."
+        panel.get_by_role("textbox", name=i18n.AR["label_prompt"], exact=True).fill("اذكر ثلاث فواكه.")
         generate.click()
         wait_done(panel)
         expect(text_of(panel, i18n.AR["text_generated"])).to_have_value(ANY_TEXT)

@@ -30,7 +30,8 @@ def small_app():
                         "num_beams": gr.Slider(1, 8, value=4, step=1, label="num_beams"),
                         "length_penalty": gr.Slider(-2, 2, value=1.0, label="length_penalty")}
                 beam_extra = gr.State({})
-            handles = [TabHandle("sampling", "Sampling", sampling, sampling_extra, fixed={"do_sample": True, "num_beams": 1}),
+            handles = [TabHandle("sampling", "Sampling", sampling, sampling_extra,
+                                 fixed={"do_sample": True, "num_beams": 1}),
                        TabHandle("beam", "Beam search", beam, beam_extra, fixed={"do_sample": False})]
             t1.select(lambda: "sampling", None, active)
             t2.select(lambda: "beam", None, active)
@@ -89,7 +90,8 @@ def test_the_panel_shows_what_the_active_tab_runs(app):
     assert shown[p.json] == reference.to_json_string(use_diff=True)  # min_p 0 means "off": not listed
     assert "**Sampling**" in shown[p.heading]
     shown = panel.preview({**data, panel.active_tab: "beam"})
-    assert json.loads(shown[p.json]) == {"do_sample": False, "num_beams": 4, "max_new_tokens": 16, "length_penalty": 1.0,
+    assert json.loads(shown[p.json]) == {"do_sample": False, "num_beams": 4, "max_new_tokens": 16,
+                                         "length_penalty": 1.0,
                                          "transformers_version": json.loads(shown[p.json])["transformers_version"]}
 
 

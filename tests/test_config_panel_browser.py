@@ -11,13 +11,12 @@ import json
 import os
 
 import pytest
+from playwright import sync_api
 
 from tests.fake_hub import READ_TOKEN, USER, WRITE_TOKEN, FakeHub, point_hub_at
 
 pytestmark = pytest.mark.browser
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-from playwright import sync_api
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +106,8 @@ def test_push_from_the_form_reaches_the_hub_and_confirms(page, hub):
     expect = sync_api.expect
     expect(page.get_by_label("Hugging Face token")).to_have_attribute("type", "password")
     fill_push_form(page, "smol-ui", "creative.json", "Add a creative config", WRITE_TOKEN)
-    expect(page.get_by_text(f"Pushed creative.json to {USER}/smol-ui (commit ", exact=False)).to_be_visible(timeout=20_000)
+    expect(page.get_by_text(f"Pushed creative.json to {USER}/smol-ui (commit ", exact=False)).to_be_visible(
+        timeout=20_000)
     committed = json.loads(hub.repos[f"{USER}/smol-ui"].files["creative.json"])
     assert {k: v for k, v in committed.items() if k != "transformers_version"} == {
         "do_sample": True, "num_beams": 1, "max_new_tokens": 16, "temperature": 0.7, "top_k": 20}

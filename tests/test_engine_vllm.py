@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -139,7 +138,9 @@ def test_float32_greedy_equals_in_process_greedy(model, embedded, prompt_ids):
     tokens = local.sequences[0, ids.shape[1]:].tolist()
     eos = embedded.model.generation_config.eos_token_id
     remote_tokens = new_tokens(remote.trace)[0]
-    assert remote_tokens == tokens[:len(remote_tokens)] and (len(remote_tokens) == len(tokens) or tokens[len(remote_tokens)] in ([eos] if isinstance(eos, int) else eos))
+    eos_ids = [eos] if isinstance(eos, int) else eos
+    assert remote_tokens == tokens[:len(remote_tokens)] and (len(remote_tokens) == len(tokens)
+                                                             or tokens[len(remote_tokens)] in eos_ids)
 
 
 def test_structured_output_and_stop_go_to_the_server(model, prompt_ids):

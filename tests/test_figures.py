@@ -401,7 +401,7 @@ def test_dola_heatmap_cells_and_premature_layer_marks():
     fig = F.dola_figure(steps)
     heat = next(t for t in fig.data if t.meta == "divergence")
     assert len(heat.z) * len(heat.z[0]) == len(layers) * len(steps)
-    assert list(heat.y) == [f"layer {l}" for l in layers]
+    assert list(heat.y) == [f"layer {layer}" for layer in layers]
     assert [heat.z[i][j] for j in range(len(steps)) for i in range(len(layers))] == [
         js for r in steps for js in r.dola[0].js_divergences]
     marks = next(t for t in fig.data if t.meta == "chosen")
@@ -627,7 +627,7 @@ def test_real_contrastive_trace(tiny_model, prompt):
 def test_real_dola_trace(tiny_model, prompt):
     trace = run(tiny_model, prompt, dola_layers="low", max_new_tokens=5, do_sample=False)
     heat = next(t for t in F.dola_figure(trace).data if t.meta == "divergence")
-    layers = {l for r in trace.steps for l in r.dola[0].candidate_layers}
+    layers = {layer for r in trace.steps for layer in r.dola[0].candidate_layers}
     assert len(heat.z) * len(heat.z[0]) == len(layers) * len(trace.steps)
 
 

@@ -116,7 +116,8 @@ def test_a_cancel_during_the_prefill_ends_the_run_between_two_chunks(model):
     hook = model.register_forward_pre_hook(count, with_kwargs=True)
     try:
         ids = torch.randint(4, 60, (32, 240))
-        result = core.generate(model, ids, do_sample=False, max_new_tokens=4, cancel=cancel, recorder=core.ListRecorder())
+        result = core.generate(model, ids, do_sample=False, max_new_tokens=4, cancel=cancel,
+                               recorder=core.ListRecorder())
     finally:
         hook.remove()
     assert len(calls) == 1, calls  # the first chunk ran; the stop came before the second

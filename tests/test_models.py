@@ -94,7 +94,8 @@ def test_missing_gguf_file(tmp_path):
 def test_named_model_whose_wheel_is_missing(monkeypatch):
     monkeypatch.setitem(core_models.NAMED_GGUF, "gemma-3-270m",
                         core_models.NamedModel("not_installed_wheel", lambda: None))
-    with pytest.raises(ValueError, match=r"tried the named model 'gemma-3-270m' \(its wheel not_installed_wheel is not installed\)"):
+    with pytest.raises(ValueError, match=r"tried the named model 'gemma-3-270m' "
+                                         r"\(its wheel not_installed_wheel is not installed\)"):
         core.load_model("gemma-3-270m")
     assert "gemma-3-270m" not in core_models.available_models()
 

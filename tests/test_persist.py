@@ -16,7 +16,7 @@ import pytest
 import core
 from core.steer import branch
 from playground import persist
-from playground.branches import KEEP_CANDIDATES, Branches, edge_label, slim, spelled
+from playground.branches import KEEP_CANDIDATES, Branches, edge_label, spelled
 from playground.figures.branches import branch_tree_figure
 from playground.runs import Run
 from playground.tabs import status as status_text

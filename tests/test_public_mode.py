@@ -126,10 +126,12 @@ def test_limits_come_from_the_environment(local, monkeypatch):
     monkeypatch.setenv("PLAYGROUND_MAX_MODELS", "3")
     assert (policy.max_params(), policy.max_models(), ModelCache().capacity) == (7_500_000_000, 3, 3)
     monkeypatch.setenv("PLAYGROUND_MAX_PARAMS", "lots")
-    with pytest.raises(ValueError, match=r"^PLAYGROUND_MAX_PARAMS must be a number of parameters such as 2e9; got 'lots'$"):
+    with pytest.raises(ValueError,
+                       match=r"^PLAYGROUND_MAX_PARAMS must be a number of parameters such as 2e9; got 'lots'$"):
         policy.max_params()
     monkeypatch.setenv("PLAYGROUND_MAX_MODELS", "0")
-    with pytest.raises(ValueError, match=r"^PLAYGROUND_MAX_MODELS must be a whole number of models, at least 1; got '0'$"):
+    with pytest.raises(ValueError,
+                       match=r"^PLAYGROUND_MAX_MODELS must be a whole number of models, at least 1; got '0'$"):
         policy.max_models()
 
 
@@ -198,7 +200,8 @@ def test_named_models_and_the_startup_model_still_load(public, embedded, tiny_fo
 
 
 def test_a_named_model_whose_wheel_is_missing_says_so(public, monkeypatch):
-    monkeypatch.setitem(core_models.NAMED_GGUF, "gemma-3-270m", core_models.NamedModel("not_installed_wheel", lambda: None))
+    monkeypatch.setitem(core_models.NAMED_GGUF, "gemma-3-270m",
+                        core_models.NamedModel("not_installed_wheel", lambda: None))
     _, status = app.load_handler(ModelCache(capacity=2, loader=forbidden))("gemma-3-270m", "", **NO_PROGRESS)
     assert status.startswith("**Model not loaded:** `model`: the named model 'gemma-3-270m' is not installed on "
                              "this server (installed: smollm2-135m-instruct"), status

@@ -59,7 +59,8 @@ SAMPLING = [
 ]
 
 
-@pytest.mark.parametrize("kwargs", SAMPLING, ids=[",".join(f"{k}={v}" for k, v in s.items()) or "defaults" for s in SAMPLING])
+@pytest.mark.parametrize("kwargs", SAMPLING,
+                         ids=[",".join(f"{k}={v}" for k, v in s.items()) or "defaults" for s in SAMPLING])
 def test_sampling_with_fixed_seed(tiny_model, prompt, kwargs):
     seed = SAMPLING.index(kwargs)  # a different seed per case
     result = assert_same(tiny_model, prompt, seed, max_new_tokens=10, do_sample=True, **kwargs)
@@ -224,7 +225,8 @@ def tiny_bart():
     return BartForConditionalGeneration(config).eval()
 
 
-@pytest.mark.parametrize("kwargs", [dict(), dict(do_sample=True, top_k=10), dict(do_sample=True, top_p=0.9, temperature=0.8),
+@pytest.mark.parametrize("kwargs", [dict(), dict(do_sample=True, top_k=10),
+                                    dict(do_sample=True, top_p=0.9, temperature=0.8),
                                     dict(forced_bos_token_id=7), dict(do_sample=True, num_return_sequences=2)])
 def test_encoder_decoder(tiny_bart, prompt, kwargs):
     result = assert_same(tiny_bart, prompt, 11, max_new_tokens=8, **kwargs)

@@ -200,7 +200,8 @@ def test_community_fields_reach_the_core_like_transformers_fields(model):
         ref = model.generate(PROMPT, max_new_tokens=12, do_sample=sample, top_k=10, repetition_penalty=1.1,
                              logits_processor=LogitsProcessorList([penalties, dry]))
         cfg = GenerationConfig(max_new_tokens=12, do_sample=sample, top_k=10, repetition_penalty=1.1,
-                               presence_penalty=0.5, frequency_penalty=0.3, dry_multiplier=0.8, dry_sequence_breakers=[])
+                               presence_penalty=0.5, frequency_penalty=0.3, dry_multiplier=0.8,
+                               dry_sequence_breakers=[])
         ours = core.generate(model, PROMPT, generation_config=cfg, generator=new_generator(0))
         assert ours.sequences.tolist() == ref.tolist()
 
@@ -334,7 +335,8 @@ def test_watermark_detection_marks_green_tokens_and_scores_a_watermarked_text_hi
     # the per-token marks and the detector count the same tokens (those after the first context_width)
     width = 0 if scheme == "selfhash" else 1
     green_scored = sum(report.green[width:]) if scheme == "lefthash" else sum(report.green)
-    assert report.z_score == pytest.approx((green_scored - 0.25 * report.scored) / math.sqrt(report.scored * 0.25 * 0.75))
+    assert report.z_score == pytest.approx((green_scored - 0.25 * report.scored)
+                                           / math.sqrt(report.scored * 0.25 * 0.75))
 
 
 # --- saved and loaded ------------------------------------------------------------------------------------------------

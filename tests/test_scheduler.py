@@ -83,7 +83,8 @@ def test_every_seeded_strategy_on_the_embedded_model_equals_its_solo_run(embedde
     model, tok = embedded.model, embedded.tokenizer
     prompt = tok("The sea is", return_tensors="pt").input_ids[0].tolist()
     runs = [(dict(do_sample=False), prompt, 10), (dict(do_sample=True, top_k=50, seed=1), prompt[:2], 12),
-            (dict(num_beams=2), prompt + prompt, 6), (dict(do_sample=True, seed=2, dry_multiplier=0.8, tokenizer=tok), prompt, 8)]
+            (dict(num_beams=2), prompt + prompt, 6),
+            (dict(do_sample=True, seed=2, dry_multiplier=0.8, tokenizer=tok), prompt, 8)]
     solo = [run(model, *r) for r in runs]
     scheduler = StepScheduler(model)
     shared = concurrently(model, scheduler, runs, delays=[0.0, 0.1, 0.0, 0.3])

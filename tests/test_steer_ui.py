@@ -79,7 +79,7 @@ def test_a_token_typed_as_text_or_out_of_range_is_named(client):
 @pytest.mark.parametrize("key,settings", [("greedy", {}), ("sampling", dict(seed=5, temperature=1.0, top_k=0))])
 def test_next_token_to_the_end_equals_one_generate(client, key, settings):
     whole = trace_of(call(client, f"{key}_generate", key, max_new_tokens=6, **settings))
-    for i in range(6):
+    for _ in range(6):
         out = call(client, f"{key}_next_token", key, max_new_tokens=6, **settings)
         assert "Not run" not in out["status"], out["status"]
     stepped = trace_of(out)

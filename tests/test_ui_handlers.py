@@ -423,7 +423,7 @@ def test_a_run_streams_at_most_one_update_per_frame(monkeypatch):
     monkeypatch.setattr(status.time, "perf_counter", lambda: clock[0])
     frames = status.Frames(0.05)
     sent = []
-    for i in range(10):  # a step every 20 ms
+    for _ in range(10):  # a step every 20 ms
         sent.append(frames.due())
         clock[0] += 0.02
     assert sent == [True, False, False, True, False, False, True, False, False, True]

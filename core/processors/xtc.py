@@ -47,9 +47,10 @@ class XTCLogitsProcessor(LogitsProcessor):
     Tokens already at -inf never count as meeting the threshold (threshold 0 would otherwise keep one of them).
 
     Randomness comes only from ``generator`` (a ``torch.Generator``; None uses torch's default generator, so a
-    generator seeded s draws what ``torch.manual_seed(s)`` draws; a list of them, one per row, as Sample N runs). Each call draws one uniform number per row,
-    on the generator's device, whatever the outcome; a row acts when its number is below ``xtc_probability``
-    (text-generation-webui draws one ``random.random()`` per call for its single row).
+    generator seeded s draws what ``torch.manual_seed(s)`` draws; a list of them, one per row, as Sample N runs).
+    Each call draws one uniform number per row, on the generator's device, whatever the outcome; a row acts when its
+    number is below ``xtc_probability`` (text-generation-webui draws one ``random.random()`` per call for its single
+    row).
 
     Shapes: ``scores`` [B, V] -> [B, V]; rows are independent; the state is the generator's.
     """

@@ -161,7 +161,8 @@ def stream_tokens(run: EngineRun, request: dict, row_of: Callable[[int], int]) -
             last = len(tokens) - 1
             for i, (token, top) in enumerate(zip(tokens, tops)):
                 yield Token(row_of(choice["index"]), token_id(token), top_logprobs(top),
-                            choice.get("text", "") if i == last else "", choice.get("finish_reason") if i == last else None)
+                            choice.get("text", "") if i == last else "",
+                            choice.get("finish_reason") if i == last else None)
             if not tokens and choice.get("finish_reason"):
                 yield Token(row_of(choice["index"]), -1, {}, choice.get("text", ""), choice["finish_reason"])
 
@@ -249,7 +250,8 @@ def beam_steps(run: EngineRun, prompt: list[int], cfg: GenerationConfig, seeds, 
         answer = client.post(run.model.server, "/v1/completions", run.payload(                # a. one token each
             prompt=[prompt + b.tokens for b in beams], max_tokens=1, temperature=0.0, logprobs=2 * num_beams),
             timeout=run.timeout())
-        tops = [top_logprobs(c["logprobs"]["top_logprobs"][0]) for c in sorted(answer["choices"], key=lambda c: c["index"])]
+        tops = [top_logprobs(c["logprobs"]["top_logprobs"][0])
+                for c in sorted(answer["choices"], key=lambda c: c["index"])]
         candidates: list[tuple[float, int, int, int]] = []  # (cum. logprob, token, node, beam)  b. candidates
         for slot, (beam, top) in enumerate(zip(beams, tops)):
             for token, logprob in top.items():
@@ -264,7 +266,7 @@ def beam_steps(run: EngineRun, prompt: list[int], cfg: GenerationConfig, seeds, 
                     candidates.append((cum, token, node, slot))
         kept = sorted(candidates, key=lambda c: -c[0])[:num_beams]                            # c. the next beams
         beams = []
-        for slot, (cum, token, node, parent) in enumerate(kept):
+        for slot, (cum, _token, node, _parent) in enumerate(kept):
             tree.mark(node, "kept")
             tree.set_running(0, slot, node)
             beams.append(Hypothesis(tree.path(node), cum, node))

@@ -93,7 +93,8 @@ def mode_of(cfg: GenerationConfig) -> str:
         if field in FIELD_NEEDS:
             raise needs_model(FIELD_NEEDS[field])
         if field not in TAKEN:
-            raise needs_model(f"`{field}` is not sent to a vLLM server (it takes: {', '.join(sorted(TAKEN - set(SERVER_SIDE)))})")
+            taken = ", ".join(sorted(TAKEN - set(SERVER_SIDE)))
+            raise needs_model(f"`{field}` is not sent to a vLLM server (it takes: {taken})")
     if mode == "beam_search":
         if any(getattr(cfg, f, None) not in (None, "") for f in STRUCTURED):
             raise needs_model("structured output with `num_beams` > 1 is not in vLLM's beam search")

@@ -97,7 +97,8 @@ def assisted(model, input_ids, logits_processor, stopping_criteria, generation_c
     draws_globally = do_sample and ctx.assistant_model is not None
     with ctx.drawing_globally() if draws_globally else contextlib.nullcontext():
         assistant_model = ctx.assistant_model
-        if assistant_model is not None and do_sample and ctx.tokenizer is not None and ctx.assistant_tokenizer is not None:
+        if (assistant_model is not None and do_sample
+                and ctx.tokenizer is not None and ctx.assistant_tokenizer is not None):
             assistant_model = _shielded(model, assistant_model, ctx.tokenizer, ctx.assistant_tokenizer)
         if assistant_model is not None:
             assistant_model = _run_view(assistant_model, ctx.assistant_settings)

@@ -137,7 +137,8 @@ def watermark_figure(trace: Trace | None, row: int = 0) -> go.Figure:
     labels = [visible(t) for t in (list(texts) + [""] * n)[:n]]
     fig = go.Figure(go.Bar(x=list(range(n)), y=[1] * n, text=labels, textposition="inside", insidetextanchor="middle",
                            marker=dict(color=[ACCEPTED if g else REJECTED for g in report.green]),
-                           hovertext=[f"{plotly_text(t)}: {'green' if g else 'red'}" for t, g in zip(labels, report.green)],
+                           hovertext=[f"{plotly_text(t)}: {'green' if g else 'red'}"
+                                      for t, g in zip(labels, report.green)],
                            hoverinfo="text", meta="green"))
     z = "too short to score" if report.z_score is None else f"z = {report.z_score:.2f} (p = {report.p_value:.2g})"
     finish(fig, f"Watermark · {sum(report.green)}/{n} tokens green (expected {report.greenlist_ratio:.0%}) · {z}",

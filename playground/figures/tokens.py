@@ -179,7 +179,8 @@ def _beam_tokens(steps: Steps, row: int) -> list[_Token]:
     for node_id in path:
         node = tree.nodes[node_id]
         parent = next(iter(tree.graph.predecessors(node_id)))
-        siblings = sorted((tree.nodes[s] for s in tree.graph.successors(parent) if s != node_id), key=lambda n: -n.score)
+        siblings = sorted((tree.nodes[s] for s in tree.graph.successors(parent) if s != node_id),
+                          key=lambda n: -n.score)
         lines = [f"step {tree.step_of[node_id]} · {node.text + node.tail!r} cumulative log-prob {node.score:.3f} "
                  f"({node.fate})", "other continuations of the same hypothesis:"]
         lines += [f"  {s.text + s.tail!r} {s.score:.3f} ({s.fate})" for s in siblings[:_ALTERNATIVES_IN_TOOLTIP]]

@@ -135,7 +135,8 @@ def run(model, ids: list[list[int]], mask: list[list[int]], settings: dict) -> l
 
 
 def main() -> None:
-    assert transformers.__version__ == "4.55.4", f"run with the oracle venv; got transformers {transformers.__version__}"
+    assert transformers.__version__ == "4.55.4", ("run with the oracle venv; "
+                                                  f"got transformers {transformers.__version__}")
     path = find_gguf()
     t0 = time.perf_counter()
     model = load(path)
@@ -145,7 +146,8 @@ def main() -> None:
         for prompt in prompts:
             ids = [PROMPTS[prompt]]
             entries.append({"name": f"{name}/{prompt}", "settings": {**COMMON, **settings}, "input_ids": ids,
-                            "attention_mask": [[1] * len(ids[0])], "output_ids": run(model, ids, [[1] * len(ids[0])], settings)})
+                            "attention_mask": [[1] * len(ids[0])],
+                            "output_ids": run(model, ids, [[1] * len(ids[0])], settings)})
     for name, prompts, settings in BATCHED:
         ids, mask = left_pad([PROMPTS[p] for p in prompts])
         entries.append({"name": f"{name}/{'+'.join(prompts)}", "settings": {**COMMON, **settings}, "input_ids": ids,
