@@ -42,7 +42,8 @@ def check_prompt(input_ids, kwargs) -> None:
         if input_ids.dim() != 2:
             raise ValueError(f"`input_ids` must be 2-D [batch, sequence]; got shape {tuple(input_ids.shape)}")
         if input_ids.shape[1] == 0 or input_ids.shape[0] == 0:
-            raise ValueError(f"`input_ids` must hold at least one token; got shape {tuple(input_ids.shape)} (an empty prompt)")
+            raise ValueError(f"`input_ids` must hold at least one token; got shape {tuple(input_ids.shape)} "
+                             "(an empty prompt)")
 
 
 def check_ids(model, input_ids) -> None:
@@ -62,7 +63,8 @@ def check_assistant(model, assistant_model, tokenizer, assistant_tokenizer) -> N
     """An assistant with another vocabulary needs both tokenizers (universal assisted decoding)."""
     if assistant_model is None:
         if assistant_tokenizer is not None:
-            raise ValueError("`assistant_tokenizer` needs `assistant_model`; got an assistant tokenizer but no assistant model")
+            raise ValueError("`assistant_tokenizer` needs `assistant_model`; got an assistant tokenizer but no "
+                             "assistant model")
         return
     same_vocab = model.config.get_text_config().vocab_size == assistant_model.config.get_text_config().vocab_size
     if not same_vocab and (tokenizer is None or assistant_tokenizer is None):
@@ -306,7 +308,8 @@ def _quantized_cache(env: Env) -> None:
     options = dict(env.cfg.cache_config or {})
     backend = options.get("backend", "quanto")  # transformers' default
     if backend not in QUANT_BACKENDS:
-        hint = f" (lower case: {backend.lower()!r})" if isinstance(backend, str) and backend.lower() in QUANT_BACKENDS else ""
+        lower = backend.lower() if isinstance(backend, str) else None
+        hint = f" (lower case: {lower!r})" if lower in QUANT_BACKENDS else ""
         fail('cache_config["backend"]', 'one of "quanto", "hqq", "fp8"' + hint, backend)
     spec = QUANT_BACKENDS[backend]
     others = [name for name, b in QUANT_BACKENDS.items() if name != backend and b.available()]
@@ -325,8 +328,8 @@ def _quantized_cache(env: Env) -> None:
     check(nbits in spec.nbits, 'cache_config["nbits"]', f"one of {list(spec.nbits)} for the {backend!r} backend", nbits)
     for axis_field in ("axis_key", "axis_value"):
         axis = options.get(axis_field, 0)
-        check(axis in spec.axes, f'cache_config["{axis_field}"]', f"one of {list(spec.axes)} for the {backend!r} backend",
-              axis)
+        check(axis in spec.axes, f'cache_config["{axis_field}"]',
+              f"one of {list(spec.axes)} for the {backend!r} backend", axis)
     residual = options.get("residual_length", 128)
     check(is_int(residual) and residual >= 0, 'cache_config["residual_length"]', "an integer >= 0", residual)
     group = options.get("q_group_size", 64)

@@ -25,7 +25,8 @@ def expect_error(model, prompt, *parts: str, **kwargs) -> None:
 
 # (kwargs, field as named in the message, allowed range, value as printed)
 OUT_OF_RANGE = [
-    (dict(num_beams=4, num_beam_groups=3, diversity_penalty=1.0), "`num_beam_groups`", "a divisor of num_beams (4)", "got 3"),
+    (dict(num_beams=4, num_beam_groups=3, diversity_penalty=1.0), "`num_beam_groups`", "a divisor of num_beams (4)",
+     "got 3"),
     (dict(num_beams=2, num_beam_groups=4, diversity_penalty=1.0), "`num_beam_groups`", "<= num_beams (2)", "got 4"),
     (dict(penalty_alpha=1.5, top_k=4), "`penalty_alpha`", "in [0, 1]", "got 1.5"),
     (dict(penalty_alpha=-0.1, top_k=4), "`penalty_alpha`", "in [0, 1]", "got -0.1"),
@@ -50,7 +51,8 @@ OUT_OF_RANGE = [
     (dict(num_return_sequences=2), "`num_return_sequences`", "1 without sampling or beams", "got 2"),
     (dict(num_beams=0), "`num_beams`", "an integer >= 1", "got 0"),
     (dict(diversity_penalty=-1.0, num_beams=4, num_beam_groups=2), "`diversity_penalty`", "in [0, inf)", "got -1.0"),
-    (dict(diversity_penalty=0.0, num_beams=4, num_beam_groups=2), "`diversity_penalty`", "> 0 when num_beam_groups > 1", "got 0.0"),
+    (dict(diversity_penalty=0.0, num_beams=4, num_beam_groups=2), "`diversity_penalty`", "> 0 when num_beam_groups > 1",
+     "got 0.0"),
     (dict(dola_layers=[5]), "`dola_layers`", "layer indices in [0, 1]", "got [5]"),
     (dict(dola_layers="middle"), "`dola_layers`", '"low", "high"', "got 'middle'"),
     (dict(no_repeat_ngram_size=-2), "`no_repeat_ngram_size`", "an integer >= 0", "got -2"),
@@ -65,7 +67,8 @@ OUT_OF_RANGE = [
 ]
 
 
-@pytest.mark.parametrize("kwargs, field, allowed, value", OUT_OF_RANGE, ids=[f"{c[1]}={c[3][4:]}" for c in OUT_OF_RANGE])
+@pytest.mark.parametrize("kwargs, field, allowed, value", OUT_OF_RANGE,
+                         ids=[f"{c[1]}={c[3][4:]}" for c in OUT_OF_RANGE])
 def test_out_of_range_setting_names_field_range_and_value(tiny_model, prompt, kwargs, field, allowed, value):
     expect_error(tiny_model, prompt, field, allowed, value, **kwargs)
 
@@ -124,14 +127,18 @@ def test_offloaded_cache_without_cuda_says_why_and_what_instead(tiny_model, prom
 
 
 QUANTIZED_BAD = [
-    ({"backend": "quanto", "nbits": 3, "q_group_size": 8}, '`cache_config["nbits"]`', "one of [2, 4] for the 'quanto' backend", "got 3"),
-    ({"backend": "hqq", "nbits": 5, "q_group_size": 8}, '`cache_config["nbits"]`', "one of [1, 2, 3, 4, 8] for the 'hqq' backend", "got 5"),
+    ({"backend": "quanto", "nbits": 3, "q_group_size": 8}, '`cache_config["nbits"]`',
+     "one of [2, 4] for the 'quanto' backend", "got 3"),
+    ({"backend": "hqq", "nbits": 5, "q_group_size": 8}, '`cache_config["nbits"]`',
+     "one of [1, 2, 3, 4, 8] for the 'hqq' backend", "got 5"),
     ({"backend": "HQQ"}, '`cache_config["backend"]`', '"quanto", "hqq", "fp8" (lower case: \'hqq\')', "got 'HQQ'"),
     ({"backend": "int8"}, '`cache_config["backend"]`', 'one of "quanto", "hqq", "fp8"', "got 'int8'"),
-    ({"backend": "quanto"}, '`cache_config["q_group_size"]`', "a divisor of num_key_value_heads * head_dim (2 * 8 = 16)", "got 64"),
+    ({"backend": "quanto"}, '`cache_config["q_group_size"]`',
+     "a divisor of num_key_value_heads * head_dim (2 * 8 = 16)", "got 64"),
     ({"backend": "fp8", "nbits": 4}, "`cache_config`", "free of nbits", "got ['nbits']"),
     ({"backend": "quanto", "q_group_size": 8, "axis_key": 1}, '`cache_config["axis_key"]`', "one of [0, -1]", "got 1"),
-    ({"backend": "quanto", "q_group_size": 8, "residual_length": -1}, '`cache_config["residual_length"]`', "an integer >= 0", "got -1"),
+    ({"backend": "quanto", "q_group_size": 8, "residual_length": -1}, '`cache_config["residual_length"]`',
+     "an integer >= 0", "got -1"),
     ({"backend": "quanto", "q_group_size": 8, "bits": 4}, "`cache_config`", "keys among backend", "got ['bits']"),
 ]
 
@@ -147,8 +154,9 @@ def test_quantized_backend_not_installed_says_why_and_what_instead(tiny_model, p
     spec = config_checks.QUANT_BACKENDS[backend]
     monkeypatch.setitem(config_checks.QUANT_BACKENDS, backend,
                         config_checks.QuantBackend(lambda: False, spec.package, spec.nbits, spec.axes))
-    expect_error(tiny_model, prompt, '`cache_config["backend"]`', package, "installed here:", "'fp8'", f"got {backend!r}",
-                 cache_implementation="quantized", cache_config={"backend": backend, "q_group_size": 8})
+    expect_error(tiny_model, prompt, '`cache_config["backend"]`', package, "installed here:", "'fp8'",
+                 f"got {backend!r}", cache_implementation="quantized",
+                 cache_config={"backend": backend, "q_group_size": 8})
 
 
 def test_quantized_cache_on_encoder_decoder_model(prompt):
@@ -156,7 +164,8 @@ def test_quantized_cache_on_encoder_decoder_model(prompt):
     t5 = T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                                              decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)).eval()
     expect_error(t5, prompt, "`cache_implementation`", '"dynamic" or "static" for encoder-decoder models',
-                 "got 'quantized'", cache_implementation="quantized", cache_config={"backend": "quanto", "q_group_size": 8})
+                 "got 'quantized'", cache_implementation="quantized",
+                 cache_config={"backend": "quanto", "q_group_size": 8})
 
 
 # --- what stays valid -------------------------------------------------------------------------------------------

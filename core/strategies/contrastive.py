@@ -241,7 +241,8 @@ def contrastive_search(model, input_ids, logits_processor, stopping_criteria, ge
 
             # d. keep only the chosen candidate: its token, hidden state, logits and cache entry
             next_tokens = top_k_ids[range(batch_size), selected]  # [B]
-            chosen_hidden = torch.stack(torch.split(candidate_hidden.squeeze(dim=1), top_k))[range(batch_size), selected, :]
+            per_row = torch.stack(torch.split(candidate_hidden.squeeze(dim=1), top_k))  # [B, K, H]
+            chosen_hidden = per_row[range(batch_size), selected, :]  # [B, H]
             context_hidden = torch.cat([context_hidden, chosen_hidden.unsqueeze(1)], dim=1)  # [B, S+1, H]
             raw_next_logits = next_logits
             if head is not None:
@@ -270,5 +271,6 @@ def _candidates(ctx, top_k_ids, top_k_probs, penalty, contrastive_score, selecte
     """The K candidates of each row as ranked: the tensors ``_ranking_fast`` computed, moved to Python."""
     ids, probs = top_k_ids.tolist(), top_k_probs.tolist()
     pens, scores, chosen = penalty.tolist(), contrastive_score.tolist(), selected.tolist()
-    return [[ContrastiveCandidate(ids[b][i], ctx.texts.row_candidate(b, ids[b][i]), probs[b][i], pens[b][i], scores[b][i], i == chosen[b])
+    return [[ContrastiveCandidate(ids[b][i], ctx.texts.row_candidate(b, ids[b][i]), probs[b][i], pens[b][i],
+                                  scores[b][i], i == chosen[b])
              for i in range(len(ids[b]))] for b in range(len(ids))]

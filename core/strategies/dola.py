@@ -46,7 +46,8 @@ def candidate_layers(model, dola_layers) -> list[int]:
             return [start_layer]
         return list(range(start_layer, final_layer // 2, 2)) if final_layer <= 40 else list(range(start_layer, 20, 2))
     if dola_layers == "high":
-        return list(range(final_layer // 2, final_layer, 2)) if final_layer <= 40 else list(range(final_layer - 20, final_layer, 2))
+        start = final_layer // 2 if final_layer <= 40 else final_layer - 20
+        return list(range(start, final_layer, 2))
     if isinstance(dola_layers, (list, tuple)):
         return [i for i in dola_layers if i < final_layer]
     raise ValueError(f'`dola_layers` must be "low", "high" or a list of layer indices; got {dola_layers!r}')
