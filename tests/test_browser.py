@@ -519,3 +519,28 @@ def test_colour_by_switches_the_token_views_legend(page):
     wait_done(panel)
     expect(panel.get_by_text("Colour: entropy H of the step", exact=False)).to_be_visible()
     expect(panel.get_by_text("Colour: probability of the chosen token", exact=False)).to_be_hidden()
+
+
+def test_compare_shows_the_strategies_as_columns_with_the_divergence_marked(page):
+    """Two strategies on one prompt: the token view holds one column per strategy, the first position where they
+    differ outlined in both (its tooltip says so), and their log-probability lines, as the Branches tab draws two
+    runs."""
+    panel = open_tab(page, "Compare")
+    for name in ("beam search (4 beams)", "contrastive (alpha 0.6, top_k 4)"):
+        panel.get_by_role("checkbox", name=name).uncheck()
+    generate(panel, max_new_tokens=16, prompt="Write one sentence about a cat.")
+    wait_done(panel)
+    table = panel.get_by_role("table", name=re.compile("Strategies side by side"))
+    expect(table).to_be_visible()
+    for name in ("greedy", "sampling (temperature 0.7, top_p 0.9)"):
+        expect(table.get_by_role("columnheader", name=name, exact=True)).to_be_visible()
+    expect(table).to_have_accessible_name(re.compile(r"first difference at position \d+"))
+    expect(table.get_by_title(re.compile(r"^first difference"))).to_have_count(2)  # outlined in both columns
+    wait_for_plot(page, panel, "Log-probability per position", "s.points > 0")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SCREENSHOTS / "compare_columns.png"
+    page.mouse.move(0, 0)  # no hover outline on the picture
+    table.screenshot(path=shot)
+    Image.open(shot).convert("RGB").quantize(colors=128).save(shot, optimize=True)  # a small PNG
+    if os.environ.get("PLAYGROUND_UPDATE_DOCS"):  # refresh the committed copy only when asked
+        shutil.copy(shot, DOCS / "compare.png")

@@ -240,8 +240,7 @@ def columns_html(columns: list[Column], diverge: int | None, caption: str = "Run
     where = ("no two differ where both wrote a token" if diverge is None
              else f"first difference at position {diverge} after the prompt, outlined in every column")
     if len(columns) > 1:
-        first, second = columns[0].label, columns[1].label
-        where += f"; underlined: tokens that differ from {first}'s ({first}'s own: from {second}'s)"
+        where += "; underlined: tokens that differ from the first column's (in the first column: from the second's)"
     legends = "".join(legend_html(mode) for mode in COLOUR_BY) if legend else ""
     return legends + (f'<table class="dp-columns"><caption>{html.escape(caption)} · {html.escape(where)}</caption>'
             f'<thead><tr>{"".join(heads)}</tr></thead><tbody><tr>{"".join(cells)}</tr></tbody></table>')
