@@ -215,7 +215,7 @@ def test_continue_with_an_alternative_grows_the_branch_tree(page):
     grid = panel.get_by_role("grid", name="Top alternatives at the picked step")
     alternative = grid.get_by_role("row").filter(has_not_text="★").nth(1)  # a data row the run did not choose
     alternative.get_by_role("gridcell").first.click()
-    token = panel.get_by_role("textbox", name="token")
+    token = panel.get_by_role("textbox", name=re.compile(r"^token\b"))  # not "watch tokens ..."
     expect(token).to_have_value(re.compile(r"^#\d+$"))
     panel.get_by_role("button", name="Continue with this token").click()
     expect(status_of(panel)).to_contain_text("branch")
@@ -231,6 +231,10 @@ def test_continue_with_an_alternative_grows_the_branch_tree(page):
     branches.get_by_role("button", name="Compare two runs").click()
     expect(branches.get_by_text(re.compile("They diverge at position 2"))).to_be_visible()
     wait_for_plot(page, branches, "Log-probability per position", "s.points > 0")
+    # the same columns as the Compare tab's: the forced token is the first difference, outlined in both
+    table = branches.get_by_role("table", name=re.compile(r"Runs A and B · first difference at position 2"))
+    expect(table.get_by_role("columnheader")).to_have_count(2)
+    expect(table.get_by_title(re.compile(r"^first difference"))).to_have_count(2)
     page.screenshot(path=SCREENSHOTS / "steer_branches_tab.png", full_page=True)
     shot = SCREENSHOTS / "steer_readme.png"
     page.screenshot(path=shot, full_page=True, clip={"x": 0, "y": 150, "width": 1400, "height": 1100})
