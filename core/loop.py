@@ -235,9 +235,9 @@ class RunContext:
 
     def grammar_cut(self, inputs: torch.Tensor, stages, row: int) -> list[int]:
         """The top_n tokens of what the grammar stage received that it removed, for one row (``inputs`` [V]: what
-        the first processor received). An earlier stage may have raised a token above the model's own top_n (a bias, a penalty, a reorder
-        by ``sampler_order``), so the model's top_n alone can miss what the grammar cut; without a grammar stage
-        nothing is computed."""
+        the first processor received). An earlier stage may have raised a token above the model's own top_n (a bias,
+        a penalty, a reorder by ``sampler_order``), so the model's top_n alone can miss what the grammar cut; without
+        a grammar stage nothing is computed."""
         before, cut = inputs, []
         for proc, stage in stages or ():
             after = stage[row]

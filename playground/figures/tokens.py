@@ -278,5 +278,6 @@ def alternatives_table(steps: Steps, step: int, row: int = 0, position: int = 0)
 
 
 __all__ = ["CAPTION", "ALTERNATIVES_HEADERS", "BUCKETS", "ENTROPY_BUCKETS", "SURPRISAL_BUCKETS", "COLOUR_BY",
-           "bucket_class", "entropy_class", "surprisal_class", "colour_classes", "legend_html", "tokens_html", "run_tokens", "Column", "cell", "columns_html",
+           "bucket_class", "entropy_class", "surprisal_class", "colour_classes", "legend_html", "tokens_html",
+           "run_tokens", "Column", "cell", "columns_html",
            "alternatives_table"]
