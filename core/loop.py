@@ -206,6 +206,8 @@ class RunContext:
         inputs = logits if inputs is None else inputs
         for row in range(logits.shape[0]):
             ids = self.candidate_ids(logits[row], scores[row], chosen[row])
+            cut = self.grammar_cut(inputs[row], stages, row)
+            ids += [i for i in cut if i not in ids]
             index = torch.tensor(ids, device=logits.device)
             model_probs = inputs[row].float().softmax(-1)  # [V]: the model's own distribution
             first = int(chosen[row][0]) if chosen[row] else None
@@ -231,6 +233,21 @@ class RunContext:
             out.append(RowStep(row, self.candidates(logits[row], scores[row], ids, row), effects,
                                [int(c) for c in chosen[row]], entropy=entropy(scores[row]), watched=watched))
         return out
+
+    def grammar_cut(self, inputs: torch.Tensor, stages, row: int) -> list[int]:
+        """The top_n tokens of what the grammar stage received that it removed, for one row (``inputs`` [V]: what
+        the first processor received). An earlier stage may have raised a token above the model's own top_n (a bias,
+        a penalty, a reorder by ``sampler_order``), so the model's top_n alone can miss what the grammar cut; without
+        a grammar stage nothing is computed."""
+        before, cut = inputs, []
+        for proc, stage in stages or ():
+            after = stage[row]
+            if chain.stage_name(proc) == "grammar":
+                top = before.topk(min(self.top_n, before.shape[-1]))  # [n]
+                gone = torch.isfinite(top.values) & (after[top.indices] == float("-inf"))  # [n]
+                cut += top.indices[gone].tolist()
+            before = after
+        return cut
 
     def watched_stages(self, inputs: torch.Tensor, stages: list[torch.Tensor], row: int) -> list[WatchedToken]:
         """Each watched token through one row's chain: its score, probability and rank in ``inputs`` [V] (what the

@@ -14,11 +14,12 @@ from a run read (``slim``), and only the newest runs that fit in ``max_chars``.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 from core.beam_index import BeamIndex
 from core.records import BeamNode, Candidate, Piece, RowStep, StepRecord, Trace
@@ -344,8 +345,39 @@ class Comparison(NamedTuple):
 
 def compare(first: Entry, second: Entry, branches: Branches) -> Comparison:
     a, b = series(first, branches), series(second, branches)
-    diverge = next((i for i, (x, y) in enumerate(zip(a.tokens, b.tokens)) if x != y), None)
-    return Comparison(a, b, diverge)
+    return Comparison(a, b, first_difference([a.tokens, b.tokens]))
+
+
+def first_difference(runs: Sequence[Sequence[int]]) -> int | None:
+    """The first position where two of ``runs`` (token lists, each after the same prompt) hold different tokens;
+    None when none do (equal runs, or each a prefix of a longer one: a run that stopped earlier did not choose
+    otherwise)."""
+    for i in range(max(map(len, runs), default=0)):
+        if len({run[i] for run in runs if i < len(run)}) > 1:
+            return i
+    return None
+
+
+def token_diff(runs: Sequence[Sequence[int]]) -> list[list[bool]]:
+    """Per run, per token: whether it differs from the reference, the first run (for the first run, the second),
+    aligned by ``difflib``: a run that parts and later writes the same tokens again shows them as shared, not
+    shifted. A single run differs nowhere."""
+    out = []
+    for k, run in enumerate(runs):
+        reference = runs[1 if k == 0 else 0] if len(runs) > 1 else run
+        differs = [True] * len(run)
+        matcher = difflib.SequenceMatcher(None, list(reference), list(run), autojunk=False)
+        for block in matcher.get_matching_blocks():
+            differs[block.b:block.b + block.size] = [False] * block.size
+        out.append(differs)
+    return out
+
+
+def steps_series(steps: Sequence[StepRecord], tokens: Sequence[int], row: int = 0) -> Series:
+    """A run's ``Series`` from its own records alone (a run that continues none, e.g. one of the Compare tab's):
+    ``tokens`` after the prompt and the model's log-probability of each as the records hold it."""
+    own = _own_logprobs(Trace("", {}, [], steps=list(steps)), row)
+    return Series(list(tokens), [own[i] if i < len(own) else None for i in range(len(tokens))])
 
 
 # --- sample many -----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from . import persist, session
 from .branches import Branches, compare, pieces, spelled, token_texts
 from .figures import branches as branch_figures
 from .figures.common import figure_json
-from .figures.tokens import tokens_html
+from .figures.tokens import Column, cell, columns_html, tokens_html
 from .i18n import tr
 from .tabs.status import plain
 
@@ -101,10 +101,12 @@ class BranchesPanel:
         return self.show(branches, evt.index)
 
     def compare(self, branches, first, second):
-        """Two runs side by side: their texts, where they diverge, and the model's log-probability of each token."""
+        """Two runs side by side: their texts, where they diverge, the model's log-probability of each token, and their
+        tokens as columns (``columns_html``, as the Compare tab draws its strategies)."""
         if not isinstance(branches, Branches) or first not in branches.entries or second not in branches.entries:
             message = "Pick two runs of this session to compare (run something first)."
-            return gr.skip(), gr.skip(), message, _plot(branch_figures.two_runs_figure(None, ("", ""), str))
+            return (gr.skip(), gr.skip(), message, _plot(branch_figures.two_runs_figure(None, ("", ""), str)),
+                    gr.skip())
         a, b = branches.get(first), branches.get(second)
         text_of = token_texts(branches)
         result = compare(a, b, branches)
@@ -121,8 +123,14 @@ class BranchesPanel:
             where = plain(f"They diverge at position {result.diverge} after the prompt: "
                           f"{text_of(result.first.tokens[result.diverge])!r} vs "
                           f"{text_of(result.second.tokens[result.diverge])!r}.{prefer}")
+        columns = [Column(label, [cell(t, piece, f"position {i}: " + (f"log p = {lp:.3f}" if lp is not None
+                                                                        else "log p not recorded"))
+                                  for i, (t, piece, lp) in enumerate(zip(run.tokens, pieces(entry, branches),
+                                                                         run.logprobs))])
+                   for label, entry, run in ((labels[0], a, result.first), (labels[1], b, result.second))]
         return (spelled(a, branches), spelled(b, branches),
-                where, _plot(branch_figures.two_runs_figure(result, labels, text_of)))
+                where, _plot(branch_figures.two_runs_figure(result, labels, text_of)),
+                columns_html(columns, result.diverge if a.prompt_key == b.prompt_key else None, "Runs A and B"))
 
     @staticmethod
     def write(branches: Branches, request: gr.Request | None) -> str:
@@ -167,6 +175,8 @@ class BranchesPanel:
             with gr.Row():
                 text_a = gr.Textbox(label=tr("Run A text"), lines=4, max_lines=16, interactive=False)
                 text_b = gr.Textbox(label=tr("Run B text"), lines=4, max_lines=16, interactive=False)
+            side = gr.HTML(label=tr("Runs A and B token by token (the first difference outlined, the differing "
+                                    "tokens underlined)"), show_label=True, container=True, padding=True)
             evidence = gr.Plot(label=tr("Log-probability per position"))
             gr.Markdown(tr(branch_figures.COMPARE_CAPTION), label="Compare caption", elem_classes=["dp-caption"])
             with gr.Row():
@@ -182,7 +192,8 @@ class BranchesPanel:
         refresh.click(self.refresh, [state, prompt, first, second], views, api_name="branches_refresh", **quiet)
         prompt.input(self.refresh, [state, prompt, first, second], views, api_name=False, **quiet)
         clicks.select(self.clicked, [state], [text, about, tokens], api_name=False)
-        go.click(self.compare, [state, first, second], [text_a, text_b, where, evidence], api_name="branches_compare")
+        go.click(self.compare, [state, first, second], [text_a, text_b, where, evidence, side],
+                 api_name="branches_compare")
         loaded = upload.upload(self.load, [state, upload], [state, loaded_status], api_name="branches_load")
         loaded.then(self.refresh, [state, prompt, first, second], views, api_name=False)
         if self.store is not None:

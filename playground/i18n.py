@@ -139,9 +139,12 @@ TEXTS: dict[str, tuple[str, str]] = {
     "intro_cache": (_CACHE_INTRO, _CACHE_INTRO_AR),
     "intro_cache_no_gpu": (_CACHE_INTRO + NO_GPU_NOTE, _CACHE_INTRO_AR + _NO_GPU_NOTE_AR),
     "intro_compare": ("**Compare** runs several strategies (settings from `assets/presets/compare.json`) on the same "
-                      "prompt one after the other, and shows their texts side by side with tokens per second.",
+                      "prompt one after the other, and shows their tokens as columns, the first position where they "
+                      "differ outlined and every token that differs from the first strategy's underlined, with tokens "
+                      "per second.",
                       "**المقارنة** تشغّل عدة استراتيجيات (إعداداتها من `assets/presets/compare.json`) على الموجّه "
-                      "نفسه واحدةً تلو الأخرى، وتعرض نصوصها جنبًا إلى جنب مع عدد الرموز في الثانية."),
+                      "نفسه واحدةً تلو الأخرى، وتعرض رموزها أعمدةً متجاورة: أول موضع تختلف فيه مُحاط بإطار، وكل رمز "
+                      "يختلف عن رمز الاستراتيجية الأولى مُسطَّر، مع عدد الرموز في الثانية."),
     "intro_branches": ("**Branches**: every run of this session, as a tree of forks per prompt. Continue a run with "
                        "another token in any strategy tab (or step through it, or sample many) and the runs grow into "
                        "a tree here. Click a node to read that run; pick two runs to see where they diverge and which "
@@ -369,6 +372,12 @@ TEXTS: dict[str, tuple[str, str]] = {
                          "لوغاريتم الاحتمال الذي أعطاه النموذج لرمز كل تشغيل في كل موضع بعد الموجّه (من سجلات "
                          "التشغيلات): حيث يفترق الخطّان يفترق التشغيلان؛ والخط الأعلى هو التتمّة التي يفضّلها "
                          "النموذج هناك."),
+    "cap_compare_strategies": ("The log-probability the model gave each strategy's token at every position after "
+                               "the prompt (from the runs' records): where the lines part the strategies diverge; the "
+                               "higher line is the continuation the model prefers there.",
+                               "لوغاريتم الاحتمال الذي أعطاه النموذج لرمز كل استراتيجية في كل موضع بعد الموجّه (من "
+                               "سجلات التشغيلات): حيث تفترق الخطوط تفترق الاستراتيجيات؛ والخط الأعلى هو التتمّة التي "
+                               "يفضّلها النموذج هناك."),
     "cap_samples": ("Many samples of the same prompt merged into one prefix tree: each branch says how many samples "
                     "took it and the probability the model gave that token there (hover); colour is the entropy of "
                     "the distribution the token was drawn from (darker: more uncertain). Below, that entropy per "
@@ -388,6 +397,9 @@ TEXTS: dict[str, tuple[str, str]] = {
     "btn_compare_runs": ("Compare two runs", "مقارنة تشغيلين"),
     "label_run_a_text": ("Run A text", "نص التشغيل A"),
     "label_run_b_text": ("Run B text", "نص التشغيل B"),
+    "label_runs_side_by_side": ("Runs A and B token by token (the first difference outlined, the differing tokens "
+                                "underlined)",
+                                "التشغيلان A وB رمزًا برمز (أول اختلاف مُحاط بإطار، والرموز المختلفة مُسطَّرة)"),
     "btn_download_tree": ("Download branch tree (JSON)", "تنزيل شجرة الفروع (JSON)"),
     "btn_load_tree": ("Load branch tree (JSON)", "تحميل شجرة فروع (JSON)"),
 

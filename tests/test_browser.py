@@ -215,7 +215,7 @@ def test_continue_with_an_alternative_grows_the_branch_tree(page):
     grid = panel.get_by_role("grid", name="Top alternatives at the picked step")
     alternative = grid.get_by_role("row").filter(has_not_text="★").nth(1)  # a data row the run did not choose
     alternative.get_by_role("gridcell").first.click()
-    token = panel.get_by_role("textbox", name="token")
+    token = panel.get_by_role("textbox", name=re.compile(r"^token\b"))  # not "watch tokens ..."
     expect(token).to_have_value(re.compile(r"^#\d+$"))
     panel.get_by_role("button", name="Continue with this token").click()
     expect(status_of(panel)).to_contain_text("branch")
@@ -231,6 +231,10 @@ def test_continue_with_an_alternative_grows_the_branch_tree(page):
     branches.get_by_role("button", name="Compare two runs").click()
     expect(branches.get_by_text(re.compile("They diverge at position 2"))).to_be_visible()
     wait_for_plot(page, branches, "Log-probability per position", "s.points > 0")
+    # the same columns as the Compare tab's: the forced token is the first difference, outlined in both
+    table = branches.get_by_role("table", name=re.compile(r"Runs A and B · first difference at position 2"))
+    expect(table.get_by_role("columnheader")).to_have_count(2)
+    expect(table.get_by_title(re.compile(r"^first difference"))).to_have_count(2)
     page.screenshot(path=SCREENSHOTS / "steer_branches_tab.png", full_page=True)
     shot = SCREENSHOTS / "steer_readme.png"
     page.screenshot(path=shot, full_page=True, clip={"x": 0, "y": 150, "width": 1400, "height": 1100})
@@ -520,3 +524,28 @@ def test_colour_by_switches_the_token_views_legend(page):
     wait_done(panel)
     expect(panel.get_by_text("Colour: entropy H of the step", exact=False)).to_be_visible()
     expect(panel.get_by_text("Colour: probability of the chosen token", exact=False)).to_be_hidden()
+
+
+def test_compare_shows_the_strategies_as_columns_with_the_divergence_marked(page):
+    """Two strategies on one prompt: the token view holds one column per strategy, the first position where they
+    differ outlined in both (its tooltip says so), and their log-probability lines, as the Branches tab draws two
+    runs."""
+    panel = open_tab(page, "Compare")
+    for name in ("beam search (4 beams)", "contrastive (alpha 0.6, top_k 4)"):
+        panel.get_by_role("checkbox", name=name).uncheck()
+    generate(panel, max_new_tokens=16, prompt="Write one sentence about a cat.")
+    wait_done(panel)
+    table = panel.get_by_role("table", name=re.compile("Strategies side by side"))
+    expect(table).to_be_visible()
+    for name in ("greedy", "sampling (temperature 0.7, top_p 0.9)"):
+        expect(table.get_by_role("columnheader", name=name, exact=True)).to_be_visible()
+    expect(table).to_have_accessible_name(re.compile(r"first difference at position \d+"))
+    expect(table.get_by_title(re.compile(r"^first difference"))).to_have_count(2)  # outlined in both columns
+    wait_for_plot(page, panel, "Log-probability per position", "s.points > 0")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SCREENSHOTS / "compare_columns.png"
+    page.mouse.move(0, 0)  # no hover outline on the picture
+    table.screenshot(path=shot)
+    Image.open(shot).convert("RGB").quantize(colors=128).save(shot, optimize=True)  # a small PNG
+    if os.environ.get("PLAYGROUND_UPDATE_DOCS"):  # refresh the committed copy only when asked
+        shutil.copy(shot, DOCS / "compare.png")

@@ -511,6 +511,60 @@ def test_cache_lines_and_divergence_index():
     assert F.divergence_index([], []) is None
 
 
+def test_first_difference_and_token_diff():
+    from playground.branches import first_difference, token_diff
+
+    assert first_difference([[1, 2, 3], [1, 2, 3]]) is None
+    assert first_difference([[1, 2], [1, 2, 3]]) is None  # a run that stopped earlier chose nothing else
+    assert first_difference([[1, 2], [1, 2, 3], [1, 2, 4]]) == 2
+    assert first_difference([[5], [6]]) == 0 and first_difference([]) is None
+    # a run that parts and joins again: only the replaced token differs, the rest is shared, not shifted
+    assert token_diff([[1, 2, 3, 4, 5], [1, 9, 3, 4, 5]]) == [[False, True, False, False, False]] * 2
+    assert token_diff([[1, 2, 3], [1, 2, 7, 3], [4]]) == [[False, False, False], [False, False, True, False], [True]]
+    assert token_diff([[1, 2]]) == [[False, False]]
+
+
+def test_compare_diff_on_two_known_runs(tiny_model, prompt):
+    """Greedy, and greedy with its first token that is new to the run banned: they diverge exactly there; the Compare
+    tab's columns and log-probability lines (the Branches tab's code) say so."""
+    from xml.etree import ElementTree
+
+    from playground.branches import first_difference, steps_series, token_diff
+    from playground.figures.branches import runs_logprob_figure
+    from playground.figures.tokens import Column, columns_html, run_tokens
+
+    runs = {}
+    for name, kwargs in (("greedy", {}), ("banned", None)):
+        if kwargs is None:  # ban greedy's first token (past the first) that it had not written before
+            tokens = runs["greedy"].trace.sequences[0][prompt.shape[1]:]
+            k = next(i for i, t in enumerate(tokens) if i > 0 and t not in tokens[:i])
+            kwargs = {"bad_words_ids": [[tokens[k]]]}
+        runs[name] = ListRecorder()
+        core.generate(tiny_model, prompt, max_new_tokens=8, do_sample=False, recorder=runs[name], **kwargs)
+    ids = [r.trace.sequences[0][prompt.shape[1]:] for r in runs.values()]
+    assert ids[0][:k] == ids[1][:k] and ids[0][k] != ids[1][k]
+    columns = [Column(name, run_tokens(r.steps)) for name, r in runs.items()]
+    assert [[t.token_id for t in c.tokens] for c in columns] == ids
+    assert first_difference(ids) == k
+    differs = token_diff(ids)
+    assert not any(differs[0][:k] + differs[1][:k]) and differs[0][k] and differs[1][k]
+
+    table = ElementTree.fromstring(columns_html(columns, k, "Strategies side by side"))  # well-formed: escaped
+    assert [th.text for th in table.iter("th")] == ["greedy", "banned"]
+    assert f"first difference at position {k}" in table.find("caption").text
+    for td, marks in zip(table.iter("td"), differs):
+        spans = list(td.iter("span"))
+        assert [i for i, s in enumerate(spans) if "dp-diverge" in s.get("class").split()] == [k]
+        assert spans[k].get("title").startswith(f"first difference (position {k})")
+        assert ["dp-diff" in s.get("class").split() for s in spans] == marks
+
+    fig = runs_logprob_figure([(n, steps_series(r.steps, i)) for (n, r), i in zip(runs.items(), ids)], k,
+                              str, "Strategies compared")
+    assert [t.name for t in fig.data] == ["greedy", "banned"] and fig.layout.shapes[0].x0 == k
+    first = fig.data[0].y
+    assert first[0] == pytest.approx(math.log(runs["greedy"].steps[0].rows[0].candidates[0].prob))
+
+
 # --- empty inputs, round trip, real traces -----------------------------------------------------------------
 
 

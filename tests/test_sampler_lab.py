@@ -406,6 +406,34 @@ def test_regex_and_ebnf_outputs_match(embedded, chat_prompt):
         assert new_text(embedded, chat_prompt, out) in ("The answer is yes.", "The answer is no.")
 
 
+def grammar_rows(model, **kwargs):
+    """The first step's candidates table and recorded row of a tiny-model run under ``regex="[ab]+"`` (the character
+    tokenizer's "a" and "b")."""
+    from playground.figures.tokens import alternatives_table
+
+    rec = core.ListRecorder(top_n=3)
+    core.generate(model, PROMPT, max_new_tokens=2, regex="[ab]+", tokenizer=char_tokenizer(), recorder=rec, **kwargs)
+    return alternatives_table(rec.steps, 0), rec.steps[0].rows[0]
+
+
+def test_the_grammars_cut_shows_in_the_candidates_with_the_probability_before(model):
+    table, row = grammar_rows(model)
+    top, *_ = table  # most probable under the model first
+    forbidden = max((c for c in row.candidates if c.token_id not in (4, 5)), key=lambda c: c.prob)
+    assert top[1] == forbidden.token_id and top[2] == round(forbidden.prob, 4) > 0
+    assert top[3] == 0.0 and top[4] == "grammar"
+    assert {r[1] for r in table if r[4] != "grammar"} <= {4, 5}  # only the grammar's tokens survive it
+
+
+def test_the_grammars_cut_names_the_top_of_what_the_grammar_received_not_only_the_models_top(model):
+    """A bias before the grammar lifts token 40 above the model's own top_n: the grammar removed it, so it shows."""
+    table, row = grammar_rows(model, sequence_bias=[[[40], 30.0]], sampler_order=["sequence_bias", "grammar"])
+    model_top = sorted(row.candidates, key=lambda c: -c.logit)[:3]
+    assert 40 not in [c.token_id for c in model_top]
+    (lifted,) = [r for r in table if r[1] == 40]
+    assert lifted[3] == 0.0 and lifted[4] == "grammar"
+
+
 def test_grammar_fields_are_validated_with_their_names(embedded):
     ids = torch.tensor([[1, 2, 3]])
     cases = [(dict(json_schema="{not json"), "`json_schema` must be a JSON Schema"),

@@ -1,13 +1,18 @@
 """The sampler lab in a real browser (Playwright driving Debian's chromium) on the embedded model: the Sampling tab's
-Advanced accordion with DRY and a reordered chain generates, and the funnel draws the stages in the new order."""
+Advanced accordion with DRY and a reordered chain generates, and the funnel draws the stages in the new order; a regex
+shows its cut among the alternatives."""
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 
 from browser_helpers import SCREENSHOTS, open_figure, open_tab, set_number, status_of, wait_done, wait_for_plot
-from test_browser import generate, page, server  # noqa: F401 - fixtures
+from test_browser import DOCS, generate, page, server  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -39,3 +44,28 @@ def test_sampling_with_dry_and_a_reordered_chain_draws_the_funnel(page):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     open_figure(panel, FUNNEL).scroll_into_view_if_needed()
     page.screenshot(path=SCREENSHOTS / "sampler_lab.png", full_page=True)
+
+
+def test_the_grammars_cut_shows_in_the_alternatives(page):
+    """A regex on the Greedy tab: at the first step the model's favourite words are not a phone number, so they show
+    among the alternatives with their probability and "grammar" under removed by."""
+    panel = open_tab(page, "Greedy")
+    panel.get_by_text("Advanced", exact=True).click()
+    regex = panel.get_by_role("textbox", name="regex")  # the name also holds the info line
+    regex.fill(r"\(\d{3}\) \d{3}-\d{4}")
+    regex.press("Tab")
+    generate(panel, max_new_tokens=4, prompt="Give me a phone number.")
+    wait_done(panel)
+    panel.locator(".dp-token-view .dp-tok[data-step='0']").first.click()
+    expect(panel.get_by_role("spinbutton", name="number input for step")).to_have_value("0")
+    grid = panel.get_by_role("grid", name="Top alternatives at the picked step")
+    expect(grid.get_by_role("row").filter(has_text="grammar").first).to_be_visible()
+    expect(grid.get_by_role("row").filter(has_text="★")).to_contain_text("(")  # what the grammar let through
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    grid.scroll_into_view_if_needed()
+    page.mouse.move(0, 0)
+    shot = SCREENSHOTS / "grammar_cut.png"
+    grid.screenshot(path=shot)
+    Image.open(shot).convert("RGB").quantize(colors=64).save(shot, optimize=True)  # a small PNG
+    if os.environ.get("PLAYGROUND_UPDATE_DOCS"):  # refresh the committed copy only when asked
+        shutil.copy(shot, DOCS / "grammar_cut.png")

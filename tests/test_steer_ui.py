@@ -126,7 +126,7 @@ def test_the_branch_tree_downloads_loads_back_and_compares(client):
     branches = Branches.from_json(open(path).read())
     assert {first.run_id, second.run_id} <= set(branches.entries)
     assert json.loads(Branches.from_json(branches.to_json()).to_json()) == json.loads(branches.to_json())
-    text_a, text_b, where, _ = client.predict(first.run_id, second.run_id, api_name="/branches_compare")
+    text_a, text_b, where, *_ = client.predict(first.run_id, second.run_id, api_name="/branches_compare")
     assert "diverge at position 1" in where and text_a != text_b
     fresh = Client(client.src, verbose=False)
     status = fresh.predict(handle_file(path), api_name="/branches_load")

@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 
 from core.text import shown
 
-from ..branches import Branches, Comparison, Entry, SampleNode, edge_label, pieces, spelled
+from ..branches import Branches, Comparison, Entry, SampleNode, Series, edge_label, pieces, spelled
 from .common import (ACCEPTED, CHOSEN, HIGHLIGHT, PALETTE, empty_figure, finish, plotly_text, visible)
 
 TREE_CAPTION = ("Every run of this session on this prompt. A run that continues another (a token you forced, a "
@@ -138,20 +138,30 @@ def two_runs_figure(comparison: Comparison | None, labels: tuple[str, str], text
     """Per position after the prompt, the model's log-probability of each run's token; the divergence marked."""
     if comparison is None:
         return empty_figure("Pick two runs to compare them.", "Compare two runs")
+    return runs_logprob_figure([(labels[0], comparison.first), (labels[1], comparison.second)], comparison.diverge,
+                               text_of, "Compare two runs")
+
+
+def runs_logprob_figure(runs: list[tuple[str, Series]], diverge: int | None, text_of, title: str = "Compare runs"
+                        ) -> go.Figure:
+    """One line per labelled run: per position after the prompt, the model's log-probability of its token (as its
+    records hold it); ``diverge`` (``first_difference``) marked. The Branches and Compare tabs both draw it."""
+    if not runs:
+        return empty_figure("Run the comparison to see each run's log-probability per position.", title)
     fig = go.Figure()
-    for series, label, colour in ((comparison.first, labels[0], PALETTE[0]), (comparison.second, labels[1], CHOSEN)):
+    for k, (label, series) in enumerate(runs):
+        colour = (PALETTE[0], CHOSEN)[k] if len(runs) == 2 else PALETTE[k % len(PALETTE)]
         fig.add_trace(go.Scatter(
             x=list(range(len(series.tokens))), y=series.logprobs, mode="lines+markers", name=label, meta="logprob",
             line=dict(color=colour), connectgaps=False,
             hovertext=[f"{plotly_text(label)} · position {i}: {plotly_text(repr(text_of(t)))} "
                        + (f"log p = {lp:.3f}" if lp is not None else "not recorded")
                        for i, (t, lp) in enumerate(zip(series.tokens, series.logprobs))], hoverinfo="text"))
-    title = "Compare two runs"
-    if comparison.diverge is not None:
-        fig.add_vline(x=comparison.diverge, line=dict(color=HIGHLIGHT, width=2, dash="dash"))
-        title += f" · they diverge at position {comparison.diverge}"
+    if diverge is not None:
+        fig.add_vline(x=diverge, line=dict(color=HIGHLIGHT, width=2, dash="dash"))
+        title += f" · they diverge at position {diverge}"
     else:
-        title += " · one run continues the other (no divergence)"
+        title += " · one run continues the other (no divergence)" if len(runs) == 2 else " · no divergence"
     finish(fig, title, height=360, uirevision="compare-runs")
     fig.update_layout(hovermode="x unified", xaxis=dict(title="position after the prompt"),
                       yaxis=dict(title="log p of the run's token"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from core.records import RowStep, StepRecord
+from core.records import ProcessorEffect, RowStep, StepRecord
 
 from .common import (AFTER, BEFORE, CHOSEN, Steps, considered, empty_figure, finish, pick, plotly_text, records,
                      row_of, row_steps, unique_labels)
@@ -16,12 +16,23 @@ CAPTION = ("The tokens the model considered at one step. Grey bars are the model
 TOP = 15  # bars shown; the chosen token is always among them
 
 
+# Stages named by their stage, not their class: the visitor switched them on by a field of that name (``regex``,
+# ``json_schema`` and ``grammar`` all make the "grammar" stage) and never met the class that implements them.
+BY_STAGE = ("grammar",)
+
+
+def processor_name(effect: ProcessorEffect) -> str:
+    """How the candidates name the processor of ``effect``: its class (``TopKLogitsWarper``) or, for the core's own
+    stages in ``BY_STAGE``, the stage ("grammar")."""
+    return effect.stage if effect.stage in BY_STAGE else effect.processor
+
+
 def removed_by(row: RowStep) -> dict[int, list[str]]:
     """Token id -> names of the processors that removed it (set it to -inf), in the order they ran."""
     out: dict[int, list[str]] = {}
     for effect in row.effects:
         for token_id in effect.removed:
-            out.setdefault(token_id, []).append(effect.processor)
+            out.setdefault(token_id, []).append(processor_name(effect))
     return out
 
 
@@ -30,7 +41,7 @@ def changed_by(row: RowStep) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     for effect in row.effects:
         for token_id in effect.changed:
-            out.setdefault(token_id, []).append(effect.processor)
+            out.setdefault(token_id, []).append(processor_name(effect))
     return out
 
 
@@ -106,8 +117,8 @@ def processor_summary(record: StepRecord | None, row: int = 0, position: int = 0
             parts.append(f"removed {e.removed_total:,} tokens of the vocabulary{shown}")
         if e.changed:
             parts.append(f"changed the score of {len(e.changed)} of the {len(rs.candidates)} shown candidates")
-        lines.append(f"{e.processor}: " + ("; ".join(parts) if parts else "changed none of the shown candidates"))
+        lines.append(f"{processor_name(e)}: " + ("; ".join(parts) if parts else "changed none of the shown candidates"))
     return "\n".join(lines)
 
 
-__all__ = ["CAPTION", "candidates_figure", "processor_summary", "removed_by", "changed_by", "short"]
+__all__ = ["CAPTION", "candidates_figure", "processor_summary", "removed_by", "changed_by", "short", "processor_name"]

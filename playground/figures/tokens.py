@@ -26,6 +26,8 @@ from typing import NamedTuple
 from core.records import Piece, RowStep
 from core.text import shown
 
+from ..branches import token_diff
+
 from .beam_tree import beam_graph, paths_in
 from .candidates import removed_by
 from .common import Steps, considered, pick, records, row_of, row_steps, visible
@@ -130,6 +132,7 @@ class _Token(NamedTuple):
     piece: Piece
     cls: str
     title: str
+    token_id: int = -1
 
 
 def _row_tokens(step: int, row_steps: list[RowStep]) -> list[_Token]:
@@ -145,7 +148,7 @@ def _row_tokens(step: int, row_steps: list[RowStep]) -> list[_Token]:
             piece = rs.pieces[i] if rs.pieces else Piece(cand.text if cand is not None else f"#{token_id}")
             if cand is None:
                 tokens.append(_Token(step, pos, piece, colour_classes(None, None),
-                                     f"step {step}: probability not recorded"))
+                                     f"step {step}: probability not recorded", token_id))
                 continue
             others = sorted((c for c in considered(rs.candidates) if c.token_id != token_id),
                             key=lambda c: -c.prob_after)
@@ -156,7 +159,8 @@ def _row_tokens(step: int, row_steps: list[RowStep]) -> list[_Token]:
             for c in others[:_ALTERNATIVES_IN_TOOLTIP]:
                 note = f" — removed by {', '.join(removed[c.token_id])}" if c.token_id in removed else ""
                 lines.append(f"  {c.text!r} {c.prob_after:.3f} (model: {c.prob:.3f}){note}")
-            tokens.append(_Token(step, pos, piece, colour_classes(cand.prob_after, rs.entropy), "\n".join(lines)))
+            tokens.append(_Token(step, pos, piece, colour_classes(cand.prob_after, rs.entropy), "\n".join(lines),
+                                 token_id))
     return tokens
 
 
@@ -185,8 +189,62 @@ def _beam_tokens(steps: Steps, row: int) -> list[_Token]:
                  f"({node.fate})", "other continuations of the same hypothesis:"]
         lines += [f"  {s.text + s.tail!r} {s.score:.3f} ({s.fate})" for s in siblings[:_ALTERNATIVES_IN_TOOLTIP]]
         tokens.append(_Token(tree.step_of[node_id], 0, Piece(node.text, node.tail), "dp-pna dp-beam",
-                             "\n".join(lines)))
+                             "\n".join(lines), node.token_id))
     return tokens
+
+
+def run_tokens(steps: Steps, row: int = 0) -> list[_Token]:
+    """The chosen tokens of ``row`` as the token view shows them (the beam family: the best hypothesis of returned row
+    ``row``), each with its step, piece, colour classes, tooltip and id."""
+    recs = records(steps)
+    if any(r.beam is not None for r in recs):
+        return _beam_tokens(recs, row)
+    return [t for rec in recs for t in _row_tokens(rec.step, row_steps(rec, row))]
+
+
+class Column(NamedTuple):
+    """One run of a side-by-side view: its label and its tokens after the prompt (``run_tokens``, or cells made from
+    any run's pieces). ``clickable``: its spans carry ``data-step``, so a click picks that step in the tab."""
+
+    label: str
+    tokens: list[_Token]
+    clickable: bool = False
+
+
+def cell(token_id: int, piece: Piece, title: str, cls: str = "dp-pna") -> _Token:
+    """A token of a ``Column`` that no step record of the shown run spells (a branch's prefix, a run read back)."""
+    return _Token(-1, 0, piece, cls, title, token_id)
+
+
+def columns_html(columns: list[Column], diverge: int | None, caption: str = "Runs side by side",
+                 legend: bool = False) -> str:
+    """Runs as the columns of one table (``caption`` names it), each token a span as in ``tokens_html``; the token
+    at position ``diverge`` (``playground.branches.first_difference``) is marked in every column (``dp-diverge``),
+    and every token that differs from the reference run (``playground.branches.token_diff``) is marked
+    ``dp-diff``; ``legend`` puts the colour legends above (``tokens_html``'s, for tokens coloured by their records).
+    The Compare tab and the Branches tab both draw their runs with it."""
+    if not columns:
+        return '<div class="dp-tokens dp-empty" dir="auto">Run the comparison to see the texts side by side.</div>'
+    differs = token_diff([[t.token_id for t in c.tokens] for c in columns])
+    heads, cells = [], []
+    for column, marks in zip(columns, differs):
+        texts = shown([t.piece for t in column.tokens])
+        spans = []
+        for pos, (text, t, differ) in enumerate(zip(texts, column.tokens, marks)):
+            cls = t.cls + (" dp-diff" if differ else "") + (" dp-diverge" if pos == diverge else "")
+            title = (f"first difference (position {pos})\n" if pos == diverge else "") + t.title
+            step = f' data-step="{t.step}" data-pos="{t.pos}"' if column.clickable and t.step >= 0 else ""
+            spans.append(f'<span class="dp-tok {cls}"{step} title="{html.escape(title, quote=True)}">'
+                         f"{html.escape(text)}</span>")
+        heads.append(f'<th scope="col">{html.escape(column.label)}</th>')
+        cells.append(f'<td><div class="dp-tokens" dir="auto">{"".join(spans)}</div></td>')
+    where = ("no two differ where both wrote a token" if diverge is None
+             else f"first difference at position {diverge} after the prompt, outlined in every column")
+    if len(columns) > 1:
+        where += "; underlined: tokens that differ from the first column's (in the first column: from the second's)"
+    legends = "".join(legend_html(mode) for mode in COLOUR_BY) if legend else ""
+    return legends + (f'<table class="dp-columns"><caption>{html.escape(caption)} · {html.escape(where)}</caption>'
+            f'<thead><tr>{"".join(heads)}</tr></thead><tbody><tr>{"".join(cells)}</tr></tbody></table>')
 
 
 def tokens_html(steps: Steps, row: int = 0, legend: bool = True, lead: list[str | Piece] | None = None) -> str:
@@ -194,12 +252,8 @@ def tokens_html(steps: Steps, row: int = 0, legend: bool = True, lead: list[str 
     of returned row ``row``, uncoloured: beams carry scores, not one chosen probability); each token is a
     ``span`` with ``data-step``, ``data-pos`` and a ``title`` tooltip listing its alternatives. ``lead`` is the
     prefix a branch continues from (the parent's tokens, then the forced one), as pieces or plain texts."""
-    recs = records(steps)
-    beam = any(r.beam is not None for r in recs)
-    if beam:  # ``row`` counts returned rows here, not beams
-        tokens = _beam_tokens(recs, row)
-    else:
-        tokens = [t for rec in recs for t in _row_tokens(rec.step, row_steps(rec, row))]
+    beam = any(r.beam is not None for r in records(steps))  # ``row`` counts returned rows then, not beams
+    tokens = run_tokens(steps, row)
     spans = _spans(tokens, [p if isinstance(p, Piece) else Piece(p) for p in lead or ()])
     if not spans:
         return ('<div class="dp-tokens dp-empty" dir="auto">Generated tokens will appear here, coloured by '
@@ -226,4 +280,5 @@ def alternatives_table(steps: Steps, step: int, row: int = 0, position: int = 0)
 
 __all__ = ["CAPTION", "ALTERNATIVES_HEADERS", "BUCKETS", "ENTROPY_BUCKETS", "SURPRISAL_BUCKETS", "COLOUR_BY",
            "bucket_class", "entropy_class", "surprisal_class", "colour_classes", "legend_html", "tokens_html",
+           "run_tokens", "Column", "cell", "columns_html",
            "alternatives_table"]

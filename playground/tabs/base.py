@@ -245,6 +245,11 @@ class StrategyTab:
         """Extra status text after a run (e.g. bytes per cache kind)."""
         return ""
 
+    def tokens_view(self, view: View) -> str | None:
+        """The token view's HTML where the tab draws it itself (Compare: every run as a column); None: the main
+        run's tokens (``tokens_html``)."""
+        return None
+
     def all_figures(self) -> tuple[Figure, ...]:
         """The tab's figures, then what every tab shows: the session's branch tree and the watched tokens (last: the
         figures before it keep their places among a run endpoint's outputs)."""
@@ -906,6 +911,9 @@ class TabUI:
             return None
 
     def _tokens(self, view: View) -> str:
+        own = self.tab.tokens_view(view)
+        if own is not None:
+            return own
         return tokens_html(view.steps, row=view.row, lead=view.main.lead_texts) if view.steps or view.main.lead \
             else ""
 
