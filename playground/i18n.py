@@ -186,6 +186,7 @@ TEXTS: dict[str, tuple[str, str]] = {
                             "اترك max_new_tokens دون تعيين (استخدم القيم الافتراضية للنموذج)"),
     "label_model_defaults": ("The model's default generation config", "إعدادات التوليد الافتراضية للنموذج"),
     "label_strategies": ("Strategies", "الاستراتيجيات"),
+    "group_strategies": ("Strategies to compare", "الاستراتيجيات المراد مقارنتها"),
     "info_strategies": ("the strategies of assets/presets/compare.json, then every tab's presets (e.g. Sampling · "
                         "min_p 0.1, top-nσ 1.0, XTC)",
                         "استراتيجيات assets/presets/compare.json، ثم الإعدادات المسبقة لكل تبويب (مثل Sampling · "
@@ -195,10 +196,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "label_tokens": ("Tokens coloured as \"colour by\" says (hover: alternatives; click one to pick its step)",
                      "الرموز ملوّنةً كما يقول «التلوين بحسب» (مرّر المؤشر: البدائل؛ انقر رمزًا لاختيار خطوته)"),
     "label_colour_by": ("colour by", "التلوين بحسب"),
-    "info_colour_by": ("what the token colours show: the chosen token's probability, the step's entropy, or the chosen "
-                       "token's surprisal (−ln p)",
-                       "ما تُظهره ألوان الرموز: احتمال الرمز المختار، أو إنتروبيا الخطوة، أو مفاجأة الرمز المختار "
-                       "(−ln p)"),
+    "info_colour_by": ("the chosen token's p, the step's entropy H, or its surprisal −ln p",
+                       "احتمال الرمز المختار p، أو إنتروبيا الخطوة H، أو مفاجأته −ln p"),
     "label_watch": ("watch", "مراقبة"),
     "info_watch": ("tokens to follow at every step, even outside the top candidates: their texts or #<id>, "
                    "comma-separated, up to 8 (\"the, Paris\" watches \"the\" and \" Paris\")",

@@ -95,8 +95,11 @@ def test_tab_streams_text_and_draws_its_figure(page, key, title, slider, figure,
     if slider:
         nudge_slider(panel, *slider)
     if key == "compare":  # two strategies are enough to compare, and keep the suite short
+        folded = panel.get_by_role("button", name="Strategies to compare")
+        folded.click()  # the list is folded away, and folded again after
         for name in ("beam search (4 beams)", "contrastive (alpha 0.6, top_k 4)"):
             panel.get_by_role("checkbox", name=name).uncheck()
+        folded.click()
     generate(panel, max_new_tokens=10 if key == "beam" else 8, prompt=PROMPTS.get(key, "Name three fruits."))
     status = status_of(panel)
     expect(status).to_be_visible()
@@ -531,6 +534,7 @@ def test_compare_shows_the_strategies_as_columns_with_the_divergence_marked(page
     differ outlined in both (its tooltip says so), and their log-probability lines, as the Branches tab draws two
     runs."""
     panel = open_tab(page, "Compare")
+    panel.get_by_role("button", name="Strategies to compare").click()  # the list is folded away
     for name in ("beam search (4 beams)", "contrastive (alpha 0.6, top_k 4)"):
         panel.get_by_role("checkbox", name=name).uncheck()
     generate(panel, max_new_tokens=16, prompt="Write one sentence about a cat.")

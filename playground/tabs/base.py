@@ -412,6 +412,9 @@ class TabUI:
         watch = gr.Textbox("", label=tr("watch"), placeholder=tr("e.g. the, Paris, #1234"),
                            info=tr("tokens to follow at every step, even outside the top candidates: their texts or "
                                    "#<id>, comma-separated, up to 8 (\"the, Paris\" watches \"the\" and \" Paris\")"))
+        # with the settings, not above the tokens: the run column is the taller one (its legend is in the token view)
+        colour_by = gr.Radio(list(COLOUR_BY), value=COLOUR_BY[0], label=tr("colour by"),
+                             info=tr("the chosen token's p, the step's entropy H, or its surprisal −ln p"))
         side = tab.side_inputs(app)
         model_panel = tab.model_panel(app)
         presets = tab.presets()
@@ -425,13 +428,10 @@ class TabUI:
         return dict(prompt=prompt, chat=chat, seed=seed, controls={"max_new_tokens": max_new,
                                                                     "stop_strings": stop_strings, **own},
                     side=side, model_panel=model_panel, preset=preset, generate=generate, stop=stop,
-                    n_samples=n_samples, sample_many=sample_many, status=status, watch=watch)
+                    n_samples=n_samples, sample_many=sample_many, status=status, watch=watch, colour_by=colour_by)
 
     def _run_column(self) -> dict:
         tab = self.tab
-        colour_by = gr.Radio(list(COLOUR_BY), value=COLOUR_BY[0], label=tr("colour by"),
-                             info=tr("what the token colours show: the chosen token's probability, the step's "
-                                     "entropy, or the chosen token's surprisal (−ln p)"))
         tokens = gr.HTML(label=tr("Tokens coloured as \"colour by\" says (hover: alternatives; click one to pick its "
                                   "step)"),
                          show_label=True, container=True, padding=True, elem_classes=["dp-token-view"],
@@ -445,8 +445,9 @@ class TabUI:
             row = gr.Number(label=tr("row"), value=0, precision=0, minimum=0, info=tr("returned sequence or beam"),
                             scale=1)
         alternatives = gr.Dataframe(headers=ALTERNATIVES_HEADERS, label=tr("Top alternatives at the picked step"),
-                                    interactive=False, wrap=True, max_height=280)
-        attribution_parts = self._attribution_panel()
+                                    interactive=False, wrap=True, max_height=230)
+        # what to do with the picked step: continue with another token (or from a beam node), or attribute it; one
+        # row of fields and one of buttons, so the tab stays one screen tall
         with gr.Group(elem_classes=["dp-steer"]):
             with gr.Row():
                 token = gr.Textbox(label=tr("token"), scale=3, placeholder=tr("#1234 or a token's text"),
@@ -454,10 +455,15 @@ class TabUI:
                                            "replaces the picked step's choice"))
                 node = gr.Number(label=tr("beam node"), value=None, precision=0, visible=tab.beam, scale=1,
                                  info=tr("click a node of the beam tree"))
+                attribution_steps = gr.Slider(1, attribution.MAX_STEPS, value=attribution.DEFAULT_STEPS, step=1,
+                                              scale=2, label=tr("integrated gradients steps"))
             with gr.Row():
                 branch = gr.Button(tr("Continue with this token"))
                 from_node = gr.Button(tr("Continue from this node"), visible=tab.beam)
                 next_token = gr.Button(tr("Next token"), visible=tab.steppable)
+                attribute = gr.Button(tr("Attribute this step"))
+        attribution_parts = dict(attribute=attribute, attribution_steps=attribution_steps,
+                                 attribution=self._attribution_panel())
         plots, figure_tabs = [], []
         with gr.Tabs(elem_classes=["dp-figures"]):
             for fig in self.figures:
@@ -480,18 +486,13 @@ class TabUI:
         return dict(tokens=tokens, texts=texts, step=step, row=row, alternatives=alternatives, token=token,
                     node=node, branch=branch, from_node=from_node, next_token=next_token, plots=plots,
                     figure_tabs=figure_tabs, download=download, upload=upload, share=share, link=link, clicks=clicks,
-                    code=code, colour_by=colour_by, **attribution_parts)
+                    code=code, **attribution_parts)
 
-    def _attribution_panel(self) -> dict:
-        """Under the alternatives: Attribute this step and integrated gradients' steps; the panel it fills shows
-        once there is something in it (the tab stays one screen tall until then)."""
-        with gr.Row(equal_height=True):  # no info line under the slider: the tab's height is budgeted
-            button = gr.Button(tr("Attribute this step"), scale=1)
-            steps = gr.Slider(1, attribution.MAX_STEPS, value=attribution.DEFAULT_STEPS, step=1, scale=2,
-                              label=tr("integrated gradients steps"))
-        panel = gr.HTML("", label=tr("Attribution of the picked step (hover a token for its score)"), show_label=True,
-                        container=True, padding=True, visible=False)
-        return dict(attribute=button, attribution_steps=steps, attribution=panel)
+    def _attribution_panel(self) -> gr.HTML:
+        """Under the steering: the panel Attribute this step fills, shown once there is something in it (the tab stays
+        one screen tall until then)."""
+        return gr.HTML("", label=tr("Attribution of the picked step (hover a token for its score)"), show_label=True,
+                       container=True, padding=True, visible=False)
 
     # --- wiring ----------------------------------------------------------------------------------
     def wire(self, w: Widgets) -> None:

@@ -62,6 +62,9 @@ def all_presets() -> dict[str, dict]:
     return out
 
 
+MAX_COMPARED = 8  # strategies one click runs, one after the other
+
+
 class Compare(StrategyTab):
     key = "compare"
     title = "Compare"
@@ -70,7 +73,7 @@ class Compare(StrategyTab):
              "outlined and every token that differs from the first strategy's underlined, with tokens per second.")
     seeded = True
     text_labels = ("Texts side by side",)
-    text_lines = 8
+    text_lines = 3  # the token view above shows them as columns; this box is for copying
     figures = (Figure("Tokens per second", speed, compare.CAPTION),
                candidates_panel("Candidates of the first strategy at the picked step"),
                Figure("Log-probability per position", logprobs, LOGPROB_CAPTION))
@@ -80,15 +83,22 @@ class Compare(StrategyTab):
 
     def side_inputs(self, app: AppContext):
         strategies = all_presets()
-        return {"strategies": gr.CheckboxGroup(list(strategies), value=list(strategies)[:4], label=tr("Strategies"),
-                                               info=tr("the strategies of assets/presets/compare.json, then every "
-                                                       "tab's presets (e.g. Sampling · min_p 0.1, top-nσ 1.0, XTC)"))}
+        # closed: the list grows with every tab's presets, and the tab stays one screen tall
+        with gr.Accordion(tr("Strategies to compare"), open=False):
+            return {"strategies": gr.CheckboxGroup(list(strategies), value=list(strategies)[:4],
+                                                   label=tr("Strategies"),
+                                                   info=tr("the strategies of assets/presets/compare.json, then every "
+                                                           "tab's presets (e.g. Sampling · min_p 0.1, top-nσ 1.0, "
+                                                           "XTC)"))}
 
     def plans(self, kwargs, side, loaded, app):
-        chosen = side["strategies"]
+        chosen = list(dict.fromkeys(side["strategies"] or ()))  # each once: a hand-made call may repeat one
         strategies = all_presets()
         if not chosen:
             raise ValueError("`Strategies` must name at least one strategy to compare; got none")
+        if len(chosen) > MAX_COMPARED:
+            raise ValueError(f"`Strategies` must name at most {MAX_COMPARED} strategies (each is a run); got "
+                             f"{len(chosen)}")
         unknown = [name for name in chosen if name not in strategies]
         if unknown:
             raise ValueError(f"`Strategies` must be among {list(strategies)}; got unknown {unknown}")
