@@ -57,7 +57,8 @@ def load_handler(models: ModelCache):
     ``policy.load`` takes only named models and Hub ids, sizes a Hub model first, and words every refusal."""
 
     def load(choice: str | None, path: str | None, dtype: str | None = None, progress=gr.Progress()):
-        name = (path or "").strip() or choice or DEFAULT_NAME
+        path = path if isinstance(path, str) else ""  # a hand-made call may send anything: the picker's choice then
+        name = path.strip() or choice or DEFAULT_NAME
         progress(0.1, desc=f"Loading {name} (first load of a GGUF dequantizes it: ~15 s)")
         try:
             key = policy.model_key(name, dtype or policy.default_dtype())

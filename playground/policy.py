@@ -361,6 +361,8 @@ def check_model_name(name: str | None, field: str, allowed: Iterable[str] = ()) 
     """``name`` stripped, when a visitor of a public server may load it: a named model, one of ``allowed`` (the
     startup model the operator chose), or a Hub id (``namespace/name``) that is not also a path on this server
     (``from_pretrained`` would read that path first). Anything else raises ``PublicError``."""
+    if name is not None and not isinstance(name, str):
+        raise PublicError(f"`{field}` must be a model's name; got a {type(name).__name__}")
     name = (name or "").strip()
     named = ", ".join(available_models()) or "none installed"
     if name in NAMED_GGUF and name != DEFAULT_NAME and name not in available_models():  # the default has a Hub id
@@ -487,6 +489,8 @@ def load(models, name: str | None, field: str) -> LoadedModel:
     loaded is sized (``check_size``), then downloaded anonymously into a folder of the cache's own and loaded
     (``ModelCache.get``'s ``download``); a failure is told in our words (``PublicError``). Inside a
     ``Lease.taking()`` the model joins that run's lease."""
+    if name is not None and not isinstance(name, str):  # a hand-made call: a list, a number, ...
+        raise PublicError(f"`{field}` must be a model's name; got a {type(name).__name__}")
     if not public_mode():
         return models.get(name)
     key = name or DEFAULT_NAME
