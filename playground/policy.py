@@ -106,13 +106,18 @@ def max_params() -> int:
 
 def max_seconds() -> float:
     """``PLAYGROUND_MAX_SECONDS``, default 120: the wall-clock cap of every generation (public mode or not)."""
-    raw = os.environ.get(MAX_SECONDS_ENV, "").strip()
+    return _positive(MAX_SECONDS_ENV, DEFAULT_MAX_SECONDS, "a number of seconds > 0 such as 120")
+
+
+def _positive(env: str, default: float, words: str) -> float:
+    """The number > 0 in ``env`` (``default`` when unset); otherwise a ValueError naming it with ``words``."""
+    raw = os.environ.get(env, "").strip()
     try:
-        value = float(raw) if raw else DEFAULT_MAX_SECONDS
+        value = float(raw) if raw else default
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{MAX_SECONDS_ENV} must be a number of seconds > 0 such as 120; got {raw!r}")
+        raise ValueError(f"{env} must be {words}; got {raw!r}")
     return value
 
 
@@ -128,14 +133,7 @@ def max_models() -> int:
 
 def max_disk_bytes() -> int:
     """``PLAYGROUND_MAX_DISK_GB`` in bytes, default 20 GB: what visitors' downloaded models may take on disk."""
-    raw = os.environ.get(MAX_DISK_ENV, "").strip()
-    try:
-        value = float(raw) if raw else DEFAULT_MAX_DISK_GB
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{MAX_DISK_ENV} must be a number of gigabytes > 0 such as 20; got {raw!r}")
-    return int(value * 1e9)
+    return int(_positive(MAX_DISK_ENV, DEFAULT_MAX_DISK_GB, "a number of gigabytes > 0 such as 20") * 1e9)
 
 
 def shared_forward() -> bool:

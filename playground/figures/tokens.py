@@ -62,12 +62,18 @@ def bucket_class(prob: float | None) -> str:
 
 def entropy_class(entropy: float | None) -> str:
     """The CSS class of a step's entropy (nats): ``dp-h5`` for <= 0.25 up to ``dp-h0`` above 4."""
-    if entropy is None:
-        return "dp-hna"
-    for i, high in enumerate(ENTROPY_BUCKETS):
-        if entropy <= high:
-            return f"dp-h{len(ENTROPY_BUCKETS) - i}"
-    return "dp-h0"
+    return _bucket(entropy, ENTROPY_BUCKETS, "dp-h")
+
+
+def _bucket(value: float | None, highs, prefix: str) -> str:
+    """``prefix`` and the bucket of ``value`` among the rising bounds ``highs`` (the highest number for the lowest
+    bound; 0 above them all; ``na`` when not recorded)."""
+    if value is None:
+        return f"{prefix}na"
+    for i, high in enumerate(highs):
+        if value <= high:
+            return f"{prefix}{len(highs) - i}"
+    return f"{prefix}0"
 
 
 def surprisal(prob: float | None) -> float | None:
@@ -79,13 +85,7 @@ def surprisal(prob: float | None) -> float | None:
 
 def surprisal_class(prob: float | None) -> str:
     """The CSS class of a chosen token's surprisal -ln p: ``dp-s5`` for <= 0.5 nats up to ``dp-s0`` above 5."""
-    value = surprisal(prob)
-    if value is None:
-        return "dp-sna"
-    for i, high in enumerate(SURPRISAL_BUCKETS):
-        if value <= high:
-            return f"dp-s{len(SURPRISAL_BUCKETS) - i}"
-    return "dp-s0"
+    return _bucket(surprisal(prob), SURPRISAL_BUCKETS, "dp-s")
 
 
 def colour_classes(prob: float | None, entropy: float | None) -> str:
