@@ -817,8 +817,9 @@ class TabUI:
     def load_trace(self, path, previous):
         try:
             runs = load_runs(path, main_label=self.tab.title)
-        except ValueError as err:
-            return self._error(err)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:  # a file of a wrong shape
+            return self._error(err if isinstance(err, ValueError) else ValueError(
+                f"trace file must be a trace written by this playground; this one is not ({type(err).__name__})"))
         return self._outputs(View(runs), final=True, saved=path)
 
     def share_link(self, *values) -> dict:
