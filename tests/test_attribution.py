@@ -74,8 +74,9 @@ def test_scores_equal_captums_own_call_on_a_tiny_llama(model):
     for method in ("input_x_gradient", "integrated_gradients"):
         assert got.scores[method] == pytest.approx(want[method], rel=1e-4, abs=1e-6), method
     assert got.baseline == 0  # the tiny model's config pad id: it has no tokenizer
-    assert got.target_logprob == pytest.approx(float(torch.log_softmax(
-        model(torch.tensor([PROMPT])).logits[0, -1], -1)[TARGET]), abs=1e-5)
+    with torch.no_grad():  # the model's own log-probability, without a graph to convert
+        expected = float(torch.log_softmax(model(torch.tensor([PROMPT])).logits[0, -1], -1)[TARGET])
+    assert got.target_logprob == pytest.approx(expected, abs=1e-5)
     # integrated gradients' completeness: the scores add up to the log-prob change, less the reported gap
     with torch.no_grad():
         base = float(torch.log_softmax(model(torch.full((1, len(PROMPT)), got.baseline)).logits[0, -1], -1)[TARGET])
