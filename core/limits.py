@@ -15,7 +15,6 @@ negative prompt.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -25,6 +24,8 @@ from . import grammar
 from .requests import effective
 
 GIB = 1024 ** 3
+ROW_FIELDS = ("num_beams", "num_return_sequences", "penalty_alpha", "top_k")  # what ``rows_of`` reads
+DEFAULT_NEW_TOKENS = 20  # transformers' max_length default, when nothing sets a length
 # the fields whose entries are token lists (or words), one entry each
 ENTRY_FIELDS = ("bad_words_ids", "force_words_ids", "sequence_bias", "suppress_tokens", "begin_suppress_tokens")
 
@@ -48,9 +49,6 @@ class Limits:
     grammar_chars: int = 20_000  # characters of json_schema, regex or grammar
     kv_bytes: int = 8 * GIB
     knobs: Mapping[str, str] = field(default_factory=dict)
-
-    def replace(self, **changes) -> "Limits":
-        return dataclasses.replace(self, **changes)
 
     def fail(self, what: str, bound: str, got: str, bound_field: str, hint: str = "") -> None:
         knob = self.knobs.get(bound_field)
@@ -112,11 +110,7 @@ def check(model, input_ids: torch.Tensor | None, generation_config, kwargs: dict
     (nothing without them). ``check_cache`` follows once the negative prompt is encoded."""
     if limits is None:
         return
-
-    def get(name):
-        return effective(generation_config, kwargs, name, model)
-
-    length = input_ids.shape[-1] if input_ids is not None and input_ids.dim() == 2 else 0
+    get, (batch, length) = _reader(model, generation_config, kwargs), _shape(input_ids)
     if length > limits.context_tokens:
         limits.fail("the prompt (`input_ids`)", f"at most {_count(limits.context_tokens)} tokens",
                     f"{_count(length)} tokens", "context_tokens", "shorten the prompt")
@@ -127,7 +121,7 @@ def check(model, input_ids: torch.Tensor | None, generation_config, kwargs: dict
         value = get(name)
         if value is not None and not (isinstance(value, (int, float)) and abs(value) < 2 ** 31):
             limits.fail(f"`{name}`", f"a number of at most {_count(limits.rows)} rows", repr(value)[:40], "rows")
-    rows = rows_of(_batch(input_ids), {name: get(name) for name in ROW_FIELDS})
+    rows = rows_of(batch, {name: get(name) for name in ROW_FIELDS})
     if rows > limits.rows:
         limits.fail("the rows decoded at once (batch x `num_beams` or `num_return_sequences`, x contrastive's "
                     "`top_k`)", f"at most {_count(limits.rows)}", _count(rows), "rows")
@@ -138,18 +132,14 @@ def check_cache(model, input_ids: torch.Tensor | None, generation_config, kwargs
     """Once words are token ids: the encoded negative prompt and the KV cache the run needs within ``limits``."""
     if limits is None:
         return
-
-    def get(name):
-        return effective(generation_config, kwargs, name, model)
-
+    get, (batch, length) = _reader(model, generation_config, kwargs), _shape(input_ids)
     negative = get("negative_prompt_ids")
     negative = int(negative.shape[-1]) if isinstance(negative, torch.Tensor) else 0
     if negative > limits.negative_prompt_tokens:
         limits.fail("`negative_prompt`", f"at most {_count(limits.negative_prompt_tokens)} tokens",
                     f"{_count(negative)} tokens", "negative_prompt_tokens")
-    length = input_ids.shape[-1] if input_ids is not None and input_ids.dim() == 2 else 0
     new = new_tokens(get, length)
-    rows = rows_of(_batch(input_ids), {name: get(name) for name in ROW_FIELDS})
+    rows = rows_of(batch, {name: get(name) for name in ROW_FIELDS})
     need = kv_bytes_per_token(model) * rows * (length + new + (negative + new if negative else 0))
     if need > limits.kv_bytes:
         limits.fail("the KV cache this run needs", f"at most {_mb(limits.kv_bytes)}",
@@ -158,12 +148,14 @@ def check_cache(model, input_ids: torch.Tensor | None, generation_config, kwargs
                     "lower Sample N, `num_beams`, `num_return_sequences` or `max_new_tokens`, or shorten the prompt")
 
 
-ROW_FIELDS = ("num_beams", "num_return_sequences", "penalty_alpha", "top_k")
-DEFAULT_NEW_TOKENS = 20  # transformers' max_length default, when nothing sets a length
+def _reader(model, generation_config, kwargs):
+    """``get(field)``: the value each field will have for this request (``requests.effective``)."""
+    return lambda name: effective(generation_config, kwargs, name, model)
 
 
-def _batch(input_ids) -> int:
-    return input_ids.shape[0] if input_ids is not None and input_ids.dim() == 2 else 1
+def _shape(input_ids) -> tuple[int, int]:
+    """``(batch, length)`` of the prompt ids [B, S]; ``(1, 0)`` without them."""
+    return tuple(input_ids.shape) if input_ids is not None and input_ids.dim() == 2 else (1, 0)
 
 
 def new_tokens(get, length: int) -> int:
