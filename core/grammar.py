@@ -26,6 +26,8 @@ from typing import Any, Callable
 import torch
 from transformers import LogitsProcessor
 
+from . import scheduler
+
 FIELDS: dict[str, Any] = {"json_schema": None, "regex": None, "grammar": None}
 COMPACT = (",", ":")  # JSON separators without spaces
 # What a compiler keeps of the grammars it compiled, at most: each visitor's grammar is another entry, so an unbounded
@@ -164,7 +166,8 @@ class GrammarLogitsProcessor(LogitsProcessor):
 def within(deadline: float | None, field: str, compile: Callable[[], Any]):
     """``compile()``, given until ``deadline`` (``time.monotonic()``): past it a ``TimeoutError`` naming ``field``. A
     compile is one call into xgrammar that nothing can interrupt, so it runs in a thread of its own, left to finish
-    (its size is bounded by ``core.limits``) while the run answers."""
+    (its size is bounded by ``core.limits``) while the run answers; in ``core.engine``'s loop the other runs go on
+    meanwhile."""
     if deadline is None:
         return compile()
     done: dict[str, Any] = {}
@@ -177,6 +180,8 @@ def within(deadline: float | None, field: str, compile: Callable[[], Any]):
 
     worker = threading.Thread(target=run, name=f"compile {field}", daemon=True)
     worker.start()
+    while worker.is_alive() and time.monotonic() < deadline and scheduler.pass_turn():  # the engine's loop goes on
+        worker.join(0.002)
     worker.join(max(deadline - time.monotonic(), 0.0))
     if worker.is_alive():
         raise TimeoutError(f"`{field}` did not compile within the run's time cap; a shorter or simpler one compiles "

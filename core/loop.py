@@ -523,7 +523,7 @@ def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConf
            tokenizer=None, top_n: int = 10, lens: bool = False, watch: list[int] | tuple[int, ...] = (),
            cancel: threading.Event | None = None,
            max_seconds: float | None = None, deadline: float | None = None, ended: threading.Event | None = None,
-           **kwargs) -> Iterator[StreamEvent]:
+           engine=None, **kwargs) -> Iterator[StreamEvent]:
     """Run ``generate`` in a worker thread and yield a ``StreamEvent`` per step. Closing the iterator
     (or setting ``cancel``) stops the generation within one step (or one prefill chunk); the close itself returns at
     once, waiting for nothing (a UI's event loop may be the one closing), and ``ended`` is set when the worker has
@@ -532,7 +532,10 @@ def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConf
 
     With ``max_seconds`` (or ``deadline``, a ``time.monotonic()`` time) the run stops at that wall-clock cap, and
     nothing here waits much longer: a worker stuck outside the decoding loop (a lock, a kernel build) is left behind
-    after ``GRACE_S`` more seconds and the stream ends with what it has (``result=None``, ``stopped="time cap"``)."""
+    after ``GRACE_S`` more seconds and the stream ends with what it has (``result=None``, ``stopped="time cap"``).
+
+    ``engine`` (a ``core.engine.EngineLoop``): the run is one of that loop's runs, stepped with all of them in its one
+    thread, instead of a worker thread of its own."""
     q: queue.Queue = queue.Queue()
     cancel = cancel or threading.Event()
     if deadline is None and max_seconds is not None:
@@ -550,8 +553,11 @@ def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConf
             if ended is not None:
                 ended.set()
 
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
+    if engine is not None:
+        kwargs["scheduler"] = engine.lane(model)
+        engine.start(work, name="stream")
+    else:
+        threading.Thread(target=work, daemon=True).start()
     tokens: list[list[int]] = []
     decode = TokenTexts(tokenizer).decode if tokenizer is not None else str
     try:

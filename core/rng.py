@@ -17,12 +17,20 @@ from __future__ import annotations
 import secrets
 import threading
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Iterator
 
 import torch
 
 _GLOBAL = threading.Lock()  # held while a run lends its state to torch's default CPU generator
+_LENDING: ContextVar[bool] = ContextVar("lending", default=False)  # the calling run holds ``_GLOBAL`` now
 DEFAULT_WAIT_S = 300.0  # how long a run waits for the global generator when its caller sets no deadline
+
+
+def lending() -> bool:
+    """Whether the calling run holds torch's default generator now (inside ``global_generator``): a run that holds it
+    must not hand its turn to another run of the same thread (``core.engine.loop``), which could wait for it."""
+    return _LENDING.get()
 
 
 def new_generator(seed: int | None = None) -> torch.Generator:
@@ -44,6 +52,7 @@ def global_generator(generator: torch.Generator | None, timeout: float | None = 
     if not _GLOBAL.acquire(timeout=DEFAULT_WAIT_S if timeout is None else max(timeout, 0.0)):
         raise TimeoutError("another run is using torch's global random generator (assisted sampling with a draft "
                            "model draws from it); try again in a moment")
+    lending = _LENDING.set(True)
     try:
         saved = torch.random.get_rng_state()
         torch.random.set_rng_state(generator.get_state())
@@ -53,4 +62,5 @@ def global_generator(generator: torch.Generator | None, timeout: float | None = 
             generator.set_state(torch.random.get_rng_state())
             torch.random.set_rng_state(saved)
     finally:
+        _LENDING.reset(lending)
         _GLOBAL.release()

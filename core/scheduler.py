@@ -29,8 +29,9 @@ import threading
 import time
 import weakref
 from collections import defaultdict
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -41,7 +42,8 @@ PREFILL_TOKENS = 1024  # a prefill of more tokens (over all its rows) runs in ch
 STEP_WAIT_S = 120.0  # the longest a handed-in step waits for the worker when its run has no deadline
 MAX_ROWS = 128  # rows in one batched forward; more are split
 
-_local = threading.local()  # the calling thread's seat (a thread runs one seated run at a time)
+# the calling run's seat: per thread (a thread runs one seated run at a time), and per greenlet in ``core.engine``
+_seat: ContextVar["Seat | None"] = ContextVar("seat", default=None)
 
 
 @dataclass
@@ -80,6 +82,9 @@ class Seat:
     def step(self, model_inputs: dict):
         """The outputs of one decode forward of this run, made by the worker, batched with the other runs' steps."""
         return self.scheduler._step(self, model_inputs)
+
+    def serves(self, model) -> bool:
+        return self.scheduler._model() is model
 
     def expected(self) -> bool:
         """Whether the worker should wait for this run's next step."""
@@ -122,11 +127,10 @@ class StepScheduler:
         if outer is not None:  # nested (a strategy calling generate): the outer seat serves
             yield outer
             return
-        _local.seat = seat
         try:
-            yield seat
+            with sitting(seat):
+                yield seat
         finally:
-            _local.seat = None
             with self._cond:
                 self._seats.pop(threading.get_ident(), None)
                 if seat.pending is not None:
@@ -141,14 +145,14 @@ class StepScheduler:
 
     # --- direct calls: serialized with the batched steps --------------------------------------------------------
     def _before_call(self, module, args):
-        seat = getattr(_local, "seat", None)
+        seat = _seat.get()
         if seat is not None and seat.scheduler is self and threading.current_thread() is seat.thread:
             if seat.direct == 0:
                 self._model_lock.acquire()
             seat.direct += 1
 
     def _after_call(self, module, args, output):
-        seat = getattr(_local, "seat", None)
+        seat = _seat.get()
         if seat is not None and seat.scheduler is self and threading.current_thread() is seat.thread \
                 and seat.direct > 0:
             seat.direct -= 1
@@ -221,54 +225,94 @@ class StepScheduler:
                     self._cond.notify_all()
 
     def _run(self, jobs: list[Job]) -> None:
-        """One forward for the batchable steps (split at ``max_rows``), the others each alone."""
-        groups: dict[bool, list[Job]] = defaultdict(list)
-        alone = []
-        for job in jobs:
-            if self.linears and batching.batchable(self.model, job.inputs):
-                groups[bool(job.inputs.get("output_hidden_states"))].append(job)
+        for job, out in zip(jobs, forward_steps(self.model, self.linears, [job.inputs for job in jobs], self.max_rows,
+                                                self.stats)):
+            if isinstance(out, BaseException):
+                job.error = out
             else:
-                alone.append(job)
-        batches = []
-        for group in groups.values():
-            batch, rows = [], 0
-            for job in group:
-                size = job.inputs["input_ids"].shape[0]
-                if batch and rows + size > self.max_rows:
-                    batches.append(batch)
-                    batch, rows = [], 0
-                batch.append(job)
-                rows += size
-            batches.append(batch)
-        for batch in batches:
-            if len(batch) == 1:
-                alone.append(batch[0])
-                continue
-            try:
-                outputs = batching.batched_forward(self.model, [job.inputs for job in batch], self.linears)
-                for job, out in zip(batch, outputs):
-                    job.outputs = out
-            except BaseException as err:  # noqa: BLE001 - every run of the batch gets the error
-                for job in batch:
-                    job.error = err
-            self._count(batch)
-        for job in alone:
-            try:
-                job.outputs = self.model(**job.inputs, return_dict=True)
-            except BaseException as err:  # noqa: BLE001 - handed to the run, raised there
-                job.error = err
-            self._count([job])
-
-    def _count(self, batch: list[Job]) -> None:
-        self.stats.steps += len(batch)
-        self.stats.forwards += 1
-        self.stats.rows += sum(job.inputs["input_ids"].shape[0] for job in batch)
-        self.stats.batch_sizes[len(batch)] += 1
+                job.outputs = out
 
     def close(self) -> None:
         """Remove the hooks from the model (a scheduler with seated runs keeps serving them until they leave)."""
         for hook in self._hooks:
             hook.remove()
+
+
+def forward_steps(model, linears: str, steps: list[dict], max_rows: int = MAX_ROWS, stats: Stats | None = None) -> list:
+    """The outputs of each decode step of ``steps`` (each a run's ``prepare_inputs_for_generation`` output), in order;
+    an exception in place of a step whose forward failed. The ``batching.batchable`` steps run as one forward
+    (``batching.batched_forward``, split at ``max_rows`` rows, grouped by ``output_hidden_states``) where ``linears``
+    (``batching.probe``'s answer) allows it; the others each alone. ``stats`` counts the forwards."""
+    results: list = [None] * len(steps)
+    groups: dict[bool, list[int]] = defaultdict(list)
+    alone: list[int] = []
+    for i, inputs in enumerate(steps):
+        if linears and batching.batchable(model, inputs):
+            groups[bool(inputs.get("output_hidden_states"))].append(i)
+        else:
+            alone.append(i)
+    batches = []
+    for group in groups.values():
+        batch, rows = [], 0
+        for i in group:
+            size = steps[i]["input_ids"].shape[0]
+            if batch and rows + size > max_rows:
+                batches.append(batch)
+                batch, rows = [], 0
+            batch.append(i)
+            rows += size
+        batches.append(batch)
+    for batch in batches:
+        if len(batch) == 1:
+            alone.append(batch[0])
+            continue
+        try:
+            for i, out in zip(batch, batching.batched_forward(model, [steps[i] for i in batch], linears)):
+                results[i] = out
+        except BaseException as err:  # noqa: BLE001 - every run of the batch gets the error
+            for i in batch:
+                results[i] = err
+        _count(stats, [steps[i] for i in batch])
+    for i in alone:
+        try:
+            results[i] = model(**steps[i], return_dict=True)
+        except BaseException as err:  # noqa: BLE001 - handed to the run, raised there
+            results[i] = err
+        _count(stats, [steps[i]])
+    return results
+
+
+def _count(stats: Stats | None, batch: list[dict]) -> None:
+    if stats is not None:
+        stats.steps += len(batch)
+        stats.forwards += 1
+        stats.rows += sum(inputs["input_ids"].shape[0] for inputs in batch)
+        stats.batch_sizes[len(batch)] += 1
+
+
+@contextlib.contextmanager
+def sitting(seat) -> Iterator:
+    """``seat`` is the calling run's seat for the block (what ``current_seat`` finds): a ``Seat``, or any object with
+    ``step(model_inputs)`` and ``serves(model)`` (``core.engine.loop``'s)."""
+    token = _seat.set(seat)
+    try:
+        yield seat
+    finally:
+        _seat.reset(token)
+
+
+_turn: ContextVar[Callable[[], None] | None] = ContextVar("turn", default=None)  # set in ``core.engine.loop``'s runs
+
+
+def pass_turn() -> bool:
+    """Let the other runs of this thread go on, when the caller is a run of ``core.engine.loop`` (which sets
+    ``_turn``): back when the loop has made a pass. False (and nothing done) elsewhere, where the caller's thread
+    is its own. A run waiting on something (a grammar compile in a thread) calls it instead of blocking the loop."""
+    turn = _turn.get()
+    if turn is None:
+        return False
+    turn()
+    return True
 
 
 _schedulers: "weakref.WeakKeyDictionary[Any, StepScheduler]" = weakref.WeakKeyDictionary()
@@ -277,8 +321,8 @@ _lock = threading.Lock()
 
 def current_seat(model) -> Seat | None:
     """The calling thread's seat at ``model``'s scheduler, if its run took one."""
-    seat = getattr(_local, "seat", None)
-    return seat if seat is not None and seat.scheduler._model() is model else None
+    seat = _seat.get()
+    return seat if seat is not None and seat.serves(model) else None
 
 
 def shared(model) -> StepScheduler:

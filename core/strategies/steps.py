@@ -20,6 +20,7 @@ import contextlib
 import copy
 import threading
 import weakref
+from contextvars import ContextVar
 from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
@@ -32,7 +33,9 @@ class Stopped(Exception):
     """The run was cancelled, or ran past its deadline, before its prefill ended: it has no token to return."""
 
 
-_local = threading.local()  # the calling thread's run: how to tell it should stop, whether it is prefilling
+# the calling run's own (per thread, and per greenlet where ``core.engine.loop`` steps runs as greenlets in one thread):
+_should_stop: ContextVar[Callable[[], bool] | None] = ContextVar("should_stop", default=None)  # how to tell it stops
+_prefilling: ContextVar[bool] = ContextVar("prefilling", default=False)  # whether its forward now is the prefill's
 _hooked: "weakref.WeakSet" = weakref.WeakSet()  # models carrying ``_stop_before_forward``
 _hook_lock = threading.Lock()
 
@@ -47,26 +50,25 @@ def stoppable(model, should_stop: Callable[[], bool]) -> Iterator[None]:
             # first of the pre-hooks: a stop raised here takes no lock the scheduler's own hook would take
             model.register_forward_pre_hook(_stop_before_forward, prepend=True)
             _hooked.add(model)
-    outer = getattr(_local, "should_stop", None)
-    _local.should_stop = should_stop
+    token = _should_stop.set(should_stop)
     try:
         yield
     finally:
-        _local.should_stop = outer
+        _should_stop.reset(token)
 
 
 @contextlib.contextmanager
 def prefilling() -> Iterator[None]:
-    _local.prefilling = True
+    token = _prefilling.set(True)
     try:
         yield
     finally:
-        _local.prefilling = False
+        _prefilling.reset(token)
 
 
 def _stop_before_forward(module, args):
-    should_stop = getattr(_local, "should_stop", None)
-    if getattr(_local, "prefilling", False) and should_stop is not None and should_stop():
+    should_stop = _should_stop.get()
+    if _prefilling.get() and should_stop is not None and should_stop():
         raise Stopped()
 
 
