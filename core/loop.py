@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
@@ -558,6 +558,13 @@ def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConf
         engine.start(work, name="stream")
     else:
         threading.Thread(target=work, daemon=True).start()
+    yield from events(q, tokenizer, give_up, cancel.set)
+
+
+def events(q: queue.Queue, tokenizer, give_up: float | None, close: Callable[[], None]) -> Iterator[StreamEvent]:
+    """The ``StreamEvent``s of a run whose worker puts ``("step", record)``, then ``("done", GenerationResult)`` or
+    ``("error", exception)`` into ``q``; past ``give_up`` (``time.monotonic()``) without a word from it, a last event
+    with what it has. ``close()`` runs when the consumer stops reading, however: it must return at once."""
     tokens: list[list[int]] = []
     decode = TokenTexts(tokenizer).decode if tokenizer is not None else str
     try:
@@ -585,4 +592,4 @@ def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConf
             # a copy per event: the list keeps growing, and a consumer may keep earlier events
             yield StreamEvent(record, [list(t) for t in tokens], [decode(t) for t in tokens], behind=q.qsize())
     finally:
-        cancel.set()  # a worker in its loop stops within a step or a prefill chunk; nobody waits for it here
+        close()  # a worker in its loop stops within a step or a prefill chunk; nobody waits for it here

@@ -1,0 +1,28 @@
+"""Models the engine process of the tests loads by key (``core.engine.process.EngineProcess(loader=...)``)."""
+
+from __future__ import annotations
+
+import time
+
+from core.models import LoadedModel
+
+from conftest import tiny_llama
+
+_LOADED: dict[str, LoadedModel] = {}
+
+
+def load(key: str) -> LoadedModel:
+    """``tiny:<seed>``: ``conftest.tiny_llama(seed)``; ``stuck``: one whose forwards past the prefill never return, as
+    a call nothing can interrupt."""
+    if key not in _LOADED:
+        kind, _, seed = key.partition(":")
+        model = tiny_llama(int(seed or 0))
+        if kind == "stuck":
+            def hang(module, args, kwargs):
+                if kwargs.get("input_ids") is not None and kwargs["input_ids"].shape[1] == 1:
+                    time.sleep(3600)
+            model.register_forward_pre_hook(hang, with_kwargs=True)
+        elif kind != "tiny":
+            raise ValueError(f"no test model {key!r}")
+        _LOADED[key] = LoadedModel(model, None, key)
+    return _LOADED[key]
