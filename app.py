@@ -4,9 +4,10 @@ of what the core recorded at each step.
 ``python app.py`` serves on ``GRADIO_SERVER_NAME:GRADIO_SERVER_PORT`` (default 127.0.0.1:7860) with the
 model named by ``PLAYGROUND_MODEL`` (default: the embedded SmolLM2-135M-Instruct;
 any name ``core.load_model`` takes: a named model, a ``.gguf`` file, a local folder, a Hub id).
-``PLAYGROUND_SLOTS`` generations run at once (default 8); ``PLAYGROUND_QUEUE`` more may wait (default 16); their
-forwards are shared (``PLAYGROUND_SHARED_FORWARD``, ``core.scheduler``) and run on ``PLAYGROUND_THREADS`` torch
-threads (default: the cores less one).
+``PLAYGROUND_SLOTS`` generations run at once (default 8); ``PLAYGROUND_QUEUE`` more may wait (default 16); they run
+in an engine process of their own (``PLAYGROUND_ENGINE_PROCESS``, ``playground.engine_host``), whose one busy loop
+shares each forward between them (``core.engine``), on ``PLAYGROUND_THREADS`` torch threads (default: the cores
+less one).
 Public mode (on a Space, or ``PLAYGROUND_PUBLIC=1``; see ``playground.policy``) lets visitors load only named
 models and Hub ids of at most ``PLAYGROUND_MAX_PARAMS`` parameters, fetched anonymously (never with the server's
 ``HF_TOKEN``) within ``PLAYGROUND_MAX_DISK_GB`` of disk; ``PLAYGROUND_MAX_MODELS`` stay loaded.
@@ -28,7 +29,8 @@ import torch
 
 import core
 from core.models import DEFAULT_NAME, DTYPE_CHOICES, available_models
-from playground import branches_panel, config_panel, engine, gradio_patches, persist, policy, queue_share, session
+from playground import (branches_panel, config_panel, engine, engine_host, gradio_patches, persist, policy,
+                        queue_share, session)
 from playground.i18n import I18N, tr
 from playground.tabs.status import plain
 from playground.branches import Branches
@@ -164,10 +166,12 @@ def main() -> None:
     policy.default_dtype()
     policy.shared_forward()
     policy.frame_seconds()
+    policy.engine_process()
     policy.limits(), policy.bound("upload"), policy.bound("session_runs"), policy.bound("session_queue")
     torch.set_num_threads(policy.torch_threads())  # threads decided once, before any model runs
     sys.setswitchinterval(policy.switch_interval())  # Python's 5 ms unless PLAYGROUND_SWITCH_MS says otherwise
     demo = build_demo(startup, models=ModelCache(policy.max_models()), slots=slots)
+    engine_host.start(warm=(demo.startup_model,))  # the runs' own process (PLAYGROUND_ENGINE_PROCESS)
     print(f"Decoding Playground: serving model {demo.startup_model!r} "
           f"(set {MODEL_ENV} to choose another)", flush=True)
     if policy.public_mode():

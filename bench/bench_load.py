@@ -2,7 +2,7 @@
 concurrent ``gradio_client`` sessions, every seeded run checked against the same call made alone.
 
     python bench/bench_load.py [--visitors 8,16] [--rounds 3] [--tokens 32] [--ended 32] [--dtype float32]
-                               [--switch-ms 5,1]
+                               [--switch-ms 5,1] [--engine 1,0] [--vllm auto]
 
 Phases (one run of this script prints them all; absolute numbers move with the machine's load, read the ratios):
 1. core, in this process, on the app's model and precision with the app's torch threads, interleaved: tokens/s of
@@ -15,7 +15,12 @@ Phases (one run of this script prints them all; absolute numbers move with the m
    result, queue wait included) and time to first token (submit -> the first streamed output reaches the client),
    the server's peak RSS;
 5. the load's clients close (their sessions end: Gradio's unload), then ``--ended`` one-run sessions that close
-   again; RSS growth is the server's RSS then against right after the warm-up.
+   again; RSS growth is the server's RSS then against right after the warm-up, the page's process and the engine's
+   (``PLAYGROUND_ENGINE_PROCESS=1``) each;
+6. where ``.venv-engine`` holds vLLM (``--vllm auto``), vLLM's CPU build on the same model in float32, 1 and each
+   ``--visitors`` N concurrent completions of ``--tokens`` tokens with 5 logprobs each: the anchor beside the app.
+
+``--engine 1,0`` measures one server with the engine process and one without, one after the other.
 """
 
 from __future__ import annotations
@@ -59,19 +64,39 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def start_server(port: int, slots: int, dtype: str, shared: bool, switch_ms: str = "") -> subprocess.Popen:
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (the app's engine process)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def tree_rss(pid: int) -> tuple[float, float]:
+    """RSS of the page's process and of its children (the engine's, 0 without one), in MB."""
+    engines = 0.0
+    for child in children(pid):
+        try:
+            engines += rss_mb(child)
+        except (OSError, RuntimeError):  # ended meanwhile
+            pass
+    return rss_mb(pid), engines
+
+
+def start_server(port: int, slots: int, dtype: str, shared: bool, switch_ms: str = "",
+                 engine: str = "1") -> subprocess.Popen:
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "PLAYGROUND_SLOTS": str(slots), "PLAYGROUND_QUEUE": "64",
            "PLAYGROUND_DTYPE": dtype, "PLAYGROUND_SHARED_FORWARD": "1" if shared else "0",
-           "GRADIO_ANALYTICS_ENABLED": "False"}
+           "PLAYGROUND_ENGINE_PROCESS": engine, "GRADIO_ANALYTICS_ENABLED": "False"}
     if switch_ms:
         env["PLAYGROUND_SWITCH_MS"] = switch_ms
     server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
-    threading.Thread(target=lambda: [None for _ in server.stdout], daemon=True).start()  # drain its output
+    said: list[str] = []  # its output, drained (the last lines kept for an error)
+    threading.Thread(target=lambda: [said.append(line) for line in server.stdout], daemon=True).start()
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"the app exited with {server.returncode}")
+            time.sleep(0.5)
+            raise RuntimeError(f"the app exited with {server.returncode}: {''.join(said[-15:])}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
             return server
@@ -217,20 +242,22 @@ class Served:
     """What one server (one ``--switch-ms`` value) measured: one visitor, the solo references, the loads, RSS."""
 
     switch_ms: str
+    engine: str = "1"
     app_rate: float = 0.0
     one_client_rate: float = 0.0
     streamed: list[int] = field(default_factory=list)
     final_bytes: int = 0
     solo: dict = field(default_factory=dict)
     loads: list = field(default_factory=list)  # (visitors, their Visitor objects, wall time, peak RSS)
-    rss: tuple[float, float, float] = (0.0, 0.0, 0.0)  # after the warm-up, after the load, after the ended sessions
+    rss: tuple = ((0.0, 0.0),) * 3  # (page, engine) after the warm-up, after the load, after the ended sessions
 
 
-def serve(args, counts: list[int], switch_ms: str) -> Served:
-    """Phases 2-5 on one server started with ``PLAYGROUND_SWITCH_MS=switch_ms``."""
-    got = Served(switch_ms)
+def serve(args, counts: list[int], switch_ms: str, engine: str) -> Served:
+    """Phases 2-5 on one server started with ``PLAYGROUND_SWITCH_MS=switch_ms`` and
+    ``PLAYGROUND_ENGINE_PROCESS=engine``."""
+    got = Served(switch_ms, engine)
     port = free_port()
-    server = start_server(port, args.slots, args.dtype, not args.alone, switch_ms)
+    server = start_server(port, args.slots, args.dtype, not args.alone, switch_ms, engine)
     url = f"http://127.0.0.1:{port}/"
     try:
         # 2. one visitor, greedy, one run after another
@@ -262,14 +289,14 @@ def serve(args, counts: list[int], switch_ms: str) -> Served:
                 v.results.clear()
                 v.tokens = 0
             if rss_warm is None:
-                rss_warm = rss_mb(server.pid)
+                rss_warm = tree_rss(server.pid)
             samples: list[float] = []
             loading = threading.Event()
             loading.set()
 
             def sample_rss() -> None:
                 while loading.is_set():
-                    samples.append(rss_mb(server.pid))
+                    samples.append(sum(tree_rss(server.pid)))
                     time.sleep(1)
 
             sampler = threading.Thread(target=sample_rss, daemon=True)
@@ -283,7 +310,7 @@ def serve(args, counts: list[int], switch_ms: str) -> Served:
                 v.close()
             got.loads.append((n, visitors, wall, max(samples)))
         if rss_warm is None:  # no load phase
-            rss_warm = rss_mb(server.pid)
+            rss_warm = tree_rss(server.pid)
         rss_after = settle(server.pid, args.settle)
         for _ in range(args.ended):
             v = Visitor(url)
@@ -306,6 +333,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", help="PLAYGROUND_DTYPE of the server")
     parser.add_argument("--alone", action="store_true", help="PLAYGROUND_SHARED_FORWARD=0: each run by itself")
     parser.add_argument("--settle", type=float, default=20.0, help="seconds to wait for ended sessions to go")
+    parser.add_argument("--engine", default="1", help="PLAYGROUND_ENGINE_PROCESS of the server; 1,0 measures both")
+    parser.add_argument("--vllm", default="auto", help="auto: vLLM beside the app where .venv-engine has it; off")
     parser.add_argument("--switch-ms", default="", help="PLAYGROUND_SWITCH_MS of the server (the app's default if "
                         "empty); several, comma-separated, measure one server each, one after another")
     args = parser.parse_args()
@@ -316,10 +345,13 @@ def main() -> None:
     threads = int(os.environ.get("PLAYGROUND_THREADS") or torch_threads())
     core_rate, stream_rate = core_speeds(args.dtype, args.tokens, threads)
     switches = [v.strip() for v in args.switch_ms.split(",")] if args.switch_ms else [""]
-    served = [serve(args, counts, switch) for switch in switches]
+    engines = [v.strip() for v in args.engine.split(",")]
+    served = [serve(args, counts, switch, engine) for switch in switches for engine in engines]
+    anchor = vllm_rates(counts, args.tokens) if args.vllm == "auto" else {}
 
-    def named(switch: str) -> str:
-        return f"{switch} ms" if switch else f"{switch_interval() * 1000:g} ms (default)"
+    def named(got: Served) -> str:
+        switch = f"{got.switch_ms} ms" if got.switch_ms else f"{switch_interval() * 1000:g} ms"
+        return f"{'engine process' if got.engine == '1' else 'in the page'}, switch {switch}"
 
     print(f"python bench/bench_load.py --visitors {args.visitors} --rounds {args.rounds} --tokens {args.tokens} "
           f"--ended {args.ended} --slots {args.slots} --dtype {args.dtype}{' --alone' if args.alone else ''}"
@@ -327,23 +359,23 @@ def main() -> None:
           f"{os.environ.get('PLAYGROUND_MODEL') or 'embedded model'}, {threads} torch thread(s), "
           f"forwards {'each run alone' if args.alone else 'shared'}, tabs {', '.join(TABS)}, seeds {list(SEEDS)}")
     print()
-    print("| path | GIL switch | tokens/s | ratio | target |")
+    print("| path | server | tokens/s | ratio | target |")
     print("|---|---|---:|---:|---|")
     print(f"| `core.generate` (ListRecorder) | | {core_rate:.1f} | 1.00x | |")
     print(f"| `core.stream` | | {stream_rate:.1f} | {stream_rate / core_rate:.2f}x core | >= 0.95x |")
     for got in served:
-        print(f"| the app, one visitor (status line, server-side) | {named(got.switch_ms)} | {got.app_rate:.1f} "
+        print(f"| the app, one visitor (status line, server-side) | {named(got)} | {got.app_rate:.1f} "
               f"| {got.app_rate / core_rate:.2f}x core | >= 0.9x |")
-        print(f"| the app, one visitor (client: tokens / wall time) | {named(got.switch_ms)} "
+        print(f"| the app, one visitor (client: tokens / wall time) | {named(got)} "
               f"| {got.one_client_rate:.1f} | {got.one_client_rate / core_rate:.2f}x core | |")
     for got in served:
         if got.streamed:
-            print(f"\nbytes per streamed event ({named(got.switch_ms)}; one greedy run of {args.tokens} tokens): "
+            print(f"\nbytes per streamed event ({named(got)}; one greedy run of {args.tokens} tokens): "
                   f"{len(got.streamed)} events, mean {statistics.mean(got.streamed):.0f} B, median "
                   f"{statistics.median(got.streamed):.0f} B, max {max(got.streamed)} B; the final message "
                   f"{got.final_bytes} B")
     print()
-    print("| visitors | GIL switch | runs | total tokens/s | / one visitor | p50 latency | p95 latency "
+    print("| visitors | server | runs | total tokens/s | / one visitor | p50 latency | p95 latency "
           "| p50 first token | p95 first token | equal to solo | peak RSS |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     mismatched = set()
@@ -355,24 +387,71 @@ def main() -> None:
             latencies = [x for v in visitors for x in v.latencies]
             first = [x for v in visitors for x in v.first]
             total = sum(v.tokens for v in visitors) / wall
-            print(f"| {n} | {named(got.switch_ms)} | {len(results)} | {total:.1f} | {total / got.app_rate:.2f}x "
+            print(f"| {n} | {named(got)} | {len(results)} | {total:.1f} | {total / got.app_rate:.2f}x "
                   f"| {statistics.median(latencies):.1f} s | {percentile(latencies, 0.95):.1f} s "
                   f"| {statistics.median(first):.2f} s | {percentile(first, 0.95):.2f} s | {equal}/{len(results)} "
                   f"| {peak:.0f} MB |")
+    if anchor:
+        one = anchor[1]
+        print(f"\nvLLM's CPU build beside it (float32, {args.tokens} tokens, 5 logprobs, concurrent completions):")
+        print("\n| requests | total tokens/s | / one request | the app's total / vLLM's |")
+        print("|---:|---:|---:|---:|")
+        app_totals = {n: sum(v.tokens for v in vs) / wall for n, vs, wall, _ in served[0].loads}
+        for n, rate in anchor.items():
+            ours = f"{app_totals[n] / rate:.2f}x" if n in app_totals else ""
+            print(f"| {n} | {rate:.1f} | {rate / one:.2f}x | {ours} |")
     print()
     for got in served:
-        warm, after, ended = got.rss
-        print(f"RSS ({named(got.switch_ms)}): {warm:.0f} MB after the first warm-up, {after:.0f} MB after the load's "
-              f"sessions ended, {ended:.0f} MB after {args.ended} one-run sessions: growth {ended - warm:+.0f} MB "
-              f"(target <= 40 MB)")
+        for name, i in (("page", 0), ("engine", 1)):
+            warm, after, ended = (r[i] for r in got.rss)
+            if warm or ended:
+                print(f"RSS of the {name} process ({named(got)}): {warm:.0f} MB after the first warm-up, {after:.0f} "
+                      f"MB after the load's sessions ended, {ended:.0f} MB after {args.ended} one-run sessions: "
+                      f"growth {ended - warm:+.0f} MB (target <= 40 MB)")
     if mismatched:
         print(f"\nnot equal to their solo run: {sorted(mismatched)}")
 
 
-def settle(pid: int, seconds: float) -> float:
-    """Wait for ended sessions to be let go (Gradio's unload), then the server's RSS."""
+def settle(pid: int, seconds: float) -> tuple[float, float]:
+    """Wait for ended sessions to be let go (Gradio's unload), then the RSS of the page's process and the engine's."""
     time.sleep(seconds)
-    return rss_mb(pid)
+    return tree_rss(pid)
+
+
+def vllm_rates(counts: list[int], tokens: int) -> dict[int, float]:
+    """vLLM's CPU build (``.venv-engine``) on the embedded model in float32: total tokens/s of 1 and of each count of
+    concurrent completions (``tokens`` tokens each, 5 logprobs, EOS ignored), the median of 2 rounds. {} without it."""
+    from core.remote import client, serve as vllm
+
+    if not vllm.ENGINE_PYTHON.exists():
+        return {}
+    import tempfile
+
+    port = vllm.free_port()
+    log = Path(tempfile.mkdtemp()) / "vllm.log"
+    proc = vllm.start(vllm.model_dir(), port, log)
+    server = client.Server(f"http://127.0.0.1:{port}/v1")
+    rates: dict[int, float] = {}
+    try:
+        vllm.wait_ready(server, proc, log, timeout_s=600)
+        (model,) = client.models(server)
+        request = {"model": model, "prompt": PROMPT, "max_tokens": tokens, "min_tokens": tokens, "logprobs": 5,
+                   "ignore_eos": True, "temperature": 1.0, "seed": 0}
+
+        def one(i: int) -> None:
+            client.post(server, "/completions", {**request, "seed": i}, timeout=600)
+
+        one(0)  # warm
+        for n in [1, *counts]:
+            walls = []
+            for _ in range(2):
+                began = time.perf_counter()
+                concurrently(n, one)
+                walls.append(time.perf_counter() - began)
+            rates[n] = n * tokens / statistics.median(walls)
+    finally:
+        vllm.stop(proc)
+    return rates
 
 
 if __name__ == "__main__":

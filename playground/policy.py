@@ -65,6 +65,7 @@ MAX_SECONDS_ENV = "PLAYGROUND_MAX_SECONDS"
 DTYPE_ENV = "PLAYGROUND_DTYPE"
 SHARED_ENV = "PLAYGROUND_SHARED_FORWARD"
 THREADS_ENV = "PLAYGROUND_THREADS"
+ENGINE_PROCESS_ENV = "PLAYGROUND_ENGINE_PROCESS"
 SWITCH_ENV = "PLAYGROUND_SWITCH_MS"
 FRAME_ENV = "PLAYGROUND_FRAME_MS"
 DEFAULT_MAX_SECONDS = 120.0
@@ -142,6 +143,17 @@ def shared_forward() -> bool:
     raw = os.environ.get(SHARED_ENV, "").strip() or "1"
     if raw not in ("0", "1"):
         raise ValueError(f"{SHARED_ENV} must be 1 (share forwards) or 0 (each run alone); got {raw!r}")
+    return raw == "1"
+
+
+def engine_process() -> bool:
+    """``PLAYGROUND_ENGINE_PROCESS``, default 1: ``python app.py`` runs the models in an engine process of their own
+    (``playground.engine_host``); 0 runs them in the page's process. A ZeroGPU Space runs them in ``spaces``' own
+    worker whatever it says."""
+    raw = os.environ.get(ENGINE_PROCESS_ENV, "").strip() or "1"
+    if raw not in ("0", "1"):
+        raise ValueError(f"{ENGINE_PROCESS_ENV} must be 1 (an engine process) or 0 (models in the page's process); "
+                         f"got {raw!r}")
     return raw == "1"
 
 

@@ -19,7 +19,7 @@ from core import remote
 from core.records import Piece, StepRecord, Trace
 from core.text import TokenTexts, shown
 
-from . import engine, policy, session, zerogpu
+from . import engine, engine_host, policy, session, zerogpu
 
 
 @dataclass
@@ -178,6 +178,10 @@ def stream_run(run: Run, loaded, input_ids, attention_mask, *, generator, top_n:
         events = remote.stream(loaded.model.engine, input_ids, top_n=top_n, generator=generator,
                                max_seconds=max_seconds, origin=origin, **run.kwargs, **model_kwargs)
         run.ended.set()  # its server's run ends with the request: nothing of it runs here
+    elif engine_host.ENGINE is not None:  # the app's engine process (playground.engine_host) runs it
+        events = engine_host.stream(loaded, input_ids, tokenizer=loaded.tokenizer, top_n=top_n,
+                                    attention_mask=attention_mask, generator=generator, deadline=deadline,
+                                    limits=limits, ended=run.ended, origin=origin, **run.kwargs, **model_kwargs)
     else:
         run.ended.clear()
         events = zerogpu.stream(loaded.model, input_ids, shared=policy.shared_forward(), tokenizer=loaded.tokenizer,

@@ -75,6 +75,11 @@ class Lease:
 _TAKING: contextvars.ContextVar[Lease | None] = contextvars.ContextVar("playground_lease", default=None)
 
 
+# the key each loaded model was loaded under, for a run that names a model among its settings (the engine process
+# loads ``assistant_model`` by it): written once per load, never changed
+KEYS: "weakref.WeakKeyDictionary[object, str]" = weakref.WeakKeyDictionary()
+
+
 class ModelCache:
     """At most ``capacity`` loaded models (default: ``PLAYGROUND_MAX_MODELS``), least recently used evicted
     first (the pinned one never). A load waits at most ``wait_s`` for another load of the same name."""
@@ -135,6 +140,7 @@ class ModelCache:
                         self._folders.pop(key, None)
                     else:
                         self._models[key] = loaded  # its slot was reserved by _make_room
+                        KEYS[loaded.model] = key
                 if loaded is None and folder is not None:  # a failed load leaves nothing on disk
                     shutil.rmtree(folder, ignore_errors=True)
             with self._guard:

@@ -12,7 +12,8 @@ and a run stuck in one C call can be ended the only way there is: by ending the 
 
 ``serve`` is the engine's main: a thread reads requests and cancels from the pipe, the loop's thread steps the runs,
 and each run's records go back as they are made. Messages are pickled tuples over a ``multiprocessing`` pipe: both
-ends are this project's own code (``docs/performance.md`` measures it against msgpack). A run's finished trace comes back without its steps, which the page already holds.
+ends are this project's own code (``docs/performance.md`` measures it against msgpack). A run's finished trace comes
+back without its steps, which the page already holds.
 """
 
 from __future__ import annotations
