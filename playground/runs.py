@@ -49,7 +49,7 @@ class Run:
     seed: int | None = None  # the seed its generator started from (a sampled run replays with it)
     streaming: threading.Event = field(default_factory=threading.Event)  # set while core.stream runs
     ended: threading.Event = field(default_factory=threading.Event)  # set when its worker has finished
-    facts: Facts = field(default_factory=Facts)
+    facts: Facts = field(default_factory=Facts)  # what it started with: the prompt, chat template, seeds, assistant
     base: Trace | None = None  # the paused step-mode run this one continues from its end
     paused: bool = False  # step mode: Next token may add more
     generator_state: torch.Tensor | None = None  # where its generator stopped: step mode draws on from there
@@ -260,5 +260,6 @@ def load_runs(path: str, main_label: str = "") -> dict[str, Run]:
         trace = Trace.from_dict(data)
     except (KeyError, TypeError) as err:
         raise ValueError(f"trace file must hold a trace (strategy, config, prompt_ids, steps); missing {err}") from None
-    facts = Facts.from_dict(trace.facts)
-    return {"main": Run.from_trace("main", run_label(main_label or trace.strategy, facts), trace)}
+    run = Run.from_trace("main", "", trace)
+    run.label = run_label(main_label or trace.strategy, run.facts)
+    return {"main": run}
