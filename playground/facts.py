@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from . import policy
+
 SEED_RANGE = 2 ** 64  # torch's seeds are in [0, 2**64)
 SHOWN_SEEDS = 3  # seeds that are not consecutive: a label names the first few
 
@@ -31,17 +33,22 @@ class Facts:
     @classmethod
     def from_dict(cls, data: Any) -> "Facts":
         """The facts ``to_dict`` wrote, checked: a trace file may hold anything there. A missing field keeps its
-        default (a trace written before runs carried it); a field of the wrong type raises ValueError naming it."""
+        default (a trace written before runs carried it); a field of the wrong type, a prompt longer than a typed one
+        may be or more seeds than a run has rows raises ValueError naming it."""
         if not isinstance(data, dict):
             raise ValueError(f"trace facts must be an object; got {type(data).__name__}")
         prompt, chat = data.get("prompt", ""), data.get("chat")
         seeds, assistant = data.get("seeds", []), data.get("assistant", "")
         if not isinstance(prompt, str):
             raise ValueError(f"trace facts: `prompt` must be text; got {type(prompt).__name__}")
+        policy.check_prompt(prompt, field="facts.prompt")
         if chat is not None and not isinstance(chat, bool):
             raise ValueError(f"trace facts: `chat` must be true, false or null; got {chat!r:.40}")
         if not isinstance(seeds, list) or not all(type(s) is int and 0 <= s < SEED_RANGE for s in seeds):
             raise ValueError(f"trace facts: `seeds` must be a list of whole numbers in [0, 2**64); got {seeds!r:.60}")
+        if len(seeds) > policy.bound("rows"):
+            raise ValueError(f"trace facts: `seeds` must hold at most {policy.bound('rows')} seeds, one per row; got "
+                             f"{len(seeds)}")
         if not isinstance(assistant, str):
             raise ValueError(f"trace facts: `assistant` must be text; got {type(assistant).__name__}")
         return cls(prompt, chat, tuple(seeds), assistant)

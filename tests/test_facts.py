@@ -77,7 +77,9 @@ def test_a_trace_written_before_facts_still_loads(tiny_model, tmp_path):
 @pytest.mark.parametrize("facts, field", [([1], "facts must be an object"), ({"prompt": 3}, "`prompt`"),
                                           ({"chat": "yes"}, "`chat`"), ({"seeds": [1.5]}, "`seeds`"),
                                           ({"seeds": [-1]}, "`seeds`"), ({"seeds": [True]}, "`seeds`"),
-                                          ({"assistant": ["m"]}, "`assistant`")])
+                                          ({"assistant": ["m"]}, "`assistant`"),
+                                          ({"seeds": list(range(10_000))}, "`seeds` must hold at most"),
+                                          ({"prompt": "word " * 1_000_000}, "`facts.prompt` must be at most")])
 def test_facts_of_a_wrong_shape_are_refused_by_name(tiny_model, tmp_path, facts, field):
     trace = dataclasses.replace(finished(tiny_model, Facts("p")).trace, facts=facts)
     path = tmp_path / "bad.json"
