@@ -229,6 +229,10 @@ class Trace:
     run_id: str = ""  # unique per run, named by the ``Origin`` of runs that continue it
     origin: Origin | None = None  # set when the run continues another (a branch, a step, a resume)
     watermark: list[WatermarkReport] | None = None  # per returned sequence, when ``watermarking_config`` was set
+    # what the caller knew of the run that the records cannot say (the playground: the prompt as typed, whether the
+    # chat template wrapped it, the assistant's name, Sample N's seeds), carried as it is: the core writes and reads
+    # none of it, and the caller checks what a file read back holds there
+    facts: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -25,13 +25,16 @@ from core.beam_index import BeamIndex
 from core.records import BeamNode, Candidate, Piece, RowStep, StepRecord, Trace
 from core.text import shown
 
+from .facts import Facts
+
 MAX_RUNS = 64  # per session: a run holds its records (tens to hundreds of KB)
 FORMAT = "decoding-playground/branches"
 
 
 @dataclass
 class Entry:
-    """One run of the session: which tab made it, its label, the prompt text and its trace (records)."""
+    """One run of the session: which tab made it, its label, the prompt text and its trace (records, and the facts
+    the run started with: ``facts``)."""
 
     run_id: str
     tab: str
@@ -42,6 +45,16 @@ class Entry:
     @property
     def parent(self) -> str | None:
         return self.trace.origin.parent if self.trace.origin is not None else None
+
+    @property
+    def facts(self) -> Facts:
+        """What the run started with (its prompt, its seeds, its assistant), checked when it joined the tree."""
+        return Facts.from_dict(self.trace.facts)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seed of each generator it drew from: Sample N's, or its one seed (none recorded: none)."""
+        return self.facts.seeds or ((self.trace.seed,) if self.trace.seed is not None else ())
 
     @property
     def prompt_key(self) -> tuple[int, ...]:
@@ -76,6 +89,7 @@ class Branches:
         records (a layer each), which 64 runs per session would hold for nothing."""
         if not trace.run_id:
             raise ValueError("a run needs a run_id to join the branch tree")
+        Facts.from_dict(trace.facts)  # a tree read from a file or the browser: its facts checked once, here
         if any(step.lens for step in trace.steps):
             trace = replace(trace, steps=[replace(step, lens=None) for step in trace.steps])
         entry = Entry(trace.run_id, tab, label, prompt, trace)

@@ -88,8 +88,7 @@ class BranchesPanel:
         # a tree comes from a visitor's file or browser store: its labels and names as text
         kind = plain(f"`{entry.trace.strategy}`, {entry.tab} tab")
         about = (f"**{plain(branch_figures.run_title(entry, number))}** ({kind})"
-                 + (f", seed {entry.trace.seed}" if entry.trace.seed is not None and entry.trace.config.get("do_sample")
-                    else "")
+                 + (branch_figures.seeds_note(entry.seeds, ", ") if entry.trace.config.get("do_sample") else "")
                  + (f"; continues run #{branch_figures.numbered(branches).get(origin.parent, '?')} at step "
                     f"{origin.step}" if origin is not None else ""))
         lead = pieces(entry, branches)[:entry.offset]

@@ -12,13 +12,19 @@ from core.text import TokenTexts
 def encode_prompt(tokenizer, prompt: str, chat: bool) -> tuple[torch.Tensor, torch.Tensor, str]:
     """``(input_ids [1, S], attention_mask [1, S], note)``; the chat template wraps ``prompt`` as one user
     turn when asked for and the tokenizer has one (the note says when it had none)."""
-    if chat and getattr(tokenizer, "chat_template", None):
+    if uses_chat(tokenizer, chat):
         enc = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                             return_tensors="pt", return_dict=True)
         return enc["input_ids"], enc["attention_mask"], ""
     enc = tokenizer(prompt, return_tensors="pt")
     note = "this tokenizer has no chat template; the prompt was used as plain text" if chat else ""
     return enc["input_ids"], enc["attention_mask"], note
+
+
+def uses_chat(tokenizer, chat: bool) -> bool:
+    """Whether ``encode_prompt`` wraps the prompt in the chat template: asked for, and the tokenizer has one (what a
+    run's ``Facts.chat`` records)."""
+    return bool(chat) and bool(getattr(tokenizer, "chat_template", None))
 
 
 def parse_token(tokenizer, text: str | None, vocab_size: int, field: str = "token") -> int | None:

@@ -20,6 +20,7 @@ from core.records import Piece, StepRecord, Trace
 from core.text import TokenTexts, shown
 
 from . import engine, engine_host, policy, session, zerogpu
+from .facts import Facts, run_label
 
 
 @dataclass
@@ -27,7 +28,9 @@ class Run:
     """One generation shown in a tab, filled as its stream events arrive (or rebuilt from a trace).
 
     A run may continue a paused step-mode run (``base``): its records and tokens then come first, the new ones
-    after them, and the finished trace is the two joined (``joined``) under the base's run id."""
+    after them, and the finished trace is the two joined (``joined``) under the base's run id. Its ``facts`` (the
+    prompt, the chat template, Sample N's seeds, the assistant) go into its trace, so a run rebuilt from it has them
+    too; ``label`` is only what the tab calls it."""
 
     name: str
     label: str
@@ -46,12 +49,23 @@ class Run:
     seed: int | None = None  # the seed its generator started from (a sampled run replays with it)
     streaming: threading.Event = field(default_factory=threading.Event)  # set while core.stream runs
     ended: threading.Event = field(default_factory=threading.Event)  # set when its worker has finished
-    prompt: str = ""  # the prompt as typed (the branch tree shows it)
+    facts: Facts = field(default_factory=Facts)  # what it started with: the prompt, chat template, seeds, assistant
     base: Trace | None = None  # the paused step-mode run this one continues from its end
     paused: bool = False  # step mode: Next token may add more
     generator_state: torch.Tensor | None = None  # where its generator stopped: step mode draws on from there
     lead: list[int] = field(default_factory=list)  # tokens before its own (a branch's prefix), shown first
     lead_texts: list[str | Piece] = field(default_factory=list)  # the lead's pieces (or, older, texts)
+
+    @property
+    def prompt(self) -> str:
+        """The prompt as typed (the branch tree shows it)."""
+        return self.facts.prompt
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seed of each generator it drew from: Sample N's, or its one seed (none: a fresh random one, not yet
+        drawn)."""
+        return self.facts.seeds or ((self.seed,) if self.seed is not None else ())
 
     def feed(self, event: core.StreamEvent, decode=None) -> None:
         """One stream event. ``decode(ids)`` makes the texts when tokens come before the run's own (``lead``, the
@@ -73,6 +87,8 @@ class Run:
             trace = event.result.trace if event.result is not None else None
             if trace is not None and self.base is not None:
                 trace = joined(self.base, trace, self.texts)
+            if trace is not None:
+                trace = dataclasses.replace(trace, facts=self.facts.to_dict())
             self.trace = trace
             if self.trace is not None:  # the returned sequences, ranked as generate returns them
                 self.tokens = returned_tokens(self.trace)
@@ -97,20 +113,24 @@ class Run:
         return Trace(strategy=self.steps[0].strategy if self.steps else "", config=jsonable(self.kwargs),
                      prompt_ids=self.prompt_ids, steps=list(self.steps), texts=list(self.texts),
                      model_name=self.model_name, elapsed_s=self.elapsed_s, seed=self.seed,
-                     stopped=self.stopped or "cancelled")
+                     stopped=self.stopped or "cancelled", facts=self.facts.to_dict())
 
     @classmethod
     def from_trace(cls, name: str, label: str, trace: Trace, prompt: str = "",
                    lead_pieces: list[Piece] | None = None) -> "Run":
-        """A finished run from its trace; ``lead_pieces`` spell the prefix a branch continues from, shown first
-        (``playground.branches.pieces``: a split character reads whole)."""
+        """A finished run from its trace, its facts checked (raises ValueError); ``prompt`` is the prompt of a trace
+        written before runs carried their facts. ``lead_pieces`` spell the prefix a branch continues from, shown
+        first (``playground.branches.pieces``: a split character reads whole)."""
+        facts = Facts.from_dict(trace.facts)
+        if not facts.prompt and prompt:
+            facts = dataclasses.replace(facts, prompt=prompt)
         lead = list(trace.origin.prefix) if trace.origin is not None else []
         lead_texts = list(lead_pieces or ())
         texts = ["".join(shown(lead_texts)) + t for t in trace.texts] if lead_texts else list(trace.texts)
         return cls(name, label, kwargs=dict(trace.config), prompt_ids=trace.prompt_ids, steps=list(trace.steps),
                    tokens=returned_tokens(trace), texts=texts, trace=trace, model_name=trace.model_name,
                    elapsed_s=trace.elapsed_s, first_token_s=trace.steps[0].elapsed_s if trace.steps else None,
-                   done=True, stopped=trace.stopped, seed=trace.seed, prompt=prompt, lead=lead, lead_texts=lead_texts)
+                   done=True, stopped=trace.stopped, seed=trace.seed, facts=facts, lead=lead, lead_texts=lead_texts)
 
 
 def joined(base: Trace, segment: Trace, texts: list[str]) -> Trace:
@@ -244,4 +264,6 @@ def load_runs(path: str, main_label: str = "") -> dict[str, Run]:
         trace = Trace.from_dict(data)
     except (KeyError, TypeError) as err:
         raise ValueError(f"trace file must hold a trace (strategy, config, prompt_ids, steps); missing {err}") from None
-    return {"main": Run.from_trace("main", main_label or trace.strategy, trace)}
+    run = Run.from_trace("main", "", trace)
+    run.label = run_label(main_label or trace.strategy, run.facts)
+    return {"main": run}

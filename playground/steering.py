@@ -2,12 +2,15 @@
 token further (step mode), from where a paused run stopped (resume), or N seeds at once (sample many).
 
 Each function returns a ``Start``: the input ids, the generator, the ``Origin`` naming the run it continues (from
-``core.steer``, which reads the parent's records), the paused run it extends (``base``) and the settings. The tab
-then streams it like any run (``runs.stream_run``), so every steered run is an ordinary core run with records.
+``core.steer``, which reads the parent's records), the paused run it extends (``base``), the settings and the run's
+facts (``playground.facts``: a run that continues another keeps its prompt and chat template; Sample N's seeds are
+written where its generators are made). The tab then streams it like any run (``runs.stream_run``), so every steered
+run is an ordinary core run with records.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple
 
 import torch
@@ -16,6 +19,7 @@ import core
 from core.rng import new_generator
 from core.steer import branch, check_ids, node_path
 
+from .facts import UNKNOWN, Facts, run_label
 from .runs import Run, returned_tokens
 
 SAMPLE_MANY_MAX = 64  # "Sample N" on CPU
@@ -34,6 +38,7 @@ class Start(NamedTuple):
     paused: bool = False  # step mode: stop after this run's tokens and wait for Next token
     budget: int | None = None  # step mode: the user's max_new_tokens, the tokens the run generates itself
     top_n: int = 10  # candidates recorded per row and step
+    facts: Facts = UNKNOWN  # the prompt, the chat template, Sample N's seeds, the assistant (``Run.facts``)
 
 
 def ended(run: Run, budget: int | None, eos_token_ids: set[int]) -> bool:
@@ -55,9 +60,10 @@ def is_paused(run: Run | None, prompt: str, model_name: str) -> bool:
         and run.model_name == model_name
 
 
-def resume(run: Run, kwargs: dict, label: str) -> Start:
+def resume(run: Run, kwargs: dict, label: str, facts: Facts = UNKNOWN) -> Start:
     """Generate from where the paused step-mode ``run`` stopped to the end (``max_new_tokens`` counts the run's own
-    tokens, those it already has included), drawing on from its generator's state."""
+    tokens, those it already has included), drawing on from its generator's state; ``facts``: the tab's now (the
+    prompt's are the run's)."""
     trace = run.trace
     done = returned_tokens(trace)[0]
     left = int(kwargs.get("max_new_tokens", 20)) - len(done)
@@ -66,35 +72,37 @@ def resume(run: Run, kwargs: dict, label: str) -> Start:
                          f"{len(done)} tokens; got {kwargs.get('max_new_tokens')}")
     ids, mask = _ids(list(trace.prompt_ids[0]) + returned_tokens(trace)[0])
     return Start(ids, mask, _generator(run), {**kwargs, "max_new_tokens": left}, label,
-                 base=trace, lead=_lead(trace))
+                 base=trace, lead=_lead(trace), facts=facts.continuing(run.facts))
 
 
-def next_token(run: Run | None, prompt_ids: torch.LongTensor, kwargs: dict, seed: int | None, label: str) -> Start:
+def next_token(run: Run | None, prompt_ids: torch.LongTensor, kwargs: dict, seed: int | None, label: str,
+               facts: Facts = UNKNOWN) -> Start:
     """One more token: after the paused ``run`` when there is one (its generator state carried on), else the first
-    token of a new step-mode run from the prompt."""
+    token of a new step-mode run from the prompt (``facts``: its prompt's)."""
     one = {**kwargs, "max_new_tokens": 1, "num_return_sequences": 1}
     budget = kwargs.get("max_new_tokens")
     if run is None:
         return Start(prompt_ids, torch.ones_like(prompt_ids), new_generator(seed), one, label, paused=True,
-                     budget=budget)
+                     budget=budget, facts=facts)
     trace = run.trace
     ids, mask = _ids(list(trace.prompt_ids[0]) + returned_tokens(trace)[0])
-    return Start(ids, mask, _generator(run), one, label, base=trace, lead=_lead(trace), paused=True, budget=budget)
+    return Start(ids, mask, _generator(run), one, label, base=trace, lead=_lead(trace), paused=True, budget=budget,
+                 facts=facts.continuing(run.facts))
 
 
 def branch_at(parent: Run, step: int, row: int, token_id: int, kwargs: dict, seed: int | None, vocab_size: int,
-              label: str) -> Start:
+              label: str, facts: Facts = UNKNOWN) -> Start:
     """Continue ``parent``'s row ``row`` before ``step`` with ``token_id`` forced there (core.steer reads the prefix
     from the parent's records), generating ``max_new_tokens`` more, as ``generate`` would from that prefix. A paused
     parent gives a paused branch (step mode goes on from the forced token)."""
     if parent.trace is None:
         raise ValueError("the run to branch from has not finished; wait for it (or Stop it) first")
     ids, origin = branch(parent.trace, step, row, token_id, vocab_size)
-    return _continue(ids, origin, kwargs, seed, label, parent.paused)
+    return _continue(ids, origin, kwargs, seed, label, parent.paused, facts.continuing(parent.facts))
 
 
 def branch_at_node(parent: Run, node_id: int, kwargs: dict, seed: int | None, label: str,
-                   vocab_size: int | None = None) -> Start:
+                   vocab_size: int | None = None, facts: Facts = UNKNOWN) -> Start:
     """Continue the hypothesis of beam-tree node ``node_id`` of ``parent`` (its path is the prefix)."""
     if parent.trace is None:
         raise ValueError("the run to branch from has not finished; wait for it (or Stop it) first")
@@ -104,27 +112,30 @@ def branch_at_node(parent: Run, node_id: int, kwargs: dict, seed: int | None, la
     prefix = list(origin.prefix) + path
     origin = core.Origin(parent=parent.trace.run_id, step=step, row=0, token_id=path[-1], prefix=prefix)
     ids = torch.tensor([check_ids(ids[0].tolist() + path, "trace prompt_ids and beam path", vocab_size)])
-    return _continue(ids, origin, kwargs, seed, label, paused=False)
+    return _continue(ids, origin, kwargs, seed, label, False, facts.continuing(parent.facts))
 
 
 def _continue(ids: torch.LongTensor, origin: core.Origin, kwargs: dict, seed: int | None, label: str,
-              paused: bool) -> Start:
+              paused: bool, facts: Facts) -> Start:
     """A run from the prefix ``ids``: ``max_new_tokens`` more tokens (one, in step mode), as ``generate`` from it."""
     settings = {**kwargs, "max_new_tokens": 1} if paused else dict(kwargs)
     return Start(ids, torch.ones_like(ids), new_generator(seed), settings, label, origin=origin,
-                 lead=list(origin.prefix), paused=paused, budget=kwargs.get("max_new_tokens"))
+                 lead=list(origin.prefix), paused=paused, budget=kwargs.get("max_new_tokens"), facts=facts)
 
 
-def sample_many(prompt_ids: torch.LongTensor, kwargs: dict, n: int, seed: int | None, label: str) -> Start:
+def sample_many(prompt_ids: torch.LongTensor, kwargs: dict, n: int, seed: int | None, name: str,
+                facts: Facts = UNKNOWN) -> Start:
     """``n`` runs in one batch, row i drawing from its own generator seeded ``seed + i``: each equals the single run
-    with that seed."""
+    with that seed. The seeds go into the run's facts, and its label (the plan's ``name``, the count, the seeds) is
+    drawn from them."""
     if not (isinstance(n, int) and 1 <= n <= SAMPLE_MANY_MAX):
         raise ValueError(f"`n` must be an integer in [1, {SAMPLE_MANY_MAX}]; got {n!r}")
     first = new_generator(seed).initial_seed()
+    seeds = tuple(range(first, first + n))
+    facts = replace(facts, seeds=seeds)
     ids = prompt_ids.expand(n, -1).contiguous()
-    return Start(ids, torch.ones_like(ids), [new_generator(first + i) for i in range(n)],
-                 {**kwargs, "num_return_sequences": 1}, f"{label} ×{n} (seeds {first}..{first + n - 1})",
-                 top_n=SAMPLE_MANY_TOP_N)
+    return Start(ids, torch.ones_like(ids), [new_generator(s) for s in seeds], {**kwargs, "num_return_sequences": 1},
+                 run_label(name, facts), top_n=SAMPLE_MANY_TOP_N, facts=facts)
 
 
 def check_vocab(start: Start, vocab_size: int) -> None:

@@ -5,7 +5,8 @@ In this order:
    fields, the prompt and whether the chat template wrapped it, the seeds, the strategy, a branch's prefix);
 2. ``snippet(spec)``: a pure function from it to the snippet, written in phases: imports, the model, the prompt,
    the settings, the call;
-3. ``spec_of(run, loaded)`` / ``snippet_for(view, loaded)``: the spec of a tab's main run;
+3. ``spec_of(run, loaded)`` / ``snippet_for(view, loaded)``: the spec of a tab's main run, from its records and its
+   facts (``playground.facts``: the prompt, the chat template, the seeds, the assistant), never from its label;
 4. ``view_code_panel()`` and ``filler(models)``: the "View code" accordion and its handler (the only Gradio here).
 
 Which call the snippet makes:
@@ -187,10 +188,15 @@ def prompt_lines(spec: RunSpec) -> list[str]:
 
 def ids_lines(name: str, ids) -> list[str]:
     """``name = torch.tensor([[...]])`` over lines of at most ``WIDTH`` characters."""
-    rows = textwrap.wrap(", ".join(map(str, ids)), WIDTH - 8)
+    return list_lines(f"{name} = torch.tensor([[", ids, "]])")
+
+
+def list_lines(opening: str, values, closing: str) -> list[str]:
+    """``values`` comma-separated between ``opening`` and ``closing``, over lines of at most ``WIDTH`` characters."""
+    rows = textwrap.wrap(", ".join(map(str, values)), WIDTH - 8)
     if len(rows) == 1:
-        return [f"{name} = torch.tensor([[{rows[0]}]])"]
-    return [f"{name} = torch.tensor([[", *(f"    {row}" for row in rows), "]])"]
+        return [f"{opening}{rows[0]}{closing}"]
+    return [opening, *(f"    {row}" for row in rows), closing]
 
 
 def config_lines(settings: dict[str, Any]) -> list[str]:
@@ -247,8 +253,11 @@ def call_lines(spec: RunSpec, route: Route) -> list[str]:
             "for text in tokenizer.batch_decode(new, skip_special_tokens=True):",
             "    print(text)"]
     if len(seeds) > 1:
+        consecutive = list(seeds) == list(range(seeds[0], seeds[0] + len(seeds)))
+        loop = ([f"for seed in range({seeds[0]}, {seeds[-1] + 1}):"] if consecutive
+                else [*list_lines("seeds = [", seeds, "]"), "for seed in seeds:"])
         return [*lines, *comment("Sample N: one run per seed, each the single run with that seed."),
-                f"for seed in range({seeds[0]}, {seeds[-1] + 1}):", *(f"    {line}" for line in body)]
+                *loop, *(f"    {line}" for line in body)]
     return [*lines, *([f"seed = {seeds[0]}"] if seeds else []), *body]
 
 
@@ -278,22 +287,22 @@ def spec_of(run: Run, loaded=None) -> RunSpec:
         settings["max_new_tokens"] = count  # what it generated: a seeded run draws the same first tokens
         why = "was stopped" if run.stopped else "ran step by step"
         note = f"The run {why}: max_new_tokens={count} gives the tokens it has."
-    seeds = sample_seeds(run.label) or ((run.seed,) if run.seed is not None else ())
     model, dtype, encoder_decoder = run.model_name or DEFAULT_NAME, "float32", False
     if loaded is not None and loaded.name == model:
         model = loaded.source if loaded.source.endswith(".gguf") and model not in NAMED_GGUF else model
         dtype = loaded.dtype
         encoder_decoder = bool(loaded.model.config.is_encoder_decoder)
-    assistant = run.label.removeprefix("Assisted by ") if run.label.startswith("Assisted by ") else ""
-    return RunSpec(model=model, settings=settings, prompt=run.prompt, chat=chat_of(loaded, run.prompt, prompt_ids),
-                   prompt_ids=tuple(prompt_ids), prefix=tuple(prefix), seeds=seeds, strategy=trace.strategy,
-                   dtype=dtype, encoder_decoder=encoder_decoder, assistant=assistant.partition(" ·")[0],
-                   label=run.label, note=note)
+    facts = run.facts
+    chat = facts.chat if facts.chat is not None else chat_of(loaded, run.prompt, prompt_ids)
+    return RunSpec(model=model, settings=settings, prompt=run.prompt, chat=chat, prompt_ids=tuple(prompt_ids),
+                   prefix=tuple(prefix), seeds=run.seeds, strategy=trace.strategy, dtype=dtype,
+                   encoder_decoder=encoder_decoder, assistant=facts.assistant, label=run.label, note=note)
 
 
 def chat_of(loaded, prompt: str, prompt_ids: list[int]) -> bool | None:
-    """Which encoding of ``prompt`` gives ``prompt_ids``: the chat template (True), plain (False), neither (None).
-    Without a tokenizer at hand, the chat template (the tabs' default)."""
+    """A run from a trace written before runs carried their facts: which encoding of ``prompt`` gives
+    ``prompt_ids``, the chat template (True), plain (False), neither (None). Without a tokenizer at hand, the chat
+    template (the tabs' default)."""
     if loaded is None:
         return True
     for chat in (True, False):
@@ -301,17 +310,6 @@ def chat_of(loaded, prompt: str, prompt_ids: list[int]) -> bool | None:
         if not note and ids[0].tolist() == prompt_ids:
             return chat
     return None
-
-
-def sample_seeds(label: str) -> tuple[int, ...]:
-    """Sample N's seeds from its label ("... ×16 (seeds 3..18)"): each sample is the single run with its seed."""
-    if "(seeds " not in label:
-        return ()
-    first, _, last = label.rpartition("(seeds ")[2].rstrip(")").partition("..")
-    try:
-        return tuple(range(int(first), int(last) + 1))
-    except ValueError:
-        return ()
 
 
 def snippet_for(view, loaded=None) -> str:

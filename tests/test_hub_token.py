@@ -16,6 +16,7 @@ import app
 import core
 from core.models import DEFAULT_NAME, LoadedModel
 from playground import policy
+from playground.facts import Facts
 from playground.state import ModelBusy, ModelCache
 from playground.tabs import TABS, all_tabs
 from playground.tabs.base import AppContext
@@ -89,7 +90,8 @@ def test_the_assistant_picker_loads_anonymously_too(public, hub, embedded, tmp_p
     all_tabs()
     ctx = AppContext(models=models, model_state=None, startup=embedded)
     plans = TABS["speculative"].plans({}, {"assistant_model": "owner/public-model"}, embedded, ctx)
-    assert plans[0].label == "Assisted by owner/public-model"
+    assert plans[0].assistant == "owner/public-model"
+    assert plans[0].run_label(Facts()) == "Assisted by owner/public-model"  # drawn from the run's facts
     with pytest.raises(policy.PublicError, match="`assistant_model`: 'owner/private-model' could not be sized"):
         TABS["speculative"].plans({}, {"assistant_model": "owner/private-model"}, embedded, ctx)
     assert hub.requests and owners_token_sent(hub) == []

@@ -101,6 +101,8 @@ def test_sample_many_equals_its_seeded_single_runs(client):
     settings = dict(seed=20, temperature=1.0, top_k=0, max_new_tokens=6, logit_lens=True)
     many = call(client, "sampling_sample_many", "sampling", n=4, **settings)
     assert "×4 (seeds 20..23)" in many["status"]
+    facts = trace_of(many).facts  # the label is drawn from the facts the trace file carries
+    assert facts["seeds"] == [20, 21, 22, 23] and facts["prompt"] == PROMPT and facts["chat"] in (True, False)
     rows = trace_of(many).sequences
     assert len(rows) == 4
     assert all(step.lens is None for step in trace_of(many).steps)  # the tab's logit lens is left out of Sample N

@@ -163,6 +163,9 @@ def test_speculative_text_equals_greedy_with_an_assistant_model(served, tiny_fol
     _, client, _ = served
     out, _ = generate(client, "speculative", assistant_model=tiny_folder, max_new_tokens=10)
     assert "Assisted by" in out["status"] and "same tokens as greedy" in out["status"], out["status"]
+    facts = {name: run["facts"] for name, run in json.loads(open(out["download"]).read())["runs"].items()}
+    assert facts["main"]["assistant"] and f"Assisted by {facts['main']['assistant']}" in out["status"]
+    assert facts["greedy"]["assistant"] == ""  # the plain greedy run beside it had none
     assert out["text0"] == out["text1"]
     assert figure(out, "Timing vs plain greedy").data
 

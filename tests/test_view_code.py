@@ -18,7 +18,10 @@ import pytest
 
 import app
 from playground import view_code
-from playground.i18n import english
+from core.records import Trace
+from playground.facts import Facts, run_label
+from playground.i18n import AR, english
+from playground.runs import Run
 from playground.state import ModelCache
 from playground.view_code import RunSpec, snippet
 
@@ -188,6 +191,27 @@ def test_every_line_fits_the_panel_and_long_values_stay_literals():
 def test_greedy_draws_nothing_so_shows_no_seed():
     code = compiles(snippet(spec(seeds=(123,))))
     assert "seed" not in code
+
+
+@pytest.mark.parametrize("facts, strategy, says", [
+    (Facts(PROMPT, chat=False, seeds=(5, 6, 7)), "sample",
+     ["for seed in range(5, 8):\n    torch.manual_seed(seed)", 'inputs = tokenizer(prompt, return_tensors="pt")']),
+    (Facts(PROMPT, chat=True, assistant="smollm2-135m-instruct"), "assisted_generation",
+     ["assistant, assistant_tokenizer = lm.model, lm.tokenizer", "assistant_model=assistant", "apply_chat_template("]),
+], ids=["sample_n", "assisted"])
+def test_view_code_reads_the_runs_facts_so_a_translated_label_changes_nothing(facts, strategy, says):
+    """The label is drawn from the facts and never read back: the tab's title in Arabic, or any other name, leaves the
+    seeds, the assistant and the prompt's encoding as they were."""
+    rows = len(facts.seeds) or 1
+    trace = Trace(strategy, {"max_new_tokens": 4, "do_sample": strategy == "sample"}, [[1, 2, 3]] * rows,
+                  sequences=[[1, 2, 3, 9]] * rows, texts=["x"] * rows, run_id="r1", facts=facts.to_dict())
+    drawn = run_label("Sampling" if facts.seeds else "Assisted", facts)
+    codes = []
+    for label in (drawn, AR["tab_sampling"] if facts.seeds else AR["tab_speculative"], "renamed"):
+        codes.append(compiles(view_code.snippet_for({"main": Run.from_trace("main", label, trace)})))
+        assert all(line in codes[-1] for line in says), codes[-1]
+        assert f"prompt = {PROMPT!r}" in codes[-1]
+    assert len({code[code.index("import torch"):] for code in codes}) == 1  # only the first comment names the label
 
 
 def test_no_finished_run_gives_the_hint():

@@ -16,6 +16,7 @@ from plotly.subplots import make_subplots
 from core.text import shown
 
 from ..branches import Branches, Comparison, Entry, SampleNode, Series, edge_label, pieces, spelled
+from ..facts import seeds_text
 from .common import (ACCEPTED, CHOSEN, HIGHLIGHT, PALETTE, empty_figure, finish, plotly_text, visible)
 
 TREE_CAPTION = ("Every run of this session on this prompt. A run that continues another (a token you forced, a "
@@ -33,6 +34,13 @@ _ROOT = "prompt"
 
 def run_title(entry: Entry, number: int) -> str:
     return f"#{number} {entry.label}"
+
+
+def seeds_note(seeds: tuple[int, ...], before: str) -> str:
+    """``before`` + "seed 7" (one run) or "seeds 3..18" (Sample N); "" when no seed was recorded."""
+    if not seeds:
+        return ""
+    return f"{before}seed{'s' if len(seeds) > 1 else ''} {seeds_text(seeds)}"
 
 
 def numbered(branches: Branches) -> dict[str, int]:
@@ -124,8 +132,7 @@ def _hover(entry: Entry, number: int, branches: Branches) -> str:
     origin = entry.trace.origin
     edge = edge_label(entry, branches)
     lines = [f"<b>{plotly_text(run_title(entry, number))}</b> · {entry.trace.strategy or entry.tab}",
-             f"{len(tokens)} tokens after the prompt" + (f" · seed {entry.trace.seed}" if entry.trace.seed is not None
-                                                         else "")]
+             f"{len(tokens)} tokens after the prompt" + seeds_note(entry.seeds, " · ")]
     if origin is not None:
         lines.append(f"continues run {origin.parent[:6]} at step {origin.step}")
     if edge:

@@ -42,9 +42,10 @@ from ..branches import Branches, Entry, entropy_per_step, pieces, sample_tree, s
 from ..figures import branches as branch_figures
 from ..figures import funnel
 from ..figures import watch as watch_figures
+from ..facts import Facts, run_label, seeds_text
 from ..field_codecs import generate_kwargs, widget_value
 from ..i18n import tr
-from ..prompt import encode_prompt, parse_token, parse_watch
+from ..prompt import encode_prompt, parse_token, parse_watch, uses_chat
 from ..runs import Run, load_runs, save_runs, stream_run, wait_stopped
 from ..state import ModelCache
 from . import TabHandle
@@ -141,20 +142,29 @@ def samples_panel() -> Figure:
         runs = samples(view.steps)
         if len(runs) < 2:  # one sample's tree is its text again: the token view and the entropy figure show it
             return branch_figures.sample_tree_figure(None)
-        seeds = view.main.label.rpartition("(seeds ")[2].rstrip(")") if "(seeds " in view.main.label else ""
-        return branch_figures.sample_tree_figure(sample_tree(runs), entropy_per_step(view.steps), seeds)
+        return branch_figures.sample_tree_figure(sample_tree(runs), entropy_per_step(view.steps),
+                                                 seeds_text(view.main.facts.seeds))
 
     return Figure("Samples", tree, branch_figures.SAMPLES_CAPTION, only_with="Sample N or num_return_sequences > 1")
 
 
 @dataclass
 class Plan:
-    """One generation a tab runs: its kwargs for ``generate`` and model-side arguments (assistant)."""
+    """One generation a tab runs: its kwargs for ``generate`` and model-side arguments (assistant). Its run's label
+    is drawn from ``label`` and the run's facts (``playground.facts.run_label``: "Assisted by <assistant>")."""
 
     name: str
     label: str
     kwargs: dict
     model_kwargs: dict = field(default_factory=dict)
+    assistant: str = ""  # the assistant model's name, as the app knows it (``model_kwargs`` holds the model)
+
+    def facts(self, facts: Facts) -> Facts:
+        """The tab's ``facts`` (the prompt and its encoding) for this plan's run: with its assistant."""
+        return replace(facts, assistant=self.assistant)
+
+    def run_label(self, facts: Facts) -> str:
+        return run_label(self.label, self.facts(facts))
 
 
 def colour_js(key: str) -> str:
@@ -587,7 +597,8 @@ class TabUI:
 
     # --- handlers: runs --------------------------------------------------------------------------
     def _setup(self, model_name, prompt, chat, extra, values):
-        """The session's model, the tab's plans from its widgets, the prompt ids (raises ValueError)."""
+        """The session's model, the tab's plans from its widgets, the prompt ids and the run's facts as the prompt
+        was encoded (raises ValueError)."""
         n_side = len(self.w.side)
         side, widget_values = dict(zip(self.w.side, values[:n_side])), values[n_side:]
         policy.check_prompt(prompt if isinstance(prompt, str) else None)  # before tokenizing it
@@ -595,9 +606,10 @@ class TabUI:
         kwargs = generate_kwargs(dict(zip(self.control_names, widget_values)), extra, self.tab.fixed)
         input_ids, mask, note = encode_prompt(loaded.tokenizer, str(prompt or ""), bool(chat))
         policy.check_prompt(None, input_ids.shape[-1])
+        facts = Facts(prompt=str(prompt or ""), chat=uses_chat(loaded.tokenizer, bool(chat)))
         plans = self.tab.plans(kwargs, side, loaded, self.app)
         self._watch(plans, loaded, widget_values[len(self.control_names):])
-        return loaded, plans, input_ids, mask, note
+        return loaded, plans, input_ids, mask, note, facts
 
     @staticmethod
     def _watch(plans: list[Plan], loaded, rest: list) -> None:
@@ -616,11 +628,14 @@ class TabUI:
     def generate(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
         """From the prompt; or, when the tab shows a paused step-mode run of this prompt, from where it stopped."""
         def starts():
-            loaded, plans, input_ids, mask, note = self._setup(model_name, prompt, chat, extra, values)
+            loaded, plans, input_ids, mask, note, facts = self._setup(model_name, prompt, chat, extra, values)
             current = next(iter(runs.values()), None) if runs else None
             if steering.is_paused(current, prompt, loaded.name):
-                return [(plans[0], steering.resume(current, plans[0].kwargs, plans[0].label))], loaded, prompt, note
-            return ([(plan, steering.Start(input_ids, mask, new_generator(self._seed(seed)), plan.kwargs, plan.label))
+                start = steering.resume(current, plans[0].kwargs, plans[0].run_label(facts),
+                                        plans[0].facts(facts))
+                return [(plans[0], start)], loaded, prompt, note
+            return ([(plan, steering.Start(input_ids, mask, new_generator(self._seed(seed)), plan.kwargs,
+                                           plan.run_label(facts), facts=plan.facts(facts)))
                      for plan in plans], loaded, prompt, note)
 
         yield from self._run(starts, branches, request)
@@ -631,7 +646,7 @@ class TabUI:
 
         def starts():
             parent = self._parent(runs)
-            loaded, plans, _, _, note = self._setup(model_name, parent.prompt, chat, extra, values)
+            loaded, plans, _, _, note, facts = self._setup(model_name, parent.prompt, chat, extra, values)
             vocab = _vocab(loaded)
             token_id = parse_token(loaded.tokenizer, token, vocab)
             if token_id is None:
@@ -639,7 +654,7 @@ class TabUI:
             step_, row_ = (policy.whole(step or 0, "step", 0, len(parent.steps)),
                            policy.whole(row or 0, "row", 0, policy.bound("rows")))
             start = steering.branch_at(parent, step_, row_, token_id, plans[0].kwargs, self._seed(seed), vocab,
-                                       f"{plans[0].label} · branch")
+                                       f"{plans[0].run_label(facts)} · branch", plans[0].facts(facts))
             return [(plans[0], start)], loaded, parent.prompt, note
 
         yield from self._run(starts, branches, request)
@@ -655,9 +670,10 @@ class TabUI:
             if node is None or node == "":
                 raise ValueError("`beam node` is empty: click a node of the beam tree (or type its id)")
             node_ = policy.whole(node, "beam node", 0, 2 ** 31 - 1)
-            loaded, plans, _, _, note = self._setup(model_name, parent.prompt, chat, extra, values)
+            loaded, plans, _, _, note, facts = self._setup(model_name, parent.prompt, chat, extra, values)
             start = steering.branch_at_node(parent, node_, plans[0].kwargs, self._seed(seed),
-                                            f"{plans[0].label} · from node {node_}", _vocab(loaded))
+                                            f"{plans[0].run_label(facts)} · from node {node_}", _vocab(loaded),
+                                            plans[0].facts(facts))
             return [(plans[0], start)], loaded, parent.prompt, note
 
         yield from self._run(starts, branches, request)
@@ -667,11 +683,11 @@ class TabUI:
         def starts():
             if not self.tab.steppable:  # wired on every tab, shown on some: a hand-made call to it is refused
                 raise ValueError(f"{self.tab.title} has no step mode (Next token)")
-            loaded, plans, input_ids, _, note = self._setup(model_name, prompt, chat, extra, values)
+            loaded, plans, input_ids, _, note, facts = self._setup(model_name, prompt, chat, extra, values)
             current = next(iter(runs.values()), None) if runs else None
             paused = current if steering.is_paused(current, prompt, loaded.name) else None
             start = steering.next_token(paused, input_ids, plans[0].kwargs, self._seed(seed),
-                                        f"{plans[0].label} · step by step")
+                                        f"{plans[0].run_label(facts)} · step by step", plans[0].facts(facts))
             return [(plans[0], start)], loaded, prompt, note
 
         yield from self._run(starts, branches, request)
@@ -683,8 +699,8 @@ class TabUI:
         def starts():
             n_ = policy.whole(n, "samples N", 2, steering.SAMPLE_MANY_MAX)
             seed_ = self._seed(seed, n_)
-            loaded, plans, input_ids, _, note = self._setup(model_name, prompt, chat, extra, values)
-            start = steering.sample_many(input_ids, plans[0].kwargs, n_, seed_, plans[0].label)
+            loaded, plans, input_ids, _, note, facts = self._setup(model_name, prompt, chat, extra, values)
+            start = steering.sample_many(input_ids, plans[0].kwargs, n_, seed_, plans[0].label, plans[0].facts(facts))
             # no logit lens: the samples' tree shows none of it, and N rows of it would cost N times a lens
             plan = replace(plans[0], model_kwargs={k: v for k, v in plans[0].model_kwargs.items() if k != "lens"})
             return [(plan, start)], loaded, prompt, note
@@ -725,7 +741,7 @@ class TabUI:
         session's branch tree when it ends (a paused step-mode run too, growing in place)."""
         branches = branches if isinstance(branches, Branches) else Branches()
         texts = TokenTexts(loaded.tokenizer)
-        view = View({plan.name: Run(plan.name, start.label, start.kwargs, prompt=prompt, base=start.base,
+        view = View({plan.name: Run(plan.name, start.label, start.kwargs, facts=start.facts, base=start.base,
                                     paused=start.paused, lead=list(start.lead), lead_texts=texts.pieces(start.lead)[0])
                      for plan, start in starts}, branches=branches)
         frames, throttle = Frames(self.app.frame), Throttle()

@@ -65,7 +65,8 @@ class Speculative(StrategyTab):
         model_kwargs = {"assistant_model": helper.model}
         if helper.model.config.get_text_config().vocab_size != loaded.model.config.get_text_config().vocab_size:
             model_kwargs["assistant_tokenizer"] = helper.tokenizer  # universal assisted decoding
-        return [Plan("main", f"Assisted by {helper.name}", assisted, model_kwargs), Plan("greedy", "Greedy", greedy)]
+        return [Plan("main", "Assisted", assisted, model_kwargs, assistant=helper.name),  # "Assisted by <name>"
+                Plan("greedy", "Greedy", greedy)]
 
     def texts(self, view: View):
         greedy = view.runs.get("greedy")
