@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from core.models import LoadedModel
@@ -9,11 +10,17 @@ from core.models import LoadedModel
 from conftest import tiny_llama
 
 _LOADED: dict[str, LoadedModel] = {}
+_LOCK = threading.Lock()  # one load at a time: each seeds torch's global generator, as a model cache's lock would
 
 
 def load(key: str) -> LoadedModel:
     """``tiny:<seed>``: ``conftest.tiny_llama(seed)``; ``stuck``: one whose forwards past the prefill never return, as
     a call nothing can interrupt."""
+    with _LOCK:
+        return _load(key)
+
+
+def _load(key: str) -> LoadedModel:
     if key not in _LOADED:
         kind, _, seed = key.partition(":")
         model = tiny_llama(int(seed or 0))

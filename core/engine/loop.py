@@ -46,6 +46,27 @@ from .. import scheduler as steps_scheduler
 IDLE_S = 0.5  # an idle loop looks at its inbox this often (a submit wakes it at once)
 
 
+def aside(work: Callable[[], Any]) -> Any:
+    """``work()`` in a thread of its own, its result or its error here; a run of the loop passes its turns meanwhile
+    (``scheduler.pass_turn``), so a model's load (seconds) never stalls the other runs. Elsewhere it just waits."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as err:  # noqa: BLE001 - raised in the caller below
+            box["error"] = err
+
+    thread = threading.Thread(target=run, name="engine-aside", daemon=True)
+    thread.start()
+    while thread.is_alive() and steps_scheduler.pass_turn():
+        thread.join(0.002)
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 @dataclass(eq=False)
 class _Run:
     """One run the loop steps: its greenlet and what it waits for."""

@@ -105,7 +105,7 @@ class _Sender:
 def serve(conn, loader: str, threads: int) -> None:
     """The engine process's main: ``loader`` ("module:function") turns a model key into a ``LoadedModel``."""
     import core
-    from core.engine.loop import EngineLoop
+    from core.engine.loop import EngineLoop, aside
 
     torch.set_num_threads(threads)
     module, _, name = loader.partition(":")
@@ -119,11 +119,17 @@ def serve(conn, loader: str, threads: int) -> None:
         with lock:
             conn.send_bytes(data)
 
+    def warm(key: str) -> None:
+        try:
+            load(key)
+        except Exception:  # noqa: BLE001 - the first run on it reports the error
+            pass
+
     def run(run_id: int, request: Request, cancel: threading.Event) -> Callable[[], None]:
         def body() -> None:
             try:
-                loaded = load(request.model)
-                settings = {k: load(v.key).model if isinstance(v, ModelRef) else v
+                loaded = aside(lambda: load(request.model))  # a first load takes seconds: the others go on
+                settings = {k: aside(lambda key=v.key: load(key)).model if isinstance(v, ModelRef) else v
                             for k, v in request.settings.items()}
                 generator = _rebuilt(request.states, request.many)
                 mask = torch.tensor(request.attention_mask) if request.attention_mask is not None else None
@@ -153,12 +159,8 @@ def serve(conn, loader: str, threads: int) -> None:
             cancel = cancels.get(message[1])
             if cancel is not None:
                 cancel.set()
-        elif kind == "load":  # warm a model before the first run asks for it
-            try:
-                load(message[1])
-            except Exception:  # noqa: BLE001 - the first run on it reports the error
-                pass
-            send(("loaded", message[1]))
+        elif kind == "load":  # warm a model before the first run asks for it, the pipe read on meanwhile
+            threading.Thread(target=warm, args=(message[1],), daemon=True).start()
         elif kind == "ping":
             send(("pong", message[1]))
 
