@@ -46,7 +46,10 @@ changes from call to call; here the same seed gives the same tokens within a pro
 
 Under a step scheduler (``core.scheduler``) a seated run's main-model forwards run alone, between the other runs'
 batched steps (the model lock): each verifies several draft tokens per row at once, not the one new token per row a
-batched step carries; the drafts themselves come from transformers' own ``generate`` on the assistant.
+batched step carries; the drafts themselves come from transformers' own ``generate`` on the assistant. In the
+engine's busy loop (``core.engine.loop``) they run in the run's turn, one forward a pass; a run that samples with a
+draft model holds torch's default generator for its whole loop, so it keeps the turn until it ends (another run of
+the loop's thread could be waiting for that generator).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ Two things 4.55.4 does at every step are left out where the model allows, withou
 Under a step scheduler (``core.scheduler``) a seated run's forwards run alone, between the other runs' batched steps
 (the model lock): each step's forward carries ``top_k`` candidate rows against a cache that ``SharedPrefix`` hands
 attention repeated, and asks for every layer's hidden states, which a batched step of plain rows does not carry.
+In the engine's busy loop (``core.engine.loop``) it runs in the run's turn, one forward a pass.
 """
 
 from __future__ import annotations
