@@ -267,11 +267,11 @@ TEXTS: dict[str, tuple[str, str]] = {
     # --- figures: captions (playground/figures/*.py CAPTION) ---
     "cap_candidates": ("The tokens the model considered at one step. Grey bars are the model's own probabilities, blue "
                        "bars the probabilities after the logits processors (temperature, top-k, top-p, penalties...); "
-                       "a crossed bar was removed by the processor named above it, and ★ marks the token that was "
-                       "chosen.",
+                       "a crossed bar was removed by the processor named above it, and ★ (and an orange outline) "
+                       "marks the token that was chosen.",
                        "الرموز التي نظر فيها النموذج في خطوة واحدة. الأعمدة الرمادية احتمالات النموذج نفسه، والزرقاء "
                        "الاحتمالات بعد معالِجات اللوجيتات (temperature و top-k و top-p والعقوبات...)؛ والعمود "
-                       "المشطوب أزاله المعالِج المذكور فوقه، وتعلِّم ★ الرمز الذي اختير."),
+                       "المشطوب أزاله المعالِج المذكور فوقه، وتعلِّم ★ (وإطار برتقالي) الرمز الذي اختير."),
     "cap_beam_tree": ("Every token beam search tried, step by step from left to right: a line joins each token to the "
                       "hypothesis it extends. Faded tokens were pruned, stars are finished hypotheses with their final "
                       "score, diamonds were forced by a constraint, and the gold path is the sequence the search "

@@ -20,7 +20,7 @@ from core.records import (AssistedStep, BeamNode, CacheInfo, Candidate, Contrast
                           RowStep, StepRecord, Trace)
 from playground import figures as F
 from playground.figures import beam_tree as bt
-from playground.figures.common import ACCEPTED, CORRECTED, HIGHLIGHT, REJECTED, visible
+from playground.figures.common import ACCEPTED, AFTER, CHOSEN, CORRECTED, HIGHLIGHT, REJECTED, visible
 
 CSS = Path(__file__).resolve().parents[1] / "assets" / "style.css"
 
@@ -305,6 +305,12 @@ def test_candidates_figure_shows_before_after_and_removals(sampled):
         assert ("TopK" in text) == (c.token_id in removed) == (shape == "x")
     starred = [x for x in before.x if x.startswith("★")]
     assert len(starred) == 1 and str(row.chosen[0]) in starred[0]
+    # the after bars are blue, as the caption says (a legend swatch takes the first bar's colours); the chosen one is
+    # outlined in the chosen colour; the removals' labels stand upright at full size
+    assert after.marker.color == AFTER
+    outlined = [x for x, c, w in zip(after.x, after.marker.line.color, after.marker.line.width) if c == CHOSEN and w]
+    assert outlined == starred
+    assert before.textangle == -90 and before.constraintext == "none"
     summary = F.processor_summary(rec)
     assert "TopKLogitsWarper: removed" in summary and "TemperatureLogitsWarper" in summary
     assert F.candidates_figure(sampled, step=-1).layout.title.text.startswith(f"Step {sampled.steps[-1].step}")
