@@ -93,7 +93,8 @@ GROUPS: dict[str, Group] = {
               off=0),
         Field("mirostat_eta", "slider", 0.1, "mirostat v2: learning rate > 0", 0.01, 1.0, 0.01),
         Field("smoothing_factor", "slider", 0.0, "quadratic sampling: >= 0; 0 = off; try 0.3. Logits fall with the "
-              "square of their gap to the top", 0.0, 5.0, 0.01, off=0),
+              "square of their gap to the top (after a run, the Smoothing factor curve draws it)", 0.0, 5.0, 0.01,
+              off=0),
         Field("smoothing_curve", "slider", 1.0, "quadratic sampling: >= 1; 1 = plain quadratic, higher cuts the tail "
               "harder", 1.0, 10.0, 0.1),
         Field("tfs", "slider", 1.0, "tail-free sampling z: [0, 1]; 1 = off; try 0.95. Lower cuts the sorted tail "

@@ -254,6 +254,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "fig_watch": ("Watched tokens", "الرموز المراقَبة"),
     "fig_branch_tree": ("Branch tree", "شجرة الفروع"),
     "fig_samples": ("Samples", "العينات"),
+    "fig_smoothing": ("Smoothing factor curve", "منحنى عامل التنعيم"),
     "fig_beam_tree": ("Beam tree", "شجرة الأشعة"),
     "fig_contrastive": ("Contrastive scores", "الدرجات التباينية"),
     "fig_dola": ("Layer divergences", "تباعد الطبقات"),
@@ -266,11 +267,11 @@ TEXTS: dict[str, tuple[str, str]] = {
     # --- figures: captions (playground/figures/*.py CAPTION) ---
     "cap_candidates": ("The tokens the model considered at one step. Grey bars are the model's own probabilities, blue "
                        "bars the probabilities after the logits processors (temperature, top-k, top-p, penalties...); "
-                       "a crossed bar was removed by the processor named above it, and ★ marks the token that was "
-                       "chosen.",
+                       "a crossed bar was removed by the processor named above it, and ★ (and an orange outline) "
+                       "marks the token that was chosen.",
                        "الرموز التي نظر فيها النموذج في خطوة واحدة. الأعمدة الرمادية احتمالات النموذج نفسه، والزرقاء "
                        "الاحتمالات بعد معالِجات اللوجيتات (temperature و top-k و top-p والعقوبات...)؛ والعمود "
-                       "المشطوب أزاله المعالِج المذكور فوقه، وتعلِّم ★ الرمز الذي اختير."),
+                       "المشطوب أزاله المعالِج المذكور فوقه، وتعلِّم ★ (وإطار برتقالي) الرمز الذي اختير."),
     "cap_beam_tree": ("Every token beam search tried, step by step from left to right: a line joins each token to the "
                       "hypothesis it extends. Faded tokens were pruned, stars are finished hypotheses with their final "
                       "score, diamonds were forced by a constraint, and the gold path is the sequence the search "
@@ -377,6 +378,22 @@ TEXTS: dict[str, tuple[str, str]] = {
                                "لوغاريتم الاحتمال الذي أعطاه النموذج لرمز كل استراتيجية في كل موضع بعد الموجّه (من "
                                "سجلات التشغيلات): حيث تفترق الخطوط تفترق الاستراتيجيات؛ والخط الأعلى هو التتمّة التي "
                                "يفضّلها النموذج هناك."),
+    "cap_smoothing": ("How the smoothing factor (quadratic sampling) moves each token's logit, for this run's "
+                      "smoothing_factor and smoothing_curve. Across: a logit as the sampler received it, measured "
+                      "from the top token's (0 is the top token, −2 is 2 below it); up: the logit it gave back, "
+                      "measured the same way. The dotted diagonal is \"unchanged\". In the green band tokens move "
+                      "closer to the top one (the runners-up gain probability), in the red band they fall further "
+                      "behind (the tail is cut harder). A token g below the top is e^-g times as likely as the top "
+                      "token: hover the curve for both. The curve is the sampler's own output on a row of made-up "
+                      "logits.",
+                      "كيف يحرّك عامل التنعيم (أخذ العينات التربيعي) لوجيت كل رمز، بقيمتَي smoothing_factor و "
+                      "smoothing_curve في هذا التشغيل. أفقيًا: اللوجيت كما تلقّته أداة أخذ العينات، مقيسًا من لوجيت "
+                      "الرمز الأعلى (0 هو الرمز الأعلى، و\u200e−2 يقع تحته بمقدار 2)؛ وعموديًا: اللوجيت الذي أعادته، "
+                      "مقيسًا بالطريقة نفسها. والقطر المنقّط يعني \"بلا تغيير\". في الشريط الأخضر تقترب الرموز من "
+                      "الرمز الأعلى (فتكسب الرموز التي تليه احتمالًا)، وفي الشريط الأحمر تتأخّر عنه أكثر (فيُقَصّ "
+                      "الذيل بشدّة أكبر). والرمز الذي يقع تحت الأعلى بمقدار g أقلّ احتمالًا منه بعامل e^-g: مرّر "
+                      "المؤشر فوق المنحنى لترى الاثنين. والمنحنى هو مخرَج أداة أخذ العينات نفسها على صفّ من لوجيتات "
+                      "مصطنعة."),
     "cap_samples": ("Many samples of the same prompt merged into one prefix tree: each branch says how many samples "
                     "took it and the probability the model gave that token there (hover); colour is the entropy of "
                     "the distribution the token was drawn from (darker: more uncertain). Below, that entropy per "

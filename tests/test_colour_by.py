@@ -1,6 +1,7 @@
 """Colour by: the token view carries each token's bucket in every way of colouring (the chosen token's probability,
 its step's entropy, its surprisal) and one legend per way, saying what it colours by and its scale; the status line
-gives each run's mean entropy and effective vocabulary, and the entropy figure draws the effective vocabulary."""
+gives each run's mean entropy and effective vocabulary, and the entropy figure draws the effective vocabulary (from 1
+token, on an axis kept apart from the grammar's)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 
 import pytest
 
-from core.records import Candidate, RowStep, StepRecord
+from core.records import Candidate, ProcessorEffect, RowStep, StepRecord
 from playground.figures import tokens as T
 from playground.figures.funnel import entropy_figure
 from playground.runs import Run
@@ -91,3 +92,23 @@ def test_entropy_figure_draws_the_effective_vocabulary():
     by = {t.meta: t for t in fig.data}
     assert list(by["effective_vocabulary"].y) == pytest.approx([math.exp(h) for _, h in STEPS])
     assert by["effective_vocabulary"].yaxis == "y3" and fig.layout.yaxis3.type == "log"
+    assert fig.layout.yaxis3.range[0] == 0  # from 1 token, the least e^H can be (log axis: 10^0)
+    assert fig.layout.yaxis3.range[1] >= math.log10(math.exp(max(h for _, h in STEPS)))
+
+
+def test_entropy_figure_with_a_grammar_keeps_its_two_right_axes_apart():
+    """The effective vocabulary's axis beside the plot, the grammar's at the figure's edge: both at the right, one
+    past the other's ticks and title."""
+    steps = []
+    for rec in _steps():
+        rs = rec.rows[0]
+        cut = ProcessorEffect("GrammarLogitsProcessor", [], [], removed_total=10, stage="grammar", kept=5, mass=0.4)
+        steps.append(StepRecord(rec.step, rec.strategy, [RowStep(0, rs.candidates, [cut], rs.chosen,
+                                                                entropy=rs.entropy)]))
+    fig = entropy_figure(steps)
+    assert [t.meta for t in fig.data] == ["entropy", "effective_vocabulary", "grammar_removed"]
+    assert list(fig.data[2].y) == pytest.approx([0.6] * len(STEPS))
+    assert fig.layout.xaxis.domain[1] < 1 and fig.layout.yaxis2.anchor == "free"
+    assert fig.layout.yaxis2.position == 1 and fig.layout.yaxis3.side == fig.layout.yaxis2.side == "right"
+    alone = entropy_figure(_steps())
+    assert alone.layout.xaxis.domain is None  # without a grammar the plot keeps the whole width

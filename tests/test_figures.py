@@ -20,7 +20,7 @@ from core.records import (AssistedStep, BeamNode, CacheInfo, Candidate, Contrast
                           RowStep, StepRecord, Trace)
 from playground import figures as F
 from playground.figures import beam_tree as bt
-from playground.figures.common import ACCEPTED, CORRECTED, HIGHLIGHT, REJECTED, visible
+from playground.figures.common import ACCEPTED, AFTER, CHOSEN, CORRECTED, HIGHLIGHT, REJECTED, visible
 
 CSS = Path(__file__).resolve().parents[1] / "assets" / "style.css"
 
@@ -305,6 +305,12 @@ def test_candidates_figure_shows_before_after_and_removals(sampled):
         assert ("TopK" in text) == (c.token_id in removed) == (shape == "x")
     starred = [x for x in before.x if x.startswith("★")]
     assert len(starred) == 1 and str(row.chosen[0]) in starred[0]
+    # the after bars are blue, as the caption says (a legend swatch takes the first bar's colours); the chosen one is
+    # outlined in the chosen colour; the removals' labels stand upright at full size
+    assert after.marker.color == AFTER
+    outlined = [x for x, c, w in zip(after.x, after.marker.line.color, after.marker.line.width) if c == CHOSEN and w]
+    assert outlined == starred
+    assert before.textangle == -90 and before.constraintext == "none"
     summary = F.processor_summary(rec)
     assert "TopKLogitsWarper: removed" in summary and "TemperatureLogitsWarper" in summary
     assert F.candidates_figure(sampled, step=-1).layout.title.text.startswith(f"Step {sampled.steps[-1].step}")
@@ -563,6 +569,51 @@ def test_compare_diff_on_two_known_runs(tiny_model, prompt):
     assert [t.name for t in fig.data] == ["greedy", "banned"] and fig.layout.shapes[0].x0 == k
     first = fig.data[0].y
     assert first[0] == pytest.approx(math.log(runs["greedy"].steps[0].rows[0].candidates[0].prob))
+
+
+# --- the smoothing factor's curve ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factor, curve", [(0.3, 1.0), (0.3, 2.0), (2.0, 1.0), (0.5, 10.0), (0.01, 1.0)])
+def test_smoothing_curve_is_the_processors_output_on_the_same_logits(factor, curve):
+    """The curve's points are what ``SmoothingFactorLogitsProcessor`` gives back for a row of its x values: nothing
+    of the formula is written in the figure."""
+    import torch
+
+    from core.processors.smoothing import SmoothingFactorLogitsProcessor
+
+    fig = F.smoothing_figure({"smoothing_factor": factor, "smoothing_curve": curve, "temperature": 0.7})
+    line = next(t for t in fig.data if t.meta == "curve")
+    logits = torch.tensor([line.x], dtype=torch.float32)
+    out = SmoothingFactorLogitsProcessor(factor, curve)(torch.zeros((1, 1), dtype=torch.long), logits)
+    assert list(line.y) == out[0].tolist()
+    assert line.x[-1] == 0 and line.y[-1] == 0  # the top token keeps its logit
+    identity = next(t for t in fig.data if t.meta == "identity")
+    assert list(identity.x) == list(identity.y) == [line.x[0], 0]
+
+
+def test_smoothing_curve_marks_where_tokens_stop_gaining_on_the_top():
+    """With the plain quadratic (curve 1) a gap d becomes f * d**2: tokens within 1 / f of the top gain on it (the
+    processor's docstring), so the green band ends there and the red one starts."""
+    fig = F.smoothing_figure({"smoothing_factor": 0.25})
+    assert "tokens within 4.00 of the top gain on it" in fig.layout.title.text
+    green, red = fig.layout.shapes
+    assert (green.x0, green.x1) == (pytest.approx(-4.0, abs=1e-3), 0.0)
+    assert (red.x0, red.x1) == (pytest.approx(-8.0, abs=1e-2), pytest.approx(-4.0, abs=1e-3))
+
+
+@pytest.mark.parametrize("config", [None, {}, {"smoothing_factor": 0.0}, {"smoothing_curve": 2.0},
+                                    {"smoothing_factor": None, "top_k": 4}])
+def test_smoothing_curve_without_smoothing_is_a_hint(config):
+    fig = F.smoothing_figure(config)
+    assert not fig.data and "smoothing_factor" in fig.layout.annotations[0].text
+
+
+def test_smoothing_curve_of_a_run_reads_its_trace(tiny_model, prompt):
+    """A run's settings as its trace saved them (and a trace file loaded back) draw the same curve."""
+    trace = run(tiny_model, prompt, do_sample=True, smoothing_factor=0.4, smoothing_curve=1.5, max_new_tokens=3)
+    fig = F.smoothing_figure(Trace.from_json(trace.to_json()).config)
+    assert fig.to_json() == F.smoothing_figure({"smoothing_factor": 0.4, "smoothing_curve": 1.5}).to_json()
 
 
 # --- empty inputs, round trip, real traces -----------------------------------------------------------------

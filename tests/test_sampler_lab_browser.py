@@ -1,10 +1,12 @@
 """The sampler lab in a real browser (Playwright driving Debian's chromium) on the embedded model: the Sampling tab's
-Advanced accordion with DRY and a reordered chain generates, and the funnel draws the stages in the new order; a regex
-shows its cut among the alternatives."""
+Advanced accordion with DRY and a reordered chain generates, and the funnel draws the stages in the new order; the
+smoothing factor, tail-free sampling, top-a and adaptive-P show as stages and the smoothing factor's curve is drawn; a
+regex shows its cut among the alternatives."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import pytest
@@ -17,6 +19,7 @@ from test_browser import DOCS, generate, page, server  # noqa: F401 - fixtures
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 FUNNEL = "Sampler chain at the picked step"
+CURVE = "Smoothing factor curve"
 
 
 def test_sampling_with_dry_and_a_reordered_chain_draws_the_funnel(page):
@@ -44,6 +47,41 @@ def test_sampling_with_dry_and_a_reordered_chain_draws_the_funnel(page):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     open_figure(panel, FUNNEL).scroll_into_view_if_needed()
     page.screenshot(path=SCREENSHOTS / "sampler_lab.png", full_page=True)
+
+
+def test_the_new_samplers_show_in_the_funnel_and_the_smoothing_curve(page):
+    """The smoothing factor, tail-free sampling, top-a and adaptive-P set in the Advanced accordion: each is a stage of
+    the funnel, adaptive-P the last, and the smoothing factor's curve gets a sub-tab of its own. The docs' picture of
+    them (``docs/samplers.png``: the funnel above the curve) is taken here."""
+    panel = open_tab(page, "Sampling")
+    set_number(panel, "top_k", 0)  # the new samplers do the cutting
+    panel.get_by_text("Advanced", exact=True).click()
+    for name, value in (("smoothing_factor", 0.3), ("tfs", 0.95), ("top_a", 0.1)):
+        set_number(panel, name, value)
+    target = panel.get_by_role("textbox", name=re.compile(r"^adaptive_target\b"))  # its name runs into its info
+    target.fill("0.5")
+    target.press("Tab")
+    generate(panel, max_new_tokens=12, prompt="Write one sentence about a cat.")
+    wait_done(panel)
+    wait_for_plot(page, panel, FUNNEL, "s.bars >= 5")
+    stages = page.evaluate("""(block) => block.querySelector('.js-plotly-plot').data[0].x""",
+                           open_figure(panel, FUNNEL).element_handle())
+    assert stages == ["model", "smoothing", "tfs", "top_a", "adaptive_p"], stages
+    curve = wait_for_plot(page, panel, CURVE, "s.points > 100")
+    assert curve["title"].startswith("Smoothing factor 0.3, curve 1"), curve
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.mouse.move(0, 0)  # no hover label on the picture
+    parts = [SCREENSHOTS / "samplers_funnel.png", SCREENSHOTS / "samplers_curve.png"]
+    open_figure(panel, FUNNEL).screenshot(path=parts[0])
+    open_figure(panel, CURVE).screenshot(path=parts[1])
+    images = [Image.open(p).convert("RGB") for p in parts]
+    shot = SCREENSHOTS / "samplers.png"
+    joined = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), "white")
+    joined.paste(images[0], (0, 0))
+    joined.paste(images[1], (0, images[0].height))
+    joined.quantize(colors=128).save(shot, optimize=True)  # a small PNG
+    if os.environ.get("PLAYGROUND_UPDATE_DOCS"):  # refresh the committed copy only when asked
+        shutil.copy(shot, DOCS / "samplers.png")
 
 
 def test_the_grammars_cut_shows_in_the_alternatives(page):

@@ -1,16 +1,19 @@
 """The sampler lab in the playground: the Advanced fields reach the core from the tabs (through the API, on a tiny
 model over the embedded tokenizer), the funnel / entropy / watermark figures draw what was recorded, structured
 output comes back as JSON, rows that miss a forced word are flagged, every new field survives the Config & Share
-round trip (widgets -> GenerationConfig JSON -> widgets of the matching tab), and the compare tab runs any preset."""
+round trip (widgets -> GenerationConfig JSON -> widgets of the matching tab), the compare tab runs any preset, and the
+smoothing factor curve is the run's own processor."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+import torch
 from transformers import GenerationConfig
 
 import core
+from core.processors.smoothing import SmoothingFactorLogitsProcessor
 from playground import config_panel, field_codecs, share
 from playground.fields import BY_NAME, GROUPS
 from playground.tabs.compare import all_presets
@@ -41,6 +44,23 @@ def test_sampling_tab_with_dry_and_a_reordered_chain_draws_the_funnel(served):
     assert all(0 <= m <= 1.0001 for m in funnel.data[1].y)
     entropy = figure(out, "Entropy per step")
     assert len(entropy.data[0].y) >= 1
+
+
+def test_sampling_tab_with_the_new_samplers_draws_their_stages_and_the_smoothing_curve(served):
+    """Smoothing factor, tail-free sampling, top-a and adaptive-P from the Advanced fields: each is a stage of the
+    funnel (adaptive-P last), and the smoothing factor curve is the run's processor on the curve's own x values."""
+    _, client, _ = served
+    out, _ = generate(client, "sampling", top_k=0, smoothing_factor=0.4, smoothing_curve=2.0, tfs=0.95, top_a=0.1,
+                      adaptive_target="0.5", seed=4)
+    assert "tokens in" in out["status"], out["status"]
+    stages = list(figure(out, "Sampler chain at the picked step").data[0].x)
+    assert {"smoothing", "tfs", "top_a", "adaptive_p"} <= set(stages) and stages[-1] == "adaptive_p", stages
+    line = next(t for t in figure(out, "Smoothing factor curve").data if t.meta == "curve")
+    bent = SmoothingFactorLogitsProcessor(0.4, 2.0)(torch.zeros((1, 1), dtype=torch.long),
+                                                     torch.tensor([line.x], dtype=torch.float32))
+    assert list(line.y) == bent[0].tolist()
+    plain, _ = generate(client, "sampling", max_new_tokens=2, seed=4)
+    assert plain["figure:Smoothing factor curve"] is None  # no smoothing: its sub-tab stays hidden
 
 
 def test_sampling_tab_json_schema_and_watermark(served):

@@ -244,6 +244,24 @@ def test_watched_figure_one_line_per_token_on_a_log_axis(model):
     assert "model" in lines[0].hovertext[0] and "top_k" in lines[0].hovertext[0]
 
 
+def test_watched_figure_draws_removed_tokens_just_below_its_lines():
+    """A stage between the model and the last one may leave a token nearly impossible before another removes it (the
+    smoothing factor before tail-free sampling): the crosses stand below the lines drawn, not down at that stage's
+    value, and two tokens removed at one step each keep a cross of their own."""
+    from core.records import ProcessorEffect, RowStep, StepRecord
+    from playground.figures.watch import watched_figure
+
+    effects = [ProcessorEffect("SmoothingFactorLogitsProcessor", [], [], stage="smoothing"),
+               ProcessorEffect("TailFreeLogitsProcessor", [], [], stage="tfs")]
+    watched = [WatchedToken(5, "a", [-7.0, -90.0, float("-inf")], [1e-3, 1e-40, 0.0], [3, 3, 9]),
+               WatchedToken(6, "b", [-8.0, -95.0, float("-inf")], [1e-4, 1e-42, 0.0], [4, 4, 9]),
+               WatchedToken(7, "c", [-1.0, -1.0, -1.0], [0.2, 0.3, 0.5], [0, 0, 0])]
+    steps = [StepRecord(i, "sample", [RowStep(0, [], effects, [7], watched=watched)]) for i in range(3)]
+    fig = watched_figure(steps)
+    crosses = {t.meta: list(t.y) for t in fig.data if t.meta.startswith("watched_removed:")}
+    assert crosses == {"watched_removed:5": pytest.approx([1e-5] * 3), "watched_removed:6": pytest.approx([5e-6] * 3)}
+
+
 def test_watched_figure_is_empty_without_watched_tokens(model):
     from playground.figures.common import is_empty
     from playground.figures.watch import watched_figure

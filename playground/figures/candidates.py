@@ -11,7 +11,8 @@ from .common import (AFTER, BEFORE, CHOSEN, Steps, considered, empty_figure, fin
 
 CAPTION = ("The tokens the model considered at one step. Grey bars are the model's own probabilities, blue bars "
            "the probabilities after the logits processors (temperature, top-k, top-p, penalties...); a crossed "
-           "bar was removed by the processor named above it, and ★ marks the token that was chosen.")
+           "bar was removed by the processor named above it, and ★ (and an orange outline) marks the token that was "
+           "chosen.")
 
 TOP = 15  # bars shown; the chosen token is always among them
 
@@ -86,11 +87,16 @@ def candidates_figure(steps: Steps, step: int = -1, row: int = 0, position: int 
         x=labels, y=[c.prob for c in shown], name="before processors (prob)", hovertext=hover, hoverinfo="text",
         marker=dict(color=BEFORE, pattern=dict(shape=["x" if c.token_id in removed else "" for c in shown])),
         text=["✕ " + "+".join(short(p) for p in removed[c.token_id]) if c.token_id in removed else ""
-              for c in shown], textposition="outside", cliponaxis=False, meta="prob"))
+              for c in shown], textposition="outside", cliponaxis=False, meta="prob",
+        # upright and at full size: plotly shrinks a label to its bar's width, which left "✕ grammar" unreadable
+        textangle=-90, constraintext="none", textfont=dict(size=11)))
+    # the chosen token's bar outlined, not filled, in the chosen colour: a legend swatch takes the colours of the
+    # trace's first bar, which is often the chosen one, and the after bars are blue, as the caption says
     fig.add_trace(go.Bar(
         x=labels, y=[c.prob_after for c in shown], name="after processors (prob_after)", hovertext=hover,
         hoverinfo="text", meta="prob_after",
-        marker=dict(color=[CHOSEN if c.token_id in chosen else AFTER for c in shown])))
+        marker=dict(color=AFTER, line=dict(color=[CHOSEN if c.token_id in chosen else AFTER for c in shown],
+                                           width=[3 if c.token_id in chosen else 0 for c in shown]))))
     picked = ", ".join(repr(c.text) for c in rs.candidates if c.token_id in chosen) or str(rs.chosen)
     where = f"Step {rec.step}" + (f" (token {position + 1})" if len(row_steps(rec, row)) > 1 else "")
     finish(fig, f"{where} · row {row}: chose {plotly_text(picked)}", uirevision=f"candidates-{row}")

@@ -21,6 +21,8 @@ RUN_CAPTION = ("Entropy (nats) of the distribution each token was drawn from, af
                "scale): as many equally likely tokens as that uncertainty amounts to. With structured output, the "
                "red line is the share of the model's probability the grammar removed at each step (hover for how "
                "many tokens it allowed).")
+GRAMMAR_DOMAIN = 0.84  # of the width, where the entropy figure's plot ends when two axes stand at its right
+
 WATERMARK_CAPTION = ("Each generated token, green when it fell in the green list its context seeds (the watermark "
                      "favours those), red otherwise; the title gives transformers' WatermarkDetector z-score.")
 
@@ -85,7 +87,8 @@ def entropy_figure(steps: Steps, row: int = 0) -> go.Figure:
     fig = go.Figure(go.Scatter(x=x, y=[rs.entropy for _, rs in points], name="entropy (nats)", mode="lines+markers",
                                line=dict(color=AFTER), meta="entropy",
                                hovertemplate="step %{x}<br>entropy %{y:.3f} nats<extra></extra>"))
-    fig.add_trace(go.Scatter(x=x, y=[math.exp(rs.entropy) for _, rs in points], name="effective vocabulary (e^H)",
+    effective = [math.exp(rs.entropy) for _, rs in points]
+    fig.add_trace(go.Scatter(x=x, y=effective, name="effective vocabulary (e^H)",
                              mode="lines", yaxis="y3", line=dict(color=AFTER, dash="dot"), meta="effective_vocabulary",
                              hovertemplate="step %{x}<br>effective vocabulary %{y:.3g} tokens<extra></extra>"))
     removed, allowed, gx = [], [], []
@@ -103,13 +106,16 @@ def entropy_figure(steps: Steps, row: int = 0) -> go.Figure:
                                  hovertemplate="step %{x}<br>removed %{y:.1%}<br>%{customdata:,} tokens allowed"
                                                "<extra></extra>"))
     finish(fig, f"Entropy per step · row {row}", height=340, uirevision=f"entropy-{row}")
-    # the grammar's axis outside the effective vocabulary's (autoshift), where both are drawn
     fig.update_layout(xaxis=dict(title="step"), yaxis=dict(title="nats", rangemode="tozero"),
+                      # from 1 (one sure token, the least e^H can be): padded below it, the axis read 0.9 as "9"
                       yaxis3=dict(title="effective vocabulary (tokens)", overlaying="y", side="right", type="log",
-                                  showgrid=False),
+                                  showgrid=False, range=[0, 1.05 * math.log10(max(*effective, 2.0))]),
                       yaxis2=dict(title="removed", overlaying="y", side="right", range=[0, 1.05], tickformat=".0%",
-                                  anchor="free", autoshift=True, shift=10),
+                                  showgrid=False),
                       margin=dict(r=70))
+    if gx:  # two axes at the right: the plot ends short of the edge for the effective vocabulary's, and the
+        # grammar's stands at the edge (plotly's autoshift moves it past the other's ticks but not past its title)
+        fig.update_layout(xaxis=dict(domain=[0, GRAMMAR_DOMAIN]), yaxis2=dict(anchor="free", position=1.0))
     return fig
 
 

@@ -39,8 +39,11 @@ def watched_figure(steps: Steps, row: int = 0) -> go.Figure:
     points = _watched_points(steps, row)
     if not points:
         return empty_figure(NO_WATCH, "Watched tokens")
-    positive = [p for _, rs in points for w in rs.watched for p in w.probs if p > 0]
-    floor = min(positive, default=1e-12) / 10  # where a removed token is drawn: below everything it had
+    # where a removed token is drawn: below every drawn line (the model's and the final probabilities; a stage between
+    # them may leave a token far less likely, and stretched the axis down to it), a little lower per token so that
+    # the crosses of two tokens removed at one step do not hide each other
+    positive = [p for _, rs in points for w in rs.watched for p in (w.probs[0], w.probs[-1]) if p > 0]
+    floor = min(positive, default=1e-12) / 10
     fig = go.Figure()
     n_watched = len(points[0][1].watched)
     for k in range(n_watched):
@@ -60,7 +63,7 @@ def watched_figure(steps: Steps, row: int = 0) -> go.Figure:
                                      hovertext=hover, hoverinfo="text"))
         removed = [(s, h) for (s, _), p, h in zip(own, final, hover) if p <= 0]
         if removed:
-            fig.add_trace(go.Scatter(x=[s for s, _ in removed], y=[floor] * len(removed), mode="markers",
+            fig.add_trace(go.Scatter(x=[s for s, _ in removed], y=[floor / 2 ** k] * len(removed), mode="markers",
                                      name=f"{name} · removed", legendgroup=str(k), showlegend=False,
                                      marker=dict(symbol="x", color=colour, size=9),
                                      meta=f"watched_removed:{w0.token_id}",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import gradio as gr
 
 from ..fields import SAMPLING_GROUPS
+from ..figures import smoothing
 from . import register
-from .base import Plan, StrategyTab, candidates_panel, chain_panels, samples_panel
+from .base import Figure, Plan, StrategyTab, candidates_panel, chain_panels, samples_panel
 from .lens_panel import lens_figures, lens_input, with_lens
 
 
@@ -33,6 +34,13 @@ def sampling_controls(num_return_sequences: bool = True) -> dict:
     return controls
 
 
+def smoothing_panel() -> Figure:
+    """The smoothing factor's curve for the run's settings (the Advanced accordion's ``smoothing_factor``), drawn by
+    the sampler itself; after the tab's other figures, so that those keep their places among the API's outputs."""
+    return Figure("Smoothing factor curve", lambda v: smoothing.smoothing_figure(v.main.kwargs), smoothing.CAPTION,
+                  only_with="smoothing_factor")
+
+
 class Sampling(StrategyTab):
     key = "sampling"
     title = "Sampling"
@@ -44,7 +52,7 @@ class Sampling(StrategyTab):
     seeded = True
     steppable = True
     samples = True
-    figures = (candidates_panel(), *chain_panels(), *lens_figures(), samples_panel())
+    figures = (candidates_panel(), *chain_panels(), *lens_figures(), samples_panel(), smoothing_panel())
     advanced = SAMPLING_GROUPS
 
     def controls(self):
