@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -53,11 +54,29 @@ class Server:
         self._watch = threading.Thread(target=self._sample, daemon=True)
         self._watch.start()
 
+    def engines(self) -> list[int]:
+        """The app's engine process (``PLAYGROUND_ENGINE_PROCESS``): its child started by ``multiprocessing``'s spawn
+        (not the resource tracker spawn starts beside it)."""
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        found = []
+        for pid in path.read_text().split() if path.exists() else ():
+            try:
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(int(pid))
+            except OSError:  # ended meanwhile
+                pass
+        return found
+
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        """The page's process and its engine's together: an attack may cost either."""
+        total = 0.0
+        for pid in (self.proc.pid, *self.engines()):
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except OSError:  # ended meanwhile
+                continue
+            total += next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:")), 0.0)
+        return total
 
     def _sample(self):
         while not self._stop.wait(0.2) and self.proc.poll() is None:
@@ -165,6 +184,22 @@ def within_budget(server):
     assert server.alive(), "the server died"
     assert server.peak_mb - server.baseline_mb <= BUDGET_MB, \
         f"the server's memory grew by {server.peak_mb - server.baseline_mb:.0f} MB (budget {BUDGET_MB} MB)"
+
+
+# --- the engine process (issue 23) ---------------------------------------------------------------------------------
+def test_the_engine_dying_mid_run_is_said_and_the_next_run_works(server):
+    (engine,) = server.engines()  # python app.py runs its models in an engine process of their own
+    job = client(server).submit(api_name="/greedy_generate", prompt="Hello", max_new_tokens=400, chat=False,
+                                min_new_tokens=64)
+    until = time.monotonic() + 60
+    while not job.outputs() and time.monotonic() < until:  # its first tokens are on screen
+        time.sleep(0.05)
+    assert job.outputs(), "the run never streamed"
+    os.kill(engine, signal.SIGKILL)
+    said = status("greedy", answered(job, 30))
+    assert "engine process stopped" in said and "run it again" in said, said
+    assert greedy(server)  # the next run works, on a new engine
+    assert server.engines() and server.engines() != [engine]
 
 
 # --- the attacks of issue 22 ---------------------------------------------------------------------------------------
