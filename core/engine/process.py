@@ -233,11 +233,13 @@ class EngineProcess:
     def _read(self, proc, conn) -> None:
         """Route the engine's messages to their runs; watch the deadlines; on the process's end, fail what it held
         and start another."""
+        watched = time.monotonic()
         while True:
             try:
                 if conn.poll(WATCH_S):
                     self._route(pickle.loads(conn.recv_bytes()))
-                else:
+                if time.monotonic() - watched >= WATCH_S:  # however busy the pipe is
+                    watched = time.monotonic()
                     self._watch(proc)
             except (EOFError, OSError):
                 break
@@ -327,7 +329,12 @@ class EngineProcess:
         self._wait_started()
         with self._lock:
             self._held[run_id] = _Held(q, deadline, generator, ended, cancel)
-        self._send(("run", run_id, request))
+        try:
+            self._send(("run", run_id, request))
+        except (EngineStopped, OSError):  # it died between the two: nothing of this run reached it
+            with self._lock:
+                self._held.pop(run_id, None)
+            raise EngineStopped("the engine process was restarting; run it again") from None
 
         def close() -> None:
             with self._lock:
