@@ -166,7 +166,7 @@ def main() -> None:
     policy.default_dtype()
     policy.shared_forward()
     policy.frame_seconds()
-    policy.engine_process()
+    policy.engine_process(), policy.exact_batch()
     policy.limits(), policy.bound("upload"), policy.bound("session_runs"), policy.bound("session_queue")
     torch.set_num_threads(policy.torch_threads())  # threads decided once, before any model runs
     sys.setswitchinterval(policy.switch_interval())  # Python's 5 ms unless PLAYGROUND_SWITCH_MS says otherwise

@@ -4,6 +4,7 @@ the embedded model, served three ways side by side, no page:
 - ``threads``: a worker thread per run, its decode steps batched by ``core.scheduler.StepScheduler`` (the app before
   ``core.engine``);
 - ``loop``: every run a greenlet of ``core.engine.EngineLoop``'s one thread;
+- ``loop, plain``: the same with ``exact=False`` (plain batched linear layers: no solo bits promised);
 - ``alone``: one stream, no scheduler: the reference each total is divided by.
 
     python bench/bench_engine.py [--streams 1,8,16] [--tokens 48] [--dtype float32,bfloat16] [--threads 1,2]
@@ -41,7 +42,7 @@ def streams(lm, ids, n: int, tokens: int, way: str, server, first_seed: int = 0)
     out: list[list[int]] = [[] for _ in range(n)]
 
     def one(i: int) -> None:
-        kwargs = dict(engine=server) if way == "loop" else dict(scheduler=server)
+        kwargs = dict(engine=server) if way.startswith("loop") else dict(scheduler=server)
         generator = new_generator(first_seed + i)
         for event in core.stream(lm.model, ids, tokenizer=lm.tokenizer, top_n=10, generator=generator,
                                  max_new_tokens=tokens, min_new_tokens=tokens, **SETTINGS, **kwargs):
@@ -78,8 +79,9 @@ def main() -> None:
             equal: dict[tuple[int, str], bool] = {}
             for _ in range(args.rounds):
                 for n in counts:
-                    for way in ("alone", "threads", "loop") if n == 1 else ("threads", "loop"):
-                        server = {"alone": None, "threads": StepScheduler(lm.model), "loop": EngineLoop()}[way]
+                    for way in ("alone", "threads", "loop") if n == 1 else ("threads", "loop", "loop, plain"):
+                        server = {"alone": None, "threads": StepScheduler(lm.model), "loop": EngineLoop(),
+                                  "loop, plain": EngineLoop(exact=False)}[way]
                         wall, out = streams(lm, ids, n, args.tokens, way, server)
                         rates.setdefault((n, way), []).append(n * args.tokens / wall)
                         equal[(n, way)] = equal.get((n, way), True) and all(out[i] == solo[i] for i in range(n))

@@ -2,7 +2,7 @@
 concurrent ``gradio_client`` sessions, every seeded run checked against the same call made alone.
 
     python bench/bench_load.py [--visitors 8,16] [--rounds 3] [--tokens 32] [--ended 32] [--dtype float32]
-                               [--switch-ms 5,1] [--engine 1,0] [--vllm auto]
+                               [--switch-ms 5,1] [--engine 1,0] [--exact 1,0] [--vllm auto]
 
 Phases (one run of this script prints them all; absolute numbers move with the machine's load, read the ratios):
 1. core, in this process, on the app's model and precision with the app's torch threads, interleaved: tokens/s of
@@ -20,7 +20,8 @@ Phases (one run of this script prints them all; absolute numbers move with the m
 6. where ``.venv-engine`` holds vLLM (``--vllm auto``), vLLM's CPU build on the same model in float32, 1 and each
    ``--visitors`` N concurrent completions of ``--tokens`` tokens with 5 logprobs each: the anchor beside the app.
 
-``--engine 1,0`` measures one server with the engine process and one without, one after the other.
+``--engine 1,0`` measures one server with the engine process and one without, one after the other; ``--exact 1,0``
+one whose engine keeps every row's solo bits (``PLAYGROUND_EXACT_BATCH=1``) and one that batches linears plainly.
 """
 
 from __future__ import annotations
@@ -82,10 +83,10 @@ def tree_rss(pid: int) -> tuple[float, float]:
 
 
 def start_server(port: int, slots: int, dtype: str, shared: bool, switch_ms: str = "",
-                 engine: str = "1") -> subprocess.Popen:
+                 engine: str = "1", exact: str = "1") -> subprocess.Popen:
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "PLAYGROUND_SLOTS": str(slots), "PLAYGROUND_QUEUE": "64",
            "PLAYGROUND_DTYPE": dtype, "PLAYGROUND_SHARED_FORWARD": "1" if shared else "0",
-           "PLAYGROUND_ENGINE_PROCESS": engine, "GRADIO_ANALYTICS_ENABLED": "False"}
+           "PLAYGROUND_ENGINE_PROCESS": engine, "PLAYGROUND_EXACT_BATCH": exact, "GRADIO_ANALYTICS_ENABLED": "False"}
     if switch_ms:
         env["PLAYGROUND_SWITCH_MS"] = switch_ms
     server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -243,6 +244,7 @@ class Served:
 
     switch_ms: str
     engine: str = "1"
+    exact: str = "1"
     app_rate: float = 0.0
     one_client_rate: float = 0.0
     streamed: list[int] = field(default_factory=list)
@@ -252,12 +254,12 @@ class Served:
     rss: tuple = ((0.0, 0.0),) * 3  # (page, engine) after the warm-up, after the load, after the ended sessions
 
 
-def serve(args, counts: list[int], switch_ms: str, engine: str) -> Served:
+def serve(args, counts: list[int], switch_ms: str, engine: str, exact: str = "1") -> Served:
     """Phases 2-5 on one server started with ``PLAYGROUND_SWITCH_MS=switch_ms`` and
     ``PLAYGROUND_ENGINE_PROCESS=engine``."""
-    got = Served(switch_ms, engine)
+    got = Served(switch_ms, engine, exact)
     port = free_port()
-    server = start_server(port, args.slots, args.dtype, not args.alone, switch_ms, engine)
+    server = start_server(port, args.slots, args.dtype, not args.alone, switch_ms, engine, exact)
     url = f"http://127.0.0.1:{port}/"
     try:
         # 2. one visitor, greedy, one run after another
@@ -334,6 +336,7 @@ def main() -> None:
     parser.add_argument("--alone", action="store_true", help="PLAYGROUND_SHARED_FORWARD=0: each run by itself")
     parser.add_argument("--settle", type=float, default=20.0, help="seconds to wait for ended sessions to go")
     parser.add_argument("--engine", default="1", help="PLAYGROUND_ENGINE_PROCESS of the server; 1,0 measures both")
+    parser.add_argument("--exact", default="1", help="PLAYGROUND_EXACT_BATCH of an engine server; 1,0 measures both")
     parser.add_argument("--vllm", default="auto", help="auto: vLLM beside the app where .venv-engine has it; off")
     parser.add_argument("--switch-ms", default="", help="PLAYGROUND_SWITCH_MS of the server (the app's default if "
                         "empty); several, comma-separated, measure one server each, one after another")
@@ -346,12 +349,16 @@ def main() -> None:
     core_rate, stream_rate = core_speeds(args.dtype, args.tokens, threads)
     switches = [v.strip() for v in args.switch_ms.split(",")] if args.switch_ms else [""]
     engines = [v.strip() for v in args.engine.split(",")]
-    served = [serve(args, counts, switch, engine) for switch in switches for engine in engines]
+    exacts = [v.strip() for v in args.exact.split(",")]
+    served = [serve(args, counts, switch, engine, exact) for switch in switches for engine in engines
+              for exact in (exacts if engine == "1" else ["1"])]
     anchor = vllm_rates(counts, args.tokens) if args.vllm == "auto" else {}
 
     def named(got: Served) -> str:
         switch = f"{got.switch_ms} ms" if got.switch_ms else f"{switch_interval() * 1000:g} ms"
-        return f"{'engine process' if got.engine == '1' else 'in the page'}, switch {switch}"
+        where = ("engine process" + ("" if got.exact == "1" else ", plain linears")) if got.engine == "1" \
+            else "in the page"
+        return f"{where}, switch {switch}"
 
     print(f"python bench/bench_load.py --visitors {args.visitors} --rounds {args.rounds} --tokens {args.tokens} "
           f"--ended {args.ended} --slots {args.slots} --dtype {args.dtype}{' --alone' if args.alone else ''}"

@@ -32,7 +32,8 @@ def start(warm: tuple[str, ...] = (), threads: int | None = None) -> EngineProce
     global ENGINE
     if not policy.engine_process() or zerogpu.on_zerogpu():
         return None
-    ENGINE = EngineProcess(LOADER, threads=policy.torch_threads() if threads is None else threads, warm=warm)
+    ENGINE = EngineProcess(LOADER, threads=policy.torch_threads() if threads is None else threads, warm=warm,
+                           exact=policy.exact_batch())
     ENGINE.start()
     return ENGINE
 

@@ -66,6 +66,7 @@ DTYPE_ENV = "PLAYGROUND_DTYPE"
 SHARED_ENV = "PLAYGROUND_SHARED_FORWARD"
 THREADS_ENV = "PLAYGROUND_THREADS"
 ENGINE_PROCESS_ENV = "PLAYGROUND_ENGINE_PROCESS"
+EXACT_ENV = "PLAYGROUND_EXACT_BATCH"
 SWITCH_ENV = "PLAYGROUND_SWITCH_MS"
 FRAME_ENV = "PLAYGROUND_FRAME_MS"
 DEFAULT_MAX_SECONDS = 120.0
@@ -154,6 +155,16 @@ def engine_process() -> bool:
     if raw not in ("0", "1"):
         raise ValueError(f"{ENGINE_PROCESS_ENV} must be 1 (an engine process) or 0 (models in the page's process); "
                          f"got {raw!r}")
+    return raw == "1"
+
+
+def exact_batch() -> bool:
+    """``PLAYGROUND_EXACT_BATCH``, default 1: in the engine process, every seeded run under load keeps the bits of its
+    solo run (row-exact linear layers where the precision needs them); 0 batches the linear layers plainly, faster in
+    float32 on a CPU, and a seeded run under load may then part from its solo run at a near tie."""
+    raw = os.environ.get(EXACT_ENV, "").strip() or "1"
+    if raw not in ("0", "1"):
+        raise ValueError(f"{EXACT_ENV} must be 1 (solo bits under load) or 0 (plain batched linears); got {raw!r}")
     return raw == "1"
 
 

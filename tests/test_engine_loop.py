@@ -120,3 +120,12 @@ def test_a_run_that_fails_ends_alone(one_thread):
         list(bad)
     alone = core.generate(model, torch.tensor([[1, 7]]), max_new_tokens=6, do_sample=False).sequences
     assert list(good)[-1].result.sequences.tolist() == alone.tolist()
+
+
+def test_plain_batching_is_asked_for_and_runs(one_thread):
+    model = tiny_llama(0)
+    loop = EngineLoop(exact=False)
+    assert loop.lane(model).linears == "native"  # plain F.linear over every row, solo bits or not
+    outs = [core.stream(model, torch.tensor([[1, 5 + i]]), max_new_tokens=6, do_sample=False, engine=loop)
+            for i in range(3)]
+    assert all(len(list(o)[-1].result.sequences[0]) == 8 for o in outs)

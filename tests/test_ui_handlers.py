@@ -408,6 +408,12 @@ def test_the_shared_forward_threads_and_switch_knobs_name_their_variable_when_ma
     monkeypatch.setenv(policy.FRAME_ENV, "fast")
     with pytest.raises(ValueError, match=policy.FRAME_ENV):
         policy.frame_seconds()
+    for env, knob in ((policy.ENGINE_PROCESS_ENV, policy.engine_process), (policy.EXACT_ENV, policy.exact_batch)):
+        monkeypatch.setenv(env, "on")
+        with pytest.raises(ValueError, match=env):
+            knob()
+        monkeypatch.setenv(env, "0")
+        assert knob() is False
     monkeypatch.setenv(policy.SHARED_ENV, "0")
     monkeypatch.setenv(policy.THREADS_ENV, "3")
     monkeypatch.setenv(policy.SWITCH_ENV, "0.5")

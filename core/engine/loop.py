@@ -109,7 +109,7 @@ class Lane:
     def __init__(self, loop: "EngineLoop", model):
         self.loop = loop
         self._model = weakref.ref(model)
-        self.linears = batching.probe(model)
+        self.linears = batching.probe(model) if loop.exact else "native"
         self.stats = steps_scheduler.Stats()
         self._hook = model.register_forward_pre_hook(self._turn_before_forward)
 
@@ -136,10 +136,14 @@ class Lane:
 
 class EngineLoop:
     """The busy loop (see the module docstring), in a thread of its own, started on the first ``start``.
-    ``lane(model)`` is the ``scheduler=`` a run on ``model`` passes to ``core.generate`` / ``core.stream``."""
+    ``lane(model)`` is the ``scheduler=`` a run on ``model`` passes to ``core.generate`` / ``core.stream``.
 
-    def __init__(self, max_rows: int = steps_scheduler.MAX_ROWS, name: str = "engine-loop"):
-        self.max_rows, self.name = max_rows, name
+    ``exact=False`` trades the rows' solo bits for speed: a batched step's linear layers are one plain ``F.linear``
+    over all rows even where ``batching.probe`` finds its bits differ from a 1-row product's (float32 on a CPU), so a
+    seeded run under load may part from its solo run where two candidates nearly tie."""
+
+    def __init__(self, max_rows: int = steps_scheduler.MAX_ROWS, name: str = "engine-loop", exact: bool = True):
+        self.max_rows, self.name, self.exact = max_rows, name, exact
         self._inbox: list[_Run] = []
         self._wake = threading.Condition()
         self._runs: list[_Run] = []

@@ -102,15 +102,16 @@ class _Sender:
         pass
 
 
-def serve(conn, loader: str, threads: int) -> None:
-    """The engine process's main: ``loader`` ("module:function") turns a model key into a ``LoadedModel``."""
+def serve(conn, loader: str, threads: int, exact: bool = True) -> None:
+    """The engine process's main: ``loader`` ("module:function") turns a model key into a ``LoadedModel``; ``exact``:
+    ``EngineLoop``'s."""
     import core
     from core.engine.loop import EngineLoop, aside
 
     torch.set_num_threads(threads)
     module, _, name = loader.partition(":")
     load = getattr(importlib.import_module(module), name)
-    loop = EngineLoop()
+    loop = EngineLoop(exact=exact)
     lock = threading.Lock()
     cancels: dict[int, threading.Event] = {}
 
@@ -181,10 +182,11 @@ class _Held:
 
 class EngineProcess:
     """The page's handle on the engine process (see the module docstring). ``loader``: "module:function" the engine
-    imports to load a model by key; ``threads``: its torch threads; ``warm``: model keys it loads at start."""
+    imports to load a model by key; ``threads``: its torch threads; ``warm``: model keys it loads at start; ``exact``:
+    whether a batched step keeps every row's solo bits (``EngineLoop``)."""
 
-    def __init__(self, loader: str, threads: int = 1, warm: tuple[str, ...] = ()):
-        self.loader, self.threads, self.warm = loader, threads, tuple(warm)
+    def __init__(self, loader: str, threads: int = 1, warm: tuple[str, ...] = (), exact: bool = True):
+        self.loader, self.threads, self.warm, self.exact = loader, threads, tuple(warm), exact
         self._lock = threading.Lock()
         self._held: dict[int, _Held] = {}
         self._ids = itertools.count(1)
@@ -198,8 +200,8 @@ class EngineProcess:
         """Start the engine process (again, after it died)."""
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no page state, no inherited threads
         ours, theirs = context.Pipe()
-        proc = context.Process(target=serve, args=(theirs, self.loader, self.threads), name="decoding-engine",
-                               daemon=True)
+        proc = context.Process(target=serve, args=(theirs, self.loader, self.threads, self.exact),
+                               name="decoding-engine", daemon=True)
         proc.start()
         theirs.close()
         with self._lock:
