@@ -162,8 +162,6 @@ def serve(conn, loader: str, threads: int, exact: bool = True) -> None:
                 cancel.set()
         elif kind == "load":  # warm a model before the first run asks for it, the pipe read on meanwhile
             threading.Thread(target=warm, args=(message[1],), daemon=True).start()
-        elif kind == "ping":
-            send(("pong", message[1]))
 
 
 # --- the page's side -----------------------------------------------------------------------------------------------
