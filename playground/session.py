@@ -17,8 +17,6 @@ are gone (bench/bench_load.py prints the server's RSS growth; the README quotes 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import re
 import shutil
@@ -28,6 +26,8 @@ from typing import Any
 
 import gradio as gr
 from gradio.utils import get_upload_folder
+
+from core.heap import trim_heap
 
 TTL_ENV = "PLAYGROUND_SESSION_TTL"
 DEFAULT_TTL_S = 3600.0
@@ -99,20 +99,3 @@ def sweep(max_age_s: float | None = None) -> int:
     return removed
 
 
-def _libc():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:  # no glibc: nothing to trim
-        return None
-
-
-_LIBC = _libc()
-
-
-def trim_heap() -> bool:
-    """Return the heap's free memory to the system (glibc's ``malloc_trim``); False where there is no glibc."""
-    if _LIBC is None:
-        return False
-    _LIBC.malloc_trim(0)
-    return True

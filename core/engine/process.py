@@ -107,6 +107,7 @@ def serve(conn, loader: str, threads: int, exact: bool = True) -> None:
     ``EngineLoop``'s."""
     import core
     from core.engine.loop import EngineLoop, aside
+    from core.heap import trim_heap
 
     torch.set_num_threads(threads)
     module, _, name = loader.partition(":")
@@ -144,6 +145,8 @@ def serve(conn, loader: str, threads: int, exact: bool = True) -> None:
                 send(("error", run_id, _portable(err)))
             finally:
                 cancels.pop(run_id, None)
+                if not cancels:  # the last run ended: what the runs freed goes back to the system
+                    trim_heap()
         return body
 
     while True:
