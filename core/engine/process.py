@@ -198,7 +198,9 @@ class EngineProcess:
 
     # --- the process ----------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the engine process (again, after it died)."""
+        """Start the engine process (again, after it died); not once closed."""
+        if self._closed:
+            return
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no page state, no inherited threads
         ours, theirs = context.Pipe()
         proc = context.Process(target=serve, args=(theirs, self.loader, self.threads, self.exact),
@@ -207,6 +209,9 @@ class EngineProcess:
         theirs.close()
         with self._lock:
             self._proc, self._conn = proc, ours
+        if self._closed:  # closed while it started
+            proc.kill()
+            return
         for key in self.warm:
             self._send(("load", key))
         threading.Thread(target=self._read, args=(proc, ours), name="engine-reader", daemon=True).start()

@@ -34,6 +34,7 @@ from ..figures.common import figure_json, is_empty
 from ..figures.tokens import ALTERNATIVES_HEADERS, COLOUR_BY, alternatives_table, tokens_html
 from core import attribution
 from core import scheduler as step_scheduler
+from core.engine.process import EngineStopped
 from core.rng import new_generator
 from core.text import TokenTexts
 
@@ -760,7 +761,7 @@ class TabUI:
                     else:
                         yield self._outputs(view, figures=False, note=note)
         except Exception as err:  # noqa: BLE001 - shown in the tab; what is on screen stays
-            if not isinstance(err, (ValueError, TimeoutError)):
+            if not isinstance(err, (ValueError, TimeoutError, EngineStopped)):  # those say all there is in words
                 traceback.print_exc()
             yield self._error(err)
             return
