@@ -337,7 +337,10 @@ def test_main_serves_the_model_named_in_the_environment(tiny_folder, monkeypatch
     threads, switches = [], []
     monkeypatch.setattr(app.torch, "set_num_threads", threads.append)  # decided once, at start-up
     monkeypatch.setattr(app.sys, "setswitchinterval", switches.append)
+    engines = []  # the engine process is started after the page is built, warmed on the startup model
+    monkeypatch.setattr(app.engine_host, "start", lambda **kw: engines.append(kw))
     app.main()
+    assert engines == [{"warm": (tiny_folder,)}]
     assert launched["demo"].startup_model == tiny_folder
     assert launched["server_port"] == 7860 and launched["slots"] == 8  # runs share forwards: more may run at once
     assert threads == [app.policy.torch_threads()] and switches == [app.policy.switch_interval()]
