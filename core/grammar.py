@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import threading
-import time
 from typing import Any, Callable
 
 import torch
@@ -170,25 +169,11 @@ def within(deadline: float | None, field: str, compile: Callable[[], Any]):
     meanwhile."""
     if deadline is None:
         return compile()
-    done: dict[str, Any] = {}
-
-    def run():
-        try:
-            done["value"] = compile()
-        except BaseException as err:  # raised in the run's thread below
-            done["error"] = err
-
-    worker = threading.Thread(target=run, name=f"compile {field}", daemon=True)
-    worker.start()
-    while worker.is_alive() and time.monotonic() < deadline and scheduler.pass_turn():  # the engine's loop goes on
-        worker.join(0.002)
-    worker.join(max(deadline - time.monotonic(), 0.0))
-    if worker.is_alive():
+    try:
+        return scheduler.aside(compile, deadline, name=f"compile {field}")
+    except scheduler.Late:
         raise TimeoutError(f"`{field}` did not compile within the run's time cap; a shorter or simpler one compiles "
-                           "faster")
-    if "error" in done:
-        raise done["error"]
-    return done["value"]
+                           "faster") from None
 
 
 def build(generation_config, *, tokenizer=None, vocab_size: int, prompt_length: int,

@@ -555,7 +555,7 @@ def stream(model, input_ids: torch.LongTensor, generation_config: GenerationConf
 
     if engine is not None:
         kwargs["scheduler"] = engine.lane(model)
-        engine.start(work, name="stream")
+        engine.start(work)
     else:
         threading.Thread(target=work, daemon=True).start()
     yield from events(q, tokenizer, give_up, cancel.set)

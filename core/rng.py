@@ -40,6 +40,36 @@ def new_generator(seed: int | None = None) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _listed(generator) -> list[torch.Generator]:
+    return list(generator) if isinstance(generator, (list, tuple)) else [generator]
+
+
+def states(generator) -> list[torch.Tensor] | None:
+    """The state of a run's generator, or of each of its per-row generators (a list of them); None without one. A
+    generator does not cross to another process (the engine's, ZeroGPU's GPU worker); its state does."""
+    if generator is None:
+        return None
+    return [g.get_state() for g in _listed(generator)]
+
+
+def rebuilt(generator_states: list[torch.Tensor] | None, many: bool):
+    """CPU generators at ``generator_states`` (``states``' answer): a list of them when the run had one per row
+    (``many``), else one; None without states."""
+    if generator_states is None:
+        return None
+    generators = [torch.Generator().set_state(state) for state in generator_states]
+    return generators if many else generators[0]
+
+
+def restore(generator, generator_states: list[torch.Tensor] | None) -> None:
+    """Set on the caller's ``generator`` (or per-row generators) the states its copies reached elsewhere, so a run that
+    resumes (step mode) draws on from there. Nothing without either."""
+    if generator is None or generator_states is None:
+        return
+    for own, state in zip(_listed(generator), generator_states):
+        own.set_state(state)
+
+
 @contextmanager
 def global_generator(generator: torch.Generator | None, timeout: float | None = None) -> Iterator[None]:
     """Inside, torch's default CPU generator draws what ``generator`` would, and nobody else's run touches it;

@@ -315,6 +315,34 @@ def pass_turn() -> bool:
     return True
 
 
+class Late(TimeoutError):
+    """``aside``'s work did not end by its deadline (it goes on in its thread, left to finish)."""
+
+
+def aside(work: Callable[[], Any], deadline: float | None = None, name: str = "aside") -> Any:
+    """``work()`` in a thread of its own, its result or its error here; the caller waits until it ends or until
+    ``deadline`` (``time.monotonic()``; then ``Late``). A run of ``core.engine.loop`` passes its turns meanwhile
+    (``pass_turn``), so a wait of seconds (a model's load, a grammar's compile) never stalls the loop's other runs."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as err:  # noqa: BLE001 - raised in the caller below
+            box["error"] = err
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    while thread.is_alive() and (deadline is None or time.monotonic() < deadline) and pass_turn():
+        thread.join(0.002)
+    thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+    if thread.is_alive():
+        raise Late(f"{name} did not end by its deadline")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 _schedulers: "weakref.WeakKeyDictionary[Any, StepScheduler]" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 

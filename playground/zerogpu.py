@@ -101,36 +101,18 @@ class _Drawn:
     states: list | None
 
 
-def _listed(generator) -> list:
-    return list(generator) if isinstance(generator, (list, tuple)) else [generator]
-
-
-def _states(generator) -> list | None:
-    """The states of the run's generator or per-row generators (``None`` without one)."""
-    if generator is None:
-        return None
-    return [g.get_state() for g in _listed(generator)]
-
-
-def _rebuilt(states: list, many: bool):
-    """CPU generators in ``states``: a list of them when the caller had one per row (``many``), else one."""
-    import torch
-
-    generators = [torch.Generator().set_state(state) for state in states]
-    return generators if many else generators[0]
-
-
 def _run(model, input_ids, states: list | None, many: bool, kwargs: dict) -> Iterator:
     """``core.stream`` with lent objects looked up and the generator rebuilt from its state; events on the CPU, then
     the generators' states after the run."""
     import core
+    from core import rng
 
     kwargs = {name: _borrow(value) for name, value in kwargs.items()}
     if states is not None:
-        kwargs["generator"] = _rebuilt(states, many)
+        kwargs["generator"] = rng.rebuilt(states, many)
     for event in core.stream(_borrow(model), input_ids, **kwargs):
         yield _on_cpu(event)
-    yield _Drawn(_states(kwargs.get("generator")))
+    yield _Drawn(rng.states(kwargs.get("generator")))
 
 
 def _duration(model, input_ids, states, many, kwargs) -> int:
@@ -147,21 +129,19 @@ def stream(model, input_ids, *, shared: bool = False, **kwargs) -> Iterator:
     ``shared``: the run shares each forward with the process's other runs on the model (``core.scheduler``); a
     ZeroGPU task runs in a worker process of its own, so there it runs alone."""
     import core
-    from core import scheduler
+    from core import rng, scheduler
 
     if _on_gpu is None:
         yield from core.stream(model, input_ids, scheduler=scheduler.shared(model) if shared else None, **kwargs)
         return
     generator = kwargs.pop("generator", None)
-    states = _states(generator)
+    states = rng.states(generator)
     lent = {name: _lend(value) for name, value in kwargs.items()}
     lent_model = _lend(model)
     try:
         for item in _on_gpu(lent_model, input_ids.cpu(), states, isinstance(generator, (list, tuple)), lent):
             if isinstance(item, _Drawn):
-                if item.states is not None:
-                    for own, state in zip(_listed(generator), item.states):
-                        own.set_state(state)
+                rng.restore(generator, item.states)
             else:
                 yield item
     finally:

@@ -10,8 +10,8 @@ pass of the loop (``_pass``) is:
       run): it waits for 3.;
    b. is about to make a model call of its own (a prefill chunk, contrastive search's candidates, an assisted
       verification, a step ``batching.batchable`` refuses: the pre-forward hook ``_turn_before_forward`` hands the
-      turn back first), or waits on something outside (``scheduler.pass_turn``: a grammar compile): it goes on in
-      the next pass, so every run advances by one forward a pass and a long prefill never holds the others;
+      turn back first), or waits on something outside (``scheduler.aside``: a grammar compile, a model's load): it
+      goes on in the next pass, so every run advances by one forward a pass and a long prefill never holds the others;
    c. ends;
 3. one forward per model for every step handed in (``scheduler.forward_steps``: batched, every row keeping the bits
    of its solo step), each run getting its outputs when 2. resumes it next.
@@ -32,9 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import greenlet
@@ -46,38 +45,15 @@ from .. import scheduler as steps_scheduler
 IDLE_S = 0.5  # an idle loop looks at its inbox this often (a submit wakes it at once)
 
 
-def aside(work: Callable[[], Any]) -> Any:
-    """``work()`` in a thread of its own, its result or its error here; a run of the loop passes its turns meanwhile
-    (``scheduler.pass_turn``), so a model's load (seconds) never stalls the other runs. Elsewhere it just waits."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = work()
-        except BaseException as err:  # noqa: BLE001 - raised in the caller below
-            box["error"] = err
-
-    thread = threading.Thread(target=run, name="engine-aside", daemon=True)
-    thread.start()
-    while thread.is_alive() and steps_scheduler.pass_turn():
-        thread.join(0.002)
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
 @dataclass(eq=False)
 class _Run:
     """One run the loop steps: its greenlet and what it waits for."""
 
     body: Callable[[], Any]
-    name: str
     greenlet: greenlet.greenlet | None = None
     step: dict | None = None  # the decode step handed in (``prepare_inputs_for_generation``'s output)
     lane: "Lane | None" = None  # the model the step is for
     result: Any = None  # the step's outputs (or its exception), handed over when the run is resumed
-    started: float = field(default_factory=time.monotonic)
 
 
 class LoopSeat:
@@ -130,9 +106,6 @@ class Lane:
         with steps_scheduler.sitting(LoopSeat(self, run)) as seat:
             yield seat
 
-    def close(self) -> None:
-        self._hook.remove()
-
 
 class EngineLoop:
     """The busy loop (see the module docstring), in a thread of its own, started on the first ``start``.
@@ -161,11 +134,11 @@ class EngineLoop:
                 lane = self._lanes[model] = Lane(self, model)
             return lane
 
-    def start(self, body: Callable[[], Any], name: str = "run") -> None:
+    def start(self, body: Callable[[], Any]) -> None:
         """Run ``body()`` as one of the loop's runs, from the next pass on. ``body`` handles its own errors: one that
         escapes ends that run alone."""
         with self._wake:
-            self._inbox.append(_Run(body, name))
+            self._inbox.append(_Run(body))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
                 self._thread.start()

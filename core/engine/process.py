@@ -33,6 +33,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from .. import rng
+
 STUCK_S = 10.0  # past a run's deadline, how long the engine may still hold it before it is restarted
 START_S = 120.0  # how long a run waits for the engine process to start (its first model load included)
 WATCH_S = 0.5  # how often the supervisor looks at the runs' deadlines
@@ -65,19 +67,6 @@ class Request:
     deadline: float | None  # ``time.monotonic()``: one clock for every process of the machine
 
 
-def _states(generator) -> list[torch.Tensor] | None:
-    if generator is None:
-        return None
-    return [g.get_state() for g in (generator if isinstance(generator, (list, tuple)) else [generator])]
-
-
-def _rebuilt(states: list[torch.Tensor] | None, many: bool):
-    if states is None:
-        return None
-    generators = [torch.Generator().set_state(state) for state in states]
-    return generators if many else generators[0]
-
-
 def _portable(err: BaseException) -> BaseException:
     """``err`` if it survives pickling as itself, else a ``RuntimeError`` with its words."""
     try:
@@ -106,7 +95,8 @@ def serve(conn, loader: str, threads: int, exact: bool = True) -> None:
     """The engine process's main: ``loader`` ("module:function") turns a model key into a ``LoadedModel``; ``exact``:
     ``EngineLoop``'s."""
     import core
-    from core.engine.loop import EngineLoop, aside
+    from core.engine.loop import EngineLoop
+    from core.scheduler import aside
     from core.heap import trim_heap
 
     torch.set_num_threads(threads)
@@ -133,14 +123,14 @@ def serve(conn, loader: str, threads: int, exact: bool = True) -> None:
                 loaded = aside(lambda: load(request.model))  # a first load takes seconds: the others go on
                 settings = {k: aside(lambda key=v.key: load(key)).model if isinstance(v, ModelRef) else v
                             for k, v in request.settings.items()}
-                generator = _rebuilt(request.states, request.many)
+                generator = rng.rebuilt(request.states, request.many)
                 mask = torch.tensor(request.attention_mask) if request.attention_mask is not None else None
                 result = core.generate(loaded.model, torch.tensor(request.input_ids), attention_mask=mask,
                                        tokenizer=loaded.tokenizer, recorder=_Sender(send, run_id, request),
                                        cancel=cancel, deadline=request.deadline, generator=generator,
                                        scheduler=loop.lane(loaded.model), **settings)
                 trace = dataclasses.replace(result.trace, steps=[]) if result.trace is not None else None
-                send(("done", run_id, dataclasses.replace(result, trace=trace), _states(generator)))
+                send(("done", run_id, dataclasses.replace(result, trace=trace), rng.states(generator)))
             except BaseException as err:  # noqa: BLE001 - the page raises it in the run's stream
                 send(("error", run_id, _portable(err)))
             finally:
@@ -158,7 +148,7 @@ def serve(conn, loader: str, threads: int, exact: bool = True) -> None:
         if kind == "run":
             _, run_id, request = message
             cancels[run_id] = cancel = threading.Event()
-            loop.start(run(run_id, request, cancel), name=f"run {run_id}")
+            loop.start(run(run_id, request, cancel))
         elif kind == "cancel":
             cancel = cancels.get(message[1])
             if cancel is not None:
@@ -304,10 +294,7 @@ class EngineProcess:
             result, states = message[2], message[3]
             if result.trace is not None:  # it came without the steps the page already holds
                 result = dataclasses.replace(result, trace=dataclasses.replace(result.trace, steps=run.steps))
-            if states is not None and run.generator is not None:  # the draws made there, for a run that resumes
-                own = run.generator if isinstance(run.generator, (list, tuple)) else [run.generator]
-                for generator, state in zip(own, states):
-                    generator.set_state(state)
+            rng.restore(run.generator, states)  # the draws made there, for a run that resumes
             run.q.put(("done", result))
         else:
             run.q.put(("error", message[2]))
@@ -328,7 +315,7 @@ class EngineProcess:
             deadline = time.monotonic() + max_seconds
         request = Request(model, input_ids.tolist(),
                           attention_mask.tolist() if attention_mask is not None else None,
-                          settings, _states(generator), isinstance(generator, (list, tuple)), top_n, lens,
+                          settings, rng.states(generator), isinstance(generator, (list, tuple)), top_n, lens,
                           tuple(watch), deadline)
         run_id = next(self._ids)
         q: queue.Queue = queue.Queue()
