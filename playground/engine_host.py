@@ -51,5 +51,5 @@ def stream(loaded: LoadedModel, input_ids, **kwargs) -> Iterator:
     by its key."""
     settings = {name: ModelRef(state.KEYS[value]) if isinstance(value, torch.nn.Module) else value
                 for name, value in kwargs.items()}
-    return ENGINE.stream(state.KEYS.get(loaded.model, policy.model_key(loaded.name, loaded.dtype)), input_ids,
-                         **settings)
+    key = state.KEYS.get(loaded.model) or policy.model_key(loaded.name, loaded.dtype)  # one from the cache has its own
+    return ENGINE.stream(key, input_ids, **settings)

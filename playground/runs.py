@@ -198,15 +198,13 @@ def stream_run(run: Run, loaded, input_ids, attention_mask, *, generator, top_n:
         events = remote.stream(loaded.model.engine, input_ids, top_n=top_n, generator=generator,
                                max_seconds=max_seconds, origin=origin, **run.kwargs, **model_kwargs)
         run.ended.set()  # its server's run ends with the request: nothing of it runs here
-    elif engine_host.ENGINE is not None:  # the app's engine process (playground.engine_host) runs it
-        events = engine_host.stream(loaded, input_ids, tokenizer=loaded.tokenizer, top_n=top_n,
-                                    attention_mask=attention_mask, generator=generator, deadline=deadline,
-                                    limits=limits, ended=run.ended, origin=origin, **run.kwargs, **model_kwargs)
     else:
         run.ended.clear()
-        events = zerogpu.stream(loaded.model, input_ids, shared=policy.shared_forward(), tokenizer=loaded.tokenizer,
-                                top_n=top_n, attention_mask=attention_mask, generator=generator, deadline=deadline,
-                                limits=limits, ended=run.ended, origin=origin, **run.kwargs, **model_kwargs)
+        local = dict(tokenizer=loaded.tokenizer, top_n=top_n, attention_mask=attention_mask, generator=generator,
+                     deadline=deadline, limits=limits, ended=run.ended, origin=origin, **run.kwargs, **model_kwargs)
+        events = (engine_host.stream(loaded, input_ids, **local)  # the app's engine process runs it
+                  if engine_host.ENGINE is not None else
+                  zerogpu.stream(loaded.model, input_ids, shared=policy.shared_forward(), **local))
     decode = TokenTexts(loaded.tokenizer).decode  # as tokenizer.decode, with no U+FFFD for a split character
 
     run.streaming.set()
