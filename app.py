@@ -170,8 +170,10 @@ def main() -> None:
     policy.limits(), policy.bound("upload"), policy.bound("session_runs"), policy.bound("session_queue")
     torch.set_num_threads(policy.torch_threads())  # threads decided once, before any model runs
     sys.setswitchinterval(policy.switch_interval())  # Python's 5 ms unless PLAYGROUND_SWITCH_MS says otherwise
-    demo = build_demo(startup, models=ModelCache(policy.max_models()), slots=slots)
-    engine_host.start(warm=(demo.startup_model,))  # the runs' own process (PLAYGROUND_ENGINE_PROCESS)
+    # the runs' own process (PLAYGROUND_ENGINE_PROCESS), started first on the startup model: the page's models are
+    # its descriptions of them, without weights (engine_host.page_loader)
+    engine_host.start(warm=(policy.model_key(startup or DEFAULT_NAME, policy.default_dtype()),))
+    demo = build_demo(startup, models=ModelCache(policy.max_models(), loader=engine_host.page_loader()), slots=slots)
     print(f"Decoding Playground: serving model {demo.startup_model!r} "
           f"(set {MODEL_ENV} to choose another)", flush=True)
     if policy.public_mode():

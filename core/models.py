@@ -46,6 +46,35 @@ class LoadedModel:
     device: str = "cpu"  # "cpu", "cuda:0", or "auto: cuda:0, cuda:1, cpu" when accelerate spread it
 
 
+@dataclass(frozen=True)
+class ModelShape:
+    """What a process needs of a model it never runs, to name it, tokenize for it and check settings against it (the
+    page's, with the engine process running the model): everything of a ``LoadedModel`` but the weights. Pickles."""
+
+    config: object
+    generation_config: object
+    tokenizer: object
+    name: str
+    name_or_path: str
+    source: str
+    dtype: str
+    device: str
+
+    @classmethod
+    def of(cls, loaded: LoadedModel) -> "ModelShape":
+        model = loaded.model
+        return cls(model.config, model.generation_config, loaded.tokenizer, loaded.name, model.name_or_path,
+                   loaded.source, loaded.dtype, loaded.device)
+
+    def weightless(self) -> LoadedModel:
+        """A ``LoadedModel`` whose model is built on the meta device: its config, modules and generation config
+        as the real one's, no memory for the weights (nothing runs it)."""
+        model = _meta_model(self.config, self.dtype).eval()
+        model.generation_config = self.generation_config
+        model.name_or_path = self.name_or_path
+        return LoadedModel(model, self.tokenizer, self.name, self.source, dtype=self.dtype, device=self.device)
+
+
 # --- precision and device -----------------------------------------------------------------------------------
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_CHOICES = (*DTYPES, "auto")

@@ -1,7 +1,8 @@
 """The app's engine process (``core.engine.process``): ``python app.py`` starts one (``policy.engine_process()``,
 on by default) that owns the models' runs, and every run of the page on a local model goes there
-(``runs.stream_run`` -> ``stream``); the page keeps its own copy of each model for what it reads in-process (the
-tokenizer, the config, attribution).
+(``runs.stream_run`` -> ``stream``). The page holds no weights: its model cache loads each model as the engine's
+description of it (``page_loader``: a ``core.models.ModelShape``, the model built on the meta device for its config and
+modules, with its tokenizer), and an attribution, which needs gradients, is made in the engine (``attribute``).
 
 In the engine, a model is loaded by the key the page's cache holds it under (``policy.load``: public mode's names,
 sizes and anonymous downloads alike), in a cache of the engine's own. Not on a ZeroGPU Space: there a run must run in
@@ -13,16 +14,22 @@ session's.
 
 from __future__ import annotations
 
-from typing import Iterator
+import contextlib
+from typing import Callable, Iterator
 
 import torch
 
+import core
+from core import attribution
+from core import scheduler as step_scheduler
 from core.engine.process import EngineProcess, ModelRef
-from core.models import LoadedModel
+from core.models import LoadedModel, ModelShape
 
 from . import policy, state, zerogpu
 
 LOADER = "playground.engine_host:load"
+CALLS = "playground.engine_host:ENGINE_CALLS"
+DESCRIBE_WAIT_S = 900.0  # how long the page waits for the engine to load a model it asks about (downloads included)
 ENGINE: EngineProcess | None = None
 _MODELS: state.ModelCache | None = None  # the engine process's own cache
 
@@ -33,7 +40,7 @@ def start(warm: tuple[str, ...] = (), threads: int | None = None) -> EngineProce
     if not policy.engine_process() or zerogpu.on_zerogpu():
         return None
     ENGINE = EngineProcess(LOADER, threads=policy.torch_threads() if threads is None else threads, warm=warm,
-                           exact=policy.exact_batch())
+                           exact=policy.exact_batch(), calls=CALLS)
     ENGINE.start()
     return ENGINE
 
@@ -51,5 +58,53 @@ def stream(loaded: LoadedModel, input_ids, **kwargs) -> Iterator:
     by its key."""
     settings = {name: ModelRef(state.KEYS[value]) if isinstance(value, torch.nn.Module) else value
                 for name, value in kwargs.items()}
-    key = state.KEYS.get(loaded.model) or policy.model_key(loaded.name, loaded.dtype)  # one from the cache has its own
-    return ENGINE.stream(key, input_ids, **settings)
+    return ENGINE.stream(_key(loaded), input_ids, **settings)
+
+
+# --- the page's weightless models ----------------------------------------------------------------------------------
+def page_loader() -> Callable[..., LoadedModel]:
+    """The page's model cache's loader: with the engine running, the engine's description of each model (``describe``,
+    the page holding no weights); without it, ``core.load_model``."""
+    return _described if ENGINE is not None else core.load_model
+
+
+def _described(name: str | None = None, dtype: str | None = None, **_download) -> LoadedModel:
+    # a visitor's download (``_download``) is the engine's: its own cache sizes, fetches and deletes it
+    return ENGINE.call("describe", policy.model_key(name, dtype), wait_s=DESCRIBE_WAIT_S).weightless()
+
+
+def describe(key: str, progress=None) -> ModelShape:
+    """In the engine process: the model keyed ``key`` (loaded there, as a run would load it) without its weights."""
+    return ModelShape.of(load(key))
+
+
+# --- attribution: gradients where the weights are ------------------------------------------------------------------
+def attribute(loaded: LoadedModel, ids: list[int], target: int, *, steps: int, deadline: float, prompt_tokens: int,
+              progress: Callable[[float], None]) -> attribution.Attribution:
+    """``core.attribution.attribute`` of every method for ``loaded``'s step: in the engine process when it runs (the
+    page's model has no weights); here otherwise, seated at the model's step scheduler, so that each of its forwards
+    goes between the runs' batched steps, never beside one."""
+    if ENGINE is not None:
+        return ENGINE.call("attribute", _key(loaded), ids, target, steps=steps, deadline_at=deadline,
+                           prompt_tokens=prompt_tokens, deadline=deadline, progress=progress)
+    seated = step_scheduler.shared(loaded.model).seat(deadline) if policy.shared_forward() \
+        else contextlib.nullcontext()
+    with seated:
+        return attribution.attribute(loaded.model, loaded.tokenizer, ids, target, "all", steps=steps,
+                                     deadline=deadline, prompt_tokens=prompt_tokens, progress=progress)
+
+
+def _attribute(key: str, ids: list[int], target: int, *, steps: int, deadline_at: float, prompt_tokens: int,
+               progress) -> attribution.Attribution:
+    """In the engine process: ``attribute`` of the model keyed ``key``, beside the loop's runs (it writes nothing on
+    the model, and the loop's pre-forward hook passes over any thread but the loop's)."""
+    loaded = load(key)
+    return attribution.attribute(loaded.model, loaded.tokenizer, ids, target, "all", steps=steps,
+                                 deadline=deadline_at, prompt_tokens=prompt_tokens, progress=progress)
+
+
+def _key(loaded: LoadedModel) -> str:
+    return state.KEYS.get(loaded.model) or policy.model_key(loaded.name, loaded.dtype)
+
+
+ENGINE_CALLS = {"describe": describe, "attribute": _attribute}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from core.models import LoadedModel
+from core.models import LoadedModel, ModelShape
 
 from conftest import tiny_llama
 
@@ -33,3 +33,22 @@ def _load(key: str) -> LoadedModel:
             raise ValueError(f"no test model {key!r}")
         _LOADED[key] = LoadedModel(model, None, key)
     return _LOADED[key]
+
+
+def _count(n: int, progress) -> int:
+    for i in range(n):
+        progress(i)
+    return n
+
+
+def _fail(words: str, progress) -> None:
+    raise ValueError(words)
+
+
+def _wait(seconds: float, progress) -> None:
+    progress("waiting")
+    time.sleep(seconds)
+
+
+# what the page may ``call`` in the tests' engine
+CALLS = {"describe": lambda key, progress: ModelShape.of(load(key)), "count": _count, "fail": _fail, "wait": _wait}

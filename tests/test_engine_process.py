@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ from test_scheduler import RUNS
 
 @pytest.fixture
 def engine():
-    engine = EngineProcess("engine_models:load", threads=1, warm=("tiny:0",))
+    engine = EngineProcess("engine_models:load", threads=1, warm=("tiny:0",), calls="engine_models:CALLS")
     engine.start()
     yield engine
     engine.close()
@@ -97,3 +98,49 @@ def test_a_run_stuck_past_its_deadline_gets_the_engine_restarted(engine, one_thr
     assert engine.restarts == 1
     again = last(engine.stream("tiny:0", torch.tensor([[1, 5, 9]]), max_new_tokens=5, do_sample=False))
     assert len(again.tokens[0]) == 5
+
+
+# --- calls: what needs the weights and is no run ---------------------------------------------------------------------
+def test_a_call_returns_what_the_engine_function_returns_and_reports_its_progress(engine):
+    told = []
+    assert engine.call("count", 3, progress=told.append) == 3 and told == [0, 1, 2]
+    shape = engine.call("describe", "tiny:0")  # the page's copy of a model: its config and modules, no weights
+    weightless = shape.weightless().model
+    assert {p.device.type for p in weightless.parameters()} == {"meta"}
+    real = tiny_llama(0)
+    assert {n: p.shape for n, p in weightless.named_parameters()} == {n: p.shape for n, p in real.named_parameters()}
+    assert weightless.generation_config.pad_token_id == 0 and weightless.config.vocab_size == real.config.vocab_size
+
+
+def test_a_call_raises_its_error_here(engine):
+    with pytest.raises(ValueError, match="no such thing"):
+        engine.call("fail", "no such thing")
+    with pytest.raises(ValueError, match="no call 'nope'"):
+        engine.call("nope")
+    assert engine.call("count", 1) == 1  # the engine goes on
+
+
+def test_the_engine_dies_mid_call_the_call_says_so_and_the_next_one_works(engine):
+    told = threading.Event()
+    ended = {}
+
+    def waiting():
+        try:
+            engine.call("wait", 60, progress=lambda _: told.set())
+        except EngineStopped as err:
+            ended["err"] = err
+
+    caller = threading.Thread(target=waiting)
+    caller.start()
+    assert told.wait(60)
+    process.kill(engine)
+    caller.join(30)
+    assert "stopped" in str(ended["err"])
+    assert engine.call("count", 2) == 2 and engine.restarts == 1
+
+
+def test_a_call_stuck_past_its_deadline_gets_the_engine_restarted(engine, monkeypatch):
+    monkeypatch.setattr(process, "STUCK_S", 1.0)
+    with pytest.raises(EngineStopped, match="stopped"):
+        engine.call("wait", 60, deadline=time.monotonic() + 1)
+    assert engine.restarts == 1 and engine.call("count", 1) == 1

@@ -337,7 +337,7 @@ def test_main_serves_the_model_named_in_the_environment(tiny_folder, monkeypatch
     threads, switches = [], []
     monkeypatch.setattr(app.torch, "set_num_threads", threads.append)  # decided once, at start-up
     monkeypatch.setattr(app.sys, "setswitchinterval", switches.append)
-    engines = []  # the engine process is started after the page is built, warmed on the startup model
+    engines = []  # the engine process is started first, warmed on the startup model (here: none, the page loads it)
     monkeypatch.setattr(app.engine_host, "start", lambda **kw: engines.append(kw))
     app.main()
     assert engines == [{"warm": (tiny_folder,)}]

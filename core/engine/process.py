@@ -10,6 +10,11 @@ and a run stuck in one C call can be ended the only way there is: by ending the 
   new process starts for the next run; when a run is still held past its deadline and ``STUCK_S`` more, the engine is
   stuck in a call nothing can interrupt: it is killed and restarted the same way.
 
+Besides runs, the page may ``call`` a function the engine names in its ``calls`` table ("module:NAME", a dict of
+name -> function): what needs a model's weights and is no run (a model's description for the page's weightless copy,
+an attribution's gradients), so that the page holds no weights. A call runs in a thread of its own beside the loop;
+what it reports as it goes (``progress``) comes back as it does, then its result.
+
 ``serve`` is the engine's main: a thread reads requests and cancels from the pipe, the loop's thread steps the runs,
 and each run's records go back as they are made. Messages are pickled tuples over a ``multiprocessing`` pipe: both
 ends are this project's own code (``docs/performance.md`` measures it against msgpack). A run's finished trace comes
@@ -91,17 +96,25 @@ class _Sender:
         pass
 
 
-def serve(conn, loader: str, threads: int, exact: bool = True) -> None:
+def _named(path: str | None, default: Any = None) -> Any:
+    """What "module:NAME" names (``default`` for None)."""
+    if path is None:
+        return default
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def serve(conn, loader: str, threads: int, exact: bool = True, calls: str | None = None) -> None:
     """The engine process's main: ``loader`` ("module:function") turns a model key into a ``LoadedModel``; ``exact``:
-    ``EngineLoop``'s."""
+    ``EngineLoop``'s; ``calls`` ("module:NAME"): the functions the page may ``call``, by name."""
     import core
     from core.engine.loop import EngineLoop
     from core.scheduler import aside
     from core.heap import trim_heap
 
     torch.set_num_threads(threads)
-    module, _, name = loader.partition(":")
-    load = getattr(importlib.import_module(module), name)
+    load = _named(loader)
+    callable_ = _named(calls, {})
     loop = EngineLoop(exact=exact)
     lock = threading.Lock()
     cancels: dict[int, threading.Event] = {}
@@ -139,6 +152,15 @@ def serve(conn, loader: str, threads: int, exact: bool = True) -> None:
                     trim_heap()
         return body
 
+    def call(call_id: int, name: str, args: tuple, kwargs: dict) -> None:
+        try:
+            if name not in callable_:
+                raise ValueError(f"the engine has no call {name!r}")
+            result = callable_[name](*args, progress=lambda done: send(("step", call_id, done)), **kwargs)
+            send(("done", call_id, result, None))
+        except BaseException as err:  # noqa: BLE001 - the page raises it where it called
+            send(("error", call_id, _portable(err)))
+
     while True:
         try:
             message = pickle.loads(conn.recv_bytes())
@@ -153,6 +175,8 @@ def serve(conn, loader: str, threads: int, exact: bool = True) -> None:
             cancel = cancels.get(message[1])
             if cancel is not None:
                 cancel.set()
+        elif kind == "call":
+            threading.Thread(target=call, args=message[1:], name=f"engine-call-{message[2]}", daemon=True).start()
         elif kind == "load":  # warm a model before the first run asks for it, the pipe read on meanwhile
             threading.Thread(target=warm, args=(message[1],), daemon=True).start()
 
@@ -169,6 +193,7 @@ class _Held:
     cancel: threading.Event | None  # set from elsewhere: the supervisor passes it on
     steps: list = dataclasses.field(default_factory=list)  # the records so far: the finished trace's steps
     cancelled: bool = False
+    call: bool = False  # a ``call``'s, not a run's: its messages are its progress and its result
 
 
 class EngineProcess:
@@ -176,8 +201,9 @@ class EngineProcess:
     imports to load a model by key; ``threads``: its torch threads; ``warm``: model keys it loads at start; ``exact``:
     whether a batched step keeps every row's solo bits (``EngineLoop``)."""
 
-    def __init__(self, loader: str, threads: int = 1, warm: tuple[str, ...] = (), exact: bool = True):
-        self.loader, self.threads, self.warm, self.exact = loader, threads, tuple(warm), exact
+    def __init__(self, loader: str, threads: int = 1, warm: tuple[str, ...] = (), exact: bool = True,
+                 calls: str | None = None):
+        self.loader, self.threads, self.warm, self.exact, self.calls = loader, threads, tuple(warm), exact, calls
         self._lock = threading.Lock()
         self._held: dict[int, _Held] = {}
         self._ids = itertools.count(1)
@@ -193,7 +219,7 @@ class EngineProcess:
             return
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no page state, no inherited threads
         ours, theirs = context.Pipe()
-        proc = context.Process(target=serve, args=(theirs, self.loader, self.threads, self.exact),
+        proc = context.Process(target=serve, args=(theirs, self.loader, self.threads, self.exact, self.calls),
                                name="decoding-engine", daemon=True)
         proc.start()
         theirs.close()
@@ -286,6 +312,9 @@ class EngineProcess:
                 self._held.pop(run_id, None)
         if run is None:
             return
+        if run.call:  # its progress, then its result or its error
+            run.q.put((kind, message[2]))
+            return
         if kind == "step":
             run.steps.append(message[2])
             run.q.put(("step", message[2]))
@@ -321,15 +350,7 @@ class EngineProcess:
         q: queue.Queue = queue.Queue()
         if ended is not None:
             ended.clear()
-        self._wait_started()
-        with self._lock:
-            self._held[run_id] = _Held(q, deadline, generator, ended, cancel)
-        try:
-            self._send(("run", run_id, request))
-        except (EngineStopped, OSError):  # it died between the two: nothing of this run reached it
-            with self._lock:
-                self._held.pop(run_id, None)
-            raise EngineStopped("the engine process was restarting; run it again") from None
+        self._submit(run_id, _Held(q, deadline, generator, ended, cancel), ("run", run_id, request), "run it again")
 
         def close() -> None:
             with self._lock:
@@ -339,6 +360,47 @@ class EngineProcess:
 
         give_up = deadline + GRACE_S + STUCK_S if deadline is not None else None
         yield from events(q, tokenizer, give_up, close)
+
+    def call(self, name: str, *args, deadline: float | None = None, wait_s: float | None = None,
+             progress: Callable[[Any], None] | None = None, **kwargs) -> Any:
+        """What the engine's function ``name`` returns for ``args`` and ``kwargs`` (its exception raised here),
+        ``progress`` told what it reports meanwhile. ``deadline`` (``time.monotonic()``): as a run's, the engine is
+        restarted when the call is still held ``STUCK_S`` past it (the call then raises ``EngineStopped``); ``wait_s``:
+        how long to wait at most (default: past the deadline as long as a run's stream does, else without end), then
+        ``TimeoutError``."""
+        call_id = next(self._ids)
+        q: queue.Queue = queue.Queue()
+        self._submit(call_id, _Held(q, deadline, None, None, None, call=True), ("call", call_id, name, args, kwargs),
+                     "try again")
+        from ..loop import GRACE_S
+
+        if wait_s is None and deadline is not None:  # a stuck engine is killed first, and the call told so
+            wait_s = deadline + STUCK_S + GRACE_S - time.monotonic()
+        give_up = None if wait_s is None else time.monotonic() + wait_s
+        while True:  # held until its answer comes (``_route``) or the engine ends (``_read``)
+            try:
+                kind, item = q.get(timeout=None if give_up is None else max(give_up - time.monotonic(), 0.0))
+            except queue.Empty:
+                raise TimeoutError(f"the engine did not answer {name!r} in {wait_s:.0f} s") from None
+            if kind == "done":
+                return item
+            if kind == "error":
+                raise item
+            if progress is not None:
+                progress(item)
+
+    def _submit(self, held_id: int, held: _Held, message: tuple, again: str) -> None:
+        """Hold ``held`` under ``held_id`` and send ``message`` once the engine is up; ``EngineStopped`` (saying
+        ``again``) when it died in between, nothing of it having reached the engine."""
+        self._wait_started()
+        with self._lock:
+            self._held[held_id] = held
+        try:
+            self._send(message)
+        except (EngineStopped, OSError):
+            with self._lock:
+                self._held.pop(held_id, None)
+            raise EngineStopped(f"the engine process was restarting; {again}") from None
 
     def _wait_started(self) -> None:
         until = time.monotonic() + START_S

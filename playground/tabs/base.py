@@ -15,7 +15,6 @@ and folder (``playground.session``).
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import time
@@ -33,12 +32,11 @@ from ..figures import candidates
 from ..figures.common import figure_json, is_empty
 from ..figures.tokens import ALTERNATIVES_HEADERS, COLOUR_BY, alternatives_table, tokens_html
 from core import attribution
-from core import scheduler as step_scheduler
 from core.engine.process import EngineStopped
 from core.rng import new_generator
 from core.text import TokenTexts
 
-from .. import engine, persist, policy, session, steering, view_code
+from .. import engine, engine_host, persist, policy, session, steering, view_code
 from ..branches import Branches, Entry, entropy_per_step, pieces, sample_tree, samples
 from ..figures import branches as branch_figures
 from ..figures import funnel
@@ -894,15 +892,9 @@ class TabUI:
             ids, target, prompt_tokens = attribution.step_context(trace, step, row)
             progress(0.0, desc="Attributing")
             deadline = time.monotonic() + self.attribution_seconds()
-            # seated at the model's step scheduler, each of its forwards holds the model lock the runs' batched steps
-            # take: it goes between their steps, never beside one (its backward passes still share the cores)
-            seated = step_scheduler.shared(loaded.model).seat(deadline) if policy.shared_forward() \
-                else contextlib.nullcontext()
-            with seated:
-                result = attribution.attribute(
-                    loaded.model, loaded.tokenizer, ids, target, "all", steps=int(steps or attribution.DEFAULT_STEPS),
-                    deadline=deadline, prompt_tokens=prompt_tokens,
-                    progress=lambda done: progress(done, desc="Attributing"))
+            result = engine_host.attribute(loaded, ids, target, steps=int(steps or attribution.DEFAULT_STEPS),
+                                           deadline=deadline, prompt_tokens=prompt_tokens,
+                                           progress=lambda done: progress(done, desc="Attributing"))
         except TimeoutError as err:
             shown = attribution_figure.message_html(f"{err} ({self.attribution_seconds():.0f} s on this server)")
         except (ValueError, OSError) as err:  # AttributionError is a ValueError, as the model picker's refusals

@@ -1,0 +1,59 @@
+"""The app's engine process (``playground.engine_host``): the page holds no weights, and what needs them goes there.
+The page's model cache loads each model as the engine describes it (on the meta device, with its tokenizer); a run of
+that weightless model is made in the engine and equals the same run here on the real model; an attribution, which
+needs gradients, is made there and equals the one made here."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+import core
+from core import attribution
+from playground import engine_host, policy
+from playground.state import ModelCache
+
+from conftest import tiny_llama
+from test_models import tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-model")
+    tiny_llama(5).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
+def host(folder, monkeypatch):
+    monkeypatch.setenv(policy.ENGINE_PROCESS_ENV, "1")
+    engine = engine_host.start(warm=(folder,), threads=1)
+    yield engine
+    engine.close()
+    engine_host.ENGINE = None
+
+
+def test_the_page_holds_no_weights_and_its_runs_and_attributions_equal_the_real_models(host, folder, one_thread):
+    page = ModelCache(2, loader=engine_host.page_loader()).get(folder)
+    assert {p.device.type for p in page.model.parameters()} == {"meta"}
+    real = core.load_model(folder)
+    ids = torch.tensor([page.tokenizer.encode("w4 w5 w6")])
+    assert ids.tolist() == [real.tokenizer.encode("w4 w5 w6")]
+
+    *_, end = engine_host.stream(page, ids, tokenizer=page.tokenizer, max_new_tokens=6, do_sample=False)
+    here = core.generate(real.model, ids, max_new_tokens=6, do_sample=False)
+    assert torch.equal(end.result.sequences, here.sequences)
+
+    told = []
+    context, target = ids[0].tolist() + end.result.sequences[0, ids.shape[1]:-1].tolist(), int(here.sequences[0, -1])
+    deadline = time.monotonic() + 60
+    there = engine_host.attribute(page, context, target, steps=4, deadline=deadline, prompt_tokens=ids.shape[1],
+                                  progress=told.append)
+    mine = attribution.attribute(real.model, real.tokenizer, context, target, "all", steps=4, deadline=deadline,
+                                 prompt_tokens=ids.shape[1])
+    timeless = dict(elapsed_s=0.0)  # its wall-clock time, which no two calls share
+    assert {**there.to_dict(), **timeless} == {**mine.to_dict(), **timeless}
+    assert told and told[-1] == pytest.approx(1.0)
