@@ -5,10 +5,13 @@ A decode step of a decoder-only model touches a row's numbers in three kinds of 
 
 1. row-wise work (embeddings, norms, rotary, activations): batch-invariant as it is;
 2. the linear layers, the weights every row reads: one read of the weights for all rows is the whole point, but a
-   CPU's BLAS reduces a 1-row product (a matrix-vector kernel) in another order than an n-row one, so the last bits
-   move (``probe`` measures it for the model's dtype and device). Where they do, ``RowExactLinear`` computes every
-   row as its own 1-row product in one ``torch.bmm`` over a tile of the weights small enough to stay in the cache
-   while every row reads it: the bits of the 1-row kernel, the memory traffic of the batched one;
+   CPU's BLAS reduces a product of few rows (a matrix-vector kernel for one, small-matrix kernels for a few) in
+   another order than a product of many, so the last bits move. ``probe`` measures, for the model's dtype and device,
+   from how many rows on a product's rows keep their bits whatever the rows around them (``Linears.shared_from``).
+   ``RowExactLinear`` then computes the runs of that many rows or more in one plain product; every 1-row run as its
+   own 1-row product, all of them in one ``torch.bmm`` over a tile of the weights small enough to stay in the cache
+   while every row reads it (the bits of the 1-row kernel, the memory traffic of the batched one); and any other run
+   as its own product, which is what its solo step computes;
 3. attention, each row against its own run's KV cache: ``SegmentedCache`` appends each run's new keys and values to
    that run's own ``DynamicCache`` (as its solo step would) and hands the attention the runs as ``Segments``; the
    attention (transformers' ``sdpa`` entry, wrapped once by ``install_segmented_attention``) then runs each run's
@@ -22,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -57,15 +61,49 @@ def row_exact_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return out + bias if bias is not None else out
 
 
+@dataclass(frozen=True)
+class Linears:
+    """How rows of several runs may share a linear layer and keep every row's solo bits (``probe``'s answer).
+    ``shared_from``: runs of at least this many rows share one plain product (1: every run, the product is row-invariant
+    here); None: no run does. ``single_rows``: the 1-row runs share ``row_exact_linear``'s pass. False when no rows
+    may share a forward at all."""
+
+    shared_from: int | None
+    single_rows: bool
+
+    def __bool__(self) -> bool:
+        return self.shared_from is not None or self.single_rows
+
+    @property
+    def plain(self) -> bool:
+        """One plain ``F.linear`` over every row of the step."""
+        return self.shared_from == 1
+
+
+PLAIN = Linears(1, True)  # every product row-invariant (oneDNN's bfloat16 kernels), or solo bits given up
+SEPARATE = Linears(None, False)  # rows of several runs never share a forward
+
+
 class RowExactLinear(TorchFunctionMode):
     """Within it (on this thread), every ``F.linear`` over the rows of a batched step [B, 1, K] computes each run's
-    rows as the run's own step does: a 1-row run's row by ``row_exact_linear`` (all such rows in one pass over the
-    weights), a run of b > 1 rows by ``F.linear`` of its b rows (the b-row kernel its solo step uses)."""
+    rows as the run's own step does (``linears``: ``probe``'s answer; ``sizes``: each run's rows, in order): the runs
+    of ``linears.shared_from`` rows or more in one plain product, the 1-row runs by ``row_exact_linear`` in one pass
+    over the weights, any other run by ``F.linear`` of its own rows (the kernel its solo step uses)."""
 
-    def __init__(self, sizes: list[int]):
+    def __init__(self, sizes: list[int], linears: Linears):
         super().__init__()
-        self.sizes = sizes
-        self.total = sum(sizes)
+        self.sizes, self.total = sizes, sum(sizes)
+        starts = list(itertools.accumulate([0, *sizes[:-1]]))
+        shared_from = linears.shared_from or self.total + 1
+        self.shared = self._rows([(a, n) for a, n in zip(starts, sizes) if n >= shared_from])
+        singles = [(a, n) for a, n in zip(starts, sizes) if n == 1 < shared_from and linears.single_rows]
+        self.singles = self._rows(singles)
+        self.alone = [slice(a, a + n) for a, n in zip(starts, sizes) if n < shared_from and (a, n) not in singles]
+
+    @staticmethod
+    def _rows(runs: list[tuple[int, int]]) -> torch.Tensor | None:
+        """The rows of ``runs`` ((first row, rows) each) as one index, None for no run."""
+        return torch.tensor([a + i for a, n in runs for i in range(n)]) if runs else None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -73,43 +111,55 @@ class RowExactLinear(TorchFunctionMode):
             x = args[0]
             weight = args[1] if len(args) > 1 else kwargs["weight"]
             bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            if all(size == 1 for size in self.sizes):
+            if self.singles is not None and self.shared is None and not self.alone:
                 return row_exact_linear(x, weight, bias)
-            pieces, start, singles_from = [], 0, None  # consecutive 1-row runs share one pass
-            for size in self.sizes:
-                if size == 1:
-                    singles_from = start if singles_from is None else singles_from
-                else:
-                    if singles_from is not None:
-                        pieces.append(row_exact_linear(x[singles_from:start], weight, bias))
-                        singles_from = None
-                    pieces.append(F.linear(x[start:start + size], weight, bias))
-                start += size
-            if singles_from is not None:
-                pieces.append(row_exact_linear(x[singles_from:start], weight, bias))
-            return torch.cat(pieces, dim=0)
+            out = x.new_empty(*x.shape[:-1], weight.shape[0])
+            if self.shared is not None:
+                out[self.shared] = F.linear(x[self.shared], weight, bias)
+            if self.singles is not None:
+                out[self.singles] = row_exact_linear(x[self.singles], weight, bias)
+            for rows in self.alone:
+                out[rows] = F.linear(x[rows], weight, bias)
+            return out
         return func(*args, **kwargs)
 
 
-def probe(model) -> str:
-    """How a step may join rows of several runs on ``model`` and keep each row's bits: "native" (its dtype's
-    ``F.linear`` is already row-invariant here: oneDNN's bfloat16 kernels on a CPU), "rows" (``RowExactLinear``
-    matches the 1-row kernel), "" (neither: rows run one run at a time). Checked on a random product of the model's
-    own hidden size, dtype and device, a few row counts."""
-    config = model.config.get_text_config()
-    k = int(getattr(config, "hidden_size", 0) or 0)
-    if k <= 0:
-        return ""
+PROBE_ROWS = 16  # products of up to this many rows are checked at a few offsets in a bigger one, and a few bigger
+SHARED_FROM_MAX = 8  # runs of more rows than this never share a product: fewer kept bits would be a chance finding
+
+
+def probe(model) -> Linears:
+    """How a step may join rows of several runs on ``model`` and keep each row's bits (``Linears``), checked on each
+    shape of the model's own linear layers (their weights, dtype and device, and this thread's torch threads), since
+    a BLAS picks its kernels and tiles by shape: from how many rows on a product's rows equal the same rows in any
+    bigger product (``shared_from``; 1 for "every product": oneDNN's bfloat16 kernels on a CPU), and whether
+    ``row_exact_linear`` matches the 1-row kernel."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not layers or any(type(m.weight) not in (torch.Tensor, torch.nn.Parameter) for m in layers):
+        return SEPARATE  # no linear layer, or quantized ones: nothing to vouch for
+    weights = {tuple(m.weight.shape): m.weight for m in layers}  # one weight per shape
+    answers = [_probe_weight(w) for w in weights.values()]
+    if all(a.plain for a in answers):
+        return PLAIN
+    shared = [a.shared_from for a in answers]
+    return Linears(None if None in shared else max(shared), all(a.single_rows for a in answers))
+
+
+def _probe_weight(weight: torch.Tensor) -> Linears:
+    """``probe`` on one weight [N, K], with random rows."""
     gen = torch.Generator().manual_seed(0)
-    weight = (torch.randn(1024, k, generator=gen) * k ** -0.5).to(device=model.device, dtype=model.dtype)
-    x = torch.randn(16, k, generator=gen).to(device=model.device, dtype=model.dtype)
+    x = torch.randn(4 * PROBE_ROWS, weight.shape[1], generator=gen).to(device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
-        solo = torch.cat([F.linear(x[r:r + 1], weight) for r in range(16)])
-        if all(torch.equal(F.linear(x[:m], weight), solo[:m]) for m in (2, 3, 8, 16)):
-            return "native"
-        if all(torch.equal(row_exact_linear(x[:m], weight), solo[:m]) for m in (2, 3, 8, 16)):
-            return "rows"
-    return ""
+        whole = F.linear(x, weight)
+        sizes = [*range(1, PROBE_ROWS + 1), 2 * PROBE_ROWS, 3 * PROBE_ROWS - 1]
+        keeps = [all(torch.equal(F.linear(x[a:a + m], weight), whole[a:a + m]) for a in (0, 1, 5, PROBE_ROWS))
+                 for m in sizes]  # keeps[i]: a product of sizes[i] rows keeps its rows' bits
+        shared_from = next((m for i, m in enumerate(sizes) if m <= SHARED_FROM_MAX and all(keeps[i:])), None)
+        if shared_from == 1:
+            return PLAIN
+        solo = torch.cat([F.linear(x[r:r + 1], weight) for r in range(8)])
+        single_rows = all(torch.equal(row_exact_linear(x[:m], weight), solo[:m]) for m in (2, 3, 8))
+    return Linears(shared_from, single_rows)
 
 
 # --- 3. attention ----------------------------------------------------------------------------------------------
@@ -204,7 +254,7 @@ def solo_mask(model, model_inputs: dict):
                               position_ids=model_inputs["position_ids"])
 
 
-def batched_forward(model, steps: list[dict], linears: str) -> list:
+def batched_forward(model, steps: list[dict], linears: Linears) -> list:
     """One forward for the decode steps ``steps`` (each a run's ``prepare_inputs_for_generation`` output, all
     ``batchable``, the same ``output_hidden_states``); returns each run's outputs as its solo forward would
     (logits [b, 1, V], its own cache, hidden states when asked). ``linears``: ``probe``'s answer."""
@@ -219,7 +269,7 @@ def batched_forward(model, steps: list[dict], linears: str) -> list:
     hidden = bool(steps[0].get("output_hidden_states"))
     # a 4D mask is taken as prepared (create_causal_mask returns it as is); the segments carry the real ones
     placeholder = torch.ones(input_ids.shape[0], 1, 1, 1, dtype=torch.bool, device=input_ids.device)
-    exact = RowExactLinear(sizes) if linears == "rows" else contextlib.nullcontext()
+    exact = contextlib.nullcontext() if linears.plain else RowExactLinear(sizes, linears)
     with exact:
         outputs = model(input_ids=input_ids, position_ids=position_ids, cache=cache, attention_mask=placeholder,
                         use_cache=True, logits_to_keep=1, output_hidden_states=hidden, return_dict=True)

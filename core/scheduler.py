@@ -97,7 +97,7 @@ class StepScheduler:
 
     def __init__(self, model, *, gather_s: float = 0.25, idle_s: float = 30.0, max_rows: int = MAX_ROWS):
         self._model = weakref.ref(model)  # the model owns its scheduler (through the hooks), not the other way round
-        self.linears = batching.probe(model)  # "native", "rows" or "": how rows of several runs may share a forward
+        self.linears = batching.probe(model)  # how rows of several runs may share a forward
         self.gather_s, self.idle_s, self.max_rows = gather_s, idle_s, max_rows
         self.stats = Stats()
         self._cond = threading.Condition()
@@ -238,7 +238,7 @@ class StepScheduler:
             hook.remove()
 
 
-def forward_steps(model, linears: str, steps: list[dict], max_rows: int = MAX_ROWS, stats: Stats | None = None) -> list:
+def forward_steps(model, linears: batching.Linears, steps: list[dict], max_rows: int = MAX_ROWS, stats: Stats | None = None) -> list:
     """The outputs of each decode step of ``steps`` (each a run's ``prepare_inputs_for_generation`` output), in order;
     an exception in place of a step whose forward failed. The ``batching.batchable`` steps run as one forward
     (``batching.batched_forward``, split at ``max_rows`` rows, grouped by ``output_hidden_states``) where ``linears``

@@ -125,7 +125,7 @@ def test_a_run_that_fails_ends_alone(one_thread):
 def test_plain_batching_is_asked_for_and_runs(one_thread):
     model = tiny_llama(0)
     loop = EngineLoop(exact=False)
-    assert loop.lane(model).linears == "native"  # plain F.linear over every row, solo bits or not
+    assert loop.lane(model).linears.plain  # plain F.linear over every row, solo bits or not
     outs = [core.stream(model, torch.tensor([[1, 5 + i]]), max_new_tokens=6, do_sample=False, engine=loop)
             for i in range(3)]
     assert all(len(list(o)[-1].result.sequences[0]) == 8 for o in outs)

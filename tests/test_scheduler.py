@@ -69,7 +69,7 @@ def test_runs_through_the_scheduler_equal_the_same_runs_alone(one_thread, dtype)
     model = tiny_llama(0, dtype=dtype)
     solo = [run(model, *r) for r in RUNS]
     scheduler = StepScheduler(model)
-    assert scheduler.linears in ("native", "rows")  # this machine batches runs in both dtypes
+    assert scheduler.linears  # this machine batches runs in both dtypes
     shared = concurrently(model, scheduler, RUNS, delays=[0.0, 0.0, 0.02, 0.05, 0.01, 0.08, 0.03, 0.0])
     for i, (a, b) in enumerate(zip(solo, shared)):
         assert a[0] == b[0], f"run {i}: {RUNS[i][0]} tokens differ under load"
@@ -163,3 +163,22 @@ def test_row_exact_linear_keeps_the_bits_of_the_one_row_product():
     x = torch.randn(7, 1, 64, generator=gen)
     solo = torch.cat([torch.nn.functional.linear(x[r], weight)[None] for r in range(7)])
     assert torch.equal(batching.row_exact_linear(x, weight), solo)  # tiles of 256+ rows of the weight
+
+
+@pytest.mark.parametrize("k", [64, 576])
+def test_a_batched_linear_keeps_every_runs_bits_whatever_its_rows(k):
+    """Runs of 1, 2, 3, 4 and 5 rows side by side: each run's rows are what ``F.linear`` of its rows alone makes (its
+    solo step's product), whichever kernel ``probe`` lets them share."""
+    gen = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(k, 3000)
+    weight, bias = layer.weight.detach(), layer.bias.detach()
+    linears = batching.probe(layer)  # its own shape: a BLAS picks kernels and tiles by shape
+    assert linears  # this machine batches float32 rows
+    sizes = [1, 3, 4, 1, 5, 2, 1, 4]
+    x = torch.randn(sum(sizes), 1, k, generator=gen)
+    with batching.RowExactLinear(sizes, linears):
+        batched = torch.nn.functional.linear(x, weight, bias)
+    start = 0
+    for size in sizes:
+        assert torch.equal(batched[start:start + size], torch.nn.functional.linear(x[start:start + size], weight, bias))
+        start += size

@@ -85,7 +85,7 @@ class Lane:
     def __init__(self, loop: "EngineLoop", model):
         self.loop = loop
         self._model = weakref.ref(model)
-        self.linears = batching.probe(model) if loop.exact else "native"
+        self.linears = batching.probe(model) if loop.exact else batching.PLAIN
         self.stats = steps_scheduler.Stats()
         self._hook = model.register_forward_pre_hook(self._turn_before_forward)
 
@@ -133,6 +133,11 @@ class EngineLoop:
             if lane is None:
                 lane = self._lanes[model] = Lane(self, model)
             return lane
+
+    def known(self, model) -> Lane | None:
+        """``model``'s lane if it has one already (``lane`` makes one: ``batching.probe`` takes a second or two)."""
+        with self._lanes_lock:
+            return self._lanes.get(model)
 
     def start(self, body: Callable[[], Any]) -> None:
         """Run ``body()`` as one of the loop's runs, from the next pass on. ``body`` handles its own errors: one that

@@ -138,10 +138,12 @@ def serve(conn, loader: str, threads: int, exact: bool = True, calls: str | None
                             for k, v in request.settings.items()}
                 generator = rng.rebuilt(request.states, request.many)
                 mask = torch.tensor(request.attention_mask) if request.attention_mask is not None else None
+                # a model's first lane probes its kernels (a second or two): beside the loop, as a load
+                lane = loop.known(loaded.model) or aside(lambda: loop.lane(loaded.model))
                 result = core.generate(loaded.model, torch.tensor(request.input_ids), attention_mask=mask,
                                        tokenizer=loaded.tokenizer, recorder=_Sender(send, run_id, request),
                                        cancel=cancel, deadline=request.deadline, generator=generator,
-                                       scheduler=loop.lane(loaded.model), **settings)
+                                       scheduler=lane, **settings)
                 trace = dataclasses.replace(result.trace, steps=[]) if result.trace is not None else None
                 send(("done", run_id, dataclasses.replace(result, trace=trace), rng.states(generator)))
             except BaseException as err:  # noqa: BLE001 - the page raises it in the run's stream
