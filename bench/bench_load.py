@@ -46,7 +46,7 @@ PROMPT = "Write one sentence about the sea."
 TABS = {  # the seeded tabs (and greedy), with settings that keep each run's length fixed by max_new_tokens
     "greedy": dict(),
     "sampling": dict(temperature=1.0, top_k=50, top_p=0.95),
-    "beam_sample": dict(num_beams=3, temperature=1.0, top_k=50),
+    "beam_sample": dict(num_beams=4, temperature=1.0, top_k=50),  # the tab's own num_beams
 }
 SEEDS = (0, 1, 2, 3)
 TOKENS_RE = re.compile(r"\): (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s")
