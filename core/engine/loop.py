@@ -8,10 +8,12 @@ pass of the loop (``_pass``) is:
 2. resume every run that is not waiting, each until it
    a. hands in its next decode step (``LoopSeat.step``, which ``core.strategies.steps.Forward`` calls for a seated
       run): it waits for 3.;
-   b. is about to make a model call of its own (a prefill chunk, contrastive search's candidates, an assisted
-      verification, a step ``batching.batchable`` refuses: the pre-forward hook ``_turn_before_forward`` hands the
-      turn back first), or waits on something outside (``scheduler.aside``: a grammar compile, a model's load): it
-      goes on in the next pass, so every run advances by one forward a pass and a long prefill never holds the others;
+   b. is about to make a second model call of its own in this pass (a prefill chunk, contrastive search's candidates,
+      an assisted verification, a step ``batching.batchable`` refuses: the pre-forward hook ``_turn_before_forward``
+      hands the turn back first), or waits on something outside (``scheduler.aside``: a grammar compile, a model's
+      load): it goes on in the next pass, so every run makes at most one forward of its own a pass and a long prefill
+      never holds the others, while a new run's first prefill chunk runs in the pass it starts in (its first token
+      one pass sooner);
    c. ends;
 3. one forward per model for every step handed in (``scheduler.forward_steps``: batched, every row keeping the bits
    of its solo step), each run getting its outputs when 2. resumes it next.
@@ -54,6 +56,7 @@ class _Run:
     step: dict | None = None  # the decode step handed in (``prepare_inputs_for_generation``'s output)
     lane: "Lane | None" = None  # the model the step is for
     result: Any = None  # the step's outputs (or its exception), handed over when the run is resumed
+    forwarded: bool = False  # made a forward of its own in this pass
 
 
 class LoopSeat:
@@ -95,8 +98,11 @@ class Lane:
 
     def _turn_before_forward(self, module, args):
         run = self.loop._current()
-        if run is not None and not rng.lending():
+        if run is None or rng.lending():
+            return
+        if run.forwarded:  # one forward of its own a pass: the others go first
             self.loop._main.switch()  # back in the next pass
+        run.forwarded = True
 
     @contextlib.contextmanager
     def seat(self, deadline: float | None = None) -> Iterator[LoopSeat]:
@@ -179,6 +185,7 @@ class EngineLoop:
         """2. resume every run not waiting for a forward; 3. one forward per model for the steps handed in."""
         handed: dict[Lane, list[_Run]] = {}
         for run in list(self._runs):
+            run.forwarded = False
             self._resume(run)
             if run.greenlet.dead:
                 self._runs.remove(run)
