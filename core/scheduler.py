@@ -238,7 +238,8 @@ class StepScheduler:
             hook.remove()
 
 
-def forward_steps(model, linears: batching.Linears, steps: list[dict], max_rows: int = MAX_ROWS, stats: Stats | None = None) -> list:
+def forward_steps(model, linears: batching.Linears, steps: list[dict], max_rows: int = MAX_ROWS,
+                  stats: Stats | None = None) -> list:
     """The outputs of each decode step of ``steps`` (each a run's ``prepare_inputs_for_generation`` output), in order;
     an exception in place of a step whose forward failed. The ``batching.batchable`` steps run as one forward
     (``batching.batched_forward``, split at ``max_rows`` rows, grouped by ``output_hidden_states``) where ``linears``
