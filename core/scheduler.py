@@ -25,6 +25,7 @@ deadline), and a worker that died fails the steps waiting on it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import time
 import weakref
@@ -323,12 +324,14 @@ class Late(TimeoutError):
 def aside(work: Callable[[], Any], deadline: float | None = None, name: str = "aside") -> Any:
     """``work()`` in a thread of its own, its result or its error here; the caller waits until it ends or until
     ``deadline`` (``time.monotonic()``; then ``Late``). A run of ``core.engine.loop`` passes its turns meanwhile
-    (``pass_turn``), so a wait of seconds (a model's load, a grammar's compile) never stalls the loop's other runs."""
+    (``pass_turn``), so a wait of seconds (a model's load, a grammar's compile) never stalls the loop's other runs.
+    ``work`` runs in a copy of the caller's context (its ``ContextVar``s: a model cache's lease being taken, ...)."""
     box: dict[str, Any] = {}
+    context = contextvars.copy_context()
 
     def run() -> None:
         try:
-            box["value"] = work()
+            box["value"] = context.run(work)
         except BaseException as err:  # noqa: BLE001 - raised in the caller below
             box["error"] = err
 

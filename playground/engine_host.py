@@ -15,6 +15,7 @@ session's.
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Callable, Iterator
 
 import torch
@@ -29,28 +30,59 @@ from . import policy, state, zerogpu
 
 LOADER = "playground.engine_host:load"
 CALLS = "playground.engine_host:ENGINE_CALLS"
+LEASE = "playground.engine_host:lease"
 DESCRIBE_WAIT_S = 900.0  # how long the page waits for the engine to load a model it asks about (downloads included)
 ENGINE: EngineProcess | None = None
 _MODELS: state.ModelCache | None = None  # the engine process's own cache
+_MODELS_LOCK = threading.Lock()
 
 
 def start(warm: tuple[str, ...] = (), threads: int | None = None) -> EngineProcess | None:
-    """Start the engine process when the policy says so (and not on ZeroGPU); ``warm``: model keys it loads first."""
+    """Start the engine process when the policy says so (and not on ZeroGPU); ``warm``: model keys it loads first and
+    keeps, as the page's cache keeps its pinned startup model."""
     global ENGINE
     if not policy.engine_process() or zerogpu.on_zerogpu():
         return None
-    ENGINE = EngineProcess(LOADER, threads=policy.torch_threads() if threads is None else threads, warm=warm,
-                           exact=policy.exact_batch(), calls=CALLS)
+    ENGINE = EngineProcess(LOADER, threads=policy.torch_threads() if threads is None else threads,
+                           exact=policy.exact_batch(), calls=CALLS, lease=LEASE)
     ENGINE.start()
+    for key in warm:  # the page goes on building meanwhile; its first description of the model waits for the load
+        threading.Thread(target=_pin, args=(key,), name="engine-warm", daemon=True).start()
     return ENGINE
 
 
-def load(key: str) -> LoadedModel:
-    """In the engine process: the model keyed ``key``, loaded as the page loads it."""
+def _pin(key: str) -> None:
+    try:
+        ENGINE.call("pin", key, wait_s=DESCRIBE_WAIT_S)
+    except Exception:  # noqa: BLE001 - the page's own load of it says what went wrong
+        pass
+
+
+# --- in the engine process -----------------------------------------------------------------------------------------
+def _models() -> state.ModelCache:
     global _MODELS
-    if _MODELS is None:
-        _MODELS = state.ModelCache(policy.max_models())
-    return policy.load(_MODELS, key, "model")
+    with _MODELS_LOCK:  # the first run and the first call may ask at once
+        if _MODELS is None:
+            _MODELS = state.ModelCache(policy.max_models())
+        return _MODELS
+
+
+def load(key: str) -> LoadedModel:
+    """In the engine process: the model keyed ``key``, loaded as the page loads it (joining the lease being taken)."""
+    return policy.load(_models(), key, "model")
+
+
+@contextlib.contextmanager
+def lease() -> Iterator[None]:
+    """In the engine process: what a run or a call is made in; the models it loads stay loaded until it ends."""
+    with _models().lease() as held, held.taking():
+        yield
+
+
+def pin(key: str, progress=None) -> None:
+    """In the engine process: load ``key`` and keep it loaded whatever else is (the startup model)."""
+    load(key)
+    _models().pin(key)
 
 
 def stream(loaded: LoadedModel, input_ids, **kwargs) -> Iterator:
@@ -107,4 +139,10 @@ def _key(loaded: LoadedModel) -> str:
     return state.KEYS.get(loaded.model) or policy.model_key(loaded.name, loaded.dtype)
 
 
-ENGINE_CALLS = {"describe": describe, "attribute": _attribute}
+def models(progress=None) -> dict:
+    """In the engine process: its cache's models, those runs hold now and the pinned one."""
+    cache = _models()
+    return {"loaded": cache.loaded(), "in_use": cache.in_use(), "pinned": cache.pinned}
+
+
+ENGINE_CALLS = {"describe": describe, "attribute": _attribute, "pin": pin, "models": models}

@@ -1,7 +1,8 @@
 """The app's engine process (``playground.engine_host``): the page holds no weights, and what needs them goes there.
 The page's model cache loads each model as the engine describes it (on the meta device, with its tokenizer); a run of
 that weightless model is made in the engine and equals the same run here on the real model; an attribution, which
-needs gradients, is made there and equals the one made here."""
+needs gradients, is made there and equals the one made here. The engine's own cache keeps the startup model, and a
+model a run uses stays loaded until the run ends."""
 
 from __future__ import annotations
 
@@ -57,3 +58,18 @@ def test_the_page_holds_no_weights_and_its_runs_and_attributions_equal_the_real_
     timeless = dict(elapsed_s=0.0)  # its wall-clock time, which no two calls share
     assert {**there.to_dict(), **timeless} == {**mine.to_dict(), **timeless}
     assert told and told[-1] == pytest.approx(1.0)
+
+
+def test_the_engine_keeps_the_startup_model_and_every_model_a_run_uses(host, folder, one_thread):
+    deadline = time.monotonic() + 120
+    while host.call("models")["pinned"] != folder and time.monotonic() < deadline:  # the warm-up pins it
+        time.sleep(0.2)
+    assert host.call("models") == {"loaded": [folder], "in_use": {}, "pinned": folder}
+    page = ModelCache(2, loader=engine_host.page_loader()).get(folder)
+    events = engine_host.stream(page, torch.tensor([[4, 5, 6]]), max_new_tokens=200, do_sample=False)
+    next(events)
+    assert host.call("models")["in_use"] == {folder: 1}  # the run's lease
+    events.close()
+    while host.call("models")["in_use"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert host.call("models")["in_use"] == {}

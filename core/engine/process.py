@@ -23,6 +23,7 @@ back without its steps, which the page already holds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import itertools
@@ -104,9 +105,12 @@ def _named(path: str | None, default: Any = None) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def serve(conn, loader: str, threads: int, exact: bool = True, calls: str | None = None) -> None:
+def serve(conn, loader: str, threads: int, exact: bool = True, calls: str | None = None,
+          lease: str | None = None) -> None:
     """The engine process's main: ``loader`` ("module:function") turns a model key into a ``LoadedModel``; ``exact``:
-    ``EngineLoop``'s; ``calls`` ("module:NAME"): the functions the page may ``call``, by name."""
+    ``EngineLoop``'s; ``calls`` ("module:NAME"): the functions the page may ``call``, by name; ``lease``
+    ("module:function"): a context manager each run and call is made in, holding the models it loads (a model cache's
+    lease: none of them is evicted while it runs)."""
     import core
     from core.engine.loop import EngineLoop
     from core.scheduler import aside
@@ -115,6 +119,7 @@ def serve(conn, loader: str, threads: int, exact: bool = True, calls: str | None
     torch.set_num_threads(threads)
     load = _named(loader)
     callable_ = _named(calls, {})
+    hold = _named(lease, contextlib.nullcontext)
     loop = EngineLoop(exact=exact)
     lock = threading.Lock()
     cancels: dict[int, threading.Event] = {}
@@ -133,19 +138,8 @@ def serve(conn, loader: str, threads: int, exact: bool = True, calls: str | None
     def run(run_id: int, request: Request, cancel: threading.Event) -> Callable[[], None]:
         def body() -> None:
             try:
-                loaded = aside(lambda: load(request.model))  # a first load takes seconds: the others go on
-                settings = {k: aside(lambda key=v.key: load(key)).model if isinstance(v, ModelRef) else v
-                            for k, v in request.settings.items()}
-                generator = rng.rebuilt(request.states, request.many)
-                mask = torch.tensor(request.attention_mask) if request.attention_mask is not None else None
-                # a model's first lane probes its kernels (a second or two): beside the loop, as a load
-                lane = loop.known(loaded.model) or aside(lambda: loop.lane(loaded.model))
-                result = core.generate(loaded.model, torch.tensor(request.input_ids), attention_mask=mask,
-                                       tokenizer=loaded.tokenizer, recorder=_Sender(send, run_id, request),
-                                       cancel=cancel, deadline=request.deadline, generator=generator,
-                                       scheduler=lane, **settings)
-                trace = dataclasses.replace(result.trace, steps=[]) if result.trace is not None else None
-                send(("done", run_id, dataclasses.replace(result, trace=trace), rng.states(generator)))
+                with hold():
+                    generated(run_id, request, cancel)
             except BaseException as err:  # noqa: BLE001 - the page raises it in the run's stream
                 send(("error", run_id, _portable(err)))
             finally:
@@ -154,11 +148,26 @@ def serve(conn, loader: str, threads: int, exact: bool = True, calls: str | None
                     trim_heap()
         return body
 
+    def generated(run_id: int, request: Request, cancel: threading.Event) -> None:
+        loaded = aside(lambda: load(request.model))  # a first load takes seconds: the others go on
+        settings = {k: aside(lambda key=v.key: load(key)).model if isinstance(v, ModelRef) else v
+                    for k, v in request.settings.items()}
+        generator = rng.rebuilt(request.states, request.many)
+        mask = torch.tensor(request.attention_mask) if request.attention_mask is not None else None
+        # a model's first lane probes its kernels (a second or two): beside the loop, as a load
+        lane = loop.known(loaded.model) or aside(lambda: loop.lane(loaded.model))
+        result = core.generate(loaded.model, torch.tensor(request.input_ids), attention_mask=mask,
+                               tokenizer=loaded.tokenizer, recorder=_Sender(send, run_id, request), cancel=cancel,
+                               deadline=request.deadline, generator=generator, scheduler=lane, **settings)
+        trace = dataclasses.replace(result.trace, steps=[]) if result.trace is not None else None
+        send(("done", run_id, dataclasses.replace(result, trace=trace), rng.states(generator)))
+
     def call(call_id: int, name: str, args: tuple, kwargs: dict) -> None:
         try:
             if name not in callable_:
                 raise ValueError(f"the engine has no call {name!r}")
-            result = callable_[name](*args, progress=lambda done: send(("step", call_id, done)), **kwargs)
+            with hold():
+                result = callable_[name](*args, progress=lambda done: send(("step", call_id, done)), **kwargs)
             send(("done", call_id, result, None))
         except BaseException as err:  # noqa: BLE001 - the page raises it where it called
             send(("error", call_id, _portable(err)))
@@ -201,11 +210,12 @@ class _Held:
 class EngineProcess:
     """The page's handle on the engine process (see the module docstring). ``loader``: "module:function" the engine
     imports to load a model by key; ``threads``: its torch threads; ``warm``: model keys it loads at start; ``exact``:
-    whether a batched step keeps every row's solo bits (``EngineLoop``)."""
+    whether a batched step keeps every row's solo bits (``EngineLoop``); ``calls`` and ``lease``: ``serve``'s."""
 
     def __init__(self, loader: str, threads: int = 1, warm: tuple[str, ...] = (), exact: bool = True,
-                 calls: str | None = None):
-        self.loader, self.threads, self.warm, self.exact, self.calls = loader, threads, tuple(warm), exact, calls
+                 calls: str | None = None, lease: str | None = None):
+        self.loader, self.threads, self.warm, self.exact = loader, threads, tuple(warm), exact
+        self.calls, self.lease = calls, lease
         self._lock = threading.Lock()
         self._held: dict[int, _Held] = {}
         self._ids = itertools.count(1)
@@ -221,8 +231,8 @@ class EngineProcess:
             return
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no page state, no inherited threads
         ours, theirs = context.Pipe()
-        proc = context.Process(target=serve, args=(theirs, self.loader, self.threads, self.exact, self.calls),
-                               name="decoding-engine", daemon=True)
+        proc = context.Process(target=serve, name="decoding-engine", daemon=True,
+                               args=(theirs, self.loader, self.threads, self.exact, self.calls, self.lease))
         proc.start()
         theirs.close()
         with self._lock:
