@@ -174,13 +174,13 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
     (``deadline``: a ``time.monotonic()`` time instead, e.g. counted from a request's arrival), preparation and
     prefill included: it then ends with what it has, like a cancel (``GenerationResult.stopped`` says which).
     ``limits`` (``core.limits.Limits``) bounds what the request may ask for before anything is built from it. The
-    assistant fields
-    (``num_assistant_tokens``, its schedule, ``assistant_confidence_threshold``) apply to this run's assistant
-    only; transformers 5.x would read them from the assistant's own ``generation_config``, which stays as it is.
+    assistant fields (``num_assistant_tokens``, its schedule, ``assistant_confidence_threshold``) apply to this run's
+    assistant only; transformers 5.x would read them from the assistant's own ``generation_config``, which stays as
+    it is.
 
     ``scheduler`` (``core.scheduler.shared(model)``): the run takes a seat there, so that its decode steps share one
     forward with every other seated run's (each row keeps the bits of its solo step) and its other model calls
-    never run beside another forward."""
+    never run beside another forward. The steps, in order, are the module docstring's pipeline."""
     if deadline is None and max_seconds is not None:
         deadline = time.monotonic() + max_seconds
     call = prepare_call(model, input_ids, generation_config, kwargs, attention_mask=attention_mask, recorder=recorder,
