@@ -1,48 +1,45 @@
-"""Shared plumbing: ``generate`` and ``stream``, and the per-generation context strategies report through.
+"""Shared plumbing: ``generate`` and ``stream``, and the run handle strategies get (``RunContext``).
 
 Tensor shape legend used in comments throughout ``core/``:
 B batch (rows after expansion), K beams or candidates, S sequence, V vocabulary, L layers, H hidden size.
 
 Pipeline of ``generate``:
-1. checks that need the raw call (empty prompt, stop strings, assistant tokenizers);
-2. ``model.generate(custom_generate=<dispatch>)``: transformers prepares inputs, expands rows for
-   beams / return sequences, builds its own logits processors, stopping criteria and KV cache, then
-   hands them to ``dispatch``;
-3. ``dispatch`` validates the final config (``core.config``), adds the community samplers and the grammar to
-   transformers' processors in the order of ``core.chain`` (``sampler_order`` reorders them), looks the strategy
-   up in the registry and runs it with a ``RunContext``; the context records steps, streams tokens and honours
-   cancel.
-
-Before 2, ``core.requests.prepare`` moves the core's own fields into the config, turns words into token ids and
-heals the prompt's last token (``token_healing``).
+1. ``prepare_call``: the checks that need the raw call (the prompt, the recorder, the limits, the assistant, stop
+   strings), then ``core.requests.prepare``, which moves the core's own fields into the config, turns words into token
+   ids and heals the prompt's last token (``token_healing``);
+2. the run's handle (``RunContext``) and its observer (``core.observe``: ``Recording`` with a recorder, else the null
+   ``Observer``);
+3. ``model.generate(custom_generate=dispatch)``: transformers prepares inputs, expands rows for beams / return
+   sequences, builds its own logits processors, stopping criteria and KV cache, then hands them to ``dispatch``, which
+   validates the final config (``core.config``), adds the community samplers and the grammar to transformers'
+   processors in the order of ``core.chain`` (``sampler_order`` reorders them), looks the strategy up in the registry
+   and runs it; the strategy reports its steps and tokens to the observer, and the handle's cancel and deadline stop it;
+4. the observer's ``Trace`` (none without a recorder).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import queue
 import threading
 import time
-import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.stopping_criteria import StopStringCriteria
 
-from . import chain, requests, watermark
+from . import chain, requests
 from . import config as config_checks
-from . import lens
 from . import limits as bounds
 from .limits import Limits
-from .records import (Candidate, CacheInfo, Origin, ProcessorEffect, Recorder, RowStep, StepRecord, Trace, WatchedToken,
-                      check_recorder, check_watch, watched_ids)
+from .observe import Observer, Recording
+from .records import Origin, Recorder, StepRecord, Trace, check_recorder, check_watch, watched_ids
 from .rng import global_generator
 from .scheduler import StepScheduler
-from .strategies import family_of, get_strategy
+from .strategies import get_strategy
 from .strategies.steps import Stopped, stoppable
 from .text import TokenTexts
 
@@ -58,36 +55,35 @@ class CancelCriteria(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.ctx.should_stop(), dtype=torch.bool, device=input_ids.device)
 
 
-class RunContext:
-    """What a strategy needs besides transformers' arguments: the recorder, the streamer, the
-    assistant, the tokenizer, and helpers that turn tensors into records only when recording. The token text
-    of the records is ``texts`` (``core.text.TokenTexts``: per row, so that a character split across tokens reads
-    as itself)."""
+@dataclass(frozen=True)
+class Assistance:
+    """What assisted decoding drafts with: the assistant model, the two tokenizers (universal assisted decoding
+    re-tokenizes through text), this run's assistant settings (``assistant_settings``) and the encoder input
+    transformers prepared (set when the run is dispatched)."""
 
-    def __init__(self, model, *, recorder: Recorder | None, streamer, tokenizer, assistant_model,
-                 assistant_tokenizer, cancel: threading.Event, generator: torch.Generator | None = None,
-                 deadline: float | None = None, assistant_settings: dict | None = None):
-        self.model = model
-        self.recorder = recorder
-        self.recording = recorder is not None
-        self.top_n = recorder.top_n if self.recording else 0  # candidates recorded per row
-        self.lens = self.recording and bool(recorder.lens)  # record the logit lens per step
-        self.watch = watched_ids(recorder) if self.recording else []  # token ids followed through every stage
-        self.streamer = streamer
-        self.tokenizer = tokenizer
-        self.assistant_model = assistant_model
-        self.assistant_tokenizer = assistant_tokenizer
-        self.cancel = cancel
-        self.generator = generator  # every draw of the run; None: torch's default generator, as transformers
-        self._device_generators: dict[tuple, torch.Generator] = {}  # its seed on the model's device (``generator_for``)
+    model: Any = None
+    tokenizer: Any = None  # the assistant's, where it differs from the main model's
+    target_tokenizer: Any = None  # the main model's
+    settings: dict[str, Any] = field(default_factory=dict)
+    inputs_tensor: torch.Tensor | None = None
+
+
+class RunContext:
+    """A run as its strategy sees it: a handle on the run (``cancel`` and ``deadline``, the ``generator`` every draw
+    comes from, token selection) and the ``observer`` its steps and tokens go to (``core.observe``: the null
+    ``Observer`` when nothing records, so that a strategy never asks whether it is recorded). ``assistant`` is what
+    assisted decoding drafts with."""
+
+    def __init__(self, *, cancel: threading.Event | None = None, deadline: float | None = None,
+                 generator: torch.Generator | list[torch.Generator] | None = None, observer: Observer | None = None,
+                 assistant: Assistance | None = None):
+        self.cancel = cancel if cancel is not None else threading.Event()
         self.deadline = deadline  # time.monotonic() past which the run ends with what it has
         self.stopped = ""  # why the run ended early: "cancelled" or "time cap"
-        self.assistant_settings = dict(assistant_settings or {})  # this run's num_assistant_tokens, ...
-        self.inputs_tensor: torch.Tensor | None = None
-        self.mode = ""
-        self.steps: list[StepRecord] = []
-        self.t0 = time.perf_counter()
-        self.texts = TokenTexts(tokenizer)
+        self.generator = generator  # every draw of the run; None: torch's default generator, as transformers
+        self._device_generators: dict[tuple, torch.Generator] = {}  # its seed on the model's device (``generator_for``)
+        self.observer = observer if observer is not None else Observer()
+        self.assistant = assistant if assistant is not None else Assistance()
 
     # --- stopping and waiting -----------------------------------------------------------------------
     def should_stop(self) -> bool:
@@ -149,203 +145,6 @@ class RunContext:
             return self.multinomial(probs, 1).squeeze(1)
         return torch.argmax(scores, dim=-1)
 
-    # --- token text -----------------------------------------------------------------------------
-    @property
-    def text(self) -> TokenTexts:
-        """The run's ``TokenTexts``; ``text(id)`` is one token's text alone (incomplete bytes as ``<XX>``)."""
-        return self.texts
-
-    def follows_rows(self) -> bool:
-        """Whether a record's row ``b`` is the same sequence at every step (not for the beam family, whose rows are
-        re-ranked beams: their texts follow the beam tree's paths instead)."""
-        return family_of(self.mode) != "beam"
-
-    # --- logits processing ----------------------------------------------------------------------
-    def process(self, input_ids: torch.LongTensor, logits: torch.FloatTensor, processors: LogitsProcessorList):
-        """Apply ``processors`` as ``LogitsProcessorList`` does. When recording, also return each
-        processor's output, so that ``row_steps`` can say which candidates it removed or changed.
-        Returns ``(scores [B, V], stages)``; ``stages`` is a list of (name, scores [B, V]) or None."""
-        if not self.recording:
-            return processors(input_ids, logits), None
-        stages = []
-        scores = logits
-        for proc in processors:
-            scores = proc(input_ids, scores.clone())
-            stages.append((proc, scores))
-        return scores, stages
-
-    def candidate_ids(self, logits: torch.Tensor, scores: torch.Tensor, chosen) -> list[int]:
-        """Ids worth recording for one row: top_n by raw logit, top_n by processed score, the chosen ones; none at
-        -inf in both (where fewer than top_n survive, DoLa's mask, no filler at probability 0)."""
-        n = min(self.top_n, logits.shape[-1])
-        ids: dict[int, None] = {}
-        for top in (scores.topk(n), logits.topk(n)):
-            ids.update(dict.fromkeys(i for i, v in zip(top.indices.tolist(), top.values.tolist())
-                                     if v != float("-inf")))
-        ids.update(dict.fromkeys(int(c) for c in chosen))
-        return list(ids)
-
-    def candidates(self, logits: torch.Tensor, scores: torch.Tensor, ids: list[int], row: int = 0) -> list[Candidate]:
-        """``logits`` and ``scores`` are one row, [V]; candidates sorted by processed score, each text what it would
-        print in row ``row``."""
-        index = torch.tensor(ids, device=logits.device)
-        probs = logits.float().softmax(-1)[index].tolist()
-        probs_after = scores.float().softmax(-1)[index].tolist()
-        raw = logits[index].tolist()
-        processed = scores[index].tolist()
-        rows = [Candidate(i, self.texts.row_candidate(row, i), raw[j], probs[j], processed[j], probs_after[j])
-                for j, i in enumerate(ids)]
-        return sorted(rows, key=lambda c: -c.score)
-
-    def row_steps(self, logits: torch.Tensor, scores: torch.Tensor, stages, chosen: list[list[int]],
-                  inputs: torch.Tensor | None = None) -> list[RowStep]:
-        """One ``RowStep`` per row of ``logits`` / ``scores`` [B, V]; ``chosen`` is the token list per row.
-        ``inputs`` [B, V] is what the first processor received when that is not ``logits`` (beam search
-        processes log-softmax), so that processor effects compare like with like."""
-        out = []
-        inputs = logits if inputs is None else inputs
-        for row in range(logits.shape[0]):
-            ids = self.candidate_ids(logits[row], scores[row], chosen[row])
-            cut = self.grammar_cut(inputs[row], stages, row)
-            ids += [i for i in cut if i not in ids]
-            index = torch.tensor(ids, device=logits.device)
-            model_probs = inputs[row].float().softmax(-1)  # [V]: the model's own distribution
-            first = int(chosen[row][0]) if chosen[row] else None
-            effects, before = [], inputs[row]
-            watched = self.watched_stages(inputs[row], [stage[row] for _, stage in stages or ()], row)
-            for proc, stage in stages or ():
-                after = stage[row]
-                changed_mask = before != after
-                removed_mask = changed_mask & torch.isinf(after) & (after < 0)
-                sub_changed, sub_removed = changed_mask[index].tolist(), removed_mask[index].tolist()
-                alive = torch.isfinite(after)  # [V]
-                effects.append(ProcessorEffect(
-                    type(proc).__name__,
-                    removed=[i for i, r in zip(ids, sub_removed) if r],
-                    changed=[i for i, c, r in zip(ids, sub_changed, sub_removed) if c and not r],
-                    removed_total=int(removed_mask.sum()),
-                    stage=chain.stage_name(proc),
-                    kept=int(alive.sum()),
-                    mass=float(model_probs[alive].sum()),
-                    chosen_prob=None if first is None else float(after.float().softmax(-1)[first]),
-                ))
-                before = after
-            out.append(RowStep(row, self.candidates(logits[row], scores[row], ids, row), effects,
-                               [int(c) for c in chosen[row]], entropy=entropy(scores[row]), watched=watched))
-        return out
-
-    def grammar_cut(self, inputs: torch.Tensor, stages, row: int) -> list[int]:
-        """The top_n tokens of what the grammar stage received that it removed, for one row (``inputs`` [V]: what
-        the first processor received). An earlier stage may have raised a token above the model's own top_n (a bias,
-        a penalty, a reorder by ``sampler_order``), so the model's top_n alone can miss what the grammar cut; without
-        a grammar stage nothing is computed."""
-        before, cut = inputs, []
-        for proc, stage in stages or ():
-            after = stage[row]
-            if chain.stage_name(proc) == "grammar":
-                top = before.topk(min(self.top_n, before.shape[-1]))  # [n]
-                gone = torch.isfinite(top.values) & (after[top.indices] == float("-inf"))  # [n]
-                cut += top.indices[gone].tolist()
-            before = after
-        return cut
-
-    def watched_stages(self, inputs: torch.Tensor, stages: list[torch.Tensor], row: int) -> list[WatchedToken]:
-        """Each watched token through one row's chain: its score, probability and rank in ``inputs`` [V] (what the
-        first processor received) and in each stage's output [V], in order. Nothing is computed when none is
-        watched."""
-        if not self.watch:
-            return []
-        index = torch.tensor(self.watch, device=inputs.device)  # [W]
-        scores, probs, ranks = [], [], []
-        for stage in (inputs, *stages):
-            stage = stage.float()
-            at = stage[index]  # [W]
-            scores.append(at.tolist())
-            probs.append(stage.softmax(-1)[index].tolist())
-            ranks.append((stage[None, :] > at[:, None]).sum(-1).tolist())  # [W]: tokens scoring higher
-        return [WatchedToken(t, self.texts.row_candidate(row, t), [s[k] for s in scores], [p[k] for p in probs],
-                             [r[k] for r in ranks]) for k, t in enumerate(self.watch)]
-
-    def lens_rows(self, states, final_logits, chosen):
-        """The logit lens of each row (``core.lens.layer_lens``) for ``StepRecord.lens``; None when not asked."""
-        if states is None:
-            return None
-        return lens.layer_lens(self.model, states, final_logits, chosen, self.texts.row_candidate,
-                               min(self.top_n, lens.LENS_TOP_N), watch=self.watch)
-
-    # --- reporting ------------------------------------------------------------------------------
-    def emit(self, rows: list[RowStep], cache=None, **details) -> None:
-        """Send one step record to the recorder (call only when ``self.recording``). The rows take their chosen
-        tokens here, after every text of the step was read in the context before them."""
-        if self.follows_rows():
-            rows = [dataclasses.replace(rs, pieces=self.texts.advance(rs.row, rs.chosen)) for rs in rows]
-        record = StepRecord(step=len(self.steps), strategy=self.mode, rows=rows,
-                            elapsed_s=time.perf_counter() - self.t0,
-                            cache=cache_info(cache) if cache is not None else None, **details)
-        self.steps.append(record)
-        self.recorder.on_step(record)
-
-    def put(self, tokens: torch.Tensor) -> None:
-        """Hand new tokens to the streamer, as transformers does after every step."""
-        if self.streamer is not None:
-            self.streamer.put(tokens.cpu())
-
-    def end_stream(self) -> None:
-        if self.streamer is not None:
-            self.streamer.end()
-
-
-def entropy(scores: torch.Tensor) -> float:
-    """Entropy in nats of ``softmax(scores)`` for one row [V] (tokens at -inf hold no probability)."""
-    log_p = scores.float().log_softmax(-1)
-    p = log_p.exp()
-    return float(-torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum())
-
-
-def cache_bytes(obj, seen: set[int] | None = None) -> int:
-    """Bytes of every tensor reachable from a cache's layers (quantized caches hold packed tensors)."""
-    seen = set() if seen is None else seen
-    if id(obj) in seen:
-        return 0
-    seen.add(id(obj))
-    if isinstance(obj, torch.Tensor):
-        if type(obj) is not torch.Tensor and hasattr(obj, "__tensor_flatten__"):
-            # a wrapper subclass (optimum-quanto's packed QTensor): its inner tensors hold the bytes,
-            # numel() * element_size() would count the dequantized float size
-            return sum(cache_bytes(getattr(obj, name), seen) for name in obj.__tensor_flatten__()[0])
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, (list, tuple)):
-        return sum(cache_bytes(o, seen) for o in obj)
-    if isinstance(obj, dict):
-        return sum(cache_bytes(o, seen) for o in obj.values())
-    if hasattr(obj, "__dict__") and type(obj).__module__.startswith(("transformers", "optimum", "hqq")):
-        return sum(cache_bytes(o, seen) for o in vars(obj).values())
-    return 0
-
-
-def cache_info(cache) -> CacheInfo:
-    try:
-        seq = int(cache.get_seq_length())
-    except Exception:  # some cache kinds cannot say before their first update
-        seq = 0
-    return CacheInfo(kind=type(cache).__name__, bytes=cache_bytes(getattr(cache, "layers", cache)), seq_length=seq)
-
-
-def config_dict(cfg: GenerationConfig) -> dict[str, Any]:
-    """The fields of ``cfg`` that differ from the defaults, as plain JSON values (private fields dropped)."""
-    diff = {k: v for k, v in cfg.to_diff_dict().items() if not k.startswith("_")}
-    return json.loads(json.dumps(_str_keys(diff),
-                                 default=lambda o: o.tolist() if isinstance(o, torch.Tensor) else str(o)))
-
-
-def _str_keys(obj):
-    """JSON keys must be strings: ``sequence_bias`` has tuple keys, as transformers' own ``to_json_string`` knows."""
-    if isinstance(obj, dict):
-        return {k if isinstance(k, str) else str(k): _str_keys(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_str_keys(v) for v in obj]
-    return obj
-
 
 @dataclass
 class GenerationResult:
@@ -375,15 +174,53 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
     (``deadline``: a ``time.monotonic()`` time instead, e.g. counted from a request's arrival), preparation and
     prefill included: it then ends with what it has, like a cancel (``GenerationResult.stopped`` says which).
     ``limits`` (``core.limits.Limits``) bounds what the request may ask for before anything is built from it. The
-    assistant fields
-    (``num_assistant_tokens``, its schedule, ``assistant_confidence_threshold``) apply to this run's assistant
-    only; transformers 5.x would read them from the assistant's own ``generation_config``, which stays as it is.
+    assistant fields (``num_assistant_tokens``, its schedule, ``assistant_confidence_threshold``) apply to this run's
+    assistant only; transformers 5.x would read them from the assistant's own ``generation_config``, which stays as
+    it is.
 
     ``scheduler`` (``core.scheduler.shared(model)``): the run takes a seat there, so that its decode steps share one
     forward with every other seated run's (each row keeps the bits of its solo step) and its other model calls
-    never run beside another forward."""
+    never run beside another forward. The steps, in order, are the module docstring's pipeline."""
     if deadline is None and max_seconds is not None:
         deadline = time.monotonic() + max_seconds
+    call = prepare_call(model, input_ids, generation_config, kwargs, attention_mask=attention_mask, recorder=recorder,
+                        tokenizer=tokenizer, assistant_model=assistant_model, stopping_criteria=stopping_criteria,
+                        limits=limits)
+    observer = (Recording(recorder, model, tokenizer, streamer, origin=origin, generator=generator)
+                if recorder is not None else Observer(streamer))
+    ctx = RunContext(cancel=cancel, deadline=deadline, generator=generator, observer=observer,
+                     assistant=call.assistance)
+    try:
+        sequences = model.generate(call.input_ids, generation_config=call.generation_config,
+                                   attention_mask=call.attention_mask, logits_processor=logits_processor,
+                                   stopping_criteria=call.stopping_criteria,
+                                   custom_generate=dispatcher(ctx, tokenizer=tokenizer, scheduler=scheduler),
+                                   **call.kwargs)
+    except Stopped:  # cancelled or out of time before the prefill ended: the prompt alone, as a stop at step 0 does
+        sequences = call.input_ids if call.input_ids is not None else torch.zeros((1, 0), dtype=torch.long)
+    trace = observer.finish(model, call.input_ids, sequences, call.generation_config, stopped=ctx.stopped)
+    return GenerationResult(sequences=sequences, trace=trace, stopped=ctx.stopped)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A ``generate`` call once checked and prepared (``prepare_call``): what goes to ``model.generate``, and what
+    assisted decoding drafts with."""
+
+    input_ids: torch.LongTensor | None  # on the model's device
+    attention_mask: torch.LongTensor | None
+    generation_config: GenerationConfig | None
+    kwargs: dict[str, Any]  # the config overrides and model inputs left for ``model.generate``
+    stopping_criteria: StoppingCriteriaList
+    assistance: Assistance
+
+
+def prepare_call(model, input_ids, generation_config, kwargs: dict, *, attention_mask, recorder, tokenizer,
+                 assistant_model, stopping_criteria, limits) -> Call:
+    """Check what the call asks for before anything is built from it (the prompt, the recorder and its watched tokens,
+    ``limits``), prepare it (``core.requests.prepare``), then check it as prepared: the cache it would take, the
+    assistant, the request. Stop strings become a stopping criterion here (transformers drops ``tokenizer`` on the
+    ``custom_generate`` path), and a prompt tokenized on the CPU moves to the model's device."""
     config_checks.check_prompt(input_ids, kwargs)
     config_checks.check_ids(model, input_ids)
     check_recorder(recorder)
@@ -401,77 +238,41 @@ def generate(model, input_ids: torch.LongTensor | None = None, generation_config
     if stop_strings:
         if tokenizer is None:
             raise ValueError("`stop_strings` needs `tokenizer=` to match strings against tokens; got no tokenizer")
-        # transformers drops `tokenizer` on the custom_generate path, so build the criterion here
         stopping_criteria.append(StopStringCriteria(tokenizer, stop_strings))
         kwargs["stop_strings"] = None
-    ctx = RunContext(model, recorder=recorder, streamer=streamer, tokenizer=tokenizer, assistant_model=assistant_model,
-                     assistant_tokenizer=assistant_tokenizer, cancel=cancel or threading.Event(), generator=generator,
-                     deadline=deadline, assistant_settings=assistant_settings(generation_config, kwargs))
-    prompt_len = input_ids.shape[1] if input_ids is not None else 0
-    if input_ids is not None and input_ids.device != model.device:  # a prompt tokenized on the CPU, a model on a GPU
+    if input_ids is not None and input_ids.device != model.device:
         input_ids = input_ids.to(model.device)
         attention_mask = attention_mask.to(model.device) if attention_mask is not None else None
+    assistance = Assistance(model=assistant_model, tokenizer=assistant_tokenizer, target_tokenizer=tokenizer,
+                            settings=assistant_settings(generation_config, kwargs))
+    return Call(input_ids, attention_mask, generation_config, kwargs, stopping_criteria, assistance)
+
+
+def dispatcher(ctx: RunContext, *, tokenizer, scheduler: StepScheduler | None) -> Callable:
+    """The decoding method ``model.generate`` calls (``custom_generate``) once it has prepared the inputs, the
+    processors, the stopping criteria and the cache: it finds the strategy for the final config's mode, completes the
+    processors (``core.chain``) and the stopping criteria (``CancelCriteria``), and runs the strategy seated at
+    ``scheduler`` (when given), stoppable between prefill chunks."""
 
     def dispatch(model, input_ids, logits_processor, stopping_criteria, generation_config, inputs_tensor=None,
                  **model_kwargs):
-        mode = generation_config.get_generation_mode(ctx.assistant_model)
-        ctx.mode = getattr(mode, "value", mode)
-        ctx.inputs_tensor = inputs_tensor
-        config_checks.validate(generation_config, ctx.mode, model)
-        strategy = get_strategy(ctx.mode)
+        mode = generation_config.get_generation_mode(ctx.assistant.model)
+        mode = getattr(mode, "value", mode)
+        config_checks.validate(generation_config, mode, model)
+        strategy = get_strategy(mode)
         logits_processor = chain.sampler_chain(
-            logits_processor, generation_config, mode=ctx.mode, tokenizer=ctx.tokenizer, generator=ctx.generator,
+            logits_processor, generation_config, mode=mode, tokenizer=tokenizer, generator=ctx.generator,
             prompt_length=input_ids.shape[1], vocab_size=model.config.get_text_config().vocab_size,
             deadline=ctx.deadline)
         stopping_criteria.append(CancelCriteria(ctx))
-        ctx.generation_config = generation_config
-        if ctx.recording and ctx.follows_rows():  # a branch's prefix may end inside a character
-            ctx.texts.start(input_ids.tolist())
-        if ctx.streamer is not None:  # the beam family streams its final best row only (row 0)
-            ctx.streamer.put((input_ids[:1] if family_of(ctx.mode) == "beam" else input_ids).cpu())
+        ctx.assistant = dataclasses.replace(ctx.assistant, inputs_tensor=inputs_tensor)
+        ctx.observer.begin(mode, generation_config, input_ids)
         seat = scheduler.seat(ctx.deadline) if scheduler is not None else contextlib.nullcontext()
         with seat, stoppable(model, ctx.should_stop):
             return strategy(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx,
                             **model_kwargs)
 
-    ctx.t0 = time.perf_counter()
-    try:
-        sequences = model.generate(input_ids, generation_config=generation_config, attention_mask=attention_mask,
-                                   logits_processor=logits_processor, stopping_criteria=stopping_criteria,
-                                   custom_generate=dispatch, **kwargs)
-    except Stopped:  # cancelled or out of time before the prefill ended: the prompt alone, as a stop at step 0 does
-        sequences = input_ids if input_ids is not None else torch.zeros((1, 0), dtype=torch.long)
-        ctx.generation_config = getattr(ctx, "generation_config", None) or generation_config or model.generation_config
-        ctx.mode = ctx.mode or ""
-    trace = None
-    if recorder is not None:
-        new = sequences if model.config.is_encoder_decoder else sequences[:, prompt_len:]
-        trace = Trace(
-            strategy=ctx.mode,
-            config=config_dict(ctx.generation_config),
-            prompt_ids=input_ids.tolist() if input_ids is not None else [],
-            steps=ctx.steps,
-            sequences=sequences.tolist(),
-            texts=[ctx.texts.decode(row) for row in new.tolist()] if tokenizer is not None else [],
-            model_name=getattr(model, "name_or_path", "") or "",
-            elapsed_s=time.perf_counter() - ctx.t0,
-            seed=generator.initial_seed() if isinstance(generator, torch.Generator) else None,
-            stopped=ctx.stopped,
-            run_id=uuid.uuid4().hex[:12],
-            origin=origin,
-            watermark=watermark_reports(model, input_ids, sequences, ctx.generation_config),
-        )
-        recorder.on_end(trace)
-    return GenerationResult(sequences=sequences, trace=trace, stopped=ctx.stopped)
-
-
-def watermark_reports(model, input_ids, sequences, cfg):
-    """Per returned sequence, the green-list membership of each token and the detector's z-score (decoder-only runs
-    with ``watermarking_config``); None otherwise."""
-    wm = getattr(cfg, "watermarking_config", None)
-    if not watermark.detectable(wm) or model.config.is_encoder_decoder or input_ids is None:
-        return None
-    return watermark.reports(model, input_ids.tolist(), sequences.tolist(), cfg.watermarking_config)
+    return dispatch
 
 
 ASSISTANT_FIELDS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")

@@ -5,8 +5,6 @@ returned sequences are paths of it), one beam is greedy, and the best hypothesis
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 from transformers import BartConfig, BartForConditionalGeneration
@@ -116,8 +114,7 @@ def assert_matches_transformers(model, ids, seed=0, batch_size=1, **kwargs) -> c
 def run_beam_search_directly(model, ids, **kwargs):
     """Our beam loop under transformers' input preparation, whatever mode the config selects
     (``num_beams=1`` selects greedy search)."""
-    ctx = RunContext(model, recorder=None, streamer=None, tokenizer=None, assistant_model=None,
-                     assistant_tokenizer=None, cancel=threading.Event())
+    ctx = RunContext()
 
     def call(model, input_ids, logits_processor, stopping_criteria, generation_config, **model_kwargs):
         return beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx,

@@ -3,8 +3,6 @@ with greedy search, and records that agree with the model's own forward pass."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 
@@ -53,8 +51,7 @@ def _greedy(model, ids, mask=None, n=10):
 def _run_loop_directly(model, ids, mask=None, **settings):
     """Run the contrastive loop itself, bypassing the mode selection (which sends penalty_alpha=0 and
     top_k<=1 to greedy search), through transformers' own input preparation."""
-    ctx = RunContext(model, recorder=None, streamer=None, tokenizer=None, assistant_model=None,
-                     assistant_tokenizer=None, cancel=threading.Event())
+    ctx = RunContext()
 
     def loop(model, input_ids, logits_processor, stopping_criteria, generation_config, inputs_tensor=None, **kw):
         return contrastive_search(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx, **kw)

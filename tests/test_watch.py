@@ -15,7 +15,7 @@ from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
 
 import core
 import core.lens
-from core.loop import RunContext
+from core.observe import Recording
 from core.records import MAX_WATCH, ListRecorder, Trace, WatchedLayer, WatchedToken
 
 from conftest import tiny_llama
@@ -32,8 +32,7 @@ def model():
 
 
 def _context(model, watch):
-    return RunContext(model, recorder=ListRecorder(top_n=3, watch=watch), streamer=None, tokenizer=None,
-                      assistant_model=None, assistant_tokenizer=None, cancel=None)
+    return Recording(ListRecorder(top_n=3, watch=watch), model, tokenizer=None)
 
 
 def _expected(stage: torch.Tensor, token_id: int) -> tuple[float, int]:

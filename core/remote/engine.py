@@ -31,7 +31,8 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 from transformers import GenerationConfig
 
-from ..loop import GenerationResult, RunContext, StreamEvent, config_dict
+from ..loop import GenerationResult, RunContext, StreamEvent
+from ..observe import config_dict
 from ..records import Candidate, Origin, Piece, RowStep, StepRecord, Trace
 from ..strategies.beam_tree import ROOT, BeamTree
 from . import client, fields

@@ -32,7 +32,7 @@ generator, so the loop runs inside ``core.rng.global_generator``: the run's gene
 default one under a process-wide lock, and concurrent runs never see each other's draws.
 
 The assistant's settings (``num_assistant_tokens``, ``num_assistant_tokens_schedule``,
-``assistant_confidence_threshold``) are this run's (``ctx.assistant_settings``): transformers 5.x reads them from
+``assistant_confidence_threshold``) are this run's (``ctx.assistant.settings``): transformers 5.x reads them from
 ``assistant_model.generation_config``, so the loop drafts with a view of the assistant (the same modules and
 weights, its own ``generation_config``). The caller's assistant is never changed; unlike transformers, the
 "heuristic" schedule's adapted draft length is therefore not carried over to the next generation.
@@ -88,7 +88,8 @@ _SHIELDED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 @register(GenerationMode.ASSISTED_GENERATION)
 def assisted(model, input_ids, logits_processor, stopping_criteria, generation_config, ctx, **model_kwargs):
     # 1. checks transformers makes in `generate` and `_assisted_decoding`
-    _check(model, input_ids, ctx)
+    assistance = ctx.assistant
+    _check(model, input_ids, assistance)
     cache = model_kwargs.get("cache")
     if cache is None:
         raise ValueError("`use_cache` must be True for assisted decoding: the drafts' keys and values are "
@@ -97,21 +98,22 @@ def assisted(model, input_ids, logits_processor, stopping_criteria, generation_c
     do_sample = generation_config.do_sample
 
     # 2. the draft source, exactly as transformers picks it, drafting with this run's assistant settings
-    draws_globally = do_sample and ctx.assistant_model is not None
+    draws_globally = do_sample and assistance.model is not None
     with ctx.drawing_globally() if draws_globally else contextlib.nullcontext():
-        assistant_model = ctx.assistant_model
+        assistant_model = assistance.model
         if (assistant_model is not None and do_sample
-                and ctx.tokenizer is not None and ctx.assistant_tokenizer is not None):
-            assistant_model = _shielded(model, assistant_model, ctx.tokenizer, ctx.assistant_tokenizer)
+                and assistance.target_tokenizer is not None and assistance.tokenizer is not None):
+            assistant_model = _shielded(model, assistant_model, assistance.target_tokenizer, assistance.tokenizer)
         if assistant_model is not None:
-            assistant_model = _run_view(assistant_model, ctx.assistant_settings)
+            assistant_model = _run_view(assistant_model, assistance.settings)
         candidate_generator = model._get_candidate_generator(
-            generation_config=generation_config, input_ids=input_ids, inputs_tensor=ctx.inputs_tensor,
-            assistant_model=assistant_model, logits_processor=logits_processor, target_tokenizer=ctx.tokenizer,
-            assistant_tokenizer=ctx.assistant_tokenizer, model_kwargs=model_kwargs)
+            generation_config=generation_config, input_ids=input_ids, inputs_tensor=assistance.inputs_tensor,
+            assistant_model=assistant_model, logits_processor=logits_processor,
+            target_tokenizer=assistance.target_tokenizer, assistant_tokenizer=assistance.tokenizer,
+            model_kwargs=model_kwargs)
         input_ids = _draft_and_verify(model, input_ids, candidate_generator, logits_processor, stopping_criteria,
                                       generation_config, ctx, model_kwargs)
-    ctx.end_stream()
+    ctx.observer.end()
     return input_ids
 
 
@@ -119,6 +121,7 @@ def _draft_and_verify(model, input_ids, candidate_generator, logits_processor, s
                       ctx, model_kwargs):
     """3. the loop: draft, verify in one forward, accept, append; returns the sequences [1, S']."""
     source = next((name for cls, name in SOURCES.items() if isinstance(candidate_generator, cls)), "assistant")
+    observer = ctx.observer
     eos_token_id = generation_config._eos_token_tensor
     do_sample = generation_config.do_sample
     ensemble_weight = generation_config.assistant_ensemble_weight
@@ -173,8 +176,8 @@ def _draft_and_verify(model, input_ids, candidate_generator, logits_processor, s
         new_logits = raw.clone()  # [1, C+1, V]
         stages = []
         for i in range(candidate_length + 1):
-            new_logits[:, i], stage = ctx.process(candidate_input_ids[:, :cur_len + i], new_logits[:, i],
-                                                  logits_processor)
+            new_logits[:, i], stage = observer.process(candidate_input_ids[:, :cur_len + i], new_logits[:, i],
+                                                       logits_processor)
             stages.append(stage)
 
         # d. accept drafts
@@ -207,38 +210,40 @@ def _draft_and_verify(model, input_ids, candidate_generator, logits_processor, s
 
         # f. append, stream, roll the cache back to the appended tokens, adapt the draft length
         input_ids = torch.cat((input_ids, valid_tokens), dim=-1)  # [1, S+n+1]
-        ctx.put(valid_tokens)
+        observer.put(valid_tokens)
         outputs.cache.crop(-(candidate_length - n_matches))
         candidate_generator.update_candidate_strategy(input_ids, new_logits, n_matches)
         model_kwargs = model._update_model_kwargs_for_generation(
             outputs, model_kwargs, is_encoder_decoder=model.config.is_encoder_decoder, num_new_tokens=n_matches + 1)
 
         # g. record, check stopping
-        if ctx.recording:
+        def record(rec):
             drafted = candidate_input_ids[0, cur_len:].tolist()
             appended = valid_tokens[0].tolist()
-            rows = [ctx.row_steps(raw[:, j], new_logits[:, j], stages[j], [[token]])[0]
+            rows = [rec.row_steps(raw[:, j], new_logits[:, j], stages[j], [[token]])[0]
                     for j, token in enumerate(appended)]
             step = AssistedStep(drafted=drafted, accepted=drafted[:n_accepted], rejected=drafted[n_accepted:],
-                                corrected=appended[n_accepted:], drafted_text=ctx.texts.row_draft(0, drafted),
+                                corrected=appended[n_accepted:], drafted_text=rec.texts.row_draft(0, drafted),
                                 next_draft_length=_next_draft_length(candidate_generator, generation_config),
                                 source=source, cut=n_agreed - n_accepted)
-            ctx.emit(rows, cache=model_kwargs.get("cache"), assisted=[step])
+            rec.emit(rows, cache=model_kwargs.get("cache"), assisted=[step])
+
+        observer.record(record)
         unfinished = unfinished & ~stopping_criteria(input_ids, None)
         is_first_iteration = False
         if unfinished.max() == 0:
             return input_ids
 
 
-def _check(model, input_ids, ctx) -> None:
+def _check(model, input_ids, assistance) -> None:
     """What transformers refuses for assisted decoding (``num_return_sequences`` is checked in ``core.config``)."""
     if input_ids.shape[0] != 1:
         raise ValueError(f"`input_ids` must hold 1 row for assisted decoding; got {input_ids.shape[0]} rows")
     if model._is_stateful:
         raise ValueError(f"assisted decoding needs a model whose state can be rolled back to verify drafts; "
                          f"got the stateful {type(model).__name__}")
-    assistant = ctx.assistant_model
-    if assistant is not None and ctx.assistant_tokenizer is not None and (
+    assistant = assistance.model
+    if assistant is not None and assistance.tokenizer is not None and (
             model.config.get_text_config().vocab_size == assistant.config.get_text_config().vocab_size):
         raise ValueError("`assistant_tokenizer` must be None when the assistant shares the main model's vocabulary "
                          f"({model.config.get_text_config().vocab_size} tokens); got a tokenizer")

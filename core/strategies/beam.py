@@ -138,9 +138,10 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
                                       device=input_ids.device)  # [B, K, S_max - prompt]
     beam_indices = running_beam_indices.detach().clone()
 
-    # 3. recording state: the tree, and per batch the node of each finished-hypothesis slot
-    recording = _Recording(batch_size, num_beams, num_return_sequences, length_penalty, top_num_beam_mask, ctx.text) \
-        if ctx.recording else None
+    # 3. recording state: the tree, and per batch the node of each finished-hypothesis slot (None: not recorded)
+    observer = ctx.observer
+    recording = observer.record(lambda rec: _Recording(batch_size, num_beams, num_return_sequences, length_penalty,
+                                                       top_num_beam_mask, rec.texts))
 
     # 4. prefill: the whole prompt in one forward
     forward = Forward(model, input_ids, generation_config, model_kwargs,
@@ -156,7 +157,7 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
 
         # b. log-probs through the processors, accumulated onto each beam's score
         log_probs_raw = nn.functional.log_softmax(logits, dim=-1)  # [B*K, V]
-        log_probs, stages = ctx.process(flat_running_sequences, log_probs_raw, logits_processor)  # [B*K, V]
+        log_probs, stages = observer.process(flat_running_sequences, log_probs_raw, logits_processor)  # [B*K, V]
         processed = log_probs
         log_probs = unflatten_beams(log_probs, batch_size, num_beams)  # [B, K, V]
         log_probs = log_probs + running_beam_scores[:, :, None]
@@ -222,7 +223,7 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
             is_early_stop_heuristic_unsatisfied, is_sent_finished, next_token_hits_stopping_criteria, early_stopping)
 
         # h. record the step: the tree nodes, each beam's candidates, the current best hypotheses
-        if recording is not None:
+        def record(rec):
             nodes, chosen, best = recording.step(
                 topk_log_probs=topk_log_probs, source_beams=source_beams, topk_ids=topk_ids,
                 hits=next_token_hits_stopping_criteria,
@@ -231,8 +232,10 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
                 closed=_closed_batches(is_early_stop_heuristic_unsatisfied=is_early_stop_heuristic_unsatisfied,
                                        is_sent_finished=is_sent_finished, early_stopping=early_stopping,
                                        finished=this_peer_finished))
-            rows = ctx.row_steps(logits, processed, stages, chosen, inputs=log_probs_raw)
-            ctx.emit(rows, cache=model_kwargs.get("cache"), beam=nodes, best=best.paths, best_nodes=best.nodes)
+            rows = rec.row_steps(logits, processed, stages, chosen, inputs=log_probs_raw)
+            rec.emit(rows, cache=model_kwargs.get("cache"), beam=nodes, best=best.paths, best_nodes=best.nodes)
+
+        observer.record(record)
 
     # 6. outputs: the best finished hypotheses of each batch row, cropped to the longest
     sequences = flatten_beams(sequences[:, :num_return_sequences, :])
@@ -242,8 +245,8 @@ def beam_search(model, input_ids, logits_processor, stopping_criteria, generatio
     sequences = sequences[:, : decoder_prompt_len + max_generated_length]
 
     # transformers refuses streamers for beam search; here the streamer gets the returned best row at the end
-    ctx.put(sequences[0, decoder_prompt_len:])
-    ctx.end_stream()
+    observer.put(sequences[0, decoder_prompt_len:])
+    observer.end()
     return sequences
 
 

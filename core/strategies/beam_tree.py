@@ -2,8 +2,8 @@
 
 Small pure helpers reshape the [B, K, ...] beam tensors (transformers' own static helpers, re-exported) and
 normalise scores by length; ``BeamTree`` turns the candidates each step's top-k expands into ``BeamNode``
-records. A tree exists only while recording: strategies build it when ``ctx.recording`` and guard every call
-with that flag, so a run without a recorder does no extra work.
+records. A tree exists only while recording: strategies build and step it inside ``observer.record`` (``core.observe``),
+which the null observer never calls, so a run without a recorder does no extra work.
 
 One step of a ``BeamTree``, in order:
 1. ``expand`` gives each candidate the top-k considered a node id; its parent is the node of the running
@@ -61,7 +61,7 @@ class _Open:
 
 class BeamTree:
     """Node ids for expanded candidates, the node of every running beam, and each node's parent and token
-    (so ``path`` can spell any hypothesis). ``text`` is the run's ``TokenTexts`` (``RunContext.text``): a node's text
+    (so ``path`` can spell any hypothesis). ``text`` is the run's ``TokenTexts`` (``Recording.texts``): a node's text
     is its token's ``Piece`` after its parent's path, so a character split across tokens reads as itself."""
 
     def __init__(self, batch_size: int, num_beams: int, text: TokenTexts):

@@ -397,7 +397,8 @@ def constrained_beam_search(model, input_ids, logits_processor, stopping_criteri
         batch_size, num_beams, constraints, input_ids.device, length_penalty=generation_config.length_penalty,
         do_early_stopping=generation_config.early_stopping,
         num_beam_hyps_to_keep=generation_config.num_return_sequences, max_length=generation_config.max_length)
-    tree = BeamTree(batch_size, num_beams, ctx.text) if ctx.recording else None
+    observer = ctx.observer
+    tree = observer.record(lambda rec: BeamTree(batch_size, num_beams, rec.texts))  # None: not recorded
 
     # 2. only beam 0 starts with score 0, so the first step does not expand K copies of the prompt
     beam_scores = torch.zeros((batch_size, num_beams), dtype=torch.float, device=input_ids.device)
@@ -413,7 +414,7 @@ def constrained_beam_search(model, input_ids, logits_processor, stopping_criteri
         # b. log-probs, processors, plus each beam's running score
         logits = outputs.logits[:, -1, :].to(copy=True, dtype=torch.float32, device=input_ids.device)  # [B*K, V]
         log_probs = nn.functional.log_softmax(logits, dim=-1)
-        processed, stages = ctx.process(input_ids, log_probs, logits_processor)  # [B*K, V]
+        processed, stages = observer.process(input_ids, log_probs, logits_processor)  # [B*K, V]
         next_token_scores = processed + beam_scores[:, None].expand_as(processed)
         scores_for_all_vocab = next_token_scores.clone()  # [B*K, V]
 
@@ -427,7 +428,7 @@ def constrained_beam_search(model, input_ids, logits_processor, stopping_criteri
         next_tokens = next_tokens % vocab
 
         # d. the scorer: finished hypotheses, forced tokens, banks, the K beams kept
-        notes: list[_Cand] | None = [] if tree is not None else None
+        notes: list[_Cand] | None = observer.record(lambda rec: [])  # the scorer notes each candidate's fate there
         beam_scores, beam_next_tokens, beam_idx = scorer.process(
             input_ids, next_token_scores, next_tokens, next_indices, scores_for_all_vocab,
             pad_token_id=pad_token_id, eos_token_id=eos_token_id, decoder_prompt_len=decoder_prompt_len, notes=notes)
@@ -440,25 +441,27 @@ def constrained_beam_search(model, input_ids, logits_processor, stopping_criteri
         # f. stop when every batch row is done or a stopping criterion holds for every beam
         done = bool(scorer.is_done) or all(stopping_criteria(input_ids, None))
         closed = scorer.close(input_ids, beam_scores, decoder_prompt_len) if done else []
-        if tree is not None:
+        def record(rec):
             chosen: list[list[int]] = [[] for _ in range(batch_beam_size)]  # tokens each row passed on
             for cand in notes:
                 if cand.fate == "kept":
                     chosen[cand.row].append(cand.token)
-            rows = ctx.row_steps(logits, processed, stages, chosen, inputs=log_probs)
+            rows = rec.row_steps(logits, processed, stages, chosen, inputs=log_probs)
             nodes = _record_step(tree, notes, closed, num_beams, input_ids.shape[1] - decoder_prompt_len,
                                  generation_config.length_penalty)
             best = tree.rows([node for _, node in scorer.ranked()] if done else scorer.peek(
                 input_ids, beam_scores, decoder_prompt_len, [node for row in tree.running for node in row]))
-            ctx.emit(rows, cache=model_kwargs.get("cache"), beam=nodes, best=best.paths, best_nodes=best.nodes)
+            rec.emit(rows, cache=model_kwargs.get("cache"), beam=nodes, best=best.paths, best_nodes=best.nodes)
+
+        observer.record(record)
         if done:
             break
 
     # 4. the best hypotheses (``close`` added the open beams when the loop stopped)
     sequences = scorer.finalize(input_ids, max_length=stopping_criteria.max_length, pad_token_id=pad_token_id,
                                 eos_token_id=eos_token_id)
-    ctx.put(sequences[0, decoder_prompt_len:])  # streamers take one row: the best hypothesis, once known
-    ctx.end_stream()
+    observer.put(sequences[0, decoder_prompt_len:])  # streamers take one row: the best hypothesis, once known
+    observer.end()
     return sequences
 
 

@@ -192,7 +192,8 @@ def contrastive_search(model, input_ids, logits_processor, stopping_criteria, ge
     # the settings were checked at the boundary (``_settings``); the cache object only exists here
     _check_cache(model_kwargs.get("cache"))
     batch_size = input_ids.shape[0]
-    rows = Rows(input_ids, generation_config, stopping_criteria, ctx)
+    observer = ctx.observer
+    rows = Rows(input_ids, generation_config, stopping_criteria, observer)
     # which context positions count for the degeneration penalty (left padding does not)
     mask_key = "decoder_attention_mask" if enc_dec else "attention_mask"
     cosine_mask = model_kwargs.get(mask_key)
@@ -221,7 +222,7 @@ def contrastive_search(model, input_ids, logits_processor, stopping_criteria, ge
     with model._optimize_model_for_decode():
         while True:
             # a. recall: the top_k most probable tokens after the processors
-            scores, stages = ctx.process(input_ids, next_logits, logits_processor)  # [B, V]
+            scores, stages = observer.process(input_ids, next_logits, logits_processor)  # [B, V]
             probs = torch.nn.functional.softmax(scores, dim=-1)
             top_k_probs, top_k_ids = torch.topk(probs, dim=-1, k=top_k)  # [B, K]
 
@@ -256,22 +257,22 @@ def contrastive_search(model, input_ids, logits_processor, stopping_criteria, ge
             del outputs
 
             # e. append, record, stream, check stopping
-            def record(chosen):
-                ctx.emit(ctx.row_steps(raw_next_logits, scores, stages, chosen), cache=model_kwargs.get("cache"),
-                         contrastive=_candidates(ctx, top_k_ids, top_k_probs, penalty, contrastive_score, selected))
+            def record(rec, chosen):
+                rec.emit(rec.row_steps(raw_next_logits, scores, stages, chosen), cache=model_kwargs.get("cache"),
+                         contrastive=_candidates(rec, top_k_ids, top_k_probs, penalty, contrastive_score, selected))
 
             input_ids, done = rows.append(input_ids, next_tokens, record)
             if done:
                 break
 
-    ctx.end_stream()
+    observer.end()
     return input_ids
 
 
-def _candidates(ctx, top_k_ids, top_k_probs, penalty, contrastive_score, selected) -> list[list[ContrastiveCandidate]]:
+def _candidates(rec, top_k_ids, top_k_probs, penalty, contrastive_score, selected) -> list[list[ContrastiveCandidate]]:
     """The K candidates of each row as ranked: the tensors ``_ranking_fast`` computed, moved to Python."""
     ids, probs = top_k_ids.tolist(), top_k_probs.tolist()
     pens, scores, chosen = penalty.tolist(), contrastive_score.tolist(), selected.tolist()
-    return [[ContrastiveCandidate(ids[b][i], ctx.texts.row_candidate(b, ids[b][i]), probs[b][i], pens[b][i],
+    return [[ContrastiveCandidate(ids[b][i], rec.texts.row_candidate(b, ids[b][i]), probs[b][i], pens[b][i],
                                   scores[b][i], i == chosen[b])
              for i in range(len(ids[b]))] for b in range(len(ids))]

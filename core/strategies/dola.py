@@ -97,17 +97,14 @@ def layer_logits(lm_head, hidden_states, layers: list[int], device) -> torch.Ten
     return head_rows(lm_head, stacked.view(n_layers * batch, hidden)).view(n_layers, batch, -1).to(device)  # [L, B, V]
 
 
-def select_contrast(layers: list[int], premature: torch.Tensor, final_logits: torch.Tensor,
-                    want_divergences: bool = False):
+def select_contrast(layers: list[int], premature: torch.Tensor, final_logits: torch.Tensor):
     """4.55.4 ``_dola_select_contrast``: pick the premature layer (one for the whole batch: the largest
     batch-mean JS divergence) and contrast it with the final layer. ``premature`` [L, B, V] holds the candidate
     layers' logits in ``layers`` order. Returns ``(contrasted [B, V], layer, js [L, B] or None)``; with a single
-    candidate layer no divergence is needed, so it is computed only when ``want_divergences`` (recording)."""
+    candidate layer no divergence is needed to choose, so none is computed (``None``)."""
     js = None
     if len(layers) == 1:
         index = 0
-        if want_divergences:
-            js = js_divergences(final_logits, premature)
     else:
         js = js_divergences(final_logits, premature)  # [L, B]
         index = int(js.mean(-1).argmax().item())
@@ -148,7 +145,8 @@ def dola(model, input_ids, logits_processor, stopping_criteria, generation_confi
     # 1. setup (the settings and the model were checked at the boundary, ``_settings``; the lens is this run's)
     lm_head = model.get_output_embeddings()
     layers = candidate_layers(model, generation_config.dola_layers)
-    if ctx.lens and lens_problem(model):
+    observer = ctx.observer
+    if observer.lens and lens_problem(model):
         raise ValueError(f"`lens` must be off for this model: {lens_problem(model)}")
     # every forward returns the hidden states, which the candidate layers are read from
     model_kwargs["output_hidden_states"] = True
@@ -156,7 +154,7 @@ def dola(model, input_ids, logits_processor, stopping_criteria, generation_confi
 
     # 2. prefill: the whole prompt in one forward
     forward = Forward(model, input_ids, generation_config, model_kwargs)
-    rows = Rows(input_ids, generation_config, stopping_criteria, ctx)
+    rows = Rows(input_ids, generation_config, stopping_criteria, observer)
 
     with model._optimize_model_for_decode():
         while True:
@@ -175,38 +173,39 @@ def dola(model, input_ids, logits_processor, stopping_criteria, generation_confi
             else:
                 both = layer_logits(head, outputs.hidden_states, [*layers, -1], input_ids.device)  # [L+1, B, V]
                 premature, final_logits = both[:-1], both[-1].float()  # [L, B, V], [B, V]
-            states = last_states(outputs.hidden_states) if ctx.lens else None  # [L, B, H]
+            states = last_states(outputs.hidden_states) if observer.lens else None  # [L, B, H]
             del outputs
 
             # c. contrast, then the processors on the contrasted scores
-            contrasted, chosen_layer, js = select_contrast(layers, premature, final_logits, ctx.recording)  # [B, V]
+            contrasted, chosen_layer, js = select_contrast(layers, premature, final_logits)  # [B, V]
             contrasted = contrasted.to(input_ids.device)
-            scores, stages = ctx.process(input_ids, contrasted, logits_processor)  # [B, V]
+            scores, stages = observer.process(input_ids, contrasted, logits_processor)  # [B, V]
 
             # d. token selection: the run's generator draws when sampling
             next_tokens = ctx.select(scores, generation_config.do_sample)  # [B]
 
             # e. append, record, stream, check stopping
-            def record(chosen):
-                ctx.emit(ctx.row_steps(contrasted, scores, stages, chosen), cache=model_kwargs.get("cache"),
-                         dola=_steps(ctx, layers, js, chosen_layer, final_logits, contrasted, chosen),
-                         lens=ctx.lens_rows(states, final_logits, chosen))
+            def record(rec, chosen):
+                divergences = js if js is not None else js_divergences(final_logits, premature)  # [L, B]
+                rec.emit(rec.row_steps(contrasted, scores, stages, chosen), cache=model_kwargs.get("cache"),
+                         dola=_steps(rec, layers, divergences, chosen_layer, final_logits, contrasted, chosen),
+                         lens=rec.lens_rows(states, final_logits, chosen))
 
             input_ids, done = rows.append(input_ids, next_tokens, record)
             if done:
                 break
 
-    ctx.end_stream()
+    observer.end()
     return input_ids
 
 
-def _steps(ctx, layers, js, chosen_layer, final_logits, contrasted, chosen) -> list[DolaStep]:
-    """One ``DolaStep`` per row: the divergences ``select_contrast`` computed and the top tokens of the contrast
-    (``logit``/``prob``: final layer; ``score``/``prob_after``: contrasted)."""
+def _steps(rec, layers, js, chosen_layer, final_logits, contrasted, chosen) -> list[DolaStep]:
+    """One ``DolaStep`` per row: the divergences of the candidate layers (``js`` [L, B]) and the top tokens of the
+    contrast (``logit``/``prob``: final layer; ``score``/``prob_after``: contrasted)."""
     per_row = js.T.tolist()  # [B, L]
     out = []
     for row in range(final_logits.shape[0]):
-        ids = ctx.candidate_ids(final_logits[row], contrasted[row], chosen[row])
+        ids = rec.candidate_ids(final_logits[row], contrasted[row], chosen[row])
         out.append(DolaStep(list(layers), per_row[row], chosen_layer,
-                            ctx.candidates(final_logits[row], contrasted[row], ids, row)))
+                            rec.candidates(final_logits[row], contrasted[row], ids, row)))
     return out

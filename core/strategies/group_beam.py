@@ -238,8 +238,9 @@ def group_beam_search(model, input_ids, logits_processor, stopping_criteria, gen
     beam_scores[:, ::num_sub_beams] = 0
     beam_scores = beam_scores.view((batch_size * num_beams,))  # [B*K]
 
-    # 3. recording state
-    tree = BeamTree(batch_size, num_beams, ctx.text) if ctx.recording else None
+    # 3. recording state (None: not recorded)
+    observer = ctx.observer
+    tree = observer.record(lambda rec: BeamTree(batch_size, num_beams, rec.texts))
 
     # 4. prefill: the whole prompt in one forward
     forward = Forward(model, input_ids, generation_config, model_kwargs)
@@ -251,7 +252,7 @@ def group_beam_search(model, input_ids, logits_processor, stopping_criteria, gen
         outputs, model_kwargs = forward(input_ids, model_kwargs)
         current_tokens = torch.zeros(batch_size * num_beams, dtype=input_ids.dtype, device=device)  # [B*K]
         reordering_indices = torch.zeros(batch_size * num_beams, dtype=torch.long, device=device)  # [B*K]
-        step = _StepRecording(outputs.logits, num_beams) if ctx.recording else None
+        step = observer.record(lambda rec: _StepRecording(outputs.logits, num_beams))
 
         # b. the groups choose in turn, each seeing the tokens the earlier ones picked
         for beam_group_idx in range(num_beam_groups):
@@ -270,7 +271,7 @@ def group_beam_search(model, input_ids, logits_processor, stopping_criteria, gen
             vocab_size = log_probs.shape[-1]
             if diversity is not None:
                 diversity.at(current_tokens, beam_group_idx)
-            next_token_scores_processed, stages = ctx.process(group_input_ids, log_probs, processors)
+            next_token_scores_processed, stages = observer.process(group_input_ids, log_probs, processors)
             next_token_scores = next_token_scores_processed + beam_scores[batch_group_indices].unsqueeze(-1)
             next_token_scores = next_token_scores.expand_as(next_token_scores_processed)
             next_token_scores = next_token_scores.view(batch_size, group_size * vocab_size)  # [B, G*V]
@@ -281,12 +282,10 @@ def group_beam_search(model, input_ids, logits_processor, stopping_criteria, gen
             next_indices, next_tokens = split_flat_indices(next_tokens, vocab_size)  # [B, 2G] each
 
             # iv. the scorer files finished hypotheses and picks the group's next beams
-            nodes = None
-            if ctx.recording:
-                nodes = step.expand(tree, done=beam_scorer.group_done(beam_group_idx), scores=next_token_scores,
-                                    beams=next_indices, tokens=next_tokens, group=beam_group_idx,
-                                    group_start=group_start_idx, diversity=diversity,
-                                    generated_len=cur_len + 1 - decoder_prompt_len, length_penalty=length_penalty)
+            nodes = observer.record(lambda rec: step.expand(
+                tree, done=beam_scorer.group_done(beam_group_idx), scores=next_token_scores, beams=next_indices,
+                tokens=next_tokens, group=beam_group_idx, group_start=group_start_idx, diversity=diversity,
+                generated_len=cur_len + 1 - decoder_prompt_len, length_penalty=length_penalty))
             chosen = beam_scorer.process(group_input_ids, next_token_scores, next_tokens, next_indices,
                                          pad_token_id=pad_token_id, eos_token_id=eos_token_id,
                                          group_index=beam_group_idx, decoder_prompt_len=decoder_prompt_len, nodes=nodes)
@@ -300,11 +299,10 @@ def group_beam_search(model, input_ids, logits_processor, stopping_criteria, gen
             reordering_indices[batch_group_indices] = (
                 num_beams * torch.div(beam_idx, group_size, rounding_mode="floor") + group_start_idx
                 + (beam_idx % group_size))
-            if ctx.recording:
-                step.settle(tree, rows=chosen.rows, nodes=nodes, tokens=next_tokens, beams=next_indices,
-                            batch_group_indices=batch_group_indices, log_probs=log_probs,
-                            processed=next_token_scores_processed, stages=stages, group_start=group_start_idx,
-                            num_beams=num_beams)
+            observer.record(lambda rec: step.settle(
+                tree, rows=chosen.rows, nodes=nodes, tokens=next_tokens, beams=next_indices,
+                batch_group_indices=batch_group_indices, log_probs=log_probs, processed=next_token_scores_processed,
+                stages=stages, group_start=group_start_idx, num_beams=num_beams))
 
         # c. append the step's tokens; the cache follows the beams
         input_ids = torch.cat([input_ids, current_tokens.unsqueeze(-1)], dim=-1)  # [B*K, S+1]
@@ -319,10 +317,10 @@ def group_beam_search(model, input_ids, logits_processor, stopping_criteria, gen
             sequences, best_nodes, offered = beam_scorer.finalize(
                 input_ids, beam_scores, max_length=stopping_criteria.max_length, pad_token_id=pad_token_id,
                 eos_token_id=eos_token_id, decoder_prompt_len=decoder_prompt_len,
-                running_nodes=[n for row in tree.next_running() for n in row] if ctx.recording else None)
+                running_nodes=observer.record(lambda rec: [n for row in tree.next_running() for n in row]))
 
         # e. record the step: the tree nodes, each beam's candidates, the current best hypotheses
-        if ctx.recording:
+        def record(rec):
             if this_peer_finished:
                 for beam in offered:  # open beams at the end: finished if good enough, else dropped
                     tree.mark(beam.node, "finished" if beam.score is not None else "pruned", beam.score)
@@ -330,16 +328,18 @@ def group_beam_search(model, input_ids, logits_processor, stopping_criteria, gen
             else:
                 best = tree.best(_pools(beam_scorer, tree, step, num_beam_groups=num_beam_groups,
                                         num_sub_beams=num_sub_beams), generation_config.num_return_sequences)
-            rows = ctx.row_steps(step.logits, step.processed, step.stages, step.chosen, inputs=step.log_probs)
-            ctx.emit(rows, cache=model_kwargs.get("cache"), beam=tree.flush(), best=best.paths, best_nodes=best.nodes)
+            rows = rec.row_steps(step.logits, step.processed, step.stages, step.chosen, inputs=step.log_probs)
+            rec.emit(rows, cache=model_kwargs.get("cache"), beam=tree.flush(), best=best.paths, best_nodes=best.nodes)
+
+        observer.record(record)
 
     # 6. the returned best row goes to the streamer (transformers streams nothing for beam search)
-    ctx.put(sequences[0, decoder_prompt_len:])
-    ctx.end_stream()
+    observer.put(sequences[0, decoder_prompt_len:])
+    observer.end()
     return sequences
 
 
-# --- recording (only when ctx.recording) ------------------------------------------------------------------------
+# --- recording (only while recorded: ``observer.record``) ----------------------------------------------------------
 class _StepRecording:
     """One step's recording, filled group by group: logits, log-probs, processed scores and processor stages
     reassembled into [B*K, V] rows, the tokens each beam's continuations kept, and the normalised score of each

@@ -5,13 +5,15 @@ append, record, stream, stopping) and the cache reorder of the beam family.
 A loop built from them reads (transformers ``_sample``):
 
     forward = Forward(model, input_ids, generation_config, model_kwargs)
-    rows = Rows(input_ids, generation_config, stopping_criteria, ctx)
+    rows = Rows(input_ids, generation_config, stopping_criteria, ctx.observer)
     while True:
         outputs, model_kwargs = forward(input_ids, model_kwargs)      # a. logits of the next token  [B, V]
         next_tokens = ...                                            # b./c. processors, selection   [B]
         input_ids, done = rows.append(input_ids, next_tokens, record)  # d. append, record, stream, stop
         if done:
             break
+
+where ``record(recording, chosen)`` builds and emits the step's record (``core.observe``: called only while recording).
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import copy
 import threading
 import weakref
 from contextvars import ContextVar
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 import torch
 from transformers.generation.utils import ALL_CACHE_NAMES
 
 from ..scheduler import PREFILL_CHUNK, PREFILL_TOKENS, Seat, current_seat
+
+if TYPE_CHECKING:  # core.observe imports the strategy registry
+    from ..observe import Observer, Recording
 
 
 class Stopped(Exception):
@@ -139,26 +144,26 @@ class Appended(NamedTuple):
 
 class Rows:
     """The tail of a loop that appends one token per row per step (greedy, sampling, contrastive, DoLa):
-    finished rows get padding, the tokens are appended, recorded (``record(chosen)`` with one token list per
-    row, only while recording: empty for a row that had finished, which appended padding only), streamed, and
-    the stopping criteria decide which rows are finished."""
+    finished rows get padding, the tokens are appended, recorded (``record(recording, chosen)`` with one token list
+    per row, which the ``observer`` calls only while recording: empty for a row that had finished, which appended
+    padding only), streamed, and the stopping criteria decide which rows are finished."""
 
-    def __init__(self, input_ids, generation_config, stopping_criteria, ctx):
+    def __init__(self, input_ids, generation_config, stopping_criteria, observer: Observer):
         pad_token_id = generation_config._pad_token_tensor
         self.pad_token_id = pad_token_id.to(input_ids.device) if pad_token_id is not None else None
         self.has_eos_stopping_criteria = any(hasattr(c, "eos_token_id") for c in stopping_criteria)
         self.unfinished = torch.ones(input_ids.shape[0], dtype=torch.long, device=input_ids.device)  # [B]
         self.stopping_criteria = stopping_criteria
-        self.ctx = ctx
+        self.observer = observer
 
-    def append(self, input_ids, next_tokens, record: Callable[[list[list[int]]], None] | None = None) -> Appended:
+    def append(self, input_ids, next_tokens, record: Callable[[Recording, list[list[int]]], None]) -> Appended:
         """``next_tokens`` [B] -> ``input_ids`` [B, S+1] and whether every row has finished."""
         if self.has_eos_stopping_criteria:  # finished rows get padding
             next_tokens = next_tokens * self.unfinished + self.pad_token_id * (1 - self.unfinished)
         input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)  # [B, S+1]
-        if self.ctx.recording and record is not None:
-            record([[t] if running else [] for t, running in zip(next_tokens.tolist(), self.unfinished.tolist())])
-        self.ctx.put(next_tokens)
+        self.observer.record(lambda rec: record(rec, [[t] if running else [] for t, running
+                                                      in zip(next_tokens.tolist(), self.unfinished.tolist())]))
+        self.observer.put(next_tokens)
         self.unfinished = self.unfinished & ~self.stopping_criteria(input_ids, None)
         return Appended(input_ids, bool(self.unfinished.max() == 0))
 
