@@ -15,7 +15,6 @@ and folder (``playground.session``).
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 import traceback
@@ -49,6 +48,7 @@ from ..runs import Run, load_runs, save_runs, stream_run, wait_stopped
 from ..state import ModelCache
 from . import TabHandle
 from .advanced import with_advanced
+from .spec import RUN_BUTTONS, RUN_OUTPUTS, Inputs, RunButton, TabSpec, named, output_names
 from .status import Frames, Throttle, error_line, join_texts, plain, status_line
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -173,23 +173,6 @@ def colour_js(key: str) -> str:
             "if (view) view.dataset.colour = mode; return []; }")
 
 
-def named(fn: Callable, names: list[str]) -> Callable:
-    """``fn(*args, request)`` with a signature naming each argument, so the API (``gradio_client``) takes
-    ``temperature=0.7`` rather than ``param_9=0.7``; Gradio passes the ``gr.Request`` (the session) last."""
-    if inspect.isgeneratorfunction(fn):
-        def call(*args):
-            yield from fn(*args[:-1], request=args[-1])
-    else:
-        def call(*args):
-            return fn(*args[:-1], request=args[-1])
-    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
-    params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request))
-    call.__signature__ = inspect.Signature(params)
-    call.__annotations__ = {"request": gr.Request}  # how Gradio finds the parameter to pass the request in
-    call.__name__ = getattr(fn, "__name__", "call")
-    return call
-
-
 def load_examples(key: str) -> list[str]:
     """Prompts from ``assets/examples.json`` for tab ``key`` (entries without ``tabs`` suit every tab)."""
     entries = json.loads((ASSETS / "examples.json").read_text())
@@ -270,8 +253,7 @@ class StrategyTab:
 
     def output_names(self) -> list[str]:
         """Names of a run endpoint's API outputs (``Outputs.ordered`` less the states and figure tabs), in order."""
-        return [*(f"text{i}" for i in range(len(self.text_labels))), "status",
-                *(f"figure:{f.label}" for f in self.all_figures()), "tokens", "step", "alternatives", "download"]
+        return output_names(len(self.text_labels), tuple(f.label for f in self.all_figures()))
 
 
 @dataclass
@@ -292,8 +274,8 @@ class Outputs:
     branches: gr.State
 
     def ordered(self) -> list:
-        return [*self.texts, self.status, *self.plots, self.tokens, self.step, self.alternatives, self.runs,
-                self.download, self.branches, *self.figure_tabs]
+        """The components in ``spec.RUN_OUTPUTS`` order (a list entry spread)."""
+        return [c for out in RUN_OUTPUTS for c in (getattr(self, out.name) if out.many else [getattr(self, out.name)])]
 
 
 @dataclass
@@ -309,16 +291,12 @@ class Widgets:
     side: dict[str, gr.components.Component]
     model_panel: list[gr.components.Component]
     preset: gr.Dropdown
-    generate: gr.Button
+    buttons: dict[str, gr.Button]  # the run buttons the tab has (``spec.RUN_BUTTONS``), by name
     stop: gr.Button
     n_samples: gr.Slider | None
-    sample_many: gr.Button | None
     row: gr.Number
     token: gr.Textbox
     node: gr.Number
-    branch: gr.Button
-    from_node: gr.Button
-    next_token: gr.Button
     upload: gr.UploadButton
     share: gr.Button  # Share link: a URL that reopens the tab with its prompt and settings
     link: gr.Textbox
@@ -350,13 +328,16 @@ class TabUI:
         self.tab, self.app = tab, app
         self.figures = tab.all_figures()
         self.w: Widgets | None = None
+        self.spec: TabSpec | None = None  # the build's names (``spec.TabSpec``), once the layout made its widgets
 
     def build(self) -> TabHandle:
         self.w = self.layout()
+        self.spec = TabSpec(self.tab.key, self.tab.seeded, tuple(self.w.side), tuple(self.w.controls),
+                            tuple(b for b in RUN_BUTTONS if b.name in self.w.buttons))
         self.wire(self.w)
         w = self.w
         return TabHandle(self.tab.key, self.tab.title, w.controls, w.extra, fixed=dict(self.tab.fixed), tab=w.tab,
-                         generate=w.generate, ui=self)
+                         generate=w.buttons["generate"], ui=self)
 
     @property
     def out(self) -> Outputs:
@@ -365,15 +346,41 @@ class TabUI:
     @property
     def control_names(self) -> list[str]:
         """The ``GenerationConfig`` fields of the tab's widgets, in the order its run handlers take their values."""
-        return list(self.w.controls)
+        return list(self.spec.controls)
+
+    def component(self, name: str) -> gr.components.Component:
+        """The component an input or setting of the spec names (``spec.RUN_HEAD``, the side inputs and controls,
+        ``watch``, ``colour_by`` and the run buttons' own inputs)."""
+        w, app = self.w, self.app
+        fixed = {"runs": w.out.runs, "branches": app.branches, "model": app.model_state, "prompt": w.prompt,
+                 "chat": w.chat, "seed": w.seed, "extra": w.extra, "watch": w.watch, "colour_by": w.colour_by,
+                 "step": w.out.step, "row": w.row, "token": w.token, "node": w.node, "n": w.n_samples}
+        return fixed[name] if name in fixed else {**w.side, **w.controls}[name]
+
+    def components(self, names) -> list[gr.components.Component]:
+        return [self.component(n) for n in names]
 
     @property
     def settings(self) -> dict[str, gr.components.Component]:
-        """What a reload keeps and a share link carries, by API name: the prompt, the chat box, the seed (seeded
-        tabs), the side inputs and the controls, then the watched tokens and the token view's colouring."""
-        w = self.w
-        return {"prompt": w.prompt, "chat": w.chat, **({"seed": w.seed} if self.tab.seeded else {}), **w.side,
-                **w.controls, "watch": w.watch, "colour_by": w.colour_by}
+        """What a reload keeps and a share link carries, by API name (``TabSpec.settings``)."""
+        return dict(zip(self.spec.settings, self.components(self.spec.settings)))
+
+    @property
+    def kept(self) -> persist.Kept:
+        """What the page load restores into this tab (``persist.Keeper``): its settings, its store, its status."""
+        return persist.Kept(self.tab.key, self.settings, self.w.store, self.out.status)
+
+    def inputs(self, **given) -> Inputs:
+        """A run handler's inputs by name, each one not ``given`` as the page first shows it (``runs`` empty, no
+        ``branches``); for callers in Python (tests), which then need not know the order."""
+        shown = {"runs": {}, "branches": None, "extra": {}}  # the session's states, fresh
+        names = (*self.spec.run_inputs, *(n for b in self.spec.buttons for n in b.inputs))
+        values = {n: shown[n] if n in shown else getattr(self.component(n), "value", None)
+                  for n in dict.fromkeys(names)}
+        unknown = set(given) - set(values)
+        if unknown:
+            raise TypeError(f"{self.tab.key} has no inputs {sorted(unknown)}")
+        return Inputs(self.spec, {**values, **given})
 
     # --- layout ----------------------------------------------------------------------------------
     def layout(self) -> Widgets:
@@ -399,6 +406,7 @@ class TabUI:
                       branches=app.branches)
         own = {f.name for f in fields(Widgets)}  # the rest of what the two columns made is in ``out``
         made = {k: v for k, v in {**settings, **run}.items() if k in own}
+        made["buttons"] = {**settings["buttons"], **run["steer"]}
         return Widgets(out=out, extra=extra, store=store, tab=tab_block, **made)
 
     def _settings(self) -> dict:
@@ -409,7 +417,7 @@ class TabUI:
         chat = gr.Checkbox(label=tr("Apply chat template"), value=True,
                            info=tr("tokenizer.apply_chat_template, for instruct models"))
         with gr.Row():  # under the prompt: the run starts and reports where the user is looking
-            generate = gr.Button(tr("Generate"), variant="primary")
+            buttons = self._buttons("prompt")
             stop = gr.Button(tr("Stop"), variant="stop")
         # no LaTeX: the page would typeset a quoted value's $$...$$ after Markdown, where status.plain cannot reach
         status = gr.Markdown(label=tr("Status"), elem_classes=["dp-status"], latex_delimiters=[])
@@ -428,16 +436,24 @@ class TabUI:
         model_panel = tab.model_panel(app)
         presets = tab.presets()
         preset = gr.Dropdown(list(presets), label=tr("Preset"), value=None, visible=bool(presets))
-        n_samples = sample_many = None
+        n_samples = None
         if tab.samples:
             with gr.Row():
                 n_samples = gr.Slider(2, steering.SAMPLE_MANY_MAX, value=16, step=1, label=tr("samples N"),
                                       info=tr("runs with seeds seed, seed+1, ... merged into one tree"), scale=3)
-                sample_many = gr.Button(tr("Sample N"), scale=1)
+                buttons.update(self._buttons("samples", scale=1))
         return dict(prompt=prompt, chat=chat, seed=seed, controls={"max_new_tokens": max_new,
                                                                     "stop_strings": stop_strings, **own},
-                    side=side, model_panel=model_panel, preset=preset, generate=generate, stop=stop,
-                    n_samples=n_samples, sample_many=sample_many, status=status, watch=watch, colour_by=colour_by)
+                    side=side, model_panel=model_panel, preset=preset, buttons=buttons, stop=stop,
+                    n_samples=n_samples, status=status, watch=watch, colour_by=colour_by)
+
+    def _buttons(self, place: str, **style) -> dict[str, gr.Button]:
+        """The run buttons ``spec.RUN_BUTTONS`` puts at ``place``, each shown where the tab has its flag."""
+        return {b.name: gr.Button(tr(b.label), variant=b.variant, visible=self._shown(b), **style)
+                for b in RUN_BUTTONS if b.place == place}
+
+    def _shown(self, button: RunButton) -> bool:
+        return not button.flag or bool(getattr(self.tab, button.flag))
 
     def _run_column(self) -> dict:
         tab = self.tab
@@ -467,9 +483,7 @@ class TabUI:
                 attribution_steps = gr.Slider(1, attribution.MAX_STEPS, value=attribution.DEFAULT_STEPS, step=1,
                                               scale=2, label=tr("integrated gradients steps"))
             with gr.Row():
-                branch = gr.Button(tr("Continue with this token"))
-                from_node = gr.Button(tr("Continue from this node"), visible=tab.beam)
-                next_token = gr.Button(tr("Next token"), visible=tab.steppable)
+                steer = self._buttons("steer")
                 attribute = gr.Button(tr("Attribute this step"))
         attribution_parts = dict(attribute=attribute, attribution_steps=attribution_steps,
                                  attribution=self._attribution_panel())
@@ -493,7 +507,7 @@ class TabUI:
                          js_on_load=(ASSETS / "plot_click.js").read_text())
         code = view_code.view_code_panel()
         return dict(tokens=tokens, texts=texts, step=step, row=row, alternatives=alternatives, token=token,
-                    node=node, branch=branch, from_node=from_node, next_token=next_token, plots=plots,
+                    node=node, steer=steer, plots=plots,
                     figure_tabs=figure_tabs, download=download, upload=upload, share=share, link=link, clicks=clicks,
                     code=code, **attribution_parts)
 
@@ -505,30 +519,9 @@ class TabUI:
 
     # --- wiring ----------------------------------------------------------------------------------
     def wire(self, w: Widgets) -> None:
-        tab, app, out = self.tab, self.app, w.out
+        app, out = self.app, w.out
         outputs = out.ordered()
-        names = ["model", "prompt", "chat", "seed", "extra", *w.side, *w.controls, "watch"]
-        settings = [app.model_state, w.prompt, w.chat, w.seed, w.extra, *w.side.values(), *w.controls.values(),
-                    w.watch]
-        states = [out.runs, app.branches]
-        # The progress animation on the status line alone, not on the run's two dozen outputs: Gradio's page keeps
-        # the loading status of every progress target it has seen and handles them all at each streamed message
-        # (see gradio_patches: unmended, a long run kept the page too busy for Stop to be clicked).
-        lane = dict(concurrency_id="generate", concurrency_limit=app.slots, show_progress_on=[out.status])
-
-        def run_event(button, handler, more: list, api: str | None):
-            return button.click(named(handler, ["runs", "branches", *names, *(n for n, _ in more)]),
-                                [*states, *settings, *(c for _, c in more)], outputs,
-                                api_name=f"{tab.key}_{api}" if api else False, **lane)
-
-        runs_events = [run_event(w.generate, self.generate, [], "generate"),
-                       run_event(w.branch, self.branch, [("step", out.step), ("row", w.row), ("token", w.token)],
-                                 "branch"),
-                       run_event(w.from_node, self.branch_node, [("node", w.node)],
-                                 "branch_node" if tab.beam else None),
-                       run_event(w.next_token, self.next_token, [], "next_token" if tab.steppable else None)]
-        if tab.samples:
-            runs_events.append(run_event(w.sample_many, self.sample_many, [("n", w.n_samples)], "sample_many"))
+        runs_events = self._wire_runs(w, outputs)
         # Stop cancels what runs: Gradio closes the handler's generator, which closes core.stream, whose
         # worker stops within a step. The browser sends the cancel as it dispatches the listener that
         # carries ``cancels``, before the next one, so ``stopped`` (registered second, and waiting for
@@ -546,7 +539,7 @@ class TabUI:
         out.alternatives.select(self.pick_alternative, None, w.token, api_name=False)
         shown = w.clicks.select(self.clicked, [out.runs, app.branches], [*outputs, w.node], api_name=False,
                                 show_progress_on=[out.status])
-        loaded = w.upload.upload(self.load_trace, [w.upload, out.runs], outputs, api_name=f"{tab.key}_load_trace",
+        loaded = w.upload.upload(self.load_trace, [w.upload, out.runs], outputs, api_name=f"{self.tab.key}_load_trace",
                                  show_progress_on=[out.status])
         # View code, once the run on screen has ended (a run, Stop, a branch-tree run shown, a loaded trace)
         fill = view_code.filler(app.models)
@@ -564,6 +557,19 @@ class TabUI:
                            show_progress="hidden")
         self._wire_keeping(w, runs_events)
         self._wire_attribution(w)
+
+    def _wire_runs(self, w: Widgets, outputs: list) -> list:
+        """Each run button of the spec to its handler (the ``TabUI`` method of its name), its inputs by name; named
+        in the API (``<tab>_<name>``) where the tab shows it."""
+        spec = self.spec
+        # The progress animation on the status line alone, not on the run's two dozen outputs: Gradio's page keeps
+        # the loading status of every progress target it has seen and handles them all at each streamed message
+        # (see gradio_patches: unmended, a long run kept the page too busy for Stop to be clicked).
+        lane = dict(concurrency_id="generate", concurrency_limit=self.app.slots, show_progress_on=[w.out.status])
+        return [w.buttons[b.name].click(named(getattr(self, b.name), spec, spec.inputs_of(b)),
+                                        self.components(spec.inputs_of(b)), outputs,
+                                        api_name=spec.api_name(b, self._shown(b)), **lane)
+                for b in spec.buttons]
 
     def _wire_attribution(self, w: Widgets) -> None:
         """Attribute this step: its own lane, one at a time in the process (its backward passes take the CPU a
@@ -595,27 +601,24 @@ class TabUI:
                       show_progress="hidden").then(None, w.link, None, js=persist.COPY_JS, api_name=False)
 
     # --- handlers: runs --------------------------------------------------------------------------
-    def _setup(self, model_name, prompt, chat, extra, values):
-        """The session's model, the tab's plans from its widgets, the prompt ids and the run's facts as the prompt
+    def _setup(self, a: Inputs, prompt):
+        """The session's model, the tab's plans from its widgets, the prompt ids and the run's facts as ``prompt``
         was encoded (raises ValueError)."""
-        n_side = len(self.w.side)
-        side, widget_values = dict(zip(self.w.side, values[:n_side])), values[n_side:]
         policy.check_prompt(prompt if isinstance(prompt, str) else None)  # before tokenizing it
-        loaded = policy.load(self.app.models, model_name, "model")
-        kwargs = generate_kwargs(dict(zip(self.control_names, widget_values)), extra, self.tab.fixed)
-        input_ids, mask, note = encode_prompt(loaded.tokenizer, str(prompt or ""), bool(chat))
+        loaded = policy.load(self.app.models, a.model, "model")
+        kwargs = generate_kwargs(a.controls, a.extra, self.tab.fixed)
+        input_ids, mask, note = encode_prompt(loaded.tokenizer, str(prompt or ""), bool(a.chat))
         policy.check_prompt(None, input_ids.shape[-1])
-        facts = Facts(prompt=str(prompt or ""), chat=uses_chat(loaded.tokenizer, bool(chat)))
-        plans = self.tab.plans(kwargs, side, loaded, self.app)
-        self._watch(plans, loaded, widget_values[len(self.control_names):])
+        facts = Facts(prompt=str(prompt or ""), chat=uses_chat(loaded.tokenizer, bool(a.chat)))
+        plans = self.tab.plans(kwargs, a.side, loaded, self.app)
+        self._watch(plans, loaded, a.watch)
         return loaded, plans, input_ids, mask, note, facts
 
     @staticmethod
-    def _watch(plans: list[Plan], loaded, rest: list) -> None:
-        """The ``watch`` box's tokens (``rest``: the values after the controls; none from a caller that has no box)
-        into every plan's recorder arguments (``core.stream(watch=...)``); raises ValueError naming `watch`."""
-        watch = parse_watch(loaded.tokenizer, rest[0] if rest else "",
-                            loaded.model.config.get_text_config().vocab_size)
+    def _watch(plans: list[Plan], loaded, watch) -> None:
+        """The ``watch`` box's tokens into every plan's recorder arguments (``core.stream(watch=...)``); raises
+        ValueError naming `watch`."""
+        watch = parse_watch(loaded.tokenizer, watch or "", loaded.model.config.get_text_config().vocab_size)
         if watch:
             for plan in plans:
                 plan.model_kwargs["watch"] = watch
@@ -624,87 +627,83 @@ class TabUI:
         """The seed box's value, checked (None: a fresh random seed); a tab without a seed box draws a fresh one."""
         return policy.check_seed(seed, n) if self.tab.seeded else None
 
-    def generate(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
+    # Each run handler: ``RunButton``'s name, its inputs by name (``spec.Inputs``: ``TabSpec.inputs_of`` the button),
+    # streaming the outputs of ``_run``.
+    def generate(self, a: Inputs, request=None):
         """From the prompt; or, when the tab shows a paused step-mode run of this prompt, from where it stopped."""
         def starts():
-            loaded, plans, input_ids, mask, note, facts = self._setup(model_name, prompt, chat, extra, values)
-            current = next(iter(runs.values()), None) if runs else None
-            if steering.is_paused(current, prompt, loaded.name):
+            loaded, plans, input_ids, mask, note, facts = self._setup(a, a.prompt)
+            current = next(iter(a.runs.values()), None) if a.runs else None
+            if steering.is_paused(current, a.prompt, loaded.name):
                 start = steering.resume(current, plans[0].kwargs, plans[0].run_label(facts),
                                         plans[0].facts(facts))
-                return [(plans[0], start)], loaded, prompt, note
-            return ([(plan, steering.Start(input_ids, mask, new_generator(self._seed(seed)), plan.kwargs,
+                return [(plans[0], start)], loaded, a.prompt, note
+            return ([(plan, steering.Start(input_ids, mask, new_generator(self._seed(a.seed)), plan.kwargs,
                                            plan.run_label(facts), facts=plan.facts(facts)))
-                     for plan in plans], loaded, prompt, note)
+                     for plan in plans], loaded, a.prompt, note)
 
-        yield from self._run(starts, branches, request)
+        yield from self._run(starts, a.branches, request)
 
-    def branch(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
+    def branch(self, a: Inputs, request=None):
         """Continue the tab's run from the picked step with ``token`` forced there."""
-        *values, step, row, token = values
-
         def starts():
-            parent = self._parent(runs)
-            loaded, plans, _, _, note, facts = self._setup(model_name, parent.prompt, chat, extra, values)
+            parent = self._parent(a.runs)
+            loaded, plans, _, _, note, facts = self._setup(a, parent.prompt)
             vocab = _vocab(loaded)
-            token_id = parse_token(loaded.tokenizer, token, vocab)
+            token_id = parse_token(loaded.tokenizer, a.token, vocab)
             if token_id is None:
                 raise ValueError("`token` is empty: click one of the alternatives, or type a token's text or #<id>")
-            step_, row_ = (policy.whole(step or 0, "step", 0, len(parent.steps)),
-                           policy.whole(row or 0, "row", 0, policy.bound("rows")))
-            start = steering.branch_at(parent, step_, row_, token_id, plans[0].kwargs, self._seed(seed), vocab,
+            step_, row_ = (policy.whole(a.step or 0, "step", 0, len(parent.steps)),
+                           policy.whole(a.row or 0, "row", 0, policy.bound("rows")))
+            start = steering.branch_at(parent, step_, row_, token_id, plans[0].kwargs, self._seed(a.seed), vocab,
                                        f"{plans[0].run_label(facts)} · branch", plans[0].facts(facts))
             return [(plans[0], start)], loaded, parent.prompt, note
 
-        yield from self._run(starts, branches, request)
+        yield from self._run(starts, a.branches, request)
 
-    def branch_node(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
+    def branch_node(self, a: Inputs, request=None):
         """Continue the hypothesis of a node of the run's beam tree."""
-        *values, node = values
-
         def starts():
             if not self.tab.beam:
                 raise ValueError(f"{self.tab.title} has no beam tree to continue from")
-            parent = self._parent(runs)
-            if node is None or node == "":
+            parent = self._parent(a.runs)
+            if a.node is None or a.node == "":
                 raise ValueError("`beam node` is empty: click a node of the beam tree (or type its id)")
-            node_ = policy.whole(node, "beam node", 0, 2 ** 31 - 1)
-            loaded, plans, _, _, note, facts = self._setup(model_name, parent.prompt, chat, extra, values)
-            start = steering.branch_at_node(parent, node_, plans[0].kwargs, self._seed(seed),
+            node_ = policy.whole(a.node, "beam node", 0, 2 ** 31 - 1)
+            loaded, plans, _, _, note, facts = self._setup(a, parent.prompt)
+            start = steering.branch_at_node(parent, node_, plans[0].kwargs, self._seed(a.seed),
                                             f"{plans[0].run_label(facts)} · from node {node_}", _vocab(loaded),
                                             plans[0].facts(facts))
             return [(plans[0], start)], loaded, parent.prompt, note
 
-        yield from self._run(starts, branches, request)
+        yield from self._run(starts, a.branches, request)
 
-    def next_token(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
+    def next_token(self, a: Inputs, request=None):
         """Step mode: one more token with the tab's strategy (the first one from the prompt)."""
         def starts():
             if not self.tab.steppable:  # wired on every tab, shown on some: a hand-made call to it is refused
                 raise ValueError(f"{self.tab.title} has no step mode (Next token)")
-            loaded, plans, input_ids, _, note, facts = self._setup(model_name, prompt, chat, extra, values)
-            current = next(iter(runs.values()), None) if runs else None
-            paused = current if steering.is_paused(current, prompt, loaded.name) else None
-            start = steering.next_token(paused, input_ids, plans[0].kwargs, self._seed(seed),
+            loaded, plans, input_ids, _, note, facts = self._setup(a, a.prompt)
+            current = next(iter(a.runs.values()), None) if a.runs else None
+            paused = current if steering.is_paused(current, a.prompt, loaded.name) else None
+            start = steering.next_token(paused, input_ids, plans[0].kwargs, self._seed(a.seed),
                                         f"{plans[0].run_label(facts)} · step by step", plans[0].facts(facts))
-            return [(plans[0], start)], loaded, prompt, note
+            return [(plans[0], start)], loaded, a.prompt, note
 
-        yield from self._run(starts, branches, request)
+        yield from self._run(starts, a.branches, request)
 
-    def sample_many(self, runs, branches, model_name, prompt, chat, seed, extra, *values, request=None):
+    def sample_many(self, a: Inputs, request=None):
         """N runs with seeds seed..seed+N-1 in one batch, merged into the samples' prefix tree."""
-        *values, n = values
-
         def starts():
-            n_ = policy.whole(n, "samples N", 2, steering.SAMPLE_MANY_MAX)
-            seed_ = self._seed(seed, n_)
-            loaded, plans, input_ids, _, note, facts = self._setup(model_name, prompt, chat, extra, values)
+            n_ = policy.whole(a.n, "samples N", 2, steering.SAMPLE_MANY_MAX)
+            seed_ = self._seed(a.seed, n_)
+            loaded, plans, input_ids, _, note, facts = self._setup(a, a.prompt)
             start = steering.sample_many(input_ids, plans[0].kwargs, n_, seed_, plans[0].label, plans[0].facts(facts))
             # no logit lens: the samples' tree shows none of it, and N rows of it would cost N times a lens
             plan = replace(plans[0], model_kwargs={k: v for k, v in plans[0].model_kwargs.items() if k != "lens"})
-            return [(plan, start)], loaded, prompt, note
+            return [(plan, start)], loaded, a.prompt, note
 
-        yield from self._run(starts, branches, request)
+        yield from self._run(starts, a.branches, request)
 
     def _run(self, starts, branches, request) -> Iterator[dict]:
         """``starts()`` -> (the (plan, ``steering.Start``) pairs, the model, the prompt, a note); a ``ValueError``
