@@ -176,6 +176,8 @@ class StrategyTab:
     max_new_tokens = 32
     examples_label = "Example prompts"
     advanced: tuple[str, ...] = ()  # groups of ``playground.fields`` in the tab's "Advanced" accordion
+    # its run buttons, in wiring order (``spec.RunButton``); a tab of its own adds one as (*RUN_BUTTONS, RunButton(...))
+    buttons: tuple[RunButton, ...] = RUN_BUTTONS
 
     # --- what subclasses fill in -----------------------------------------------------------------
     def controls(self) -> dict[str, gr.components.Component]:
@@ -264,7 +266,7 @@ class Widgets:
     side: dict[str, gr.components.Component]
     model_panel: list[gr.components.Component]
     preset: gr.Dropdown
-    buttons: dict[str, gr.Button]  # the run buttons the tab has (``spec.RUN_BUTTONS``), by name
+    buttons: dict[str, gr.Button]  # the run buttons the tab built (``StrategyTab.buttons``), by name
     stop: gr.Button
     n_samples: gr.Slider | None
     row: gr.Number
@@ -297,7 +299,7 @@ class TabUI(TabHandlers):
     def build(self) -> TabHandle:
         self.w = self.layout()
         self.spec = TabSpec(self.tab.key, self.tab.seeded, tuple(self.w.side), tuple(self.w.controls),
-                            tuple(b for b in RUN_BUTTONS if b.name in self.w.buttons))
+                            tuple(b for b in self.tab.buttons if b.name in self.w.buttons))
         self.wire(self.w)
         w = self.w
         return TabHandle(self.tab.key, self.tab.title, w.controls, w.extra, fixed=dict(self.tab.fixed), tab=w.tab,
@@ -319,7 +321,10 @@ class TabUI(TabHandlers):
         fixed = {"runs": w.out.runs, "branches": app.branches, "model": app.model_state, "prompt": w.prompt,
                  "chat": w.chat, "seed": w.seed, "extra": w.extra, "watch": w.watch, "colour_by": w.colour_by,
                  "step": w.out.step, "row": w.row, "token": w.token, "node": w.node, "n": w.n_samples}
-        return fixed[name] if name in fixed else {**w.side, **w.controls}[name]
+        own = {**fixed, **w.side, **w.controls}
+        if own.get(name) is None:  # a spec's slip is said as the page builds, not found as a value in a wrong slot
+            raise KeyError(f"`{name}` names no input of the {self.tab.key} tab (its spec: {list(own)})")
+        return own[name]
 
     def components(self, names) -> list[gr.components.Component]:
         return [self.component(n) for n in names]
@@ -412,9 +417,9 @@ class TabUI(TabHandlers):
                     n_samples=n_samples, status=status, watch=watch, colour_by=colour_by)
 
     def _buttons(self, place: str, **style) -> dict[str, gr.Button]:
-        """The run buttons ``spec.RUN_BUTTONS`` puts at ``place``, each shown where the tab has its flag."""
+        """The tab's run buttons at ``place``, each shown where the tab has its flag."""
         return {b.name: gr.Button(tr(b.label), variant=b.variant, visible=self._shown(b), **style)
-                for b in RUN_BUTTONS if b.place == place}
+                for b in self.tab.buttons if b.place == place}
 
     def _shown(self, button: RunButton) -> bool:
         return not button.flag or bool(getattr(self.tab, button.flag))
@@ -530,6 +535,10 @@ class TabUI(TabHandlers):
         # the loading status of every progress target it has seen and handles them all at each streamed message
         # (see gradio_patches: unmended, a long run kept the page too busy for Stop to be clicked).
         lane = dict(concurrency_id="generate", concurrency_limit=self.app.slots, show_progress_on=[w.out.status])
+        missing = [b.name for b in spec.buttons if not callable(getattr(self, b.name, None))]
+        if missing:
+            raise TypeError(f"the {self.tab.key} tab's run buttons {missing} have no handler of their name "
+                            "(TabHandlers)")
         return [w.buttons[b.name].click(named(getattr(self, b.name), spec, spec.inputs_of(b)),
                                         self.components(spec.inputs_of(b)), outputs,
                                         api_name=spec.api_name(b, self._shown(b)), **lane)

@@ -1,7 +1,7 @@
 """What a strategy tab's events call, and the view they draw from.
 
 ``TabHandlers`` holds the handlers ``TabUI`` (its layout and wiring, ``playground.tabs.base``) wires: each run button
-of the spec (``spec.RUN_BUTTONS``: a method of the button's name taking its inputs by name, ``spec.Inputs``), Stop,
+of the spec (``StrategyTab.buttons``: a method of the button's name taking its inputs by name, ``spec.Inputs``), Stop,
 picking a step or a token, a click on a figure, a loaded trace, Share link, a preset, a model switch, attribution.
 Every run handler streams a ``steering.Start`` through ``_stream`` into a ``View``, which ``_outputs`` turns into the
 updates ``{component: value}`` Gradio sends; each finished main run joins the session's branch tree.

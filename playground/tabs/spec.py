@@ -4,7 +4,8 @@ Everything that used to list them again by position reads them from here: the ru
 names a handler receives its inputs by (``Inputs``), the API's parameter names (``named``) and ``api_name``s, the
 settings a reload keeps and a share link carries (``TabSpec.settings``), the page load's outputs
 (``persist.Keeper``) and a run endpoint's output names (``output_names``). A new run button is one ``RunButton`` line
-in ``RUN_BUTTONS`` and one ``TabUI`` method of the same name that takes ``(inputs, request=None)``.
+(in ``RUN_BUTTONS`` for every tab, or in one tab's ``StrategyTab.buttons``) and one handler of the same name
+(``TabHandlers``) that takes ``(inputs, request=None)``.
 
 No Gradio here beyond the ``gr.Request`` annotation ``named`` hands on: the spec is names, the build maps them to
 components (``TabUI.component``).
