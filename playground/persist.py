@@ -31,6 +31,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
@@ -293,31 +294,43 @@ def restore_tree(text: Any) -> tuple[Branches | None, str]:
 
 
 # --- the wiring ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Kept:
+    """What the page load restores into one tab, as its spec names it (``TabUI.kept``): its settings by name, the
+    browser's store of them, and the status that says what was not restored."""
+
+    key: str
+    settings: Mapping[str, Any]
+    store: gr.BrowserState
+    status: gr.Markdown
+
+
 class Keeper:
     """The page load's restore over every tab (``app.py`` builds one once the tabs are): each tab's kept settings and
     a share link's into the widgets, the kept branch tree into the session's runs, the linked tab selected.
 
-    ``tabs``: the built tabs' ``TabUI``s by key (their ``settings``, ``w.store`` and ``out.status``)."""
+    ``tabs``: the built tabs' ``TabUI``s by key; the load reads only what each one's spec keeps (``TabUI.kept``)."""
 
     def __init__(self, tabs: Mapping[str, Any], branches: gr.State, tree: gr.BrowserState, tabs_block: gr.Tabs,
                  active_tab: gr.State):
         self.tabs, self.branches, self.tree = dict(tabs), branches, tree
+        self.kept: dict[str, Kept] = {key: ui.kept for key, ui in self.tabs.items()}
         self.tabs_block, self.active_tab = tabs_block, active_tab
 
     def load(self, data: Mapping, request: gr.Request | None = None) -> dict:
         params = dict(getattr(request, "query_params", None) or {})
-        linked, link_values, link_problems = read_link(params, {k: ui.settings for k, ui in self.tabs.items()})
+        linked, link_values, link_problems = read_link(params, {k: tab.settings for k, tab in self.kept.items()})
         out: dict = {}
-        for key, ui in self.tabs.items():
-            settings = ui.settings
-            values, problems = restore(key, settings, data.get(ui.w.store))
+        for key, tab in self.kept.items():
+            settings = tab.settings
+            values, problems = restore(key, settings, data.get(tab.store))
             if key == linked:
                 values.update(link_values)
             for name, value in values.items():
                 if not _same(value, settings[name].value):  # what the page shows already sets nothing off
                     out[settings[name]] = value
             # the store takes what the load set (the listener skips it: see save_js), a misfit dropped
-            out[ui.w.store] = stored(key, {n: v for n, v in values.items() if not _same(v, settings[n].value)})
+            out[tab.store] = stored(key, {n: v for n, v in values.items() if not _same(v, settings[n].value)})
             notes = []
             if key == linked:
                 notes.append("Opened from a share link"
@@ -325,7 +338,7 @@ class Keeper:
             if problems:
                 notes.append(f"Kept settings not restored: {'; '.join(problems)}.")
             if notes:  # the problems quote what the link or the store held: as text (see status.plain)
-                out[ui.out.status] = plain(" ".join(notes))
+                out[tab.status] = plain(" ".join(notes))
         if link_problems:
             gr.Warning(plain(f"Share link: {'; '.join(link_problems)}"))
         if linked is not None:
@@ -346,15 +359,15 @@ class Keeper:
 
     def wire(self, demo: gr.Blocks) -> None:
         """Render the tabs' stores (call in the app's Blocks, outside its ``gr.Tabs``) and wire the page load."""
-        for ui in self.tabs.values():
-            ui.w.store.render()
-        inputs = {self.branches, self.tree, *(ui.w.store for ui in self.tabs.values())}
+        for tab in self.kept.values():
+            tab.store.render()
+        inputs = {self.branches, self.tree, *(tab.store for tab in self.kept.values())}
         outputs = [self.branches, self.tabs_block, self.active_tab]
-        for ui in self.tabs.values():
-            outputs += [*ui.settings.values(), ui.w.store, ui.out.status]
+        for tab in self.kept.values():
+            outputs += [*tab.settings.values(), tab.store, tab.status]
         # progress on one status, not on the ~300 outputs: each target stays among the loading statuses Gradio's page
         # refreshes at every streamed message (see gradio_patches)
-        first = next(iter(self.tabs.values())).out.status
+        first = next(iter(self.kept.values())).status
         demo.load(self.load, inputs, outputs, api_name=False, show_progress="hidden", concurrency_id="page_load",
                   concurrency_limit=4, show_progress_on=[first]).then(
             None, None, None, js=AFTER_LOAD_JS, api_name=False)

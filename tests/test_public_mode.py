@@ -102,9 +102,8 @@ def assert_no_server_path(message: str, typed: str = "", *extra) -> None:
 def speculative_status(demo, assistant: str) -> str:
     """The speculative tab's status line after Generate with ``assistant`` typed in its assistant_model box."""
     handle = next(h for h in demo.handles if h.key == "speculative")
-    widgets = [handle.controls[name].value for name in handle.ui.control_names]
-    first = next(handle.ui.generate({}, None, demo.startup_model, "Name a fruit.", True, 0, {}, assistant,
-                                    *widgets))
+    first = next(handle.ui.generate(handle.ui.inputs(model=demo.startup_model, prompt="Name a fruit.",
+                                                     assistant_model=assistant)))
     return first[handle.ui.out.status]
 
 
@@ -445,8 +444,8 @@ def test_a_running_generation_holds_its_model_until_it_ends(public, public_demo)
     visitor's load evicts them; closing the stream (Stop, a visitor who leaves) lets them go."""
     demo, models = public_demo
     handle = next(h for h in demo.handles if h.key == "speculative")
-    widgets = [handle.controls[name].value for name in handle.ui.control_names]
-    run = handle.ui.generate({}, None, demo.startup_model, "Name a fruit.", True, 0, {}, PROMPT_LOOKUP, *widgets)
+    run = handle.ui.generate(handle.ui.inputs(model=demo.startup_model, prompt="Name a fruit.",
+                                              assistant_model=PROMPT_LOOKUP))
     assert not next(run)[handle.ui.out.status].startswith("Not run"), "the run must be streaming"
     assert models.in_use() == {demo.startup_model: 1}
     run.close()

@@ -42,9 +42,8 @@ def test_two_apps_in_one_process_each_use_their_own_build(tiny_folder, embedded)
     ui_b = {h.key: h.ui for h in demo_b.handles}
     assert all(ui_a[k] is not ui_b[k] and ui_a[k].app.models is first and ui_b[k].app.models is second
                for k in ui_a)
-    widgets = [h.controls[n].value for h in demo_a.handles if h.key == "greedy" for n in h.ui.control_names]
-    side = [False] * len(ui_a["greedy"].w.side)  # its checkboxes, unticked
-    out = list(ui_a["greedy"].generate({}, None, demo_a.startup_model, PROMPT, True, 0, {}, *side, *widgets))[-1]
+    greedy = ui_a["greedy"]  # its settings as the page shows them: the side checkboxes unticked
+    out = list(greedy.generate(greedy.inputs(model=demo_a.startup_model, prompt=PROMPT)))[-1]
     assert out[ui_a["greedy"].out.status].startswith("**Greedy**")
     assert first.loaded() == [tiny_folder] and second.loaded() == ["smollm2-135m-instruct"]
 
@@ -100,10 +99,9 @@ def test_a_session_keeps_one_trace_file_per_tab(served):
 def test_every_run_stops_at_the_servers_time_cap(tiny_folder):  # noqa: F811
     demo = app.build_demo(tiny_folder, models=ModelCache(), max_seconds=0.3)
     ui = next(h.ui for h in demo.handles if h.key == "sampling")
-    widgets = {n: h.controls[n].value for h in demo.handles if h.key == "sampling" for n in h.ui.control_names}
-    widgets.update(max_new_tokens=512, stop_strings="")
-    side = [False] * len(ui.w.side)  # its checkboxes, unticked
-    out = list(ui.generate({}, None, demo.startup_model, PROMPT * 20, False, 0, {}, *side, *widgets.values()))[-1]
+    # its settings as the page shows them (the side checkboxes unticked) but these
+    out = list(ui.generate(ui.inputs(model=demo.startup_model, prompt=PROMPT * 20, chat=False, max_new_tokens=512,
+                                     stop_strings="")))[-1]
     assert "stopped at the server's time limit" in out[ui.out.status]
 
 

@@ -49,16 +49,14 @@ def run_tab(demo, key: str, seed: int, parent: dict | None = None, **widgets) ->
     Continue with this token, the best candidate of step 2 it did not choose); returns the session's runs it leaves."""
     handle = next(h for h in demo.handles if h.key == key)
     ui = handle.ui
-    values = {n: handle.controls[n].value for n in ui.control_names}
-    values.update(widgets)
-    side = [False] * len(ui.w.side)  # the side checkboxes (logit lens, defaults only), unticked
-    settings = (demo.startup_model, PROMPT, True, seed, {}, *side, *values.values())
+    # the other settings as the page shows them: the side checkboxes (logit lens, defaults only) unticked
+    settings = dict(model=demo.startup_model, prompt=PROMPT, chat=True, seed=seed, **widgets)
     if parent is None:
-        events = ui.generate({}, None, *settings)
+        events = ui.generate(ui.inputs(**settings))
     else:
         row = next(iter(parent.values())).steps[2].rows[0]
         other = next(c.token_id for c in row.candidates if c.token_id not in row.chosen)
-        events = ui.branch(parent, None, *settings, 2, 0, f"#{other}")
+        events = ui.branch(ui.inputs(runs=parent, step=2, row=0, token=f"#{other}", **settings))
     final = list(events)[-1]
     runs = final.get(ui.out.runs)
     assert runs and next(iter(runs.values())).done, final[ui.out.status]
