@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import itertools
 import multiprocessing
@@ -111,85 +112,96 @@ def serve(conn, loader: str, threads: int, exact: bool = True, calls: str | None
     ``EngineLoop``'s; ``calls`` ("module:NAME"): the functions the page may ``call``, by name; ``lease``
     ("module:function"): a context manager each run and call is made in, holding the models it loads (a model cache's
     lease: none of them is evicted while it runs)."""
-    import core
-    from core.engine.loop import EngineLoop
-    from core.scheduler import aside
-    from core.heap import trim_heap
-
     torch.set_num_threads(threads)
-    load = _named(loader)
-    callable_ = _named(calls, {})
-    hold = _named(lease, contextlib.nullcontext)
-    loop = EngineLoop(exact=exact)
-    lock = threading.Lock()
-    cancels: dict[int, threading.Event] = {}
+    _Engine(conn, _named(loader), _named(calls, {}), _named(lease, contextlib.nullcontext), exact).serve()
 
-    def send(message: tuple) -> None:
+
+class _Engine:
+    """The engine process's side of the pipe: reads the page's messages, starts each run in the loop and each call in
+    a thread of its own, and sends back what they make."""
+
+    def __init__(self, conn, load: Callable, calls: dict[str, Callable], hold: Callable, exact: bool):
+        from core.engine.loop import EngineLoop
+
+        self.conn, self.load, self.calls, self.hold = conn, load, calls, hold
+        self.loop = EngineLoop(exact=exact)
+        self.lock = threading.Lock()
+        self.cancels: dict[int, threading.Event] = {}
+
+    def serve(self) -> None:
+        while True:
+            try:
+                message = pickle.loads(self.conn.recv_bytes())
+            except (EOFError, OSError):  # the page's process is gone: so is its engine
+                os._exit(0)
+            kind = message[0]
+            if kind == "run":
+                _, run_id, request = message
+                self.cancels[run_id] = cancel = threading.Event()
+                self.loop.start(functools.partial(self.run, run_id, request, cancel))
+            elif kind == "cancel":
+                cancel = self.cancels.get(message[1])
+                if cancel is not None:
+                    cancel.set()
+            elif kind == "call":
+                threading.Thread(target=self.call, args=message[1:], name=f"engine-call-{message[2]}",
+                                 daemon=True).start()
+            elif kind == "load":  # warm a model before the first run asks for it, the pipe read on meanwhile
+                threading.Thread(target=self.warm, args=(message[1],), daemon=True).start()
+
+    def send(self, message: tuple) -> None:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        with lock:
-            conn.send_bytes(data)
+        with self.lock:
+            self.conn.send_bytes(data)
 
-    def warm(key: str) -> None:
+    def warm(self, key: str) -> None:
         try:
-            load(key)
+            self.load(key)
         except Exception:  # noqa: BLE001 - the first run on it reports the error
             pass
 
-    def run(run_id: int, request: Request, cancel: threading.Event) -> Callable[[], None]:
-        def body() -> None:
-            try:
-                with hold():
-                    generated(run_id, request, cancel)
-            except BaseException as err:  # noqa: BLE001 - the page raises it in the run's stream
-                send(("error", run_id, _portable(err)))
-            finally:
-                cancels.pop(run_id, None)
-                if not cancels:  # the last run ended: what the runs freed goes back to the system
-                    trim_heap()
-        return body
+    def run(self, run_id: int, request: Request, cancel: threading.Event) -> None:
+        """One run, in the loop: its records, then its result (or its error), sent as they come."""
+        from core.heap import trim_heap
 
-    def generated(run_id: int, request: Request, cancel: threading.Event) -> None:
-        loaded = aside(lambda: load(request.model))  # a first load takes seconds: the others go on
-        settings = {k: aside(lambda key=v.key: load(key)).model if isinstance(v, ModelRef) else v
+        try:
+            with self.hold():
+                self.generate(run_id, request, cancel)
+        except BaseException as err:  # noqa: BLE001 - the page raises it in the run's stream
+            self.send(("error", run_id, _portable(err)))
+        finally:
+            self.cancels.pop(run_id, None)
+            if not self.cancels:  # the last run ended: what the runs freed goes back to the system
+                trim_heap()
+
+    def generate(self, run_id: int, request: Request, cancel: threading.Event) -> None:
+        import core
+        from core.scheduler import aside
+
+        loaded = aside(lambda: self.load(request.model))  # a first load takes seconds: the others go on
+        settings = {k: aside(lambda key=v.key: self.load(key)).model if isinstance(v, ModelRef) else v
                     for k, v in request.settings.items()}
         generator = rng.rebuilt(request.states, request.many)
         mask = torch.tensor(request.attention_mask) if request.attention_mask is not None else None
         # a model's first lane probes its kernels (a second or two): beside the loop, as a load
-        lane = loop.known(loaded.model) or aside(lambda: loop.lane(loaded.model))
+        lane = self.loop.known(loaded.model) or aside(lambda: self.loop.lane(loaded.model))
         result = core.generate(loaded.model, torch.tensor(request.input_ids), attention_mask=mask,
-                               tokenizer=loaded.tokenizer, recorder=_Sender(send, run_id, request), cancel=cancel,
-                               deadline=request.deadline, generator=generator, scheduler=lane, **settings)
+                               tokenizer=loaded.tokenizer, recorder=_Sender(self.send, run_id, request),
+                               cancel=cancel, deadline=request.deadline, generator=generator, scheduler=lane,
+                               **settings)
         trace = dataclasses.replace(result.trace, steps=[]) if result.trace is not None else None
-        send(("done", run_id, dataclasses.replace(result, trace=trace), rng.states(generator)))
+        self.send(("done", run_id, dataclasses.replace(result, trace=trace), rng.states(generator)))
 
-    def call(call_id: int, name: str, args: tuple, kwargs: dict) -> None:
+    def call(self, call_id: int, name: str, args: tuple, kwargs: dict) -> None:
+        """One call, in a thread of its own: its progress, then its result (or its error)."""
         try:
-            if name not in callable_:
+            if name not in self.calls:
                 raise ValueError(f"the engine has no call {name!r}")
-            with hold():
-                result = callable_[name](*args, progress=lambda done: send(("step", call_id, done)), **kwargs)
-            send(("done", call_id, result, None))
+            with self.hold():
+                result = self.calls[name](*args, progress=lambda done: self.send(("step", call_id, done)), **kwargs)
+            self.send(("done", call_id, result, None))
         except BaseException as err:  # noqa: BLE001 - the page raises it where it called
-            send(("error", call_id, _portable(err)))
-
-    while True:
-        try:
-            message = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):  # the page's process is gone: so is its engine
-            os._exit(0)
-        kind = message[0]
-        if kind == "run":
-            _, run_id, request = message
-            cancels[run_id] = cancel = threading.Event()
-            loop.start(run(run_id, request, cancel))
-        elif kind == "cancel":
-            cancel = cancels.get(message[1])
-            if cancel is not None:
-                cancel.set()
-        elif kind == "call":
-            threading.Thread(target=call, args=message[1:], name=f"engine-call-{message[2]}", daemon=True).start()
-        elif kind == "load":  # warm a model before the first run asks for it, the pipe read on meanwhile
-            threading.Thread(target=warm, args=(message[1],), daemon=True).start()
+            self.send(("error", call_id, _portable(err)))
 
 
 # --- the page's side -----------------------------------------------------------------------------------------------
