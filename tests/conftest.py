@@ -7,7 +7,8 @@ import os
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.generation.streamers import BaseStreamer
 
 VOCAB = 64
@@ -67,6 +68,23 @@ def tiny_llama(seed: int = 0, vocab: int = VOCAB, layers: int = 2, dtype: torch.
     for param in model.parameters():
         param.data = param.data.to(dtype)
     return model
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the tiny models' 64 ids: "w0" .. "w63"."""
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(VOCAB)}, unk_token="w3"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="w3", pad_token="w0", bos_token="w1",
+                                   eos_token="w2")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    """``tiny_llama(5)`` with ``tiny_tokenizer``, saved as a Hub checkpoint is (a folder ``core.load_model`` reads)."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tiny_llama(5).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return str(folder)
 
 
 @pytest.fixture(scope="session")

@@ -16,31 +16,22 @@ from core import attribution
 from playground import engine_host, policy
 from playground.state import ModelCache
 
-from conftest import tiny_llama
-from test_models import tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-model")
-    tiny_llama(5).save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return str(path)
 
 
 @pytest.fixture
-def host(folder, monkeypatch):
+def host(tiny_checkpoint, monkeypatch):
     monkeypatch.setenv(policy.ENGINE_PROCESS_ENV, "1")
-    engine = engine_host.start(warm=(folder,), threads=1)
+    engine = engine_host.start(warm=(tiny_checkpoint,), threads=1)
     yield engine
     engine.close()
     engine_host.ENGINE = None
 
 
-def test_the_page_holds_no_weights_and_its_runs_and_attributions_equal_the_real_models(host, folder, one_thread):
-    page = ModelCache(2, loader=engine_host.page_loader()).get(folder)
+def test_the_page_holds_no_weights_and_its_runs_and_attributions_equal_the_real_models(host, tiny_checkpoint,
+                                                                                      one_thread):
+    page = ModelCache(2, loader=engine_host.page_loader()).get(tiny_checkpoint)
     assert {p.device.type for p in page.model.parameters()} == {"meta"}
-    real = core.load_model(folder)
+    real = core.load_model(tiny_checkpoint)
     ids = torch.tensor([page.tokenizer.encode("w4 w5 w6")])
     assert ids.tolist() == [real.tokenizer.encode("w4 w5 w6")]
 
@@ -60,15 +51,15 @@ def test_the_page_holds_no_weights_and_its_runs_and_attributions_equal_the_real_
     assert told and told[-1] == pytest.approx(1.0)
 
 
-def test_the_engine_keeps_the_startup_model_and_every_model_a_run_uses(host, folder, one_thread):
+def test_the_engine_keeps_the_startup_model_and_every_model_a_run_uses(host, tiny_checkpoint, one_thread):
     deadline = time.monotonic() + 120
-    while host.call("models")["pinned"] != folder and time.monotonic() < deadline:  # the warm-up pins it
+    while host.call("models")["pinned"] != tiny_checkpoint and time.monotonic() < deadline:  # the warm-up pins it
         time.sleep(0.2)
-    assert host.call("models") == {"loaded": [folder], "in_use": {}, "pinned": folder}
-    page = ModelCache(2, loader=engine_host.page_loader()).get(folder)
+    assert host.call("models") == {"loaded": [tiny_checkpoint], "in_use": {}, "pinned": tiny_checkpoint}
+    page = ModelCache(2, loader=engine_host.page_loader()).get(tiny_checkpoint)
     events = engine_host.stream(page, torch.tensor([[4, 5, 6]]), max_new_tokens=200, do_sample=False)
     next(events)
-    assert host.call("models")["in_use"] == {folder: 1}  # the run's lease
+    assert host.call("models")["in_use"] == {tiny_checkpoint: 1}  # the run's lease
     events.close()
     while host.call("models")["in_use"] and time.monotonic() < deadline:
         time.sleep(0.1)

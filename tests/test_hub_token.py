@@ -21,7 +21,7 @@ from playground.state import ModelBusy, ModelCache
 from playground.tabs import TABS, all_tabs
 from playground.tabs.base import AppContext
 from conftest import tiny_llama
-from test_models import tiny_tokenizer
+from conftest import tiny_tokenizer
 from tests.fake_hub import FakeHub, point_hub_at, safetensors_header
 
 OWNER_TOKEN = "hf_ownerSecretToken0123456789"

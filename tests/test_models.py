@@ -8,12 +8,11 @@ import time
 import huggingface_hub.constants
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import BartConfig, BartForConditionalGeneration, PreTrainedTokenizerFast
+from transformers import BartConfig, BartForConditionalGeneration
 
 import core
 from core import models as core_models
-from conftest import VOCAB, tiny_llama
+from conftest import VOCAB, tiny_llama, tiny_tokenizer
 
 TIMES: dict[str, float] = {}
 
@@ -22,14 +21,6 @@ TIMES: dict[str, float] = {}
 def offline(monkeypatch):
     """No Hub requests (huggingface_hub reads this flag on every request)."""
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over the tiny models' 64 ids: "w0" .. "w63"."""
-    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(VOCAB)}, unk_token="w3"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="w3", pad_token="w0", bos_token="w1",
-                                   eos_token="w2")
 
 
 def logits(model, ids) -> torch.Tensor:

@@ -30,8 +30,7 @@ from playground import policy, session, share
 from playground.i18n import english
 from playground.state import ModelBusy, ModelCache
 from playground.tabs.speculative import PROMPT_LOOKUP
-from conftest import tiny_llama
-from test_models import tiny_tokenizer
+from conftest import tiny_llama, tiny_tokenizer
 from tests.fake_hub import FakeHub, point_hub_at, safetensors_header
 from tests.test_config_panel import small_app
 
@@ -185,17 +184,17 @@ def test_the_public_picker_names_what_it_takes(public_demo):
     assert labels["assistant_model"].info == "a named model or Hub id; or prompt lookup"
 
 
-def test_named_models_and_the_startup_model_still_load(public, embedded, tiny_folder):
+def test_named_models_and_the_startup_model_still_load(public, embedded, tiny_checkpoint):
     models = ModelCache(capacity=2, loader=lambda name: embedded if name is None else forbidden(name))
     models.get(None)
     load = app.load_handler(models)
     assert load(DEFAULT_NAME, "", **NO_PROGRESS)[0] == DEFAULT_NAME
     # an operator's PLAYGROUND_MODEL may be a folder: picking it again is allowed, typing another one is not
     models = ModelCache(capacity=2, loader=core.load_model)
-    models.get(tiny_folder)
-    models.pin(tiny_folder)
-    assert app.load_handler(models)(tiny_folder, "", **NO_PROGRESS)[0] == tiny_folder
-    assert app.load_handler(models)(None, str(Path(tiny_folder).parent), **NO_PROGRESS)[0] == gr.skip()
+    models.get(tiny_checkpoint)
+    models.pin(tiny_checkpoint)
+    assert app.load_handler(models)(tiny_checkpoint, "", **NO_PROGRESS)[0] == tiny_checkpoint
+    assert app.load_handler(models)(None, str(Path(tiny_checkpoint).parent), **NO_PROGRESS)[0] == gr.skip()
 
 
 def test_a_named_model_whose_wheel_is_missing_says_so(public, monkeypatch):
@@ -462,9 +461,3 @@ def test_the_busy_message_reaches_a_public_visitor_as_it_is(public):
                       "try again in a moment")
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-model")
-    tiny_llama(5).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return str(folder)
