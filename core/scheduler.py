@@ -92,6 +92,15 @@ class Seat:
         return self.stepping and self.pending is None and self.direct == 0 and self.thread.is_alive()
 
 
+def plain_hook(method: Callable) -> Callable:
+    """``method`` (a scheduler's hook) as a plain function to register on a model: the model keeps its scheduler alive
+    through it, and a deep copy of the model shares the function instead of copying the scheduler and its locks
+    (which cannot be copied); the method itself acts only on the model it was registered on."""
+    def hook(module, *args, **kwargs):
+        return method(module, *args, **kwargs)
+    return hook
+
+
 class StepScheduler:
     """The step scheduler of one model (see the module docstring). ``gather_s``: how long a step waits for the
     other seated runs' steps to join it."""
@@ -106,8 +115,8 @@ class StepScheduler:
         self._seats: dict[int, Seat] = {}  # thread id -> seat
         self._jobs: list[Job] = []
         self._worker: threading.Thread | None = None
-        self._hooks = (model.register_forward_pre_hook(self._before_call),
-                       model.register_forward_hook(self._after_call, always_call=True))
+        self._hooks = (model.register_forward_pre_hook(plain_hook(self._before_call)),
+                       model.register_forward_hook(plain_hook(self._after_call), always_call=True))
 
     @property
     def model(self):
@@ -145,17 +154,24 @@ class StepScheduler:
             return len(self._seats)
 
     # --- direct calls: serialized with the batched steps --------------------------------------------------------
-    def _before_call(self, module, args):
+    def _calling_seat(self, module) -> "Seat | None":
+        """The seat whose thread calls ``module`` now, when it is this scheduler's model and a seat of its own."""
         seat = _seat.get()
-        if seat is not None and seat.scheduler is self and threading.current_thread() is seat.thread:
+        if module is self.model and seat is not None and seat.scheduler is self \
+                and threading.current_thread() is seat.thread:
+            return seat
+        return None
+
+    def _before_call(self, module, args):
+        seat = self._calling_seat(module)
+        if seat is not None:
             if seat.direct == 0:
                 self._model_lock.acquire()
             seat.direct += 1
 
     def _after_call(self, module, args, output):
-        seat = _seat.get()
-        if seat is not None and seat.scheduler is self and threading.current_thread() is seat.thread \
-                and seat.direct > 0:
+        seat = self._calling_seat(module)
+        if seat is not None and seat.direct > 0:
             seat.direct -= 1
             if seat.direct == 0:
                 self._model_lock.release()

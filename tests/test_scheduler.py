@@ -4,6 +4,7 @@ died never holds the others."""
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 
@@ -182,3 +183,18 @@ def test_a_batched_linear_keeps_every_runs_bits_whatever_its_rows(k):
     for size in sizes:
         assert torch.equal(batched[start:start + size], torch.nn.functional.linear(x[start:start + size], weight, bias))
         start += size
+
+
+def test_a_scheduled_model_can_still_be_deep_copied():
+    """A model with a step scheduler and an engine loop's lane (their hooks hold locks) deep-copies, as a test's
+    assistant is made from a shared tiny model: the copy shares the hook functions, which act on the original only."""
+    from core.engine import EngineLoop
+
+    model = tiny_llama(0)
+    scheduler = StepScheduler(model)
+    EngineLoop().lane(model)
+    twin = copy.deepcopy(model)
+    ids = torch.tensor([[1, 5, 9]])
+    with torch.no_grad():
+        assert torch.equal(twin(ids).logits, model(ids).logits)
+    assert scheduler.stats.forwards == 0

@@ -90,7 +90,7 @@ class Lane:
         self._model = weakref.ref(model)
         self.linears = batching.probe(model) if loop.exact else batching.PLAIN
         self.stats = steps_scheduler.Stats()
-        self._hook = model.register_forward_pre_hook(self._turn_before_forward)
+        self._hook = model.register_forward_pre_hook(steps_scheduler.plain_hook(self._turn_before_forward))
 
     @property
     def model(self):
@@ -98,7 +98,7 @@ class Lane:
 
     def _turn_before_forward(self, module, args):
         run = self.loop._current()
-        if run is None or rng.lending():
+        if run is None or module is not self.model or rng.lending():
             return
         if run.forwarded:  # one forward of its own a pass: the others go first
             self.loop._main.switch()  # back in the next pass
