@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import threading
 import time
 import weakref
@@ -96,6 +97,7 @@ def plain_hook(method: Callable) -> Callable:
     """``method`` (a scheduler's hook) as a plain function to register on a model: the model keeps its scheduler alive
     through it, and a deep copy of the model shares the function instead of copying the scheduler and its locks
     (which cannot be copied); the method itself acts only on the model it was registered on."""
+    @functools.wraps(method)  # named as the method is, for whoever reads a model's hooks
     def hook(module, *args, **kwargs):
         return method(module, *args, **kwargs)
     return hook

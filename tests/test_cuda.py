@@ -18,7 +18,6 @@ from core.rng import new_generator
 
 from conftest import tiny_llama
 from test_precision import parity_pair
-from test_public_mode import tiny_folder  # noqa: F401 - the fixture: a tiny Llama saved with a tokenizer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 
@@ -78,10 +77,10 @@ def test_ported_strategies_on_cuda_agree_with_their_4_55_4_way(monkeypatch, dtyp
 
 
 @pytest.mark.parametrize("spread", [False, True], ids=["one-gpu", "accelerate-auto"])
-def test_load_model_puts_it_on_the_gpu(monkeypatch, tiny_folder, spread):
+def test_load_model_puts_it_on_the_gpu(monkeypatch, tiny_checkpoint, spread):
     if spread:  # what a model larger than one GPU gets
         monkeypatch.setattr(models, "placement", lambda weights, free: "auto")
-    loaded = core.load_model(tiny_folder, dtype="bfloat16")
+    loaded = core.load_model(tiny_checkpoint, dtype="bfloat16")
     assert loaded.device.startswith(("cuda", "auto")) and loaded.dtype == "bfloat16"
     ids = torch.tensor(PROMPT)
     ours = core.generate(loaded.model, ids, max_new_tokens=8)
