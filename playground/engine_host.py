@@ -37,6 +37,7 @@ _MODELS: state.ModelCache | None = None  # the engine process's own cache
 _MODELS_LOCK = threading.Lock()
 
 
+# --- the page's side -----------------------------------------------------------------------------------------------
 def start(warm: tuple[str, ...] = (), threads: int | None = None) -> EngineProcess | None:
     """Start the engine process when the policy says so (and not on ZeroGPU); ``warm``: model keys it loads first and
     keeps, as the page's cache keeps its pinned startup model."""
@@ -58,42 +59,6 @@ def _pin(key: str) -> None:
         pass
 
 
-# --- in the engine process -----------------------------------------------------------------------------------------
-def _models() -> state.ModelCache:
-    global _MODELS
-    with _MODELS_LOCK:  # the first run and the first call may ask at once
-        if _MODELS is None:
-            _MODELS = state.ModelCache(policy.max_models())
-        return _MODELS
-
-
-def load(key: str) -> LoadedModel:
-    """In the engine process: the model keyed ``key``, loaded as the page loads it (joining the lease being taken)."""
-    return policy.load(_models(), key, "model")
-
-
-@contextlib.contextmanager
-def lease() -> Iterator[None]:
-    """In the engine process: what a run or a call is made in; the models it loads stay loaded until it ends."""
-    with _models().lease() as held, held.taking():
-        yield
-
-
-def pin(key: str, progress=None) -> None:
-    """In the engine process: load ``key`` and keep it loaded whatever else is (the startup model)."""
-    load(key)
-    _models().pin(key)
-
-
-def stream(loaded: LoadedModel, input_ids, **kwargs) -> Iterator:
-    """``core.stream``'s events of a run of ``loaded`` made in the engine process; a model among the settings goes
-    by its key."""
-    settings = {name: ModelRef(state.KEYS[value]) if isinstance(value, torch.nn.Module) else value
-                for name, value in kwargs.items()}
-    return ENGINE.stream(_key(loaded), input_ids, **settings)
-
-
-# --- the page's weightless models ----------------------------------------------------------------------------------
 def page_loader() -> Callable[..., LoadedModel]:
     """The page's model cache's loader: with the engine running, the engine's description of each model (``describe``,
     the page holding no weights); without it, ``core.load_model``."""
@@ -105,44 +70,82 @@ def _described(name: str | None = None, dtype: str | None = None, **_download) -
     return ENGINE.call("describe", policy.model_key(name, dtype), wait_s=DESCRIBE_WAIT_S).weightless()
 
 
-def describe(key: str, progress=None) -> ModelShape:
-    """In the engine process: the model keyed ``key`` (loaded there, as a run would load it) without its weights."""
-    return ModelShape.of(load(key))
+def stream(loaded: LoadedModel, input_ids, **kwargs) -> Iterator:
+    """``core.stream``'s events of a run of ``loaded`` made in the engine process; a model among the settings goes
+    by its key."""
+    settings = {name: ModelRef(state.KEYS[value]) if isinstance(value, torch.nn.Module) else value
+                for name, value in kwargs.items()}
+    return ENGINE.stream(_key(loaded), input_ids, **settings)
 
 
-# --- attribution: gradients where the weights are ------------------------------------------------------------------
 def attribute(loaded: LoadedModel, ids: list[int], target: int, *, steps: int, deadline: float, prompt_tokens: int,
               progress: Callable[[float], None]) -> attribution.Attribution:
-    """``core.attribution.attribute`` of every method for ``loaded``'s step: in the engine process when it runs (the
-    page's model has no weights); here otherwise, seated at the model's step scheduler, so that each of its forwards
-    goes between the runs' batched steps, never beside one."""
+    """``core.attribution.attribute`` of every method for ``loaded``'s step, where the weights are: in the engine
+    process when it runs (the page's model has none); here otherwise, seated at the model's step scheduler, so that
+    each of its forwards goes between the runs' batched steps, never beside one."""
     if ENGINE is not None:
         return ENGINE.call("attribute", _key(loaded), ids, target, steps=steps, deadline_at=deadline,
                            prompt_tokens=prompt_tokens, deadline=deadline, progress=progress)
     seated = step_scheduler.shared(loaded.model).seat(deadline) if policy.shared_forward() \
         else contextlib.nullcontext()
     with seated:
-        return attribution.attribute(loaded.model, loaded.tokenizer, ids, target, "all", steps=steps,
-                                     deadline=deadline, prompt_tokens=prompt_tokens, progress=progress)
+        return _attributed(loaded, ids, target, steps=steps, deadline=deadline, prompt_tokens=prompt_tokens,
+                           progress=progress)
 
 
-def _attribute(key: str, ids: list[int], target: int, *, steps: int, deadline_at: float, prompt_tokens: int,
-               progress) -> attribution.Attribution:
-    """In the engine process: ``attribute`` of the model keyed ``key``, beside the loop's runs (it writes nothing on
-    the model, and the loop's pre-forward hook passes over any thread but the loop's)."""
-    loaded = load(key)
-    return attribution.attribute(loaded.model, loaded.tokenizer, ids, target, "all", steps=steps,
-                                 deadline=deadline_at, prompt_tokens=prompt_tokens, progress=progress)
+def _attributed(loaded: LoadedModel, ids: list[int], target: int, **kwargs) -> attribution.Attribution:
+    return attribution.attribute(loaded.model, loaded.tokenizer, ids, target, "all", **kwargs)
 
 
 def _key(loaded: LoadedModel) -> str:
     return state.KEYS.get(loaded.model) or policy.model_key(loaded.name, loaded.dtype)
 
 
+# --- in the engine process -----------------------------------------------------------------------------------------
+def _models() -> state.ModelCache:
+    global _MODELS
+    with _MODELS_LOCK:  # the first run and the first call may ask at once
+        if _MODELS is None:
+            _MODELS = state.ModelCache(policy.max_models())
+        return _MODELS
+
+
+def load(key: str) -> LoadedModel:
+    """The model keyed ``key``, loaded as the page loads it (joining the lease being taken)."""
+    return policy.load(_models(), key, "model")
+
+
+@contextlib.contextmanager
+def lease() -> Iterator[None]:
+    """What a run or a call is made in: the models it loads stay loaded until it ends."""
+    with _models().lease() as held, held.taking():
+        yield
+
+
+def pin(key: str, progress=None) -> None:
+    """Load ``key`` and keep it loaded whatever else is (the startup model)."""
+    load(key)
+    _models().pin(key)
+
+
+def describe(key: str, progress=None) -> ModelShape:
+    """The model keyed ``key`` (loaded here, as a run would load it) without its weights."""
+    return ModelShape.of(load(key))
+
+
+def attribute_here(key: str, ids: list[int], target: int, *, steps: int, deadline_at: float, prompt_tokens: int,
+                   progress) -> attribution.Attribution:
+    """``attribute`` of the model keyed ``key``, beside the loop's runs (it writes nothing on the model, and the loop's
+    pre-forward hook passes over any thread but the loop's)."""
+    return _attributed(load(key), ids, target, steps=steps, deadline=deadline_at, prompt_tokens=prompt_tokens,
+                       progress=progress)
+
+
 def models(progress=None) -> dict:
-    """In the engine process: its cache's models, those runs hold now and the pinned one."""
+    """Its cache's models, those runs hold now and the pinned one."""
     cache = _models()
     return {"loaded": cache.loaded(), "in_use": cache.in_use(), "pinned": cache.pinned}
 
 
-ENGINE_CALLS = {"describe": describe, "attribute": _attribute, "pin": pin, "models": models}
+# what the page may ``call`` (``EngineProcess.call``), by name
+ENGINE_CALLS = {"describe": describe, "attribute": attribute_here, "pin": pin, "models": models}
