@@ -25,6 +25,12 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
+def wait_restored(page: Page) -> None:
+    """Wait until the page's load has restored its tabs (kept settings, a share link): the app then sets the flag
+    ``playground.persist.READY``; before it, the load's updates may still land on what a test set or opened."""
+    page.wait_for_function("() => window.__decodingPlaygroundRestored === true")
+
+
 def open_tab(page: Page, title: str) -> Locator:
     """Select the tab called ``title``; returns its panel (the first visible tabpanel: the figures' sub-tabs are
     tabpanels inside it)."""
@@ -36,9 +42,10 @@ def open_tab(page: Page, title: str) -> Locator:
 
 def set_number(panel: Locator, label: str, value) -> None:
     """Type ``value`` into a slider's number box (or a number field) and commit it."""
-    box = panel.get_by_role("spinbutton", name=f"number input for {label}")
-    if box.count() == 0:
-        box = panel.get_by_role("spinbutton", name=label, exact=True)
+    # either name, waited for: a box just rendered (an accordion opened a moment ago) may not be there yet, and
+    # counting it then would settle on the wrong name
+    box = panel.get_by_role("spinbutton", name=f"number input for {label}").or_(
+        panel.get_by_role("spinbutton", name=label, exact=True)).first
     box.fill(str(value))
     box.press("Enter")
     expect(box).to_have_value(str(value))

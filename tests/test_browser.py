@@ -24,7 +24,7 @@ from playwright.sync_api import expect
 
 import app
 from browser_helpers import (ANY_TEXT, SCREENSHOTS, nudge_slider, open_figure, open_tab, set_number, status_of,
-                             text_of, wait_done, wait_for_plot, wait_idle, wait_until_stable)
+                             text_of, wait_done, wait_for_plot, wait_idle, wait_restored, wait_until_stable)
 from conftest import kernels_ready
 from playground import i18n
 
@@ -75,6 +75,7 @@ def page(server, browser):
     page = context.new_page()
     page.goto(server.local_url)
     expect(page.get_by_role("tab", name="Greedy", exact=True)).to_be_visible()
+    wait_restored(page)
     yield page
     context.close()
 
@@ -457,6 +458,7 @@ def test_a_share_links_values_show_as_text_and_fetch_nothing(server, browser):
         shared = context.new_page()
         shared.on("request", lambda request: requested.append(request.url))
         shared.goto(f"{server.local_url}?tab=greedy&max_new_tokens={quote(image)}&repetition_penalty={quote(link)}")
+        wait_restored(shared)  # Greedy is the first tab anyway: its being selected says nothing of the load
         expect(shared.get_by_role("tab", name="Greedy", exact=True)).to_have_attribute("aria-selected", "true")
         opened = shared.get_by_role("tabpanel").first
         for value in (image, link):  # in the status line, then in the toast
