@@ -343,13 +343,19 @@ def aside(work: Callable[[], Any], deadline: float | None = None, name: str = "a
     """``work()`` in a thread of its own, its result or its error here; the caller waits until it ends or until
     ``deadline`` (``time.monotonic()``; then ``Late``). A run of ``core.engine.loop`` passes its turns meanwhile
     (``pass_turn``), so a wait of seconds (a model's load, a grammar's compile) never stalls the loop's other runs.
-    ``work`` runs in a copy of the caller's context (its ``ContextVar``s: a model cache's lease being taken, ...)."""
+    ``work`` runs in a copy of the caller's context (its ``ContextVar``s: a model cache's lease being taken, ...), less
+    the caller's seat and turn: its thread is no run's, so it neither hands in steps nor switches to the loop."""
     box: dict[str, Any] = {}
     context = contextvars.copy_context()
 
+    def unseated() -> Any:
+        _seat.set(None)
+        _turn.set(None)
+        return work()
+
     def run() -> None:
         try:
-            box["value"] = context.run(work)
+            box["value"] = context.run(unseated)
         except BaseException as err:  # noqa: BLE001 - raised in the caller below
             box["error"] = err
 

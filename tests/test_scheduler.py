@@ -198,3 +198,22 @@ def test_a_scheduled_model_can_still_be_deep_copied():
     with torch.no_grad():
         assert torch.equal(twin(ids).logits, model(ids).logits)
     assert scheduler.stats.forwards == 0
+
+
+def test_work_aside_runs_in_the_callers_context_but_in_no_seat():
+    """``aside`` carries the caller's context variables (a model cache's lease) into its thread, but not the caller's
+    seat or turn: a thread that is no run's must neither hand in steps nor switch to the engine loop."""
+    from contextvars import ContextVar
+
+    from core import scheduler
+
+    marker: ContextVar[str] = ContextVar("marker", default="")
+    marker.set("the caller's")
+    turn = scheduler._turn.set(lambda: None)  # as a run of the loop has them
+    seat = scheduler._seat.set(object())
+    try:
+        seen = scheduler.aside(lambda: (marker.get(), scheduler._seat.get(), scheduler.pass_turn()))
+    finally:
+        scheduler._seat.reset(seat)
+        scheduler._turn.reset(turn)
+    assert seen == ("the caller's", None, False)
